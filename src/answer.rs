@@ -1,0 +1,189 @@
+//! The words on the wire: statuses, `WWW-Authenticate` challenges, JSON-RPC
+//! error bodies and the RFC 9728 metadata document. Nothing here ever sees a
+//! token, so no answer can echo one; claim values never reach it either.
+
+use crate::config::Policy;
+use serde_json::{json, Value};
+
+/// JSON-RPC error codes used in answers. The -32000..-32019 range is the
+/// implementation-defined one; -32020 is MCP's `HeaderMismatch`.
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const HEADER_MISMATCH: i64 = -32020;
+    pub const UNAUTHORIZED: i64 = -32001;
+    pub const KEYS_UNAVAILABLE: i64 = -32002;
+    pub const FORBIDDEN: i64 = -32003;
+    pub const INSUFFICIENT_SCOPE: i64 = -32004;
+    pub const LIST_UNFILTERABLE: i64 = -32005;
+}
+
+/// A complete local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn json_rpc_error(status: u32, code: i64, message: &str, id: Option<&Value>) -> Answer {
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id.cloned().unwrap_or(Value::Null),
+            "error": { "code": code, "message": message },
+        });
+        Answer {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: String) -> Answer {
+        self.headers.push((name.to_string(), value));
+        self
+    }
+
+    /// The value of a header, for tests and logs.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// 401 for a request that carried no token: the discovery challenge.
+pub fn token_required(policy: &Policy) -> Answer {
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", policy.metadata_url);
+    if !policy.scopes_supported.is_empty() {
+        challenge.push_str(&format!(
+            ", scope=\"{}\"",
+            policy.scopes_supported.join(" ")
+        ));
+    }
+    Answer::json_rpc_error(401, codes::UNAUTHORIZED, "Authorization required", None)
+        .with_header("www-authenticate", challenge)
+}
+
+/// 401 for a token that failed verification. `description` is a fixed,
+/// class-level text (it never holds token or claim data).
+pub fn invalid_token(policy: &Policy, description: &str) -> Answer {
+    let mut challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{}\"",
+        description, policy.metadata_url
+    );
+    if !policy.scopes_supported.is_empty() {
+        challenge.push_str(&format!(
+            ", scope=\"{}\"",
+            policy.scopes_supported.join(" ")
+        ));
+    }
+    Answer::json_rpc_error(
+        401,
+        codes::UNAUTHORIZED,
+        &format!("Invalid access token: {description}"),
+        None,
+    )
+    .with_header("www-authenticate", challenge)
+}
+
+/// 403 step-up challenge: the caller's role fits but it lacks `scopes`.
+pub fn insufficient_scope(policy: &Policy, scopes: &[String], id: Option<&Value>) -> Answer {
+    let challenge = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",
+        scopes.join(" "),
+        policy.metadata_url
+    );
+    Answer::json_rpc_error(
+        403,
+        codes::INSUFFICIENT_SCOPE,
+        &format!("Insufficient scope: this call needs {}", scopes.join(" ")),
+        id,
+    )
+    .with_header("www-authenticate", challenge)
+}
+
+/// 403: the rules deny this call.
+pub fn forbidden(id: Option<&Value>) -> Answer {
+    Answer::json_rpc_error(
+        403,
+        codes::FORBIDDEN,
+        "Forbidden: not allowed by policy",
+        id,
+    )
+}
+
+/// 400 with a JSON-RPC error (-32700, -32600 or -32020).
+pub fn bad_request(code: i64, message: &str, id: Option<&Value>) -> Answer {
+    Answer::json_rpc_error(400, code, message, id)
+}
+
+/// 413: the body is larger than `max_body_bytes`.
+pub fn too_large(max_body_bytes: usize) -> Answer {
+    Answer::json_rpc_error(
+        413,
+        codes::INVALID_REQUEST,
+        &format!("Request body larger than {max_body_bytes} bytes"),
+        None,
+    )
+}
+
+/// 415: a POST whose body is not declared `application/json`.
+pub fn unsupported_media_type() -> Answer {
+    Answer::json_rpc_error(
+        415,
+        codes::INVALID_REQUEST,
+        "Content-Type must be application/json",
+        None,
+    )
+}
+
+/// 503: remote keys were never fetched successfully yet.
+pub fn keys_unavailable(retry_after_seconds: u64) -> Answer {
+    Answer::json_rpc_error(
+        503,
+        codes::KEYS_UNAVAILABLE,
+        "Signing keys not available yet; retry later",
+        None,
+    )
+    .with_header("retry-after", retry_after_seconds.to_string())
+}
+
+/// 405 for a method other than GET/HEAD on the metadata document.
+pub fn metadata_method_not_allowed() -> Answer {
+    Answer {
+        status: 405,
+        headers: vec![("allow".into(), "GET, HEAD".into())],
+        body: Vec::new(),
+    }
+}
+
+/// The RFC 9728 protected resource metadata document.
+pub fn metadata_document(policy: &Policy) -> Answer {
+    let mut doc = serde_json::Map::new();
+    doc.insert("resource".into(), json!(policy.resource));
+    doc.insert(
+        "authorization_servers".into(),
+        json!(policy.authorization_servers),
+    );
+    if !policy.scopes_supported.is_empty() {
+        doc.insert("scopes_supported".into(), json!(policy.scopes_supported));
+    }
+    doc.insert("bearer_methods_supported".into(), json!(["header"]));
+    if let Some(name) = &policy.resource_name {
+        doc.insert("resource_name".into(), json!(name));
+    }
+    if let Some(url) = &policy.resource_documentation {
+        doc.insert("resource_documentation".into(), json!(url));
+    }
+    Answer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "max-age=300".into()),
+        ],
+        body: Value::Object(doc).to_string().into_bytes(),
+    }
+}

@@ -1,0 +1,766 @@
+//! Plugin configuration: the JSON of CONTRACT section 3 parsed strictly and
+//! compiled into a [`Policy`] that the request path uses as is.
+
+use crate::glob::Glob;
+use crate::jwks::{Algorithm, KeySet};
+
+/// Everything the filter needs to decide, validated and compiled once.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub resource: String,
+    /// RFC 9728 metadata URL, the path-inserted form for `resource`.
+    pub metadata_url: String,
+    /// Request paths that serve the metadata document (path-inserted and root).
+    pub metadata_paths: Vec<String>,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub resource_name: Option<String>,
+    pub resource_documentation: Option<String>,
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    pub filter_lists: bool,
+    pub token_forwarding: TokenForwarding,
+    pub identity_headers: Vec<IdentityHeader>,
+    pub max_body_bytes: usize,
+    pub mode: Mode,
+    pub public_paths: Vec<String>,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    /// Accepted algorithms; never `none` nor HMAC.
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew_seconds: u64,
+    /// Each entry is a dot-path split into segments, e.g. `["realm_access", "roles"]`.
+    pub roles_claims: Vec<Vec<String>>,
+    pub scopes_claim: String,
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    Inline(KeySet),
+    Remote(RemoteJwks),
+}
+
+/// A JWKS fetched through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    /// `None`: discover it from the issuer (RFC 8414, then OpenID discovery).
+    pub url: Option<String>,
+    pub refresh_seconds: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One authorization rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub effect: Effect,
+    pub methods: Vec<Glob>,
+    /// `None`: the rule matches whatever the name.
+    pub names: Option<Vec<Glob>>,
+    /// `None`: no role needed. Otherwise any one of them.
+    pub roles: Option<Vec<String>>,
+    /// `None`: no scope needed. Otherwise all of them.
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForwarding {
+    Strip,
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// A header the filter sets upstream from the verified identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// Lower-case header name.
+    pub name: String,
+    pub source: ClaimSource,
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimSource {
+    /// A dot-path into the token's claims.
+    Claim(Vec<String>),
+    Roles,
+    Scopes,
+    Issuer,
+}
+
+/// A refused configuration: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending field, e.g. `providers[0].jwks.remote.cluster`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Defaults named once, shared by the parser and the README check.
+pub mod defaults {
+    pub const CLOCK_SKEW_SECONDS: u64 = 60;
+    pub const REFRESH_SECONDS: u64 = 300;
+    pub const TIMEOUT_MS: u64 = 2000;
+    pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+    pub const ROLES_CLAIM: &str = "roles";
+    pub const SCOPES_CLAIM: &str = "scope";
+    /// Upper bounds that catch typos (a skew of hours, a 1 GiB body) before they
+    /// become a security or memory problem.
+    pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
+    pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+    pub const MAX_TIMEOUT_MS: u64 = 60_000;
+    pub const MIN_REFRESH_SECONDS: u64 = 10;
+    pub const MAX_REFRESH_SECONDS: u64 = 7 * 24 * 3600;
+}
+
+/// The top-level keys, in the order the README's reference lists them.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "resource",
+    "authorization_servers",
+    "scopes_supported",
+    "resource_name",
+    "resource_documentation",
+    "providers",
+    "rules",
+    "filter_lists",
+    "token_forwarding",
+    "identity_headers",
+    "max_body_bytes",
+    "mode",
+    "public_paths",
+];
+
+/// Keys of one `providers[]` entry.
+pub const PROVIDER_KEYS: &[&str] = &[
+    "issuer",
+    "audiences",
+    "jwks",
+    "algorithms",
+    "clock_skew_seconds",
+    "roles_claims",
+    "scopes_claim",
+];
+
+/// Keys of `providers[].jwks.remote`.
+pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];
+
+/// Keys of one `rules[]` entry.
+pub const RULE_KEYS: &[&str] = &["name", "effect", "methods", "names", "roles", "scopes"];
+
+/// Headers an operator may not have the filter set from claims: they carry
+/// the request's framing, routing or credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "mcp-method",
+    "mcp-name",
+    "mcp-session-id",
+    "mcp-protocol-version",
+];
+
+impl Policy {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(text: &str) -> Result<Policy, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            field: String::new(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Policy::from_value(&value)
+    }
+
+    /// Validates an already-parsed configuration value.
+    pub fn from_value(value: &serde_json::Value) -> Result<Policy, ConfigError> {
+        let top = Obj::new(value, "")?;
+        top.only(TOP_LEVEL_KEYS)?;
+
+        let resource = top.required_str("resource")?.to_string();
+        let (metadata_url, metadata_paths) =
+            metadata_locations(&resource).map_err(|m| top.error("resource", m))?;
+
+        let providers = top
+            .required_list("providers")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_provider(v, &format!("providers[{i}]"), &resource))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, p) in providers.iter().enumerate() {
+            if providers[..i].iter().any(|q| q.issuer == p.issuer) {
+                return Err(top.error(
+                    &format!("providers[{i}].issuer"),
+                    "the same issuer is configured twice; a token's issuer must pick one provider"
+                        .into(),
+                ));
+            }
+        }
+
+        let authorization_servers = match top.optional_str_list("authorization_servers")? {
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    check_absolute_url(s)
+                        .map_err(|m| top.error(&format!("authorization_servers[{i}]"), m))?;
+                }
+                list
+            }
+            None => {
+                let mut list: Vec<String> = Vec::new();
+                for p in &providers {
+                    if !list.contains(&p.issuer) {
+                        list.push(p.issuer.clone());
+                    }
+                }
+                list
+            }
+        };
+        let scopes_supported = top
+            .optional_str_list("scopes_supported")?
+            .unwrap_or_default();
+        for (i, s) in scopes_supported.iter().enumerate() {
+            check_scope_token(s).map_err(|m| top.error(&format!("scopes_supported[{i}]"), m))?;
+        }
+        let resource_name = top.optional_str("resource_name")?.map(str::to_string);
+        let resource_documentation = match top.optional_str("resource_documentation")? {
+            Some(url) => {
+                check_absolute_url(url).map_err(|m| top.error("resource_documentation", m))?;
+                Some(url.to_string())
+            }
+            None => None,
+        };
+
+        let rules = top
+            .required_list("rules")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_rule(v, &format!("rules[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let filter_lists = top.optional_bool("filter_lists")?.unwrap_or(true);
+        let token_forwarding = match top.optional_str("token_forwarding")? {
+            None | Some("strip") => TokenForwarding::Strip,
+            Some("forward") => TokenForwarding::Forward,
+            Some(other) => {
+                return Err(top.error(
+                    "token_forwarding",
+                    format!("{other:?} is not one of \"strip\", \"forward\""),
+                ))
+            }
+        };
+        let identity_headers = parse_identity_headers(&top)?;
+        let max_body_bytes = match top.optional_u64("max_body_bytes")? {
+            None => defaults::MAX_BODY_BYTES,
+            Some(0) => return Err(top.error("max_body_bytes", "must be at least 1".into())),
+            Some(n) if n > defaults::MAX_BODY_BYTES_LIMIT => {
+                return Err(top.error(
+                    "max_body_bytes",
+                    format!("must be at most {}", defaults::MAX_BODY_BYTES_LIMIT),
+                ))
+            }
+            Some(n) => n,
+        };
+        let mode = match top.optional_str("mode")? {
+            None | Some("enforce") => Mode::Enforce,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                return Err(top.error(
+                    "mode",
+                    format!("{other:?} is not one of \"enforce\", \"audit\""),
+                ))
+            }
+        };
+        let public_paths = top.optional_str_list("public_paths")?.unwrap_or_default();
+        for (i, p) in public_paths.iter().enumerate() {
+            if !p.starts_with('/') || p.contains(['?', '#']) || p.chars().any(char::is_whitespace) {
+                return Err(top.error(
+                    &format!("public_paths[{i}]"),
+                    "must be an exact path starting with '/', without query or fragment".into(),
+                ));
+            }
+        }
+
+        Ok(Policy {
+            resource,
+            metadata_url,
+            metadata_paths,
+            authorization_servers,
+            scopes_supported,
+            resource_name,
+            resource_documentation,
+            providers,
+            rules,
+            filter_lists,
+            token_forwarding,
+            identity_headers,
+            max_body_bytes: max_body_bytes as usize,
+            mode,
+            public_paths,
+        })
+    }
+}
+
+/// RFC 9728 section 3.1: the metadata URL inserts the well-known segment
+/// between the resource's authority and its path. Returns that URL and the
+/// request paths that serve the document (path-inserted first, then root).
+fn metadata_locations(resource: &str) -> Result<(String, Vec<String>), String> {
+    check_absolute_url(resource)?;
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let scheme_end = resource.find("://").map(|i| i + 3).unwrap_or(0);
+    let (origin, rest) = match resource[scheme_end..].find(['/', '?']) {
+        Some(i) => resource.split_at(scheme_end + i),
+        None => (resource, ""),
+    };
+    let (path, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let path = path.trim_end_matches('/');
+    let inserted = format!("{WELL_KNOWN}{path}");
+    let url = format!("{origin}{inserted}{query}");
+    let mut paths = vec![inserted];
+    if !path.is_empty() {
+        paths.push(WELL_KNOWN.to_string());
+    }
+    Ok((url, paths))
+}
+
+/// An absolute `http`/`https` URI with an authority and no fragment.
+fn check_absolute_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an absolute http(s) URI"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if url.contains('#') {
+        return Err(format!("{url:?} must not have a fragment"));
+    }
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(format!("{url:?} holds characters a URI cannot carry"));
+    }
+    Ok(())
+}
+
+/// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.
+fn check_scope_token(scope: &str) -> Result<(), String> {
+    if scope.is_empty()
+        || !scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(format!("{scope:?} is not a valid OAuth scope token"));
+    }
+    Ok(())
+}
+
+fn parse_provider(
+    value: &serde_json::Value,
+    path: &str,
+    resource: &str,
+) -> Result<Provider, ConfigError> {
+    let obj = Obj::new(value, path)?;
+    obj.only(PROVIDER_KEYS)?;
+    let issuer = obj.required_str("issuer")?.to_string();
+    if issuer.is_empty() {
+        return Err(obj.error("issuer", "must not be empty".into()));
+    }
+    let audiences = obj
+        .optional_str_list("audiences")?
+        .unwrap_or_else(|| vec![resource.to_string()]);
+    let jwks = parse_jwks(&obj)?;
+    let algorithms = match obj.optional_str_list("algorithms")? {
+        None => Algorithm::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Algorithm::parse(n).map_err(|m| obj.error(&format!("algorithms[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let clock_skew_seconds = obj
+        .optional_u64("clock_skew_seconds")?
+        .unwrap_or(defaults::CLOCK_SKEW_SECONDS);
+    if clock_skew_seconds > defaults::MAX_CLOCK_SKEW_SECONDS {
+        return Err(obj.error(
+            "clock_skew_seconds",
+            format!("must be at most {}", defaults::MAX_CLOCK_SKEW_SECONDS),
+        ));
+    }
+    let roles_claims = obj
+        .optional_str_list("roles_claims")?
+        .unwrap_or_else(|| vec![defaults::ROLES_CLAIM.to_string()])
+        .iter()
+        .enumerate()
+        .map(|(i, p)| claim_path(p).map_err(|m| obj.error(&format!("roles_claims[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scopes_claim = obj
+        .optional_str("scopes_claim")?
+        .unwrap_or(defaults::SCOPES_CLAIM)
+        .to_string();
+    if scopes_claim.is_empty() {
+        return Err(obj.error("scopes_claim", "must not be empty".into()));
+    }
+    Ok(Provider {
+        issuer,
+        audiences,
+        jwks,
+        algorithms,
+        clock_skew_seconds,
+        roles_claims,
+        scopes_claim,
+    })
+}
+
+fn parse_jwks(provider: &Obj) -> Result<JwksSource, ConfigError> {
+    let obj = provider.required_obj("jwks")?;
+    obj.only(&["inline", "remote"])?;
+    match (obj.map.get("inline"), obj.map.get("remote")) {
+        (Some(_), Some(_)) | (None, None) => {
+            Err(obj.error("", "needs exactly one of \"inline\" or \"remote\"".into()))
+        }
+        (Some(inline), None) => {
+            let parsed = match inline {
+                serde_json::Value::String(text) => KeySet::parse(text),
+                other => KeySet::from_value(other),
+            };
+            let (keys, _skipped) = parsed.map_err(|e| obj.error("inline", e.to_string()))?;
+            if keys.is_empty() {
+                return Err(obj.error(
+                    "inline",
+                    "holds no key usable for signature verification".into(),
+                ));
+            }
+            Ok(JwksSource::Inline(keys))
+        }
+        (None, Some(_)) => {
+            let remote = obj.required_obj("remote")?;
+            remote.only(REMOTE_JWKS_KEYS)?;
+            let cluster = remote.required_str("cluster")?.to_string();
+            if cluster.is_empty() {
+                return Err(remote.error("cluster", "must name an Envoy cluster".into()));
+            }
+            let url = match remote.optional_str("url")? {
+                Some(u) => {
+                    check_absolute_url(u).map_err(|m| remote.error("url", m))?;
+                    Some(u.to_string())
+                }
+                None => None,
+            };
+            let refresh_seconds = remote
+                .optional_u64("refresh_seconds")?
+                .unwrap_or(defaults::REFRESH_SECONDS);
+            if !(defaults::MIN_REFRESH_SECONDS..=defaults::MAX_REFRESH_SECONDS)
+                .contains(&refresh_seconds)
+            {
+                return Err(remote.error(
+                    "refresh_seconds",
+                    format!(
+                        "must be between {} and {}",
+                        defaults::MIN_REFRESH_SECONDS,
+                        defaults::MAX_REFRESH_SECONDS
+                    ),
+                ));
+            }
+            let timeout_ms = remote
+                .optional_u64("timeout_ms")?
+                .unwrap_or(defaults::TIMEOUT_MS);
+            if timeout_ms == 0 || timeout_ms > defaults::MAX_TIMEOUT_MS {
+                return Err(remote.error(
+                    "timeout_ms",
+                    format!("must be between 1 and {}", defaults::MAX_TIMEOUT_MS),
+                ));
+            }
+            Ok(JwksSource::Remote(RemoteJwks {
+                cluster,
+                url,
+                refresh_seconds,
+                timeout_ms,
+            }))
+        }
+    }
+}
+
+fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError> {
+    let obj = Obj::new(value, path)?;
+    obj.only(RULE_KEYS)?;
+    let name = obj.optional_str("name")?.unwrap_or(path).to_string();
+    let effect = match obj.required_str("effect")? {
+        "allow" => Effect::Allow,
+        "deny" => Effect::Deny,
+        other => {
+            return Err(obj.error(
+                "effect",
+                format!("{other:?} is not one of \"allow\", \"deny\""),
+            ))
+        }
+    };
+    let globs = |key: &str, list: Vec<String>| -> Result<Vec<Glob>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| Glob::parse(g).map_err(|m| obj.error(&format!("{key}[{i}]"), m)))
+            .collect()
+    };
+    let methods = globs("methods", obj.required_str_list("methods")?)?;
+    let names = match obj.optional_str_list("names")? {
+        Some(list) => Some(globs("names", list)?),
+        None => None,
+    };
+    let roles = obj.optional_str_list("roles")?;
+    let scopes = obj.optional_str_list("scopes")?;
+    if let Some(scopes) = &scopes {
+        for (i, s) in scopes.iter().enumerate() {
+            check_scope_token(s).map_err(|m| obj.error(&format!("scopes[{i}]"), m))?;
+        }
+    }
+    Ok(Rule {
+        name,
+        effect,
+        methods,
+        names,
+        roles,
+        scopes,
+    })
+}
+
+fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError> {
+    let Some(obj) = top.optional_obj("identity_headers")? else {
+        return Ok(Vec::new());
+    };
+    let mut headers = Vec::new();
+    for (name, source) in obj.map {
+        let field = name.as_str();
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(is_header_name_byte) {
+            return Err(obj.error(field, "is not a valid HTTP header name".into()));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with(':') {
+            return Err(obj.error(field, "is reserved and cannot carry identity".into()));
+        }
+        if headers.iter().any(|h: &IdentityHeader| h.name == lower) {
+            return Err(obj.error(
+                field,
+                "is configured twice (header names are case-insensitive)".into(),
+            ));
+        }
+        let source = match source.as_str() {
+            Some("$roles") => ClaimSource::Roles,
+            Some("$scopes") => ClaimSource::Scopes,
+            Some("$issuer") => ClaimSource::Issuer,
+            Some(s) if s.starts_with('$') => {
+                return Err(obj.error(
+                    field,
+                    format!("{s:?} is not one of $roles, $scopes, $issuer"),
+                ))
+            }
+            Some(path) => ClaimSource::Claim(claim_path(path).map_err(|m| obj.error(field, m))?),
+            None => {
+                return Err(obj.error(
+                    field,
+                    "must be a string: a claim path, $roles, $scopes or $issuer".into(),
+                ))
+            }
+        };
+        headers.push(IdentityHeader {
+            name: lower,
+            source,
+        });
+    }
+    Ok(headers)
+}
+
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `realm_access.roles` → `["realm_access", "roles"]`.
+fn claim_path(path: &str) -> Result<Vec<String>, String> {
+    let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(format!(
+            "{path:?} is not a claim path (dot-separated, no empty segment)"
+        ));
+    }
+    Ok(segments)
+}
+
+/// A JSON object being validated, with its path for error messages.
+struct Obj<'a> {
+    path: String,
+    map: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(value: &'a serde_json::Value, path: &str) -> Result<Obj<'a>, ConfigError> {
+        match value.as_object() {
+            Some(map) => Ok(Obj {
+                path: path.to_string(),
+                map,
+            }),
+            None => Err(ConfigError {
+                field: path.to_string(),
+                message: format!("must be an object, found {}", kind(value)),
+            }),
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        match (self.path.is_empty(), key.is_empty()) {
+            (true, _) => key.to_string(),
+            (false, true) => self.path.clone(),
+            (false, false) => format!("{}.{key}", self.path),
+        }
+    }
+
+    fn error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            field: self.field(key),
+            message,
+        }
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), ConfigError> {
+        match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(unknown) => Err(self.error(
+                unknown,
+                format!("unknown key; expected one of: {}", allowed.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a serde_json::Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&self, key: &str, expected: &str, found: &serde_json::Value) -> ConfigError {
+        self.error(key, format!("must be {expected}, found {}", kind(found)))
+    }
+
+    fn optional_str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.wrong(key, "a string", other)),
+        }
+    }
+
+    fn required_str(&self, key: &str) -> Result<&'a str, ConfigError> {
+        self.optional_str(key)?
+            .ok_or_else(|| self.error(key, "is required".into()))
+    }
+
+    fn optional_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.wrong(key, "true or false", other)),
+        }
+    }
+
+    fn optional_u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a non-negative integer", v)),
+        }
+    }
+
+    fn optional_obj(&self, key: &str) -> Result<Option<Obj<'a>>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => Obj::new(v, &self.field(key)).map(Some),
+        }
+    }
+
+    fn required_obj(&self, key: &str) -> Result<Obj<'a>, ConfigError> {
+        self.optional_obj(key)?
+            .ok_or_else(|| self.error(key, "is required".into()))
+    }
+
+    fn required_list(&self, key: &str) -> Result<&'a Vec<serde_json::Value>, ConfigError> {
+        match self.get(key) {
+            None => Err(self.error(key, "is required".into())),
+            Some(serde_json::Value::Array(list)) if list.is_empty() => {
+                Err(self.error(key, "must not be empty".into()))
+            }
+            Some(serde_json::Value::Array(list)) => Ok(list),
+            Some(other) => Err(self.wrong(key, "a list", other)),
+        }
+    }
+
+    /// A non-empty list of strings, when present.
+    fn optional_str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        let list = self.required_list(key)?;
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                other => Err(self.wrong(&format!("{key}[{i}]"), "a string", other)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn required_str_list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        self.optional_str_list(key)?
+            .ok_or_else(|| self.error(key, "is required".into()))
+    }
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,119 @@
+//! Glob patterns for rule `methods` and `names`: `*` matches any run of
+//! characters (including none), `?` exactly one character, everything else is
+//! literal and case-sensitive. No character classes, no escapes: MCP method and
+//! tool names never need them, and fewer features mean fewer surprises.
+
+/// A validated glob pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: Vec<char>,
+    source: String,
+}
+
+impl Glob {
+    /// Parses a pattern. An empty pattern, or one holding control characters
+    /// (which no JSON-RPC method, tool name or URI the filter compares can
+    /// carry unescaped), can never match anything and is refused.
+    pub fn parse(pattern: &str) -> Result<Glob, String> {
+        if pattern.is_empty() {
+            return Err("empty glob can never match".to_string());
+        }
+        if pattern.chars().any(char::is_control) {
+            return Err(format!(
+                "glob {pattern:?} holds a control character and can never match"
+            ));
+        }
+        Ok(Glob {
+            pattern: pattern.chars().collect(),
+            source: pattern.to_string(),
+        })
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether `text` matches the whole pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        // Iterative matcher with single-star backtracking: linear in practice,
+        // never exponential, no recursion (the VM's stack is small).
+        let text: Vec<char> = text.chars().collect();
+        let (mut p, mut t) = (0usize, 0usize);
+        let mut star: Option<(usize, usize)> = None;
+        while t < text.len() {
+            match self.pattern.get(p) {
+                Some('*') => {
+                    star = Some((p, t));
+                    p += 1;
+                }
+                Some('?') => {
+                    p += 1;
+                    t += 1;
+                }
+                Some(c) if *c == text[t] => {
+                    p += 1;
+                    t += 1;
+                }
+                _ => match star {
+                    Some((sp, st)) => {
+                        p = sp + 1;
+                        t = st + 1;
+                        star = Some((sp, st + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        self.pattern[p..].iter().all(|c| *c == '*')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, t: &str) -> bool {
+        Glob::parse(p).unwrap().matches(t)
+    }
+
+    #[test]
+    fn star_matches_any_run() {
+        assert!(m("get_*", "get_weather"));
+        assert!(m("get_*", "get_"));
+        assert!(!m("get_*", "set_weather"));
+        assert!(m("*", ""));
+        assert!(m("notifications/*", "notifications/initialized"));
+        assert!(m("*_admin_*", "x_admin_y"));
+        assert!(!m("*_admin_*", "x_admin"));
+    }
+
+    #[test]
+    fn question_mark_matches_one_character() {
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(!m("a?c", "abbc"));
+        assert!(m("?", "é"));
+    }
+
+    #[test]
+    fn literals_are_case_sensitive_and_whole() {
+        assert!(m("search", "search"));
+        assert!(!m("search", "Search"));
+        assert!(!m("search", "search2"));
+        assert!(!m("search", "research"));
+    }
+
+    #[test]
+    fn patterns_that_cannot_match_are_refused() {
+        assert!(Glob::parse("").is_err());
+        assert!(Glob::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn many_stars_stay_fast() {
+        let p = "*a*a*a*a*a*a*a*a*a*a*b";
+        let t = "a".repeat(5000);
+        assert!(!m(p, &t));
+    }
+}

@@ -1,0 +1,28 @@
+//! The only code that talks to the proxy: it moves bytes between Envoy and the
+//! functional core and carries out the core's verdicts.
+
+mod keys;
+mod request;
+mod root;
+mod stats;
+mod worker;
+
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| Box::new(root::PluginRoot::new(context_id)));
+}}
+
+/// Milliseconds since the Unix epoch, from the host's clock.
+pub(crate) fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn log(level: LogLevel, message: &str) {
+    let _ = proxy_wasm::hostcalls::log(level, message);
+}

@@ -1,0 +1,122 @@
+//! The root context: loads the configuration (refusing a bad one, which makes
+//! Envoy refuse the listener), runs the key refresh tick and hands each
+//! request a context that shares this VM's worker state.
+
+use super::request::{self, RequestFilter};
+use super::stats::Stats;
+use super::worker::Worker;
+use super::{log, now_ms};
+use crate::config::Policy;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The tick drives key refresh and wakes requests waiting for keys; 100 ms
+/// keeps that wait short and costs a few map look-ups per tick.
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct PluginRoot {
+    context_id: u32,
+    worker: Option<Rc<Worker>>,
+}
+
+impl PluginRoot {
+    pub fn new(context_id: u32) -> PluginRoot {
+        PluginRoot {
+            context_id,
+            worker: None,
+        }
+    }
+
+    /// Starts due fetches and resumes requests whose keys are settled.
+    fn drive_keys(&self) {
+        let Some(worker) = &self.worker else { return };
+        let now = now_ms();
+        for slot in worker.slots.borrow_mut().iter_mut() {
+            slot.tick(now);
+        }
+        for (context_id, exchange) in worker.ready_waiters(now) {
+            if hostcalls::set_effective_context(context_id).is_ok() {
+                request::resume_after_keys(worker, &mut exchange.borrow_mut(), now);
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.context_id);
+    }
+}
+
+impl Context for PluginRoot {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse().ok());
+        let cache_control = self.get_http_call_response_header("cache-control");
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        for slot in worker.slots.borrow_mut().iter_mut() {
+            if slot.owns_call(token) {
+                slot.on_response(status, cache_control, body, &worker.stats);
+                break;
+            }
+        }
+        self.drive_keys();
+    }
+}
+
+impl RootContext for PluginRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        match Policy::from_json(&text) {
+            Ok(policy) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "mcp_authz: configured for resource {} with {} provider(s) and {} rule(s)",
+                        policy.resource,
+                        policy.providers.len(),
+                        policy.rules.len()
+                    ),
+                );
+                self.worker = Some(Rc::new(Worker::new(policy, Stats::define())));
+                self.set_tick_period(TICK);
+                self.drive_keys();
+                true
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Critical,
+                    &format!("mcp_authz: configuration refused: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.drive_keys();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Without a configuration every request is refused (fail closed).
+        Some(Box::new(RequestFilter::new(
+            context_id,
+            self.worker.clone(),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

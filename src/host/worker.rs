@@ -1,0 +1,100 @@
+//! What one VM (one Envoy worker) shares between its root context and its
+//! requests: the policy, the keys, the verified-token cache, the counters, and
+//! the requests waiting for keys.
+
+use super::keys::KeySlot;
+use super::request::Exchange;
+use super::stats::Stats;
+use crate::config::Policy;
+use crate::gate::Keys;
+use crate::token_cache::VerifiedTokenCache;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+/// Verified tokens remembered per VM.
+const TOKEN_CACHE_CAPACITY: usize = 1024;
+
+pub struct Worker {
+    pub policy: Rc<Policy>,
+    pub slots: RefCell<Vec<KeySlot>>,
+    pub cache: RefCell<VerifiedTokenCache>,
+    pub stats: Stats,
+    pub waiters: RefCell<Vec<Waiter>>,
+}
+
+/// A request paused until a provider's keys arrive (or its wait runs out).
+pub struct Waiter {
+    pub context_id: u32,
+    pub exchange: Weak<RefCell<Exchange>>,
+    pub provider: usize,
+    pub generation: u64,
+    pub deadline_ms: u64,
+}
+
+impl Worker {
+    pub fn new(policy: Policy, stats: Stats) -> Worker {
+        let slots = KeySlot::for_policy(&policy);
+        Worker {
+            policy: Rc::new(policy),
+            slots: RefCell::new(slots),
+            cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
+            stats,
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with the keys as the core wants them.
+    pub fn with_keys<T>(&self, f: impl FnOnce(&Keys) -> T) -> T {
+        let slots = self.slots.borrow();
+        let generations: Vec<u64> = slots.iter().map(|s| s.generation).collect();
+        let keys = Keys {
+            sets: slots.iter().map(|s| s.keys.as_deref()).collect(),
+            generations: &generations,
+        };
+        f(&keys)
+    }
+
+    pub fn wait(
+        &self,
+        context_id: u32,
+        exchange: &Rc<RefCell<Exchange>>,
+        provider: usize,
+        now: u64,
+    ) {
+        let slots = self.slots.borrow();
+        let (generation, wait_ms) = slots
+            .get(provider)
+            .map(|s| (s.generation, s.wait_ms()))
+            .unwrap_or((0, 0));
+        self.waiters.borrow_mut().push(Waiter {
+            context_id,
+            exchange: Rc::downgrade(exchange),
+            provider,
+            generation,
+            deadline_ms: now + wait_ms,
+        });
+    }
+
+    /// Takes out the waiters whose keys changed, whose fetch ended, or whose
+    /// wait ran out; drops those whose request is gone.
+    pub fn ready_waiters(&self, now: u64) -> Vec<(u32, Rc<RefCell<Exchange>>)> {
+        let slots = self.slots.borrow();
+        let mut ready = Vec::new();
+        self.waiters.borrow_mut().retain(|w| {
+            let Some(exchange) = w.exchange.upgrade() else {
+                return false;
+            };
+            let done = match slots.get(w.provider) {
+                Some(slot) => {
+                    slot.generation != w.generation || !slot.fetch_pending() || now >= w.deadline_ms
+                }
+                None => true,
+            };
+            if done {
+                ready.push((w.context_id, exchange));
+            }
+            !done
+        });
+        ready
+    }
+}

@@ -1,0 +1,739 @@
+//! The authorization decision (CONTRACT section 3 "Rules"): a pure function
+//! of the configured rules, the call and the verified identity.
+
+use crate::config::{Effect, Rule};
+use crate::identity::Identity;
+use crate::mcp::{Body, Message};
+
+/// What the rules say about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through. `rule` is the allow rule that decided; `None` for a
+    /// JSON-RPC response, which needs no rule.
+    Allow { rule: Option<String> },
+    /// Refuse it (403). `rule` is the deny rule that decided; `None` when no
+    /// rule allowed it (default deny).
+    Forbidden { rule: Option<String> },
+    /// Refuse it with a scope challenge (403 `insufficient_scope`): the
+    /// caller has the roles of the allow rule `rule` but not all its
+    /// `scopes`, which are the ones to ask for.
+    NeedScopes { rule: String, scopes: Vec<String> },
+}
+
+impl Decision {
+    /// Whether the request may go through.
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+/// Decides one call. A deny rule that matches and that the caller satisfies
+/// wins wherever it stands; otherwise the first satisfied matching allow rule
+/// allows; otherwise, if some matching allow rule failed only for want of
+/// scopes, the first such rule's scopes are challenged for; otherwise deny.
+pub fn decide(rules: &[Rule], method: &str, name: Option<&str>, identity: &Identity) -> Decision {
+    let mut allowed_by: Option<&Rule> = None;
+    let mut short_of_scopes: Option<&Rule> = None;
+    for rule in rules.iter().filter(|rule| matches(rule, method, name)) {
+        let has_role = rule
+            .roles
+            .as_ref()
+            .is_none_or(|roles| roles.iter().any(|role| identity.has_role(role)));
+        let has_scopes = rule
+            .scopes
+            .as_ref()
+            .is_none_or(|scopes| scopes.iter().all(|scope| identity.has_scope(scope)));
+        match rule.effect {
+            Effect::Deny if has_role && has_scopes => {
+                return Decision::Forbidden {
+                    rule: Some(rule.name.clone()),
+                }
+            }
+            Effect::Deny => {}
+            Effect::Allow if has_role && has_scopes => {
+                allowed_by.get_or_insert(rule);
+            }
+            Effect::Allow if has_role => {
+                short_of_scopes.get_or_insert(rule);
+            }
+            Effect::Allow => {}
+        }
+    }
+    if let Some(rule) = allowed_by {
+        return Decision::Allow {
+            rule: Some(rule.name.clone()),
+        };
+    }
+    if let Some(rule) = short_of_scopes {
+        // The rule's whole list, not just the missing ones: the client
+        // re-authorizes and the new token must carry all of them.
+        return Decision::NeedScopes {
+            rule: rule.name.clone(),
+            scopes: rule.scopes.clone().unwrap_or_default(),
+        };
+    }
+    Decision::Forbidden { rule: None }
+}
+
+/// Decides a whole body. Responses need no rule. A batch passes only if every
+/// element is allowed: the first forbidden element decides; else, if any
+/// element needs scopes, the challenge names the first such rule and asks for
+/// the union of all needed scopes (first-seen order), so one re-authorization
+/// covers the batch; else the first element's decision stands.
+pub fn decide_body(rules: &[Rule], body: &Body, identity: &Identity) -> Decision {
+    let mut first: Option<Decision> = None;
+    let mut challenge: Option<(String, Vec<String>)> = None;
+    for message in body.messages() {
+        let decision = match message {
+            Message::Response { .. } => Decision::Allow { rule: None },
+            Message::Call(call) => decide(rules, &call.method, call.name.as_deref(), identity),
+        };
+        match &decision {
+            Decision::Forbidden { .. } => return decision,
+            Decision::NeedScopes { rule, scopes } => {
+                let (_, needed) = challenge.get_or_insert_with(|| (rule.clone(), Vec::new()));
+                for scope in scopes {
+                    if !needed.contains(scope) {
+                        needed.push(scope.clone());
+                    }
+                }
+            }
+            Decision::Allow { .. } => {}
+        }
+        first.get_or_insert(decision);
+    }
+    if let Some((rule, scopes)) = challenge {
+        return Decision::NeedScopes { rule, scopes };
+    }
+    // A body always holds at least one message; the fallback is unreachable
+    // but denies rather than allows.
+    first.unwrap_or(Decision::Forbidden { rule: None })
+}
+
+/// Whether the caller may make this call: used to filter list results.
+pub fn may_call(rules: &[Rule], method: &str, name: &str, identity: &Identity) -> bool {
+    decide(rules, method, Some(name), identity).is_allow()
+}
+
+/// Whether `rule` matches the call. A rule with `names` never matches a call
+/// without one.
+fn matches(rule: &Rule, method: &str, name: Option<&str>) -> bool {
+    if !rule.methods.iter().any(|glob| glob.matches(method)) {
+        return false;
+    }
+    match (&rule.names, name) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(globs), Some(name)) => globs.iter().any(|glob| glob.matches(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::glob::Glob;
+    use crate::mcp::parse_body;
+
+    fn globs(patterns: &[&str]) -> Vec<Glob> {
+        patterns.iter().map(|p| Glob::parse(p).unwrap()).collect()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn rule(
+        name: &str,
+        effect: Effect,
+        methods: &[&str],
+        names: Option<&[&str]>,
+        roles: Option<&[&str]>,
+        scopes: Option<&[&str]>,
+    ) -> Rule {
+        Rule {
+            name: name.to_string(),
+            effect,
+            methods: globs(methods),
+            names: names.map(globs),
+            roles: roles.map(strings),
+            scopes: scopes.map(strings),
+        }
+    }
+
+    /// The example rules of CONTRACT section 3.
+    fn contract_rules() -> Vec<Rule> {
+        vec![
+            rule(
+                "everyone lists",
+                Effect::Allow,
+                &[
+                    "initialize",
+                    "server/discover",
+                    "notifications/*",
+                    "ping",
+                    "tools/list",
+                    "prompts/list",
+                    "resources/list",
+                ],
+                None,
+                None,
+                None,
+            ),
+            rule(
+                "readers read",
+                Effect::Allow,
+                &["tools/call"],
+                Some(&["get_*", "search"]),
+                Some(&["reader", "admin"]),
+                Some(&["mcp:read"]),
+            ),
+            rule(
+                "admins write",
+                Effect::Allow,
+                &["tools/call"],
+                Some(&["*"]),
+                Some(&["admin"]),
+                Some(&["mcp:write"]),
+            ),
+            rule(
+                "nobody deletes",
+                Effect::Deny,
+                &["tools/call"],
+                Some(&["delete_*"]),
+                None,
+                None,
+            ),
+        ]
+    }
+
+    fn identity(roles: &[&str], scopes: &[&str]) -> Identity {
+        let mut identity = Identity::anonymous("https://idp.example.com");
+        identity.roles = strings(roles);
+        identity.scopes = strings(scopes);
+        identity
+    }
+
+    fn allow(rule: &str) -> Decision {
+        Decision::Allow {
+            rule: Some(rule.to_string()),
+        }
+    }
+
+    fn forbidden(rule: Option<&str>) -> Decision {
+        Decision::Forbidden {
+            rule: rule.map(str::to_string),
+        }
+    }
+
+    fn need(rule: &str, scopes: &[&str]) -> Decision {
+        Decision::NeedScopes {
+            rule: rule.to_string(),
+            scopes: strings(scopes),
+        }
+    }
+
+    #[test]
+    fn contract_example_rules_decide_as_documented() {
+        let rules = contract_rules();
+        let all = ["mcp:read", "mcp:write"];
+        #[allow(clippy::type_complexity)]
+        let cases: &[(&str, &[&str], &[&str], &str, Option<&str>, Decision)] = &[
+            (
+                "reader reads",
+                &["reader"],
+                &["mcp:read"],
+                "tools/call",
+                Some("get_x"),
+                allow("readers read"),
+            ),
+            (
+                "reader searches",
+                &["reader"],
+                &["mcp:read"],
+                "tools/call",
+                Some("search"),
+                allow("readers read"),
+            ),
+            (
+                "search is literal",
+                &["reader"],
+                &["mcp:read"],
+                "tools/call",
+                Some("search2"),
+                forbidden(None),
+            ),
+            (
+                "reader without mcp:read",
+                &["reader"],
+                &[],
+                "tools/call",
+                Some("get_x"),
+                need("readers read", &["mcp:read"]),
+            ),
+            (
+                "reader writes",
+                &["reader"],
+                &all,
+                "tools/call",
+                Some("set_x"),
+                forbidden(None),
+            ),
+            (
+                "admin writes",
+                &["admin"],
+                &all,
+                "tools/call",
+                Some("set_x"),
+                allow("admins write"),
+            ),
+            (
+                "admin without mcp:write",
+                &["admin"],
+                &["mcp:read"],
+                "tools/call",
+                Some("set_x"),
+                need("admins write", &["mcp:write"]),
+            ),
+            (
+                "admin with no scopes: first rule in order is asked for",
+                &["admin"],
+                &[],
+                "tools/call",
+                Some("get_x"),
+                need("readers read", &["mcp:read"]),
+            ),
+            (
+                "admin with mcp:write only reads via the write rule",
+                &["admin"],
+                &["mcp:write"],
+                "tools/call",
+                Some("get_x"),
+                allow("admins write"),
+            ),
+            (
+                "admin deletes",
+                &["admin"],
+                &all,
+                "tools/call",
+                Some("delete_x"),
+                forbidden(Some("nobody deletes")),
+            ),
+            (
+                "nobody deletes",
+                &[],
+                &[],
+                "tools/call",
+                Some("delete_x"),
+                forbidden(Some("nobody deletes")),
+            ),
+            (
+                "no roles lists",
+                &[],
+                &[],
+                "tools/list",
+                None,
+                allow("everyone lists"),
+            ),
+            (
+                "no roles initializes",
+                &[],
+                &[],
+                "initialize",
+                None,
+                allow("everyone lists"),
+            ),
+            (
+                "no roles discovers",
+                &[],
+                &[],
+                "server/discover",
+                None,
+                allow("everyone lists"),
+            ),
+            (
+                "notifications glob",
+                &[],
+                &[],
+                "notifications/initialized",
+                None,
+                allow("everyone lists"),
+            ),
+            (
+                "no roles calls",
+                &[],
+                &all,
+                "tools/call",
+                Some("get_x"),
+                forbidden(None),
+            ),
+            (
+                "unknown method",
+                &["admin"],
+                &all,
+                "tools/delete",
+                None,
+                forbidden(None),
+            ),
+            (
+                "tools/call without a name",
+                &["admin"],
+                &all,
+                "tools/call",
+                None,
+                forbidden(None),
+            ),
+            (
+                "method is case-sensitive",
+                &[],
+                &[],
+                "Tools/List",
+                None,
+                forbidden(None),
+            ),
+            (
+                "resources/read has no rule",
+                &["admin"],
+                &all,
+                "resources/read",
+                Some("file:///x"),
+                forbidden(None),
+            ),
+        ];
+        for (what, roles, scopes, method, name, expected) in cases {
+            let got = decide(&rules, method, *name, &identity(roles, scopes));
+            assert_eq!(&got, expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn rule_shapes_decide_as_documented() {
+        let deny_last = vec![
+            rule("allow all", Effect::Allow, &["*"], None, None, None),
+            rule(
+                "deny secrets",
+                Effect::Deny,
+                &["tools/call"],
+                Some(&["secret_?"]),
+                None,
+                None,
+            ),
+        ];
+        let deny_for_role = vec![
+            rule("allow all", Effect::Allow, &["*"], None, None, None),
+            rule(
+                "guests may not call",
+                Effect::Deny,
+                &["tools/call"],
+                None,
+                Some(&["guest"]),
+                None,
+            ),
+        ];
+        let deny_needs_scope = vec![
+            rule("allow all", Effect::Allow, &["*"], None, None, None),
+            rule(
+                "deny with scope",
+                Effect::Deny,
+                &["*"],
+                None,
+                None,
+                Some(&["mcp:limited"]),
+            ),
+        ];
+        let named_rule = vec![rule(
+            "named",
+            Effect::Allow,
+            &["custom/*"],
+            Some(&["*"]),
+            None,
+            None,
+        )];
+        let two_challenges = vec![
+            rule(
+                "wrong role",
+                Effect::Allow,
+                &["tools/call"],
+                None,
+                Some(&["other"]),
+                Some(&["x:1"]),
+            ),
+            rule(
+                "first",
+                Effect::Allow,
+                &["tools/call"],
+                None,
+                None,
+                Some(&["a", "b"]),
+            ),
+            rule(
+                "second",
+                Effect::Allow,
+                &["tools/call"],
+                None,
+                Some(&["r"]),
+                Some(&["a"]),
+            ),
+        ];
+        #[allow(clippy::type_complexity)]
+        let cases: &[(
+            &str,
+            &[Rule],
+            &[&str],
+            &[&str],
+            &str,
+            Option<&str>,
+            Decision,
+        )] = &[
+            (
+                "deny listed last still wins",
+                &deny_last,
+                &[],
+                &[],
+                "tools/call",
+                Some("secret_1"),
+                forbidden(Some("deny secrets")),
+            ),
+            (
+                "? is one character",
+                &deny_last,
+                &[],
+                &[],
+                "tools/call",
+                Some("secret_12"),
+                allow("allow all"),
+            ),
+            (
+                "? needs a character",
+                &deny_last,
+                &[],
+                &[],
+                "tools/call",
+                Some("secret_"),
+                allow("allow all"),
+            ),
+            (
+                "deny with names skips a nameless call",
+                &deny_last,
+                &[],
+                &[],
+                "tools/call",
+                None,
+                allow("allow all"),
+            ),
+            (
+                "deny applies to its role",
+                &deny_for_role,
+                &["guest"],
+                &[],
+                "tools/call",
+                Some("x"),
+                forbidden(Some("guests may not call")),
+            ),
+            (
+                "deny skips other roles",
+                &deny_for_role,
+                &["user"],
+                &[],
+                "tools/call",
+                Some("x"),
+                allow("allow all"),
+            ),
+            (
+                "deny needs all its scopes",
+                &deny_needs_scope,
+                &[],
+                &[],
+                "ping",
+                None,
+                allow("allow all"),
+            ),
+            (
+                "deny with its scopes",
+                &deny_needs_scope,
+                &[],
+                &["mcp:limited"],
+                "ping",
+                None,
+                forbidden(Some("deny with scope")),
+            ),
+            (
+                "rule with names vs call without name",
+                &named_rule,
+                &[],
+                &[],
+                "custom/op",
+                None,
+                forbidden(None),
+            ),
+            (
+                "rule with names vs call with name",
+                &named_rule,
+                &[],
+                &[],
+                "custom/op",
+                Some(""),
+                allow("named"),
+            ),
+            (
+                "no rules at all",
+                &[],
+                &["admin"],
+                &["mcp:write"],
+                "ping",
+                None,
+                forbidden(None),
+            ),
+            (
+                "challenge names the first role-satisfied rule, all its scopes",
+                &two_challenges,
+                &["r"],
+                &[],
+                "tools/call",
+                Some("t"),
+                need("first", &["a", "b"]),
+            ),
+            (
+                "a later satisfied allow beats an earlier challenge",
+                &two_challenges,
+                &["r"],
+                &["a"],
+                "tools/call",
+                Some("t"),
+                allow("second"),
+            ),
+            (
+                "partial scopes still ask for the rule's whole list",
+                &two_challenges,
+                &[],
+                &["b"],
+                "tools/call",
+                Some("t"),
+                need("first", &["a", "b"]),
+            ),
+            (
+                "wrong role alone is no challenge",
+                &two_challenges[..1],
+                &[],
+                &[],
+                "tools/call",
+                Some("t"),
+                forbidden(None),
+            ),
+        ];
+        for (what, rules, roles, scopes, method, name, expected) in cases {
+            let got = decide(rules, method, *name, &identity(roles, scopes));
+            assert_eq!(&got, expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn first_satisfied_allow_rule_decides_even_if_an_earlier_one_needs_scopes() {
+        let rules = vec![
+            rule(
+                "scoped",
+                Effect::Allow,
+                &["tools/call"],
+                None,
+                None,
+                Some(&["s"]),
+            ),
+            rule("open", Effect::Allow, &["tools/call"], None, None, None),
+        ];
+        assert_eq!(
+            decide(&rules, "tools/call", Some("t"), &identity(&[], &[])),
+            allow("open")
+        );
+        assert_eq!(
+            decide(&rules, "tools/call", Some("t"), &identity(&[], &["s"])),
+            allow("scoped")
+        );
+    }
+
+    #[test]
+    fn bodies_are_decided_message_by_message() {
+        let rules = contract_rules();
+        let reader = identity(&["reader"], &["mcp:read"]);
+        let admin_no_scopes = identity(&["admin"], &[]);
+        let cases: &[(&str, &str, &Identity, Decision)] = &[
+            (
+                "single allowed call",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x"}}"#,
+                &reader,
+                allow("readers read"),
+            ),
+            (
+                "response needs no rule",
+                r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+                &reader,
+                Decision::Allow { rule: None },
+            ),
+            (
+                "batch smuggling a forbidden later element",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_x"}}]"#,
+                &reader,
+                forbidden(Some("nobody deletes")),
+            ),
+            (
+                "batch with a default-denied element",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"set_x"}}]"#,
+                &reader,
+                forbidden(None),
+            ),
+            (
+                "forbidden beats a need for scopes",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"set_x"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_x"}}]"#,
+                &admin_no_scopes,
+                forbidden(Some("nobody deletes")),
+            ),
+            (
+                "batch allowed + need scopes asks for the union",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_x"}},{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"set_x"}},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"search"}}]"#,
+                &admin_no_scopes,
+                need("readers read", &["mcp:read", "mcp:write"]),
+            ),
+            (
+                "batch all allowed takes the first element's rule",
+                r#"[{"jsonrpc":"2.0","id":"r","result":{}},{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_x"}}]"#,
+                &reader,
+                Decision::Allow { rule: None },
+            ),
+            (
+                "batch of initialize and tools/list",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#,
+                &reader,
+                allow("everyone lists"),
+            ),
+            (
+                "escaped method is the same method",
+                r#"{"jsonrpc":"2.0","id":1,"method":"\u0074ools\/call","params":{"name":"delete_x"}}"#,
+                &reader,
+                forbidden(Some("nobody deletes")),
+            ),
+        ];
+        for (what, body, identity, expected) in cases {
+            let body = parse_body(body.as_bytes()).unwrap();
+            assert_eq!(&decide_body(&rules, &body, identity), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn may_call_filters_lists() {
+        let rules = contract_rules();
+        let reader = identity(&["reader"], &["mcp:read"]);
+        assert!(may_call(&rules, "tools/call", "get_x", &reader));
+        assert!(!may_call(&rules, "tools/call", "set_x", &reader));
+        assert!(!may_call(
+            &rules,
+            "tools/call",
+            "get_x",
+            &identity(&["reader"], &[])
+        ));
+        assert!(!may_call(
+            &rules,
+            "tools/call",
+            "delete_x",
+            &identity(&["admin"], &["mcp:read", "mcp:write"])
+        ));
+        assert!(!may_call(&rules, "prompts/get", "p", &reader));
+    }
+}

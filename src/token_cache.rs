@@ -1,0 +1,302 @@
+//! Tokens already verified, so that a client reusing its token (the normal
+//! case: one token for a whole MCP session) skips the signature check.
+//!
+//! The cache can only make a token pass that verification accepted before,
+//! under the same keys, and only until its `exp` (without skew): it is never
+//! more lenient than [`crate::token::verify`]. Only identities go in, so a
+//! failing token cannot be cached.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::identity::Identity;
+
+/// SHA-256 of a token: the token itself is never stored.
+type Digest = [u8; 32];
+
+struct Entry {
+    provider: usize,
+    keys_generation: u64,
+    identity: Identity,
+    /// Insertion order, for evicting the oldest.
+    sequence: u64,
+}
+
+/// A bounded map from token digest to the identity verification produced.
+pub struct VerifiedTokenCache {
+    capacity: usize,
+    entries: HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>,
+    /// sequence -> digest, oldest first.
+    order: BTreeMap<u64, Digest>,
+    next_sequence: u64,
+    /// Latest `now` seen by `get`; `insert` uses it to find expired entries
+    /// (the host always looks a token up before verifying and inserting it).
+    last_now: u64,
+}
+
+impl VerifiedTokenCache {
+    /// A cache holding at most `capacity` tokens (0 disables caching).
+    pub fn new(capacity: usize) -> VerifiedTokenCache {
+        VerifiedTokenCache {
+            capacity,
+            entries: HashMap::default(),
+            order: BTreeMap::new(),
+            next_sequence: 0,
+            last_now: 0,
+        }
+    }
+
+    /// The identity of a token verified before, if it has not expired
+    /// (`now < exp`) and its provider's keys have not changed since
+    /// (`keys_generation[provider]` equals the generation it was verified
+    /// under). A stale entry is dropped.
+    pub fn get(&mut self, token: &str, now: u64, keys_generation: &[u64]) -> Option<Identity> {
+        self.last_now = self.last_now.max(now);
+        let digest = digest(token);
+        let entry = self.entries.get(&digest)?;
+        let fresh = now < entry.identity.expires_at
+            && keys_generation.get(entry.provider) == Some(&entry.keys_generation);
+        if fresh {
+            return Some(entry.identity.clone());
+        }
+        self.remove(&digest);
+        None
+    }
+
+    /// Remembers a token that `verify` accepted for `provider`, whose keys
+    /// were at `keys_generation`. When full, expired entries go first, then
+    /// the oldest.
+    pub fn insert(
+        &mut self,
+        token: &str,
+        provider: usize,
+        keys_generation: u64,
+        identity: Identity,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let digest = digest(token);
+        self.remove(&digest);
+        if self.entries.len() >= self.capacity {
+            let now = self.last_now;
+            let expired: Vec<Digest> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.identity.expires_at <= now)
+                .map(|(d, _)| *d)
+                .collect();
+            for d in &expired {
+                self.remove(d);
+            }
+        }
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.order.insert(sequence, digest);
+        self.entries.insert(
+            digest,
+            Entry {
+                provider,
+                keys_generation,
+                identity,
+                sequence,
+            },
+        );
+    }
+
+    /// Number of cached tokens (including ones that expired but were not yet
+    /// dropped).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn remove(&mut self, digest: &Digest) {
+        if let Some(entry) = self.entries.remove(digest) {
+            self.order.remove(&entry.sequence);
+        }
+    }
+}
+
+fn digest(token: &str) -> Digest {
+    hmac_sha256::Hash::hash(token.as_bytes())
+}
+
+/// The keys are already uniform SHA-256 digests, so their first bytes are a
+/// good hash: no SipHash per lookup and no random seed needed from the host.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A `[u8; 32]` hashes as its length prefix, then its bytes.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::jwks::KeySet;
+    use crate::token::tests::{check, claims, key_sets, provider, sign, Signer, ISS, NOW};
+    use crate::token::{verify, TokenError, TokenErrorKind};
+
+    fn identity(expires_at: u64) -> Identity {
+        let mut id = Identity::anonymous(ISS);
+        id.expires_at = expires_at;
+        id
+    }
+
+    #[test]
+    fn a_cached_token_is_returned() {
+        let mut cache = VerifiedTokenCache::new(8);
+        cache.insert("t1", 0, 3, identity(NOW + 10));
+        assert_eq!(cache.get("t1", NOW, &[3]), Some(identity(NOW + 10)));
+        assert_eq!(cache.get("t2", NOW, &[3]), None);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn an_expired_entry_is_not_returned_and_has_no_skew() {
+        let mut cache = VerifiedTokenCache::new(8);
+        cache.insert("t1", 0, 0, identity(NOW + 10));
+        assert!(cache.get("t1", NOW + 9, &[0]).is_some());
+        assert_eq!(cache.get("t1", NOW + 10, &[0]), None);
+        assert!(cache.is_empty(), "stale entries are dropped");
+    }
+
+    #[test]
+    fn a_keys_generation_bump_invalidates_the_providers_tokens() {
+        let mut cache = VerifiedTokenCache::new(8);
+        cache.insert("a", 0, 1, identity(NOW + 10));
+        cache.insert("b", 1, 1, identity(NOW + 10));
+        assert_eq!(cache.get("a", NOW, &[2, 1]), None);
+        assert!(cache.get("b", NOW, &[2, 1]).is_some());
+        // A provider index the host no longer knows never hits.
+        assert_eq!(cache.get("b", NOW, &[2]), None);
+    }
+
+    #[test]
+    fn when_full_expired_entries_go_first_then_the_oldest() {
+        let mut cache = VerifiedTokenCache::new(3);
+        cache.insert("old", 0, 0, identity(NOW + 100));
+        cache.insert("short", 0, 0, identity(NOW + 5));
+        cache.insert("new", 0, 0, identity(NOW + 100));
+        // Advance time past "short"'s exp (the host's lookups carry `now`).
+        assert_eq!(cache.get("missing", NOW + 6, &[0]), None);
+        cache.insert("fourth", 0, 0, identity(NOW + 100));
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get("old", NOW + 6, &[0]).is_some());
+        cache.insert("fifth", 0, 0, identity(NOW + 100));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get("old", NOW + 6, &[0]), None, "oldest evicted");
+        for t in ["new", "fourth", "fifth"] {
+            assert!(cache.get(t, NOW + 6, &[0]).is_some(), "{t}");
+        }
+    }
+
+    #[test]
+    fn reinserting_a_token_replaces_it() {
+        let mut cache = VerifiedTokenCache::new(2);
+        cache.insert("t", 0, 0, identity(NOW + 10));
+        cache.insert("t", 0, 1, identity(NOW + 20));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            cache.get("t", NOW, &[1]).map(|i| i.expires_at),
+            Some(NOW + 20)
+        );
+    }
+
+    #[test]
+    fn zero_capacity_caches_nothing() {
+        let mut cache = VerifiedTokenCache::new(0);
+        cache.insert("t", 0, 0, identity(NOW + 10));
+        assert_eq!(cache.get("t", NOW, &[0]), None);
+    }
+
+    #[test]
+    fn the_token_itself_is_not_stored() {
+        let mut cache = VerifiedTokenCache::new(2);
+        cache.insert("secret-token", 0, 0, identity(NOW + 10));
+        assert!(cache.entries.keys().all(|k| *k == digest("secret-token")));
+    }
+
+    /// The host's request path: look up, else verify and remember successes.
+    fn authenticate(
+        cache: &mut VerifiedTokenCache,
+        token: &str,
+        sets: &[KeySet],
+        generations: &[u64],
+        now: u64,
+    ) -> Result<Identity, TokenError> {
+        if let Some(identity) = cache.get(token, now, generations) {
+            return Ok(identity);
+        }
+        let providers = [provider(ISS)];
+        let keys: Vec<Option<&KeySet>> = sets.iter().map(Some).collect();
+        let identity = verify(token, &providers, &keys, now)?;
+        // Only an Identity can go in: failures have nothing to insert.
+        cache.insert(token, 0, generations[0], identity.clone());
+        Ok(identity)
+    }
+
+    #[test]
+    fn host_pattern_never_caches_failures_and_drops_tokens_of_removed_keys() {
+        let sets = key_sets();
+        let mut cache = VerifiedTokenCache::new(16);
+
+        let good = sign(Signer::RS256, Some("rsa1"), claims());
+        let expected = check(&good).unwrap();
+        assert_eq!(
+            authenticate(&mut cache, &good, &sets[..1], &[0], NOW),
+            Ok(expected.clone())
+        );
+        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            authenticate(&mut cache, &good, &sets[..1], &[0], NOW),
+            Ok(expected)
+        );
+
+        let forged = sign(Signer::OtherRsa, Some("rsa1"), claims());
+        for _ in 0..2 {
+            let err = authenticate(&mut cache, &forged, &sets[..1], &[0], NOW).unwrap_err();
+            assert_eq!(err.kind, TokenErrorKind::Signature);
+        }
+        assert_eq!(cache.len(), 1);
+
+        // The key is rotated out; the host bumps the generation.
+        let rotated = vec![KeySet::parse(&json!({"keys": []}).to_string()).unwrap().0];
+        let err = authenticate(&mut cache, &good, &rotated, &[1], NOW).unwrap_err();
+        assert_eq!(err.kind, TokenErrorKind::UnknownKey);
+
+        // Past exp but within skew: verification would accept, the cache does not.
+        let mut cache = VerifiedTokenCache::new(16);
+        let short = sign(
+            Signer::RS256,
+            Some("rsa1"),
+            json!({"iss": ISS, "aud": crate::token::tests::AUD, "exp": NOW + 1}),
+        );
+        assert!(authenticate(&mut cache, &short, &sets[..1], &[0], NOW).is_ok());
+        assert_eq!(cache.get(&short, NOW + 30, &[0]), None);
+    }
+}

@@ -1,0 +1,252 @@
+"""Runs the real Envoy binary with the freshly built filter, and the small
+servers the end-to-end tests need, on free loopback ports."""
+
+import http.client
+import http.server
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WASM = ROOT / "target/wasm32-wasip1/release/mcp_authz.wasm"
+ENVOY_VERSIONS = ["1.40.0", "1.36.4"]
+
+
+def envoy_binary(version):
+    venv = ROOT / ".venvs" / f"envoy-{version}"
+    found = sorted(venv.glob("lib/python*/site-packages/envoy/_bin/envoy"))
+    if not found:
+        raise RuntimeError(f"Envoy {version} is not installed; run `make setup-envoy`")
+    return str(found[0])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster(name, port, http2=False):
+    c = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }}
+    return c
+
+
+def wasm_filter(plugin_config, wasm=WASM):
+    """The filter exactly as the README wires it."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "mcp_authz",
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config),
+                },
+                "fail_open": False,
+                "allow_on_headers_stop_iteration": True,
+            },
+        },
+    }
+
+
+def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None):
+    http_filters = filters if filters is not None else [wasm_filter(plugin_config)]
+    http_filters = list(http_filters) + [{
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "mcp",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "mcp",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "mcp", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"},
+                                        "route": {"cluster": "upstream", "timeout": "30s"}}],
+                        }]},
+                        "http_filters": http_filters,
+                    },
+                }]}],
+            }],
+            "clusters": [cluster("upstream", upstream_port)] + list(clusters),
+        },
+    }
+
+
+class Envoy:
+    """A running Envoy. Use as a context manager; it is always torn down."""
+
+    def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None):
+        self.version = version
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="mcp-authz-envoy-")
+        self.config_path = os.path.join(self.dir, "envoy.json")
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        with open(self.config_path, "w") as f:
+            json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters), f)
+        self.concurrency = concurrency
+        self.proc = None
+
+    def command(self, *extra):
+        return [envoy_binary(self.version), "-c", self.config_path, "--concurrency",
+                str(self.concurrency), "--log-level", "info", "--base-id", str(self.admin_port), *extra]
+
+    def start(self, timeout=30):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise EnvoyExited(self.proc.returncode, self.logs())
+            try:
+                status, _, body = request(self.admin_port, "GET", "/ready", timeout=1)
+                if status == 200 and body.strip() == b"LIVE":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("Envoy did not become ready:\n" + self.logs()[-4000:])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def logs(self):
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        return request(self.port, method, path, body, headers, timeout)
+
+    def stats(self, prefix="wasmcustom.mcp_authz"):
+        """Counters from the admin endpoint, as a dict."""
+        _, _, body = request(self.admin_port, "GET", "/stats?filter=" + prefix)
+        out = {}
+        for line in body.decode().splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name.strip()] = int(value)
+        return out
+
+
+class EnvoyExited(Exception):
+    def __init__(self, code, logs):
+        super().__init__(f"Envoy exited with {code}")
+        self.code = code
+        self.logs = logs
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One HTTP/1.1 request; returns (status, headers as lower-cased dict of lists, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        hdrs = {}
+        for k, v in resp.getheaders():
+            hdrs.setdefault(k.lower(), []).append(v)
+        return resp.status, hdrs, data
+    finally:
+        conn.close()
+
+
+class RecordingUpstream:
+    """A plain HTTP upstream that records every request it sees and answers
+    with a JSON echo. Tests use it to prove what reached (or never reached)
+    the server behind the filter."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def handle_any(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen = {"method": self.command, "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "header_list": [(k.lower(), v) for k, v in self.headers.items()],
+                        "body": body.decode(errors="replace")}
+                with outer.lock:
+                    outer.requests.append(seen)
+                out = json.dumps({"jsonrpc": "2.0", "id": None, "result": {"echo": True}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_HEAD = handle_any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def clear(self):
+        with self.lock:
+            self.requests.clear()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
