@@ -160,6 +160,18 @@ pub fn metadata_method_not_allowed() -> Answer {
     }
 }
 
+/// The JSON-RPC error that replaces a list answer the filter could not
+/// inspect (too large or not JSON-RPC): never passed through unfiltered.
+pub fn list_unfilterable_body() -> Vec<u8> {
+    json!({
+        "jsonrpc": "2.0",
+        "id": Value::Null,
+        "error": { "code": codes::LIST_UNFILTERABLE, "message": "List answer could not be filtered for this caller" },
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// The RFC 9728 protected resource metadata document.
 pub fn metadata_document(policy: &Policy) -> Answer {
     let mut doc = serde_json::Map::new();

@@ -6,6 +6,7 @@ use crate::answer::{self, codes, Answer};
 use crate::config::{Mode, Policy, TokenForwarding};
 use crate::identity::{HeaderValueError, Identity};
 use crate::jwks::KeySet;
+use crate::lists::{ListKind, PendingLists};
 use crate::mcp::{self, Body, BodyError};
 use crate::policy::{self, Decision};
 use crate::token::{self, BearerError, TokenError, TokenErrorKind};
@@ -366,4 +367,44 @@ pub fn upstream_headers(policy: &Policy, identity: &Identity) -> UpstreamHeaders
 /// In audit mode a refusal is logged and counted but not enforced.
 pub fn enforces(policy: &Policy) -> bool {
     policy.mode == Mode::Enforce
+}
+
+/// The list requests in an allowed body whose answers must be filtered
+/// (empty when `filter_lists` is off).
+pub fn pending_lists(policy: &Policy, body: &Body) -> PendingLists {
+    if !policy.filter_lists {
+        return PendingLists::new();
+    }
+    body.messages()
+        .iter()
+        .filter_map(|m| match m {
+            mcp::Message::Call(call) => {
+                let kind = ListKind::from_method(&call.method)?;
+                Some((call.id.clone()?, kind))
+            }
+            mcp::Message::Response { .. } => None,
+        })
+        .collect()
+}
+
+/// Whether the caller may use a listed item: the same rule engine, asked
+/// about the call the item stands for. A resource template is kept when its
+/// `uriTemplate` text itself is allowed for `resources/read` (so `docs://*`
+/// keeps `docs://{path}`); an item without the expected string is removed.
+pub fn may_use(
+    policy: &Policy,
+    identity: &Identity,
+    kind: ListKind,
+    item: &serde_json::Value,
+) -> bool {
+    let (method, field) = match kind {
+        ListKind::Tools => ("tools/call", "name"),
+        ListKind::Prompts => ("prompts/get", "name"),
+        ListKind::Resources => ("resources/read", "uri"),
+        ListKind::ResourceTemplates => ("resources/read", "uriTemplate"),
+    };
+    match item.get(field).and_then(|v| v.as_str()) {
+        Some(name) => policy::may_call(&policy.rules, method, name, identity),
+        None => false,
+    }
 }

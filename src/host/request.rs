@@ -8,6 +8,7 @@ use super::{log, now_ms};
 use crate::answer::{self, Answer};
 use crate::gate::{self, HeadVerdict, Refusal, RequestHead};
 use crate::identity::Identity;
+use crate::lists::{self, ListError, PendingLists, SseFilter};
 use crate::mcp::Body;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -38,6 +39,27 @@ pub struct Exchange {
     body_complete: bool,
     /// An unknown `kid` already caused one refetch for this request.
     refetched: bool,
+    /// List answers to filter for this caller, once the request was allowed.
+    lists: Option<ListAnswer>,
+}
+
+/// The response side of an allowed list request.
+struct ListAnswer {
+    pending: PendingLists,
+    identity: Identity,
+    shape: AnswerShape,
+}
+
+enum AnswerShape {
+    /// Not seen the response headers yet.
+    Unknown,
+    /// `application/json`: buffered whole, rewritten once.
+    Json,
+    /// `text/event-stream`: rewritten event by event as chunks pass.
+    Sse(Box<SseFilter>),
+    /// The answer could not be filtered and an error went out instead:
+    /// everything after it is dropped.
+    Dropped,
 }
 
 /// What the state machine asks Envoy to do next.
@@ -65,6 +87,7 @@ impl RequestFilter {
                 body_size: 0,
                 body_complete: false,
                 refetched: false,
+                lists: None,
             })),
         }
     }
@@ -110,6 +133,164 @@ impl HttpContext for RequestFilter {
             Stage::ReadingBody => action(after_body(&worker, &mut ex)),
         }
     }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let mut ex = self.exchange.borrow_mut();
+        let Some(lists) = ex.lists.as_mut() else {
+            return Action::Continue;
+        };
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if end_of_stream {
+            ex.lists = None;
+            return Action::Continue;
+        }
+        match media.as_str() {
+            "application/json" => {
+                // Hold the headers: Content-Length is set once the filtered
+                // body is known.
+                lists.shape = AnswerShape::Json;
+                Action::Pause
+            }
+            "text/event-stream" => {
+                let max = self
+                    .worker
+                    .as_ref()
+                    .map(|w| w.policy.max_body_bytes)
+                    .unwrap_or(0);
+                lists.shape =
+                    AnswerShape::Sse(Box::new(SseFilter::new(lists.pending.clone(), max)));
+                self.set_http_response_header("content-length", None);
+                Action::Continue
+            }
+            _ => {
+                ex.lists = None;
+                Action::Continue
+            }
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(worker) = self.worker.clone() else {
+            return Action::Continue;
+        };
+        let mut ex = self.exchange.borrow_mut();
+        let Some(lists) = ex.lists.as_mut() else {
+            return Action::Continue;
+        };
+        let policy = &worker.policy;
+        let identity = &lists.identity;
+        let keep = |kind: lists::ListKind, item: &serde_json::Value| {
+            gate::may_use(policy, identity, kind, item)
+        };
+        match &mut lists.shape {
+            AnswerShape::Unknown => Action::Continue,
+            AnswerShape::Dropped => {
+                self.set_http_response_body(0, body_size, &[]);
+                Action::Continue
+            }
+            AnswerShape::Json => {
+                if body_size > policy.max_body_bytes {
+                    unfilterable_json(&worker, body_size, &ListError::TooLarge);
+                    lists.shape = AnswerShape::Dropped;
+                    return Action::Continue;
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                match lists::filter_json(&body, &lists.pending, &keep) {
+                    Ok(filtered) => {
+                        Stats::add(worker.stats.list_items_removed, filtered.removed as u64);
+                        if filtered.changed {
+                            self.set_http_response_body(0, body_size, &filtered.body);
+                            self.set_http_response_header(
+                                "content-length",
+                                Some(&filtered.body.len().to_string()),
+                            );
+                        }
+                    }
+                    Err(e) => unfilterable_json(&worker, body_size, &e),
+                }
+                ex.lists = None;
+                Action::Continue
+            }
+            AnswerShape::Sse(filter) => {
+                let chunk = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                let before = filter.removed();
+                let mut out = filter.push(&chunk, &keep);
+                if end_of_stream {
+                    out = out.and_then(|mut bytes| {
+                        bytes.extend(filter.finish(&keep)?);
+                        Ok(bytes)
+                    });
+                }
+                Stats::add(
+                    worker.stats.list_items_removed,
+                    (filter.removed() - before) as u64,
+                );
+                let bytes = match out {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        Stats::bump(worker.stats.list_unfilterable);
+                        log(
+                            LogLevel::Warn,
+                            &format!("mcp_authz: list answer not passed: {e}"),
+                        );
+                        // Nothing unfiltered goes out; the caller gets an error
+                        // event and the rest of the stream is dropped.
+                        lists.shape = AnswerShape::Dropped;
+                        let mut event = b"event: message\ndata: ".to_vec();
+                        event.extend(answer::list_unfilterable_body());
+                        event.extend(b"\n\n");
+                        self.set_http_response_body(0, body_size, &event);
+                        return Action::Continue;
+                    }
+                };
+                self.set_http_response_body(0, body_size, &bytes);
+                Action::Continue
+            }
+        }
+    }
+}
+
+/// A JSON list answer that cannot be filtered is replaced by a JSON-RPC
+/// error: never passed through unfiltered.
+fn unfilterable_json(worker: &Worker, body_size: usize, e: &ListError) {
+    Stats::bump(worker.stats.list_unfilterable);
+    log(
+        LogLevel::Warn,
+        &format!("mcp_authz: list answer not passed: {e}"),
+    );
+    let body = answer::list_unfilterable_body();
+    let _ = hostcalls::set_buffer(
+        proxy_wasm::types::BufferType::HttpResponseBody,
+        0,
+        body_size,
+        &body,
+    );
+    let _ = hostcalls::set_map_value(
+        proxy_wasm::types::MapType::HttpResponseHeaders,
+        ":status",
+        Some("502"),
+    );
+    let _ = hostcalls::set_map_value(
+        proxy_wasm::types::MapType::HttpResponseHeaders,
+        "content-length",
+        Some(&body.len().to_string()),
+    );
 }
 
 /// Called by the root context, with this request's context in effect, once
@@ -174,7 +355,7 @@ fn on_verdict(worker: &Worker, ex: &mut Exchange, verdict: HeadVerdict) -> Next 
         }
         HeadVerdict::PassUntouched => {
             ex.stage = Stage::Done;
-            strip_identity_headers(worker);
+            strip_client_headers(worker);
             Next::Continue
         }
         HeadVerdict::Refuse(refusal) => refuse(worker, ex, refusal),
@@ -248,30 +429,23 @@ fn after_body(worker: &Worker, ex: &mut Exchange) -> Next {
 
 fn allow(
     worker: &Worker,
-    _ex: &mut Exchange,
+    ex: &mut Exchange,
     identity: &Identity,
     rule: Option<&str>,
     body: Option<&Body>,
 ) {
     worker.stats.allowed();
-    let edits = gate::upstream_headers(&worker.policy, identity);
-    for name in &edits.remove {
-        let _ =
-            hostcalls::set_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, None);
+    if let Some(body) = body {
+        let pending = gate::pending_lists(&worker.policy, body);
+        if !pending.is_empty() && gate::enforces(&worker.policy) {
+            ex.lists = Some(ListAnswer {
+                pending,
+                identity: identity.clone(),
+                shape: AnswerShape::Unknown,
+            });
+        }
     }
-    for (name, value) in &edits.set {
-        let _ = hostcalls::set_map_value(
-            proxy_wasm::types::MapType::HttpRequestHeaders,
-            name,
-            Some(value),
-        );
-    }
-    for (name, why) in &edits.skipped {
-        log(
-            LogLevel::Warn,
-            &format!("mcp_authz: identity header {name} left out: {why}"),
-        );
-    }
+    apply_upstream_headers(worker, identity);
     if !gate::enforces(&worker.policy) {
         let (method, name) = body.map(gate::first_call).unwrap_or_default();
         let line = json!({
@@ -304,24 +478,8 @@ fn finish_refusal(
     // headers; set the verified ones when there is an identity.
     worker.stats.would_deny();
     match identity {
-        Some(identity) => {
-            let edits = gate::upstream_headers(&worker.policy, identity);
-            for name in &edits.remove {
-                let _ = hostcalls::set_map_value(
-                    proxy_wasm::types::MapType::HttpRequestHeaders,
-                    name,
-                    None,
-                );
-            }
-            for (name, value) in &edits.set {
-                let _ = hostcalls::set_map_value(
-                    proxy_wasm::types::MapType::HttpRequestHeaders,
-                    name,
-                    Some(value),
-                );
-            }
-        }
-        None => strip_identity_headers(worker),
+        Some(identity) => apply_upstream_headers(worker, identity),
+        None => strip_client_headers(worker),
     }
     Next::Continue
 }
@@ -357,13 +515,37 @@ fn decision_log(worker: &Worker, ex: &Exchange, identity: Option<&Identity>, ref
     log(LogLevel::Info, &line.to_string());
 }
 
-fn strip_identity_headers(worker: &Worker) {
-    for header in &worker.policy.identity_headers {
-        let _ = hostcalls::set_map_value(
-            proxy_wasm::types::MapType::HttpRequestHeaders,
-            &header.name,
-            None,
+/// Removes client-sent identity headers (and the token unless forwarded),
+/// then sets the verified identity's.
+fn apply_upstream_headers(worker: &Worker, identity: &Identity) {
+    let edits = gate::upstream_headers(&worker.policy, identity);
+    for name in &edits.remove {
+        set_request_header(name, None);
+    }
+    for (name, value) in &edits.set {
+        set_request_header(name, Some(value));
+    }
+    for (name, why) in &edits.skipped {
+        log(
+            LogLevel::Warn,
+            &format!("mcp_authz: identity header {name} left out: {why}"),
         );
+    }
+}
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name, value);
+}
+
+/// For requests that go upstream without a verified identity (public paths,
+/// preflights, audit mode): client-sent identity headers never pass, nor
+/// the token unless it is forwarded.
+fn strip_client_headers(worker: &Worker) {
+    for header in &worker.policy.identity_headers {
+        set_request_header(&header.name, None);
+    }
+    if worker.policy.token_forwarding == crate::config::TokenForwarding::Strip {
+        set_request_header("authorization", None);
     }
 }
 

@@ -20,9 +20,7 @@ pub struct Stats {
     bad_request: [u32; 3],
     denied_too_large: u32,
     denied_unsupported_media_type: u32,
-    #[allow(dead_code)] // used once list answers are filtered
     pub list_items_removed: u32,
-    #[allow(dead_code)]
     pub list_unfilterable: u32,
     pub jwks_fetch_ok: u32,
     pub jwks_fetch_failed: u32,
