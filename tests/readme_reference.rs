@@ -1,0 +1,124 @@
+//! The README's configuration reference is checked against the real
+//! configuration types, so the two cannot drift apart.
+
+use mcp_authz::config::{
+    defaults, Policy, PROVIDER_KEYS, REMOTE_JWKS_KEYS, RULE_KEYS, TOP_LEVEL_KEYS,
+};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// Rows of the table that follows `heading`: (key, default column).
+fn table(readme: &str, heading: &str) -> Vec<(String, String)> {
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no table headed {heading:?}"));
+    readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[3].to_string())
+        })
+        .collect()
+}
+
+fn keys(rows: &[(String, String)]) -> Vec<&str> {
+    rows.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+fn default_of<'a>(rows: &'a [(String, String)], key: &str) -> &'a str {
+    &rows.iter().find(|(k, _)| k == key).expect(key).1
+}
+
+#[test]
+fn readme_lists_every_configuration_key_and_no_other() {
+    let text = readme();
+    assert_eq!(keys(&table(&text, "Top level:")), TOP_LEVEL_KEYS);
+    assert_eq!(keys(&table(&text, "`providers[]`:")), PROVIDER_KEYS);
+    assert_eq!(
+        keys(&table(&text, "`providers[].jwks.remote`:")),
+        REMOTE_JWKS_KEYS
+    );
+    assert_eq!(keys(&table(&text, "`rules[]`:")), RULE_KEYS);
+}
+
+#[test]
+fn readme_defaults_match_the_code() {
+    let text = readme();
+    let top = table(&text, "Top level:");
+    let provider = table(&text, "`providers[]`:");
+    let remote = table(&text, "`providers[].jwks.remote`:");
+    assert_eq!(
+        default_of(&top, "max_body_bytes"),
+        format!("`{}`", defaults::MAX_BODY_BYTES)
+    );
+    assert_eq!(
+        default_of(&provider, "clock_skew_seconds"),
+        format!("`{}`", defaults::CLOCK_SKEW_SECONDS)
+    );
+    assert_eq!(
+        default_of(&provider, "roles_claims"),
+        format!("`[\"{}\"]`", defaults::ROLES_CLAIM)
+    );
+    assert_eq!(
+        default_of(&provider, "scopes_claim"),
+        format!("`\"{}\"`", defaults::SCOPES_CLAIM)
+    );
+    assert_eq!(
+        default_of(&remote, "refresh_seconds"),
+        format!("`{}`", defaults::REFRESH_SECONDS)
+    );
+    assert_eq!(
+        default_of(&remote, "timeout_ms"),
+        format!("`{}`", defaults::TIMEOUT_MS)
+    );
+
+    // The defaults the README states for the rest, as the parser applies them.
+    let policy = Policy::from_json(
+        r#"{"resource":"https://mcp.example.com/mcp",
+            "providers":[{"issuer":"https://idp","jwks":{"remote":{"cluster":"idp"}}}],
+            "rules":[{"effect":"allow","methods":["ping"]}]}"#,
+    )
+    .expect("minimal configuration");
+    assert_eq!(default_of(&top, "filter_lists"), "`true`");
+    assert!(policy.filter_lists);
+    assert_eq!(default_of(&top, "token_forwarding"), "`\"strip\"`");
+    assert_eq!(
+        policy.token_forwarding,
+        mcp_authz::config::TokenForwarding::Strip
+    );
+    assert_eq!(default_of(&top, "mode"), "`\"enforce\"`");
+    assert_eq!(policy.mode, mcp_authz::config::Mode::Enforce);
+    assert_eq!(
+        policy.authorization_servers,
+        vec!["https://idp".to_string()]
+    );
+    assert_eq!(
+        policy.providers[0].audiences,
+        vec!["https://mcp.example.com/mcp".to_string()]
+    );
+    assert_eq!(policy.rules[0].name, "rules[0]");
+    assert_eq!(
+        default_of(&table(&text, "`rules[]`:"), "name"),
+        "`rules[N]`"
+    );
+}
+
+#[test]
+fn readme_example_configuration_is_accepted() {
+    let text = readme();
+    let start = text
+        .find("## Configuration reference")
+        .expect("reference section");
+    let block = &text[start..];
+    let json_start = block.find("```json\n").expect("example") + 8;
+    let json_end = json_start + block[json_start..].find("```").expect("end of example");
+    let policy = Policy::from_json(&block[json_start..json_end])
+        .expect("the README's example must be valid");
+    assert_eq!(policy.rules.len(), 4);
+    assert_eq!(policy.identity_headers.len(), 4);
+}
