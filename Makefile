@@ -8,7 +8,7 @@ VENVS := .venvs
 PY := $(VENVS)/test/bin/python
 PYTHON ?= python3
 
-.PHONY: all build test unit e2e demo setup-rust setup-envoy setup-py lint clean
+.PHONY: all build test unit e2e demo bench setup-rust setup-envoy setup-py lint clean
 
 all: build
 
@@ -53,6 +53,9 @@ test: build setup-envoy setup-py
 
 demo: build setup-envoy setup-py
 	$(PY) scripts/demo.py
+
+bench: build setup-envoy setup-py
+	$(PY) bench/run.py
 
 clean:
 	cargo clean
