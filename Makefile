@@ -8,7 +8,7 @@ VENVS := .venvs
 PY := $(VENVS)/test/bin/python
 PYTHON ?= python3
 
-.PHONY: all build test unit e2e demo bench setup-rust setup-envoy setup-py lint clean
+.PHONY: all build test unit e2e demo bench oci setup-rust setup-envoy setup-py setup-debian lint clean
 
 all: build
 
@@ -32,9 +32,15 @@ $(VENVS)/test/.ok: tests/requirements.txt
 	@$(VENVS)/test/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 	@touch $@
 
+# Debian tools the tests use: skopeo reads back the OCI image.
+setup-debian:
+	@command -v skopeo >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }
+
 build: setup-rust
-	cargo build --release --target wasm32-wasip1
+	cargo build --release --target wasm32-wasip1 --lib
+	cargo build --release --bin mcp-authz
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+	@echo "built target/release/mcp-authz (command-line tool)"
 
 unit:
 	cargo test --all-targets
@@ -42,12 +48,12 @@ unit:
 lint: setup-rust
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
 e2e: build setup-envoy setup-py
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
-test: build setup-envoy setup-py
+test: build setup-envoy setup-py setup-debian
 	cargo test --all-targets
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -56,6 +62,10 @@ demo: build setup-envoy setup-py
 
 bench: build setup-envoy setup-py
 	$(PY) bench/run.py
+
+# The .wasm as an OCI image for Istio's WasmPlugin (prints its digest).
+oci: build
+	@$(PYTHON) scripts/oci_image.py $(WASM) target/oci/mcp-authz $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 clean:
 	cargo clean

@@ -848,7 +848,8 @@ mod tests {
 
     #[test]
     fn each_error_class_is_refused_naming_the_field() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("colour", Box::new(|c| c["colour"] = json!("blue"))),
             (
                 "providers[0].colour",

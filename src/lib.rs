@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod config;
 pub mod discovery;
+pub mod explain;
 pub mod gate;
 pub mod glob;
 pub mod identity;

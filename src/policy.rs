@@ -35,14 +35,7 @@ pub fn decide(rules: &[Rule], method: &str, name: Option<&str>, identity: &Ident
     let mut allowed_by: Option<&Rule> = None;
     let mut short_of_scopes: Option<&Rule> = None;
     for rule in rules.iter().filter(|rule| matches(rule, method, name)) {
-        let has_role = rule
-            .roles
-            .as_ref()
-            .is_none_or(|roles| roles.iter().any(|role| identity.has_role(role)));
-        let has_scopes = rule
-            .scopes
-            .as_ref()
-            .is_none_or(|scopes| scopes.iter().all(|scope| identity.has_scope(scope)));
+        let (has_role, has_scopes) = satisfies(rule, identity);
         match rule.effect {
             Effect::Deny if has_role && has_scopes => {
                 return Decision::Forbidden {
@@ -113,6 +106,72 @@ pub fn decide_body(rules: &[Rule], body: &Body, identity: &Identity) -> Decision
 /// Whether the caller may make this call: used to filter list results.
 pub fn may_call(rules: &[Rule], method: &str, name: &str, identity: &Identity) -> bool {
     decide(rules, method, Some(name), identity).is_allow()
+}
+
+/// How one rule stands towards one call, for explaining a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub effect: Effect,
+    /// The rule's `methods` (and `names`, if any) match the call.
+    pub matched: bool,
+    /// The caller holds one of the rule's `roles` (or it names none).
+    pub has_role: bool,
+    /// The caller holds all the rule's `scopes` (or it names none).
+    pub has_scopes: bool,
+    /// The rule's `scopes` the caller lacks, for the explanation.
+    pub missing_scopes: Vec<String>,
+}
+
+impl RuleTrace {
+    /// The caller satisfies the rule (roles and all scopes).
+    pub fn satisfied(&self) -> bool {
+        self.has_role && self.has_scopes
+    }
+}
+
+/// Every rule, in configuration order, with whether it matches the call and
+/// whether the caller satisfies it: the same tests [`decide`] applies.
+pub fn trace(
+    rules: &[Rule],
+    method: &str,
+    name: Option<&str>,
+    identity: &Identity,
+) -> Vec<RuleTrace> {
+    rules
+        .iter()
+        .map(|rule| {
+            let (has_role, has_scopes) = satisfies(rule, identity);
+            RuleTrace {
+                rule: rule.name.clone(),
+                effect: rule.effect,
+                matched: matches(rule, method, name),
+                has_role,
+                has_scopes,
+                missing_scopes: rule
+                    .scopes
+                    .iter()
+                    .flatten()
+                    .filter(|scope| !identity.has_scope(scope))
+                    .cloned()
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Whether the caller holds one of the rule's roles (if it names any), and
+/// all of its scopes (if it names any).
+fn satisfies(rule: &Rule, identity: &Identity) -> (bool, bool) {
+    let has_role = rule
+        .roles
+        .as_ref()
+        .is_none_or(|roles| roles.iter().any(|role| identity.has_role(role)));
+    let has_scopes = rule
+        .scopes
+        .as_ref()
+        .is_none_or(|scopes| scopes.iter().all(|scope| identity.has_scope(scope)));
+    (has_role, has_scopes)
 }
 
 /// Whether `rule` matches the call. A rule with `names` never matches a call
@@ -714,6 +773,26 @@ mod tests {
             let body = parse_body(body.as_bytes()).unwrap();
             assert_eq!(&decide_body(&rules, &body, identity), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn trace_reports_match_and_satisfaction_per_rule() {
+        let rules = contract_rules();
+        let reader = identity(&["reader"], &["mcp:read"]);
+        let got: Vec<(bool, bool, bool, Vec<String>)> =
+            trace(&rules, "tools/call", Some("get_x"), &reader)
+                .into_iter()
+                .map(|t| (t.matched, t.has_role, t.satisfied(), t.missing_scopes))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (false, true, true, vec![]),
+                (true, true, true, vec![]),
+                (true, false, false, strings(&["mcp:write"])),
+                (false, true, true, vec![]),
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! `mcp-authz`: the filter's core on the command line. `check` validates a
+//! configuration exactly as the filter does, `explain` runs one request
+//! through the filter's pipeline and says what it would do, `metadata`
+//! prints the RFC 9728 document. Exit status: 0 ok / allowed, 1 refused /
+//! invalid, 2 usage error.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mcp_authz::answer;
+use mcp_authz::config::{JwksSource, Policy};
+use mcp_authz::explain::{self, Outcome, Request};
+use mcp_authz::gate::RequestHead;
+use mcp_authz::jwks::KeySet;
+
+const USAGE: &str = "\
+usage:
+  mcp-authz check CONFIG
+  mcp-authz explain --config CONFIG [--token TOKEN] [--body BODY] [--header NAME:VALUE]...
+                    [--jwks JWKS] [--now UNIX_SECONDS] [--method POST] [--path PATH]
+  mcp-authz metadata CONFIG
+
+CONFIG, TOKEN, BODY and JWKS are read from the file they name, if it exists,
+else taken literally. explain: the token goes in `Authorization: Bearer`, a
+POST gets `Content-Type: application/json` unless --header sets one, --jwks
+holds the keys of providers whose keys are remote, the clock defaults to now
+and the path to the configured resource's.
+
+exit status: 0 ok / allowed, 1 invalid / refused, 2 usage or configuration error";
+
+/// A failure that ends the command with a message and a status.
+struct Failure {
+    message: String,
+    status: u8,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        message: format!("{}\n\n{USAGE}", message.into()),
+        status: 2,
+    }
+}
+
+fn fatal(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        status: 2,
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("check") => check(&args[1..]),
+        Some("explain") => explain_command(&args[1..]),
+        Some("metadata") => metadata(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        Some(other) => Err(usage(format!("unknown command {other:?}"))),
+        None => Err(usage("a command is needed")),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(failure) => {
+            eprintln!("mcp-authz: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+/// The file an argument names, else the argument itself.
+fn file_or_literal(arg: &str) -> Result<Vec<u8>, Failure> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        std::fs::read(path).map_err(|e| fatal(format!("cannot read {arg}: {e}")))
+    } else {
+        Ok(arg.as_bytes().to_vec())
+    }
+}
+
+/// A JSON document (configuration, JWKS): a file, or literal JSON text. A
+/// missing file is named as such rather than parsed as JSON.
+fn json_argument(arg: &str, what: &str) -> Result<String, Failure> {
+    if !Path::new(arg).is_file() && !arg.trim_start().starts_with('{') {
+        return Err(fatal(format!("{what} {arg:?}: no such file")));
+    }
+    String::from_utf8(file_or_literal(arg)?)
+        .map_err(|_| fatal(format!("{what} {arg:?} is not UTF-8 text")))
+}
+
+fn one_config_argument(args: &[String]) -> Result<&str, Failure> {
+    match args {
+        [config] if !config.starts_with("--") => Ok(config),
+        _ => Err(usage("expected exactly one CONFIG argument")),
+    }
+}
+
+fn load_policy(arg: &str) -> Result<Policy, Failure> {
+    let text = json_argument(arg, "configuration")?;
+    Policy::from_json(&text).map_err(|e| fatal(format!("{arg}: {e}")))
+}
+
+fn check(args: &[String]) -> Result<u8, Failure> {
+    let arg = one_config_argument(args)?;
+    let text = json_argument(arg, "configuration")?;
+    match Policy::from_json(&text) {
+        Ok(policy) => {
+            println!(
+                "ok: {}, {} provider(s), {} rule(s)",
+                policy.resource,
+                policy.providers.len(),
+                policy.rules.len()
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{arg}: {e}");
+            Ok(1)
+        }
+    }
+}
+
+fn metadata(args: &[String]) -> Result<u8, Failure> {
+    let policy = load_policy(one_config_argument(args)?)?;
+    let document = answer::metadata_document(&policy);
+    let value: serde_json::Value = serde_json::from_slice(&document.body)
+        .map_err(|e| fatal(format!("metadata document: {e}")))?;
+    let pretty = serde_json::to_string_pretty(&value)
+        .map_err(|e| fatal(format!("metadata document: {e}")))?;
+    println!("{pretty}");
+    // Where it is served, on stderr so stdout stays the document alone.
+    eprintln!(
+        "served at {} (request paths: {})",
+        policy.metadata_url,
+        policy.metadata_paths.join(", ")
+    );
+    Ok(0)
+}
+
+/// The options of `explain`.
+#[derive(Default)]
+struct ExplainArgs {
+    config: Option<String>,
+    token: Option<String>,
+    body: Option<String>,
+    headers: Vec<(String, String)>,
+    jwks: Option<String>,
+    now: Option<u64>,
+    method: Option<String>,
+    path: Option<String>,
+}
+
+fn parse_explain_args(args: &[String]) -> Result<ExplainArgs, Failure> {
+    let mut parsed = ExplainArgs::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--config" => parsed.config = Some(value()?),
+            "--token" => parsed.token = Some(value()?),
+            "--body" => parsed.body = Some(value()?),
+            "--jwks" => parsed.jwks = Some(value()?),
+            "--method" => parsed.method = Some(value()?.to_ascii_uppercase()),
+            "--path" => parsed.path = Some(value()?),
+            "--now" => {
+                let text = value()?;
+                parsed.now = Some(text.parse().map_err(|_| {
+                    usage(format!("--now {text:?} is not a number of Unix seconds"))
+                })?);
+            }
+            "--header" => {
+                let text = value()?;
+                let (name, value) = text
+                    .split_once(':')
+                    .ok_or_else(|| usage(format!("--header {text:?} is not NAME:VALUE")))?;
+                let name = name.trim().to_ascii_lowercase();
+                if name.is_empty() {
+                    return Err(usage(format!("--header {text:?} has no name")));
+                }
+                parsed.headers.push((name, value.trim().to_string()));
+            }
+            other => return Err(usage(format!("unknown option {other:?}"))),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The path of the configured resource (`/mcp` for `https://h/mcp`).
+fn resource_path(resource: &str) -> String {
+    let rest = resource
+        .split_once("://")
+        .map_or(resource, |(_, rest)| rest);
+    match rest.find('/') {
+        Some(i) => rest[i..]
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("/")
+            .to_string(),
+        None => "/".to_string(),
+    }
+}
+
+fn explain_command(args: &[String]) -> Result<u8, Failure> {
+    let args = parse_explain_args(args)?;
+    let config = args
+        .config
+        .as_deref()
+        .ok_or_else(|| usage("--config is required"))?;
+    let policy = load_policy(config)?;
+
+    let remote = match &args.jwks {
+        Some(arg) => {
+            let text = json_argument(arg, "JWKS")?;
+            let (keys, warnings) =
+                KeySet::parse(&text).map_err(|e| fatal(format!("--jwks {arg}: {e}")))?;
+            for warning in warnings {
+                eprintln!("mcp-authz: --jwks: {warning}");
+            }
+            if !policy
+                .providers
+                .iter()
+                .any(|p| matches!(p.jwks, JwksSource::Remote(_)))
+            {
+                eprintln!("mcp-authz: --jwks ignored: every provider's keys are inline");
+            }
+            Some(keys)
+        }
+        None => None,
+    };
+    let keys = explain::key_sets(&policy, remote.as_ref());
+
+    let method = args.method.unwrap_or_else(|| "POST".to_string());
+    let path = args.path.unwrap_or_else(|| resource_path(&policy.resource));
+    let mut headers = args.headers;
+    if let Some(arg) = &args.token {
+        let text = String::from_utf8(file_or_literal(arg)?)
+            .map_err(|_| fatal("the token is not UTF-8 text"))?;
+        let token = text.trim();
+        let token = token
+            .strip_prefix("Bearer ")
+            .or_else(|| token.strip_prefix("bearer "))
+            .unwrap_or(token);
+        headers.push(("authorization".into(), format!("Bearer {token}")));
+    }
+    if method == "POST" && !headers.iter().any(|(n, _)| n == "content-type") {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let body = match &args.body {
+        Some(arg) => file_or_literal(arg)?,
+        None if method == "POST" => return Err(usage("a POST needs --body")),
+        None => Vec::new(),
+    };
+    let now = match args.now {
+        Some(now) => now,
+        None => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| fatal("the system clock is before 1970"))?
+            .as_secs(),
+    };
+
+    let request = Request {
+        head: RequestHead::new(&method, &path, headers),
+        body,
+    };
+    let (outcome, text) =
+        explain::explain(&policy, &keys, &request, now).map_err(|e| fatal(e.to_string()))?;
+    print!("{text}");
+    Ok(match outcome {
+        Outcome::Forwarded | Outcome::Answered => 0,
+        Outcome::Refused => 1,
+    })
+}
