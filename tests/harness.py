@@ -81,6 +81,8 @@ def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }]
     return {
+        # Dynamic (ECDS) configuration needs a node identity.
+        "node": {"id": "mcp-authz-test", "cluster": "mcp-authz-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
