@@ -19,6 +19,8 @@ pub struct RequestHead {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// A body follows the headers (the headers did not end the stream).
+    pub has_body: bool,
 }
 
 impl RequestHead {
@@ -33,6 +35,7 @@ impl RequestHead {
             method: method.to_string(),
             path,
             headers,
+            has_body: false,
         }
     }
 
@@ -232,10 +235,12 @@ fn invalid_token(policy: &Policy, kind: TokenErrorKind) -> Refusal {
     )
 }
 
-/// An `OPTIONS` with `Origin` and `Access-Control-Request-Method`: browsers
-/// send these without credentials, so they cannot carry a token.
+/// An `OPTIONS` with `Origin` and `Access-Control-Request-Method` and no
+/// body: browsers send these without credentials, so they cannot carry a
+/// token. One with a body is not a preflight, whatever its headers say.
 fn is_cors_preflight(head: &RequestHead) -> bool {
     head.method == "OPTIONS"
+        && !head.has_body
         && head.header("origin").is_some()
         && head.header("access-control-request-method").is_some()
 }
@@ -294,9 +299,25 @@ pub fn check_body(
             name: name.clone(),
         })
     };
-    if let Err(mismatch) =
-        mcp::check_mcp_headers(&body, head.header("mcp-method"), head.header("mcp-name"))
-    {
+    let (mcp_method, mcp_name) = (
+        head.header_values("mcp-method"),
+        head.header_values("mcp-name"),
+    );
+    let checked = if mcp_method.len() > 1 || mcp_name.len() > 1 {
+        // Every copy must equal the body, and a component reading another
+        // copy (or the joined value) would act on a call never checked:
+        // refuse repeats outright.
+        Err(mcp::HeaderMismatch {
+            reason: "Mcp-Method or Mcp-Name header appears more than once",
+        })
+    } else {
+        mcp::check_mcp_headers(
+            &body,
+            mcp_method.first().copied(),
+            mcp_name.first().copied(),
+        )
+    };
+    if let Err(mismatch) = checked {
         return Err(refusal(
             answer::bad_request(
                 codes::HEADER_MISMATCH,

@@ -265,10 +265,9 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
             .as_secs(),
     };
 
-    let request = Request {
-        head: RequestHead::new(&method, &path, headers),
-        body,
-    };
+    let mut head = RequestHead::new(&method, &path, headers);
+    head.has_body = !body.is_empty();
+    let request = Request { head, body };
     let (outcome, text) =
         explain::explain(&policy, &keys, &request, now).map_err(|e| fatal(e.to_string()))?;
     print!("{text}");

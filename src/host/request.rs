@@ -107,6 +107,7 @@ impl HttpContext for RequestFilter {
         let path = take_pseudo(&mut headers, ":path");
         let mut ex = self.exchange.borrow_mut();
         ex.head = RequestHead::new(&method, &path, headers);
+        ex.head.has_body = !end_of_stream;
         ex.body_complete = end_of_stream;
         let next = after_head(&worker, &mut ex, self.context_id, &self.exchange, now_ms());
         drop(ex);
