@@ -117,6 +117,9 @@ class Envoy:
         self.dir = tempfile.mkdtemp(prefix="mcp-authz-envoy-")
         self.config_path = os.path.join(self.dir, "envoy.json")
         self.log_path = os.path.join(self.dir, "envoy.log")
+        if callable(plugin_config):
+            # A configuration that names the listener's own URL (its `resource`).
+            plugin_config = plugin_config(self.port)
         with open(self.config_path, "w") as f:
             json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters), f)
         self.concurrency = concurrency
