@@ -8,7 +8,7 @@ VENVS := .venvs
 PY := $(VENVS)/test/bin/python
 PYTHON ?= python3
 
-.PHONY: all build test unit e2e demo bench oci setup-rust setup-envoy setup-py setup-debian lint clean
+.PHONY: all build test unit e2e demo bench oci setup-rust setup-envoy setup-py setup-debian lint clean soak
 
 all: build
 
@@ -53,7 +53,7 @@ lint: setup-rust
 e2e: build setup-envoy setup-py
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
-test: build setup-envoy setup-py setup-debian
+test: build setup-envoy setup-py setup-debian setup-node setup-py1
 	cargo test --all-targets
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -63,6 +63,11 @@ demo: build setup-envoy setup-py
 bench: build setup-envoy setup-py
 	$(PY) bench/run.py
 
+# Soak: mixed traffic with rotating tokens for SOAK_SECONDS (default 600) in one
+# Envoy 1.40.0; fails on any unexpected answer or on memory growth > 20 %.
+soak: build setup-envoy setup-py
+	$(PY) scripts/soak.py
+
 # The .wasm as an OCI image for Istio's WasmPlugin (prints its digest).
 oci: build
 	@$(PYTHON) scripts/oci_image.py $(WASM) target/oci/mcp-authz $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -70,3 +75,23 @@ oci: build
 clean:
 	cargo clean
 	rm -rf $(VENVS)
+
+# Interop tests: a real authorization server (npm oidc-provider) and the
+# official TypeScript MCP SDK, from the npm registry into tests/interop/node_modules.
+.PHONY: setup-node setup-py1
+setup-node: tests/interop/node_modules/.ok
+
+tests/interop/node_modules/.ok: tests/interop/package.json $(wildcard tests/interop/package-lock.json)
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@echo "== installing the interop tests' npm packages"
+	@cd tests/interop && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+	@touch $@
+
+# The official Python MCP SDK 1.x (the interop tests run a client with it).
+setup-py1: $(VENVS)/mcp1/.ok
+
+$(VENVS)/mcp1/.ok:
+	@echo "== installing mcp 1.x (mcp==1.30.0) from PyPI"
+	@$(PYTHON) -m venv $(VENVS)/mcp1
+	@$(VENVS)/mcp1/bin/pip install -q --disable-pip-version-check "mcp==1.30.0"
+	@touch $@

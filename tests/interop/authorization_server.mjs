@@ -1,0 +1,266 @@
+// A real OAuth 2.1 authorization server for the interop tests: npm
+// `oidc-provider` (a certified OpenID provider), set up the way a Keycloak
+// realm for an MCP server is:
+//
+//   - issuer http://127.0.0.1:<port>, OpenID discovery (RFC 8414 metadata is
+//     published only at /.well-known/openid-configuration, as oidc-provider
+//     does: clients and the filter must fall back to it);
+//   - RS256 JWT access tokens for a resource indicator (RFC 8707): `aud` is
+//     the MCP resource URI, scopes `mcp:read mcp:write`, `scope`
+//     space-separated, roles in `realm_access.roles`;
+//   - grants: authorization_code with PKCE, refresh_token,
+//     client_credentials; open dynamic client registration (RFC 7591);
+//   - headless login: the interaction pages finish login and consent at
+//     once, for the user the "browser" names. A test's browser sends
+//     `X-Test-Account: alice|carol` (alice is a reader, carol an admin;
+//     default: alice) and may send `X-Test-Consent: <scopes>`: the user then
+//     approves only those of the requested scopes and declines the rest (as
+//     a person unticking a box on a consent screen would);
+//   - pre-registered confidential clients for client_credentials:
+//     `svc-reader` / `svc-admin` (secret `<id>-secret`); their role is
+//     client metadata (`mcp_role`) that only the administrator sets, never
+//     dynamic registration.
+//
+// Usage: node authorization_server.mjs --port P --resource URI [--resource URI...] [--events FILE]
+//
+// Every registration, authorization and token issued is appended to FILE as
+// one JSON line, so the tests can prove which discovery and token requests a
+// client really made.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider, { errors } from 'oidc-provider';
+
+const { values: args } = parseArgs({
+  options: {
+    port: { type: 'string', default: process.env.AS_PORT },
+    resource: { type: 'string', multiple: true, default: process.env.MCP_RESOURCE ? process.env.MCP_RESOURCE.split(' ') : [] },
+    events: { type: 'string', default: process.env.AS_EVENTS },
+  },
+});
+
+if (!args.port || args.resource.length === 0) {
+  console.error('usage: node authorization_server.mjs --port P --resource URI [--resource URI...] [--events FILE]');
+  process.exit(2);
+}
+
+const PORT = Number(args.port);
+const ISSUER = `http://127.0.0.1:${PORT}`;
+const RESOURCES = new Set(args.resource);
+const MCP_SCOPES = 'mcp:read mcp:write';
+
+// The people who can log in, and their realm roles.
+const ACCOUNTS = {
+  alice: { roles: ['reader'], name: 'Alice Reader' },
+  carol: { roles: ['admin'], name: 'Carol Admin' },
+};
+const DEFAULT_ACCOUNT = 'alice';
+
+function record(event) {
+  const line = `${JSON.stringify({ time: Date.now() / 1000, ...event })}\n`;
+  if (args.events) {
+    fs.appendFileSync(args.events, line);
+  }
+  process.stdout.write(line);
+}
+
+// A fresh RS256 signing key per run.
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `rs256-${crypto.randomUUID().slice(0, 8)}`, alg: 'RS256', use: 'sig' };
+
+const configuration = {
+  clients: ['reader', 'admin'].map((role) => ({
+    client_id: `svc-${role}`,
+    client_secret: `svc-${role}-secret`,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: MCP_SCOPES,
+    mcp_role: role,
+  })),
+  extraClientMetadata: {
+    properties: ['mcp_role'],
+    validator(ctx, key, value) {
+      // Roles are the administrator's to give: a dynamically registered
+      // client cannot make itself an admin.
+      if (key === 'mcp_role' && value !== undefined && ctx?.oidc?.route === 'registration') {
+        throw new errors.InvalidClientMetadata('mcp_role is assigned by the administrator');
+      }
+    },
+  },
+  jwks: { keys: [signingKey] },
+  scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
+  claims: { openid: ['sub'], profile: ['name'] },
+  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  features: {
+    devInteractions: { enabled: false },
+    registration: { enabled: true },
+    clientCredentials: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      async getResourceServerInfo(ctx, resourceIndicator) {
+        if (!RESOURCES.has(resourceIndicator)) {
+          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+        }
+        return {
+          scope: MCP_SCOPES,
+          audience: resourceIndicator,
+          accessTokenTTL: 10 * 60,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  pkce: { required: () => true },
+  interactions: {
+    url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+  },
+  async findAccount(ctx, id) {
+    if (!ACCOUNTS[id]) return undefined;
+    return { accountId: id, claims: async () => ({ sub: id, name: ACCOUNTS[id].name }) };
+  },
+  async extraTokenClaims(ctx, token) {
+    let roles = [];
+    if (token.accountId) {
+      roles = ACCOUNTS[token.accountId]?.roles ?? [];
+    } else if (token.clientId) {
+      const client = await ctx.oidc.provider.Client.find(token.clientId);
+      roles = client?.mcp_role ? [client.mcp_role] : [];
+    }
+    return { realm_access: { roles } };
+  },
+  ttl: {
+    AccessToken: 10 * 60,
+    ClientCredentials: 10 * 60,
+    AuthorizationCode: 60,
+    Interaction: 10 * 60,
+    Session: 60 * 60,
+    Grant: 60 * 60,
+    RefreshToken: 60 * 60,
+  },
+};
+
+const provider = new Provider(ISSUER, configuration);
+
+provider.on('registration_create.success', (ctx, client) => {
+  record({
+    event: 'register',
+    client_id: client.clientId,
+    grant_types: client.grantTypes,
+    redirect_uris: client.redirectUris,
+    token_endpoint_auth_method: client.clientAuthMethod,
+    scope: client.scope,
+    user_agent: ctx.get('user-agent'),
+  });
+});
+
+provider.on('authorization.success', (ctx) => {
+  const { params } = ctx.oidc;
+  record({
+    event: 'authorize',
+    client_id: params.client_id,
+    scope: params.scope,
+    resource: params.resource,
+    code_challenge_method: params.code_challenge_method,
+    account: ctx.oidc.session?.accountId,
+  });
+});
+
+provider.on('grant.success', (ctx) => {
+  const { params, entities } = ctx.oidc;
+  const token = entities.AccessToken || entities.ClientCredentials;
+  record({
+    event: 'token',
+    grant_type: params.grant_type,
+    client_id: ctx.oidc.client?.clientId,
+    requested_resource: params.resource,
+    requested_scope: params.scope,
+    account: token?.accountId,
+    aud: token?.aud ?? token?.resourceServer?.audience,
+    scope: token?.scope,
+    format: token?.resourceServer?.accessTokenFormat ?? 'opaque',
+    refresh_token: Boolean(entities.RefreshToken),
+  });
+});
+
+for (const event of ['server_error', 'grant.error', 'authorization.error', 'registration_create.error', 'introspection.error']) {
+  provider.on(event, (ctx, err) => {
+    record({ event: 'error', kind: event, error: err?.error ?? String(err), description: err?.error_description, detail: err?.error_detail, route: ctx?.oidc?.route });
+  });
+}
+
+// The headless "user": finishes login and consent as soon as the browser
+// arrives, for the account the browser names.
+async function interaction(req, res) {
+  const details = await provider.interactionDetails(req, res);
+  const { prompt, params, session, grantId } = details;
+  const accountId = String(req.headers['x-test-account'] || DEFAULT_ACCOUNT);
+  const consentHeader = req.headers['x-test-consent'];
+  const approves = consentHeader === undefined ? null : new Set(String(consentHeader).split(' ').filter(Boolean));
+  const ok = (scope) => approves === null || approves.has(scope) || scope === 'openid' || scope === 'offline_access';
+
+  if (prompt.name === 'login') {
+    if (!ACCOUNTS[accountId]) {
+      await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'unknown test account' });
+      return;
+    }
+    record({ event: 'login', account: accountId, client_id: params.client_id });
+    await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
+
+  if (prompt.name === 'consent') {
+    const grant = grantId
+      ? await provider.Grant.find(grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    const { missingOIDCScope = [], missingOIDCClaims, missingResourceScopes = {} } = prompt.details;
+    const approved = missingOIDCScope.filter(ok);
+    const declined = missingOIDCScope.filter((s) => !ok(s));
+    if (approved.length) grant.addOIDCScope(approved.join(' '));
+    if (declined.length) grant.rejectOIDCScope(declined.join(' '));
+    if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+    const consented = {};
+    for (const [indicator, scopes] of Object.entries(missingResourceScopes)) {
+      const yes = scopes.filter(ok);
+      const no = scopes.filter((s) => !ok(s));
+      if (yes.length) grant.addResourceScope(indicator, yes.join(' '));
+      if (no.length) grant.rejectResourceScope(indicator, no.join(' '));
+      consented[indicator] = { approved: yes, declined: no };
+    }
+    record({ event: 'consent', account: session.accountId, client_id: params.client_id, resources: consented });
+    await provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+    return;
+  }
+
+  res.writeHead(501, { 'content-type': 'text/plain' });
+  res.end(`prompt ${prompt.name} is not handled by the test server`);
+}
+
+const app = provider.callback();
+const server = http.createServer((req, res) => {
+  if (req.url.startsWith('/interaction/')) {
+    interaction(req, res).catch((err) => {
+      record({ event: 'error', kind: 'interaction', error: String(err) });
+      if (!res.headersSent) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+      }
+      res.end(String(err));
+    });
+    return;
+  }
+  app(req, res);
+});
+
+server.listen(PORT, '127.0.0.1', () => {
+  record({ event: 'listening', issuer: ISSUER, resources: [...RESOURCES], kid: signingKey.kid });
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
