@@ -25,8 +25,12 @@ pub struct Schedule {
     failures: u32,
     /// Whether a key set was ever fetched (here or by another worker).
     has_keys: bool,
-    /// When a request last forced a fetch.
-    last_forced_ms: Option<u64>,
+    /// When the key set in use was fetched.
+    last_success_ms: Option<u64>,
+    /// When an unknown `kid` last forced a fetch.
+    last_unknown_key_ms: Option<u64>,
+    /// When a request waiting for a first key set last forced a fetch.
+    last_keys_needed_ms: Option<u64>,
     /// A fetch was asked for and not yet started.
     wanted: bool,
 }
@@ -39,7 +43,9 @@ impl Schedule {
             next_due_ms: now_ms,
             failures: 0,
             has_keys: false,
-            last_forced_ms: None,
+            last_success_ms: None,
+            last_unknown_key_ms: None,
+            last_keys_needed_ms: None,
             wanted: false,
         }
     }
@@ -65,6 +71,7 @@ impl Schedule {
     pub fn succeeded(&mut self, now_ms: u64, max_age_seconds: Option<u64>) {
         self.failures = 0;
         self.has_keys = true;
+        self.last_success_ms = Some(now_ms);
         let interval = match max_age_seconds {
             Some(age) => age
                 .max(MIN_MAX_AGE_SECONDS)
@@ -85,17 +92,36 @@ impl Schedule {
     /// with exponential backoff.
     pub fn failed(&mut self, now_ms: u64) {
         self.failures = self.failures.saturating_add(1);
-        let backoff = 1000u64
+        self.next_due_ms = now_ms.saturating_add(self.backoff_ms());
+    }
+
+    /// Another worker's fetch failed at `failed_at_ms`, its `failures`-th
+    /// failure in a row: back off as if it had been ours, and end the wait
+    /// of any request here that asked for a fetch (that fetch was the other
+    /// worker's, and it failed). Ignored when our keys are newer.
+    pub fn failure_adopted(&mut self, failed_at_ms: u64, failures: u32) {
+        if self.last_success_ms.is_some_and(|at| at >= failed_at_ms) {
+            return;
+        }
+        self.wanted = false;
+        self.failures = self.failures.max(failures).max(1);
+        self.next_due_ms = failed_at_ms.saturating_add(self.backoff_ms());
+    }
+
+    fn backoff_ms(&self) -> u64 {
+        1000u64
             .saturating_mul(1u64 << self.failures.saturating_sub(1).min(16))
             .min(MAX_BACKOFF_MS)
-            .min(self.refresh_ms.max(1000));
-        self.next_due_ms = now_ms.saturating_add(backoff);
+            .min(self.refresh_ms.max(1000))
     }
 
     /// A request met a `kid` the key set lacks. Returns whether a refetch was
     /// granted (at most one per [`UNKNOWN_KEY_REFETCH_MS`]).
     pub fn unknown_key(&mut self, now_ms: u64) -> bool {
-        self.force(now_ms, UNKNOWN_KEY_REFETCH_MS)
+        let mut last = self.last_unknown_key_ms;
+        let granted = self.force(&mut last, now_ms, UNKNOWN_KEY_REFETCH_MS);
+        self.last_unknown_key_ms = last;
+        granted
     }
 
     /// A request needs keys and none were ever fetched. Returns whether a
@@ -104,19 +130,26 @@ impl Schedule {
         if self.has_keys {
             return false;
         }
-        self.force(now_ms, NO_KEYS_RETRY_MS)
+        let mut last = self.last_keys_needed_ms;
+        let granted = self.force(&mut last, now_ms, NO_KEYS_RETRY_MS);
+        self.last_keys_needed_ms = last;
+        granted
     }
 
-    fn force(&mut self, now_ms: u64, spacing_ms: u64) -> bool {
+    /// Asks for a fetch unless one of this kind was forced less than
+    /// `spacing_ms` ago. Each kind keeps its own clock: the fetch forced by the
+    /// first request after start must not hold back the refetch for a key
+    /// rotated in a few seconds later.
+    fn force(&mut self, last: &mut Option<u64>, now_ms: u64, spacing_ms: u64) -> bool {
         if self.wanted {
             return true;
         }
-        if let Some(last) = self.last_forced_ms {
+        if let Some(last) = *last {
             if now_ms < last.saturating_add(spacing_ms) {
                 return false;
             }
         }
-        self.last_forced_ms = Some(now_ms);
+        *last = Some(now_ms);
         self.wanted = true;
         true
     }
@@ -187,6 +220,23 @@ mod tests {
     }
 
     #[test]
+    fn another_workers_failure_backs_off_here_and_ends_the_wait() {
+        let mut s = Schedule::new(300, 0);
+        assert!(s.keys_needed(0));
+        s.failure_adopted(500, 3);
+        assert!(!s.wanted(), "the fetch asked for was done, and failed");
+        assert_eq!(s.failures(), 3);
+        assert!(!s.due(4_499) && s.due(4_500), "backoff of the 3rd failure");
+        s.failed(5_000);
+        assert_eq!(s.failures(), 4);
+        // A failure older than the keys in use changes nothing.
+        s.adopted(10_000, None);
+        s.failure_adopted(9_000, 7);
+        assert_eq!(s.failures(), 0);
+        assert!(!s.due(10_000 + 299_999));
+    }
+
+    #[test]
     fn unknown_key_refetch_is_rate_limited() {
         let mut s = Schedule::new(300, 0);
         s.succeeded(0, None);
@@ -200,6 +250,16 @@ mod tests {
         );
         assert!(!s.due(2_000));
         assert!(s.unknown_key(31_000));
+    }
+
+    #[test]
+    fn first_fetch_forced_by_a_request_does_not_hold_back_an_unknown_key_refetch() {
+        let mut s = Schedule::new(300, 0);
+        assert!(s.keys_needed(10));
+        s.started();
+        s.succeeded(50, None);
+        assert!(s.unknown_key(2_000), "a key rotated in right after start");
+        assert!(s.due(2_000));
     }
 
     #[test]

@@ -243,7 +243,13 @@ class RecordingUpstream:
 
             do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_HEAD = handle_any
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            # Envoy may release many held requests at once (e.g. after keys
+            # arrive); the default backlog of 5 would refuse some.
+            request_queue_size = 128
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

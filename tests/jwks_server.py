@@ -15,7 +15,8 @@ class JwksServer:
     """Serves `jwks` at `jwks_path` and, when set, metadata documents at
     their paths. `mode` decides every answer:
 
-    - ``"ok"``: 200 with the key set (and `cache_control`, if set);
+    - ``"ok"``: 200 with the key set (and `cache_control`, if set), after
+      `delay` seconds (a slow issuer) when set;
     - ``"error"``: 500;
     - ``"garbage"``: 200 with a body that is not JSON;
     - ``"empty"``: 200 with ``{"keys": []}``;
@@ -33,9 +34,13 @@ class JwksServer:
         self.jwks_path = jwks_path
         self.mode = "ok"
         self.cache_control = None
+        # Seconds to wait before answering (a slow issuer).
+        self.delay = 0
         # path -> dict served as application/json (discovery documents).
         self.documents = {}
         self.counts = Counter()
+        # path -> monotonic times of the requests, in order.
+        self.times = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.stopping = False
@@ -55,8 +60,10 @@ class JwksServer:
 
     # --- control -------------------------------------------------------
 
-    def set(self, mode=None, jwks=None, cache_control=None):
+    def set(self, mode=None, jwks=None, cache_control=None, delay=None):
         with self.lock:
+            if delay is not None:
+                self.delay = delay
             if mode is not None:
                 self.mode = mode
             if jwks is not None:
@@ -68,6 +75,10 @@ class JwksServer:
     def count(self, path=None):
         with self.lock:
             return self.counts[path or self.jwks_path]
+
+    def request_times(self, path=None):
+        with self.lock:
+            return list(self.times.get(path or self.jwks_path, []))
 
     def total(self):
         with self.lock:
@@ -97,12 +108,16 @@ class JwksServer:
                 path = self.path
                 with outer.lock:
                     outer.counts[path] += 1
+                    outer.times.setdefault(path, []).append(time.monotonic())
                     mode = outer.mode
                     while mode == "hang" and not outer.stopping:
                         outer.changed.wait(0.2)
                         mode = outer.mode
                     jwks, cache_control = outer.jwks, outer.cache_control
                     document = outer.documents.get(path)
+                    delay = outer.delay
+                if delay:
+                    time.sleep(delay)
                 if outer.stopping or mode == "close":
                     self.close_connection = True
                     return
@@ -133,7 +148,8 @@ class JwksServer:
             self.stopping = False
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
         return self
 

@@ -26,15 +26,24 @@ struct Remote {
     config: RemoteJwks,
     issuer: String,
     schedule: Schedule,
-    /// Shared-data keys: the published key set and the fetch lease.
+    /// Shared-data keys: the published key set, the fetch lease, and the
+    /// last failed fetch.
     published_key: String,
     lease_key: String,
-    /// The shared-data version this VM last loaded.
+    failure_key: String,
+    /// The shared-data versions this VM last loaded.
     loaded_cas: Option<u32>,
+    loaded_failure_cas: Option<u32>,
     /// The key set body last loaded, to tell a change from a refresh.
     loaded_body: Option<Vec<u8>>,
     jwks_uri: Option<String>,
     in_flight: Option<InFlight>,
+    /// Whether `tick` ran before. Its first run comes from `on_configure`,
+    /// which Envoy also runs in a throwaway "configuration canary" VM on the
+    /// main thread: a fetch started there is cancelled with the canary but
+    /// would keep the lease for its whole term, delaying every worker's first
+    /// fetch by seconds. So fetches start from the first timer tick on.
+    ticked: bool,
 }
 
 /// A fetch under way.
@@ -73,6 +82,8 @@ impl KeySlot {
                         remote.cluster,
                         remote.url.as_deref().unwrap_or("discover")
                     );
+                    let lease_key = format!("mcp_authz.lease.{id}");
+                    create_lease(&lease_key);
                     KeySlot {
                         keys: None,
                         generation: 0,
@@ -81,11 +92,14 @@ impl KeySlot {
                             issuer: p.issuer.clone(),
                             schedule: Schedule::new(remote.refresh_seconds, now),
                             published_key: format!("mcp_authz.jwks.{id}"),
-                            lease_key: format!("mcp_authz.lease.{id}"),
+                            lease_key,
+                            failure_key: format!("mcp_authz.failure.{id}"),
                             loaded_cas: None,
+                            loaded_failure_cas: None,
                             loaded_body: None,
                             jwks_uri: remote.url.clone(),
                             in_flight: None,
+                            ticked: false,
                         }),
                     }
                 }
@@ -128,11 +142,25 @@ impl KeySlot {
     /// due and this worker wins the lease. Returns the dispatched call's token.
     pub fn tick(&mut self, now: u64) -> Option<u32> {
         self.adopt_published();
+        self.adopt_failure();
         let r = self.remote.as_mut()?;
+        if !std::mem::replace(&mut r.ticked, true) {
+            return None;
+        }
         if r.in_flight.is_some()
             || !r.schedule.due(now)
             || !claim_lease(&r.lease_key, now, &r.config)
         {
+            return None;
+        }
+        // Another worker may have published (or failed) and released the
+        // lease between the look above and the claim: load what it left, and
+        // fetch only if still due.
+        self.adopt_published();
+        self.adopt_failure();
+        let r = self.remote.as_mut()?;
+        if !r.schedule.due(now) {
+            release_lease(&r.lease_key);
             return None;
         }
         r.schedule.started();
@@ -272,6 +300,15 @@ impl KeySlot {
         if let Some(r) = self.remote.as_mut() {
             r.in_flight = None;
             r.schedule.failed(now);
+            // Tell the other workers, so they back off too instead of each
+            // trying the failing issuer in turn, and their waiting requests
+            // get their answer now.
+            let record = format!("{now}\n{}", r.schedule.failures());
+            let _ = hostcalls::set_shared_data(&r.failure_key, Some(record.as_bytes()), None);
+            // Our own record is not news to us.
+            r.loaded_failure_cas = hostcalls::get_shared_data(&r.failure_key)
+                .ok()
+                .and_then(|(_, cas)| cas);
             release_lease(&r.lease_key);
             let keeping = if self.keys.is_some() {
                 "keeping the last good keys"
@@ -287,6 +324,27 @@ impl KeySlot {
                     r.schedule.failures()
                 ),
             );
+        }
+    }
+
+    /// Adopts a failed fetch another worker recorded since we last looked.
+    fn adopt_failure(&mut self) {
+        let Some(r) = self.remote.as_mut() else {
+            return;
+        };
+        let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(&r.failure_key) else {
+            return;
+        };
+        if cas.is_none() || cas == r.loaded_failure_cas {
+            return;
+        }
+        r.loaded_failure_cas = cas;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut parts = text.splitn(2, '\n');
+        let at = parts.next().and_then(|v| v.parse().ok());
+        let failures = parts.next().and_then(|v| v.parse().ok());
+        if let (Some(at), Some(failures)) = (at, failures) {
+            r.schedule.failure_adopted(at, failures);
         }
     }
 
@@ -362,10 +420,27 @@ impl Published {
     }
 }
 
-/// Takes the fetch lease when it is free or expired (compare-and-swap, so of
-/// N workers exactly one wins).
+/// Creates the lease entry when it does not exist yet. Shared data checks
+/// compare-and-swap only on entries that exist (a write to a missing key
+/// always succeeds), so two workers racing for a lease that was never
+/// written would both win. Every VM calls this while configuring, and Envoy
+/// configures its main-thread VMs before the workers', so the entry exists
+/// before any worker claims it.
+fn create_lease(key: &str) {
+    if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+        let _ = hostcalls::set_shared_data(key, Some(b"0"), None);
+    }
+}
+
+/// Takes the fetch lease when it is free or expired (compare-and-swap on an
+/// existing entry, so of N workers exactly one wins).
 fn claim_lease(key: &str, now: u64, config: &RemoteJwks) -> bool {
     let (value, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+    if cas.is_none() {
+        // Never created (see `create_lease`): create it; claim on a later tick.
+        create_lease(key);
+        return false;
+    }
     let held_until: u64 = value
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|v| v.parse().ok())
