@@ -31,6 +31,9 @@ struct Remote {
     published_key: String,
     lease_key: String,
     failure_key: String,
+    /// The `jwks_fetch.failed` counter, bumped for every failed fetch,
+    /// including one that could not even start.
+    failed_metric: u32,
     /// The shared-data versions this VM last loaded.
     loaded_cas: Option<u32>,
     loaded_failure_cas: Option<u32>,
@@ -62,7 +65,7 @@ pub enum Step {
 
 impl KeySlot {
     /// The slots of a policy: inline keys ready, remote ones empty and due.
-    pub fn for_policy(policy: &Policy) -> Vec<KeySlot> {
+    pub fn for_policy(policy: &Policy, failed_metric: u32) -> Vec<KeySlot> {
         let now = now_ms();
         policy
             .providers
@@ -94,6 +97,7 @@ impl KeySlot {
                             published_key: format!("mcp_authz.jwks.{id}"),
                             lease_key,
                             failure_key: format!("mcp_authz.failure.{id}"),
+                            failed_metric,
                             loaded_cas: None,
                             loaded_failure_cas: None,
                             loaded_body: None,
@@ -255,7 +259,6 @@ impl KeySlot {
                         match urls.get(i + 1) {
                             Some(next) => self.dispatch(&next.clone(), Step::Discover(i + 1), now),
                             None => {
-                                Stats::bump(stats.jwks_fetch_failed);
                                 self.fetch_failed(now, Some("no usable discovery document"));
                                 None
                             }
@@ -287,7 +290,6 @@ impl KeySlot {
                         self.adopt_published();
                     }
                     Err(why) => {
-                        Stats::bump(stats.jwks_fetch_failed);
                         self.fetch_failed(now, Some(&why));
                     }
                 }
@@ -298,6 +300,7 @@ impl KeySlot {
 
     fn fetch_failed(&mut self, now: u64, why: Option<&str>) {
         if let Some(r) = self.remote.as_mut() {
+            Stats::bump(r.failed_metric);
             r.in_flight = None;
             r.schedule.failed(now);
             // Tell the other workers, so they back off too instead of each

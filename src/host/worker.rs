@@ -33,7 +33,7 @@ pub struct Waiter {
 
 impl Worker {
     pub fn new(policy: Policy, stats: Stats) -> Worker {
-        let slots = KeySlot::for_policy(&policy);
+        let slots = KeySlot::for_policy(&policy, stats.jwks_fetch_failed);
         Worker {
             policy: Rc::new(policy),
             slots: RefCell::new(slots),
