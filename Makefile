@@ -57,7 +57,7 @@ test: build setup-envoy setup-py setup-debian setup-node setup-py1
 	cargo test --all-targets
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-demo: build setup-envoy setup-py
+demo: build setup-envoy setup-py setup-node
 	$(PY) scripts/demo.py
 
 bench: build setup-envoy setup-py
