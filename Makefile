@@ -8,7 +8,7 @@ VENVS := .venvs
 PY := $(VENVS)/test/bin/python
 PYTHON ?= python3
 
-.PHONY: all build test unit e2e demo bench oci setup-rust setup-envoy setup-py setup-debian lint clean soak
+.PHONY: all build test unit e2e demo bench oci setup-rust setup-envoy setup-py setup-debian lint clean soak fuzz
 
 all: build
 
@@ -67,6 +67,14 @@ bench: build setup-envoy setup-py
 # Envoy 1.40.0; fails on any unexpected answer or on memory growth > 20 %.
 soak: build setup-envoy setup-py
 	$(PY) scripts/soak.py
+
+# Fuzzing: each target in fuzz/ for FUZZ_SECONDS with cargo-fuzz (libFuzzer,
+# ASan) on the stable toolchain via RUSTC_BOOTSTRAP=1; prints a summary table.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v c++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; }
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 # The .wasm as an OCI image for Istio's WasmPlugin (prints its digest).
 oci: build
