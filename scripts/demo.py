@@ -40,7 +40,7 @@ import time
 import traceback
 from importlib.metadata import version as package_version
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urljoin, urlparse
+from urllib.parse import urlencode, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT / "tests", ROOT / "tests" / "interop", ROOT / "scripts"):
@@ -53,11 +53,11 @@ import httpx2  # noqa: E402
 import demo_client  # noqa: E402
 from harness import WASM, free_port  # noqa: E402
 from mcp_upstream import McpUpstream, build_server  # noqa: E402
+from oauth_helpers import REDIRECT_URI, next_hop  # noqa: E402
 from stack import HERE as INTEROP  # noqa: E402
 from stack import SCOPES, AuthorizationServer, InteropEnvoy, plugin_config  # noqa: E402
 
 ENVOY_VERSION = "1.40.0"
-REDIRECT_URI = demo_client.REDIRECT_URI
 TTY = sys.stdout.isatty()
 
 
@@ -319,14 +319,8 @@ def discovery_by_hand(stack):
             for _ in range(20):
                 r = browser.get(url)
                 hops.append(f"{urlparse(url).path.split('/')[1] or '/'} {r.status_code}")
-                location = r.headers.get("location")
-                if r.status_code not in (301, 302, 303, 307, 308) or not location:
-                    raise RuntimeError(f"the authorization server stopped at {url}: {r.status_code} {r.text[:200]}")
-                url = urljoin(url, location)
-                if url.startswith(REDIRECT_URI):
-                    back = parse_qs(urlparse(url).query)
-                    if "error" in back:
-                        raise RuntimeError(f"authorization refused: {back}")
+                url, back = next_hop(url, r)
+                if back is not None:
                     code = back["code"][0]
                     break
         say(f"the (headless) browser: {' -> '.join(hops)} -> redirect_uri", 4)

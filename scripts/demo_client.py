@@ -1,6 +1,6 @@
 """The MCP client of `make demo`: the official Python SDK 2.x (`mcp`), its
 OAuth provider doing the whole flow from the filter's 401 on its own, with
-the interop tests' headless browser (`tests/interop/client_python_sdk2.py`)
+the interop tests' headless browser (`tests/interop/oauth_helpers.py`)
 playing the user at the authorization server's login and consent pages.
 
 Unlike the interop tests' client script this one is a library: `session()`
@@ -24,11 +24,11 @@ for _path in (ROOT / "tests", ROOT / "tests" / "interop"):
         sys.path.insert(0, str(_path))
 
 import httpx2  # noqa: E402
-from client_python_sdk2 import REDIRECT_URI, HeadlessBrowser, MemoryStorage, describe_error, tool_result  # noqa: E402
 from mcp import Client  # noqa: E402
-from mcp.client.auth import OAuthClientProvider  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp.shared.auth import OAuthClientMetadata  # noqa: E402
+from mcp.shared.auth import AuthorizationCodeResult  # noqa: E402
+from oauth_helpers import (HeadlessBrowser, MemoryStorage, authorization_code_provider,  # noqa: E402
+                           describe_error, exchange, tool_result)
 
 
 def jwt_parts(token):
@@ -59,29 +59,12 @@ async def session(url, account, consents=None, client_name="mcp-authz demo (pyth
     user approves on the n-th authorization (None: all requested).
     Yields (client, log)."""
     log = {"http": [], "browser": [], "authorizations": [], "tokens": [], "registered_client_id": None}
-    storage = ClaimsStorage(log)
-    browser = HeadlessBrowser({"account": account, "consents": consents or [None]}, log)
-    auth = OAuthClientProvider(
-        server_url=url,
-        client_metadata=OAuthClientMetadata(
-            client_name=client_name,
-            redirect_uris=[REDIRECT_URI],
-            grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"],
-            token_endpoint_auth_method="none",
-        ),
-        storage=storage,
-        redirect_handler=browser.redirect_handler,
-        callback_handler=browser.callback_handler,
-    )
+    browser = HeadlessBrowser({"account": account, "consents": consents or [None]}, log, httpx2,
+                              AuthorizationCodeResult)
+    auth = authorization_code_provider(url, client_name, ClaimsStorage(log), browser)
 
     async def on_response(response):
-        entry = {"method": response.request.method, "url": str(response.request.url),
-                 "status": response.status_code,
-                 "www_authenticate": response.headers.get("www-authenticate"),
-                 "mcp_method": response.request.headers.get("mcp-method"),
-                 "mcp_name": response.request.headers.get("mcp-name"),
-                 "body": None}
+        entry = {**exchange(response), "mcp_name": response.request.headers.get("mcp-name"), "body": None}
         if response.status_code >= 400:
             # An error answer is small; reading it here leaves it cached for the SDK.
             await response.aread()
@@ -99,7 +82,8 @@ async def call(client, name, arguments):
     """Calls a tool; returns {"ok": True, "result": ...} or {"ok": False, "error": ...}
     as the SDK surfaced it."""
     try:
-        return {"ok": True, "result": tool_result(await client.call_tool(name, arguments))}
+        result = await client.call_tool(name, arguments)
+        return {"ok": True, "result": tool_result(result.content, result.is_error)}
     except Exception as exc:  # noqa: BLE001 - the SDK's error is what is shown
         return {"ok": False, "error": describe_error(exc)}
 

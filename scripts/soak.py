@@ -39,11 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from configs import ISSUER, RESOURCE, SCOPES, base_config, inline_provider  # noqa: E402
 from harness import Envoy, request  # noqa: E402
-from tokens import EcKey, RsaKey, claims, jwks  # noqa: E402
+from tokens import EcKey, RsaKey, claims  # noqa: E402
 
-RESOURCE = "https://mcp.example.com/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 ENVOY_VERSION = "1.40.0"
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
@@ -57,20 +56,13 @@ SAMPLE_EVERY = 60.0
 RSA = RsaKey("soak-rsa")
 EC = EcKey("soak-ec")
 
-CONFIG = {
-    "resource": RESOURCE,
-    "scopes_supported": ["mcp:read", "mcp:write"],
-    "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(RSA, EC)},
-                   "roles_claims": ["realm_access.roles"]}],
-    "rules": [
-        {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
-        {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
-         "names": ["get_*", "search"], "roles": ["reader", "admin"]},
-        {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
-        {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
-    ],
-    "identity_headers": {"x-mcp-subject": "sub", "x-mcp-roles": "$roles"},
-}
+CONFIG = base_config([inline_provider(RSA, EC)], [
+    {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
+    {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
+     "names": ["get_*", "search"], "roles": ["reader", "admin"]},
+    {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
+    {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
+], scopes_supported=SCOPES, identity_headers={"x-mcp-subject": "sub", "x-mcp-roles": "$roles"})
 
 TOOLS = [{"name": n, "description": f"the {n} tool", "inputSchema": {"type": "object"}}
          for n in ["get_weather", "search", "set_config", "delete_everything"]]

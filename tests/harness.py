@@ -1,5 +1,8 @@
 """Runs the real Envoy binary with the freshly built filter, and the small
-servers the end-to-end tests need, on free loopback ports."""
+servers the end-to-end tests need, on free loopback ports. `ManagedProcess`
+starts, waits for and stops every server the tests run as a subprocess:
+Envoy here, the MCP server (`mcp_upstream.py`) and the interop tests'
+authorization server (`interop/stack.py`)."""
 
 import http.client
 import http.server
@@ -107,8 +110,90 @@ def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=
     }
 
 
-class Envoy:
+class ManagedProcess:
+    """A server in a subprocess, its stdout and stderr written to `log_path`:
+    `start` returns once `ready()` holds, failing at once if the process
+    exits first; `stop` terminates it (kills it after 10 s). Use it as a
+    context manager; it is always torn down. A subclass sets `label` and
+    `log_path` and defines `command()` and `ready()`; `cwd`, when set, is
+    where the command runs."""
+
+    label = "the process"
+    cwd = None
+    # What `ready()` may raise while the process is still coming up.
+    not_yet = (OSError,)
+    proc = None
+    log = None
+
+    def command(self):
+        raise NotImplementedError
+
+    def ready(self):
+        """True once the process serves."""
+        raise NotImplementedError
+
+    def exited(self):
+        """The exception for a process that ended before it was ready."""
+        return RuntimeError(f"{self.label} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+
+    def start(self, timeout=30):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT, cwd=self.cwd)
+        try:
+            self.wait_for(self.ready, timeout, "become ready")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for(self, check, timeout, what, not_yet=None, interval=0.05):
+        """Calls `check` every `interval` seconds until it returns something
+        true. Raises `exited()` as soon as the process has ended, and a
+        RuntimeError after `timeout` seconds; `not_yet` (default: the class's)
+        are the exceptions that only mean "not yet"."""
+        not_yet = self.not_yet if not_yet is None else not_yet
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise self.exited()
+            try:
+                if check():
+                    return
+            except not_yet as e:
+                last = e
+            time.sleep(interval)
+        raise RuntimeError(f"{self.label} did not {what} within {timeout} s (last error: {last!r}):\n"
+                           + self.logs()[-4000:])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def logs(self):
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class Envoy(ManagedProcess):
     """A running Envoy. Use as a context manager; it is always torn down."""
+
+    label = "Envoy"
 
     def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None):
         self.version = version
@@ -123,50 +208,17 @@ class Envoy:
         with open(self.config_path, "w") as f:
             json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters), f)
         self.concurrency = concurrency
-        self.proc = None
 
     def command(self, *extra):
         return [envoy_binary(self.version), "-c", self.config_path, "--concurrency",
                 str(self.concurrency), "--log-level", "info", "--base-id", str(self.admin_port), *extra]
 
-    def start(self, timeout=30):
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise EnvoyExited(self.proc.returncode, self.logs())
-            try:
-                status, _, body = request(self.admin_port, "GET", "/ready", timeout=1)
-                if status == 200 and body.strip() == b"LIVE":
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("Envoy did not become ready:\n" + self.logs()[-4000:])
+    def ready(self):
+        status, _, body = request(self.admin_port, "GET", "/ready", timeout=1)
+        return status == 200 and body.strip() == b"LIVE"
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def logs(self):
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
+    def exited(self):
+        return EnvoyExited(self.proc.returncode, self.logs())
 
     def request(self, method, path, body=None, headers=None, timeout=10):
         return request(self.port, method, path, body, headers, timeout)

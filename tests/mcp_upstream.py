@@ -21,19 +21,19 @@ message's method / name (`params.name`, or `params.uri` for
 whether an `Authorization` header arrived, and the raw body. The tests use it
 to prove what reached (and what never reached) the server behind Envoy.
 
-In the tests, `McpUpstream` starts the script as a subprocess on a free port
-and waits until the port answers.
+In the tests, `McpUpstream` (a `harness.ManagedProcess`) starts the script
+as a subprocess on a free port and waits until the port answers.
 """
 
 import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from harness import ManagedProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -176,68 +176,34 @@ def serve(port, record, json_response, stateless):
 # ---------------------------------------------------------------------------
 # The handle the tests hold
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class McpUpstream:
+class McpUpstream(ManagedProcess):
     """The SDK server in a subprocess. Use as a context manager."""
+
+    label = "MCP server"
+    cwd = str(HERE)
 
     def __init__(self, json_response=False, stateless=False):
         self.json_response = json_response
         self.stateless = stateless
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="mcp-authz-upstream-")
         self.record_path = os.path.join(self.dir, "requests.jsonl")
         self.log_path = os.path.join(self.dir, "server.log")
         Path(self.record_path).touch()
-        self.proc = None
 
-    def start(self, timeout=30):
+    def command(self):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
                "--record", self.record_path]
         if self.json_response:
             cmd.append("--json-response")
         if self.stateless:
             cmd.append("--stateless")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(HERE))
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"MCP server exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("MCP server did not start listening:\n" + self.logs()[-4000:])
+        return cmd
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def logs(self):
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
+    def ready(self):
+        """The port accepts connections."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
 
     def clear(self):
         """Forgets what was recorded so far."""

@@ -10,25 +10,18 @@ import time
 
 import pytest
 
+from configs import ISSUER, RESOURCE, base_config, inline_provider
 from harness import Envoy, RecordingUpstream
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-RESOURCE = "https://mcp.example.com/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("faults")
 
 
 def config(**overrides):
-    c = {
-        "resource": RESOURCE,
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}, "roles_claims": ["realm_access.roles"]}],
-        "rules": [
-            {"name": "lists", "effect": "allow", "methods": ["tools/list"]},
-            {"name": "readers", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader"]},
-        ],
-    }
-    c.update(overrides)
-    return c
+    return base_config([inline_provider(KEY)], [
+        {"name": "lists", "effect": "allow", "methods": ["tools/list"]},
+        {"name": "readers", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader"]},
+    ], **overrides)
 
 
 TOKEN = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"], ttl=3600))

@@ -6,26 +6,18 @@ import subprocess
 
 import pytest
 
-from harness import Envoy, EnvoyExited, envoy_binary
+from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, base_config, inline_provider
+from harness import Envoy, EnvoyExited
 from tokens import RsaKey, jwks
 
-RESOURCE = "https://mcp.example.com/mcp"
-METADATA_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("k1")
 
 
 def config(**overrides):
-    c = {
-        "resource": RESOURCE,
-        "scopes_supported": ["mcp:read", "mcp:write"],
-        "resource_name": "Example MCP server",
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}}],
-        "rules": [{"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]}],
-        "public_paths": ["/healthz"],
-    }
-    c.update(overrides)
-    return c
+    return base_config([inline_provider(KEY, roles_claims=None)],
+                       [{"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]}],
+                       scopes_supported=SCOPES, resource_name="Example MCP server",
+                       public_paths=["/healthz"]) | overrides
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import time
 
 import pytest
 
+from configs import ISSUER, RESOURCE, base_config, inline_provider
 from harness import Envoy
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-RESOURCE = "https://mcp.example.com/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("lists")
 
 TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in
@@ -21,19 +20,13 @@ RESULT = {"tools": TOOLS, "nextCursor": "c2", "cacheScope": "public"}
 
 
 def config(**overrides):
-    c = {
-        "resource": RESOURCE,
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}, "roles_claims": ["realm_access.roles"]}],
-        "rules": [
-            {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
-            {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
-             "names": ["get_*", "search"], "roles": ["reader", "admin"]},
-            {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
-            {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
-        ],
-    }
-    c.update(overrides)
-    return c
+    return base_config([inline_provider(KEY)], [
+        {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
+        {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
+         "names": ["get_*", "search"], "roles": ["reader", "admin"]},
+        {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
+        {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
+    ], **overrides)
 
 
 class ListServer:

@@ -9,28 +9,24 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from configs import ISSUER, base_config, inline_provider
 from harness import Envoy
 from mcp_upstream import McpUpstream
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("sdk-lists")
 ALL_TOOLS = {"get_weather", "search", "set_config", "delete_everything"}
 
 
 def config(resource):
-    return {
-        "resource": resource,
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}, "roles_claims": ["realm_access.roles"]}],
-        "rules": [
-            {"name": "everyone lists", "effect": "allow",
-             "methods": ["initialize", "server/discover", "notifications/*", "ping", "tools/list"]},
-            {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*", "search"],
-             "roles": ["reader", "admin"]},
-            {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
-            {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
-        ],
-    }
+    return base_config([inline_provider(KEY)], [
+        {"name": "everyone lists", "effect": "allow",
+         "methods": ["initialize", "server/discover", "notifications/*", "ping", "tools/list"]},
+        {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*", "search"],
+         "roles": ["reader", "admin"]},
+        {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
+        {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
+    ], resource=resource)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["sse-server", "json-server"])

@@ -20,13 +20,11 @@ import time
 
 import pytest
 
+from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
 from harness import Envoy, cluster
 from mcp_upstream import McpUpstream
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-RESOURCE = "https://mcp.example.com/mcp"
-METADATA_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("k1")
 MAX_BODY = 4096
 
@@ -34,15 +32,10 @@ MODERN = "2026-07-28"
 LEGACY = "2025-11-25"
 BATCH_ERA = "2025-03-26"
 
-RULES = [
-    {"name": "everyone lists", "effect": "allow",
-     "methods": ["initialize", "server/discover", "notifications/*", "ping",
-                 "tools/list", "prompts/list", "resources/list"]},
-    {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
-     "names": ["get_*", "search"], "roles": ["reader", "admin"], "scopes": ["mcp:read"]},
-    {"name": "admins write", "effect": "allow", "methods": ["tools/call"],
-     "names": ["*"], "roles": ["admin"], "scopes": ["mcp:write"]},
-    {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
+# The interop tests' policy over the SDK server's tools (everyone lists;
+# readers with mcp:read call get_* and search; admins with mcp:write call
+# anything; nobody deletes), and a prompt and the docs for readers.
+RULES = TOOL_RULES + [
     {"name": "readers prompt", "effect": "allow", "methods": ["prompts/get"],
      "names": ["summary"], "roles": ["reader", "admin"], "scopes": ["mcp:read"]},
     {"name": "readers read docs", "effect": "allow", "methods": ["resources/read"],
@@ -51,17 +44,9 @@ RULES = [
 
 
 def config(**overrides):
-    c = {
-        "resource": RESOURCE,
-        "scopes_supported": ["mcp:read", "mcp:write"],
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)},
-                       "roles_claims": ["realm_access.roles"]}],
-        "rules": RULES,
-        "identity_headers": {"x-mcp-subject": "sub", "x-mcp-roles": "$roles"},
-        "max_body_bytes": MAX_BODY,
-    }
-    c.update(overrides)
-    return c
+    return base_config([inline_provider(KEY)], RULES, scopes_supported=SCOPES,
+                       identity_headers={"x-mcp-subject": "sub", "x-mcp-roles": "$roles"},
+                       max_body_bytes=MAX_BODY) | overrides
 
 
 def mint(sub, roles, scope):

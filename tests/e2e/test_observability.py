@@ -6,28 +6,20 @@ import time
 
 import pytest
 
+from configs import ISSUER, RESOURCE, base_config, inline_provider
 from harness import Envoy, request
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-RESOURCE = "https://mcp.example.com/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("obs")
 PREFIX = "wasmcustom.mcp_authz."
 
 
 def config(**overrides):
-    c = {
-        "resource": RESOURCE,
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}, "roles_claims": ["realm_access.roles"]}],
-        "rules": [
-            {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
-            {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"],
-             "roles": ["reader"], "scopes": ["mcp:read"]},
-        ],
-        "max_body_bytes": 2048,
-    }
-    c.update(overrides)
-    return c
+    return base_config([inline_provider(KEY)], [
+        {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
+        {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"],
+         "roles": ["reader"], "scopes": ["mcp:read"]},
+    ], max_body_bytes=2048) | overrides
 
 
 @pytest.fixture(scope="module")

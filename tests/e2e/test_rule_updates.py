@@ -9,22 +9,17 @@ import time
 
 import pytest
 
+from configs import ISSUER, RESOURCE, base_config, inline_provider
 from harness import Envoy, request, wasm_filter
-from tokens import RsaKey, claims, jwks
+from tokens import RsaKey, claims
 
-RESOURCE = "https://mcp.example.com/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 KEY = RsaKey("ecds")
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 
 
 def plugin(allowed_tools):
-    return {
-        "resource": RESOURCE,
-        "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks(KEY)}, "roles_claims": ["realm_access.roles"]}],
-        "rules": [{"name": "readers", "effect": "allow", "methods": ["tools/call"],
-                   "names": allowed_tools, "roles": ["reader"]}],
-    }
+    return base_config([inline_provider(KEY)], [{"name": "readers", "effect": "allow", "methods": ["tools/call"],
+                                                 "names": allowed_tools, "roles": ["reader"]}])
 
 
 def publish(directory, plugin_config):

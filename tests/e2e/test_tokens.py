@@ -16,13 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import harness
+from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, base_config
 from harness import Envoy
 from jwks_server import JwksServer
 from tokens import EcKey, RsaKey, claims, jwks
 
-RESOURCE = "https://mcp.example.com/mcp"
-METADATA_URL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
-ISSUER = "https://idp.example.com/realms/mcp"
 OTHER_ISSUER = "https://other.example.com/realms/other"
 KEY = RsaKey("k1")
 EC_KEY = EcKey("e1")
@@ -40,14 +38,8 @@ KEYCLOAK_ROLES = ["realm_access.roles", "resource_access.mcp-server.roles"]
 
 
 def config(providers, **overrides):
-    c = {
-        "resource": RESOURCE,
-        "scopes_supported": ["mcp:read", "mcp:write"],
-        "providers": providers,
-        "rules": [{"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]}],
-    }
-    c.update(overrides)
-    return c
+    return base_config(providers, [{"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]}],
+                       scopes_supported=SCOPES) | overrides
 
 
 def inline_config(**overrides):

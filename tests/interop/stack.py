@@ -14,28 +14,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from harness import ROOT, Envoy, bootstrap, cluster
+from configs import SCOPES, TOOL_RULES
+from harness import ROOT, Envoy, ManagedProcess, bootstrap, cluster
 
 HERE = Path(__file__).resolve().parent
 NODE = os.environ.get("NODE", "node")
 PY1 = ROOT / ".venvs" / "mcp1" / "bin" / "python"
-
-SCOPES = ["mcp:read", "mcp:write"]
-
-RULES = [
-    {"name": "everyone lists", "effect": "allow",
-     "methods": ["initialize", "server/discover", "notifications/*", "ping",
-                 "tools/list", "prompts/list", "resources/list"]},
-    {"name": "readers read", "effect": "allow", "methods": ["tools/call"],
-     "names": ["get_*", "search"], "roles": ["reader", "admin"], "scopes": ["mcp:read"]},
-    {"name": "admins write", "effect": "allow", "methods": ["tools/call"],
-     "names": ["*"], "roles": ["admin"], "scopes": ["mcp:write"]},
-    {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]},
-]
 
 
 def plugin_config(resource, issuer):
@@ -52,23 +39,10 @@ def plugin_config(resource, issuer):
             "algorithms": ["RS256"],
             "roles_claims": ["realm_access.roles"],
         }],
-        "rules": RULES,
+        "rules": TOOL_RULES,
         "identity_headers": {"x-mcp-subject": "sub", "x-mcp-client-id": "client_id",
                              "x-mcp-roles": "$roles", "x-mcp-scopes": "$scopes"},
     }
-
-
-def wait_until(what, check, timeout=30, interval=0.05):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception as e:  # noqa: BLE001 - anything means "not yet"
-            last = e
-        time.sleep(interval)
-    raise RuntimeError(f"{what} did not happen within {timeout}s (last error: {last!r})")
 
 
 def http_get_json(url, timeout=2):
@@ -76,8 +50,12 @@ def http_get_json(url, timeout=2):
         return json.loads(r.read())
 
 
-class AuthorizationServer:
+class AuthorizationServer(ManagedProcess):
     """`authorization_server.mjs` (npm oidc-provider) as a subprocess."""
+
+    label = "the authorization server"
+    cwd = str(HERE)
+    not_yet = (Exception,)  # anything short of the discovery document means "not yet"
 
     def __init__(self, port, resources):
         self.port = port
@@ -87,49 +65,17 @@ class AuthorizationServer:
         self.events_path = os.path.join(self.dir, "events.jsonl")
         self.log_path = os.path.join(self.dir, "as.log")
         Path(self.events_path).touch()
-        self.proc = None
 
-    def start(self):
+    def command(self):
         cmd = [NODE, str(HERE / "authorization_server.mjs"), "--port", str(self.port),
                "--events", self.events_path]
         for r in self.resources:
             cmd += ["--resource", r]
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(HERE))
+        return cmd
 
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"authorization server exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
-            return http_get_json(self.issuer + "/.well-known/openid-configuration")["issuer"] == self.issuer
-        try:
-            wait_until("the authorization server answering discovery", ready)
-        except Exception:
-            self.stop()
-            raise
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def logs(self):
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
+    def ready(self):
+        """The server answers discovery for its issuer."""
+        return http_get_json(self.issuer + "/.well-known/openid-configuration")["issuer"] == self.issuer
 
     def events(self):
         with open(self.events_path) as f:
@@ -153,8 +99,8 @@ class InteropEnvoy(Envoy):
         # Remote keys: requests are answered 503 until the first fetch
         # (discovery, then the JWKS) has succeeded.
         try:
-            wait_until("the filter fetching the JWKS",
-                       lambda: self.stats().get("wasmcustom.mcp_authz.jwks_fetch.ok", 0) >= 1, timeout)
+            self.wait_for(lambda: self.stats().get("wasmcustom.mcp_authz.jwks_fetch.ok", 0) >= 1, timeout,
+                          "fetch the JWKS", not_yet=(Exception,))
         except Exception:
             logs = self.logs()
             self.stop()
