@@ -250,14 +250,20 @@ def request(port, method, path, body=None, headers=None, timeout=10):
         elif isinstance(body, str):
             body = body.encode()
         conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-        hdrs = {}
-        for k, v in resp.getheaders():
-            hdrs.setdefault(k.lower(), []).append(v)
-        return resp.status, hdrs, data
+        return read_response(conn)
     finally:
         conn.close()
+
+
+def read_response(conn):
+    """The answer on an `http.client` connection: (status, headers as
+    lower-cased dict of lists, body)."""
+    resp = conn.getresponse()
+    data = resp.read()
+    hdrs = {}
+    for k, v in resp.getheaders():
+        hdrs.setdefault(k.lower(), []).append(v)
+    return resp.status, hdrs, data
 
 
 class RecordingUpstream:

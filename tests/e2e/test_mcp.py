@@ -21,7 +21,7 @@ import time
 import pytest
 
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
-from harness import Envoy, cluster
+from harness import Envoy, cluster, read_response
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims
 
@@ -666,12 +666,7 @@ def post_in_pieces(envoy, body, headers, piece=48, pause=0.01):
     conn = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
     try:
         conn.request("POST", "/mcp", body=pieces(), headers=headers, encode_chunked=True)
-        resp = conn.getresponse()
-        out = resp.read()
-        hdrs = {}
-        for k, v in resp.getheaders():
-            hdrs.setdefault(k.lower(), []).append(v)
-        return resp.status, hdrs, out
+        return read_response(conn)
     finally:
         conn.close()
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 import harness
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, base_config
-from harness import Envoy
+from harness import Envoy, read_response
 from jwks_server import JwksServer
 from tokens import EcKey, RsaKey, claims, jwks
 
@@ -82,12 +82,7 @@ def raw_request(port, method, path, body, headers, timeout=10):
             conn.putheader(name, value)
         conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
-        resp = conn.getresponse()
-        data = resp.read()
-        out = {}
-        for k, v in resp.getheaders():
-            out.setdefault(k.lower(), []).append(v)
-        return resp.status, out, data
+        return read_response(conn)
     finally:
         conn.close()
 
