@@ -245,11 +245,7 @@ impl HttpContext for RequestFilter {
                 let bytes = match out {
                     Ok(bytes) => bytes,
                     Err(e) => {
-                        Stats::bump(worker.stats.list_unfilterable);
-                        log(
-                            LogLevel::Warn,
-                            &format!("mcp_authz: list answer not passed: {e}"),
-                        );
+                        count_unfilterable(&worker, &e);
                         // Nothing unfiltered goes out; the caller gets an error
                         // event and the rest of the stream is dropped.
                         lists.shape = AnswerShape::Dropped;
@@ -267,14 +263,19 @@ impl HttpContext for RequestFilter {
     }
 }
 
-/// A JSON list answer that cannot be filtered is replaced by a JSON-RPC
-/// error: never passed through unfiltered.
-fn unfilterable_json(worker: &Worker, body_size: usize, e: &ListError) {
+/// Logs and counts a list answer the filter could not inspect.
+fn count_unfilterable(worker: &Worker, e: &ListError) {
     Stats::bump(worker.stats.list_unfilterable);
     log(
         LogLevel::Warn,
         &format!("mcp_authz: list answer not passed: {e}"),
     );
+}
+
+/// A JSON list answer that cannot be filtered is replaced by a JSON-RPC
+/// error: never passed through unfiltered.
+fn unfilterable_json(worker: &Worker, body_size: usize, e: &ListError) {
+    count_unfilterable(worker, e);
     let body = answer::list_unfilterable_body();
     let _ = hostcalls::set_buffer(
         proxy_wasm::types::BufferType::HttpResponseBody,
