@@ -203,15 +203,20 @@ async function runScenario(url, scenario) {
 
   // What a TypeScript MCP application does when the SDK needs the user:
   // complete the redirect, hand the code to the transport, try again.
+  // Rethrows anything but the SDK's "go authorize" signal.
+  async function finishPendingAuthorization(err) {
+    if (!(err instanceof UnauthorizedError) || provider.pendingCode === undefined) throw err;
+    const code = provider.pendingCode;
+    provider.pendingCode = undefined;
+    report.app_finished_auth += 1;
+    await transport.finishAuth(code);
+  }
+
   async function withAuthorization(action) {
     try {
       return await action();
     } catch (err) {
-      if (!(err instanceof UnauthorizedError) || provider.pendingCode === undefined) throw err;
-      const code = provider.pendingCode;
-      provider.pendingCode = undefined;
-      report.app_finished_auth += 1;
-      await transport.finishAuth(code);
+      await finishPendingAuthorization(err);
       return action();
     }
   }
@@ -220,11 +225,7 @@ async function runScenario(url, scenario) {
     try {
       await client.connect(transport);
     } catch (err) {
-      if (!(err instanceof UnauthorizedError) || provider.pendingCode === undefined) throw err;
-      const code = provider.pendingCode;
-      provider.pendingCode = undefined;
-      report.app_finished_auth += 1;
-      await transport.finishAuth(code);
+      await finishPendingAuthorization(err);
       await transport.close().catch(() => {});
       transport = newTransport();
       await client.connect(transport);
