@@ -44,14 +44,6 @@ impl Answer {
         self.headers.push((name.to_string(), value));
         self
     }
-
-    /// The value of a header, for tests and logs.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// 401 for a request that carried no token: the discovery challenge.
