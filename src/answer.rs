@@ -18,6 +18,9 @@ pub mod codes {
     pub const LIST_UNFILTERABLE: i64 = -32005;
 }
 
+/// How long a client should wait before retrying a 503, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
 /// A complete local reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -143,17 +146,50 @@ pub fn keys_unavailable(retry_after_seconds: u64) -> Answer {
     .with_header("retry-after", retry_after_seconds.to_string())
 }
 
-/// 405 for a method other than GET/HEAD on the metadata document.
+/// 405 on a metadata path for anything but GET, HEAD and OPTIONS.
 pub fn metadata_method_not_allowed() -> Answer {
     Answer {
         status: 405,
-        headers: vec![("allow".into(), "GET, HEAD".into())],
+        headers: vec![("allow".into(), "GET, HEAD, OPTIONS".into())],
         body: Vec::new(),
     }
 }
 
-/// The JSON-RPC error that replaces a list answer the filter could not
-/// inspect (too large or not JSON-RPC): never passed through unfiltered.
+/// The CORS preflight answer on a metadata path: browser-based clients read
+/// the document cross-origin. It is public, so any origin may.
+pub fn metadata_preflight() -> Answer {
+    Answer {
+        status: 204,
+        headers: vec![
+            ("access-control-allow-origin".into(), "*".into()),
+            (
+                "access-control-allow-methods".into(),
+                "GET, HEAD, OPTIONS".into(),
+            ),
+            (
+                "access-control-allow-headers".into(),
+                "mcp-protocol-version".into(),
+            ),
+            ("access-control-max-age".into(), "86400".into()),
+        ],
+        body: Vec::new(),
+    }
+}
+
+/// 405 on the MCP endpoint for a method the MCP transport does not use.
+pub fn method_not_allowed() -> Answer {
+    Answer::json_rpc_error(
+        405,
+        codes::INVALID_REQUEST,
+        "Method not allowed: the MCP endpoint takes POST, GET and DELETE",
+        None,
+    )
+    .with_header("allow", "POST, GET, DELETE, OPTIONS".into())
+}
+
+/// The JSON-RPC error that replaces an answer the filter could not read
+/// (compressed, another media type, malformed, too large): never passed
+/// through unfiltered.
 pub fn list_unfilterable_body() -> Vec<u8> {
     json!({
         "jsonrpc": "2.0",
@@ -162,6 +198,15 @@ pub fn list_unfilterable_body() -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// The same error as one server-sent event, for a stream whose headers have
+/// already gone out.
+pub fn list_unfilterable_event() -> Vec<u8> {
+    let mut event = b"event: message\ndata: ".to_vec();
+    event.extend(list_unfilterable_body());
+    event.extend(b"\n\n");
+    event
 }
 
 /// The RFC 9728 protected resource metadata document.
@@ -187,6 +232,7 @@ pub fn metadata_document(policy: &Policy) -> Answer {
         headers: vec![
             ("content-type".into(), "application/json".into()),
             ("cache-control".into(), "max-age=300".into()),
+            ("access-control-allow-origin".into(), "*".into()),
         ],
         body: Value::Object(doc).to_string().into_bytes(),
     }

@@ -38,6 +38,11 @@ pub struct Provider {
     /// Each entry is a dot-path split into segments, e.g. `["realm_access", "roles"]`.
     pub roles_claims: Vec<Vec<String>>,
     pub scopes_claim: String,
+    /// Accepted JWT `typ` values, lower-case, without an `application/`
+    /// prefix (RFC 7515 4.1.9 makes it optional).
+    pub token_types: Vec<String>,
+    /// Whether a token without `typ` is refused.
+    pub require_token_type: bool,
 }
 
 /// Where a provider's keys come from.
@@ -135,6 +140,8 @@ pub mod defaults {
     pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
     pub const ROLES_CLAIM: &str = "roles";
     pub const SCOPES_CLAIM: &str = "scope";
+    /// RFC 9068 access tokens, and issuers that type every JWT as `JWT`.
+    pub const TOKEN_TYPES: &[&str] = &["at+jwt", "jwt"];
     /// Upper bounds that catch typos (a skew of hours, a 1 GiB body) before they
     /// become a security or memory problem.
     pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
@@ -170,6 +177,8 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "clock_skew_seconds",
     "roles_claims",
     "scopes_claim",
+    "token_types",
+    "require_token_type",
 ];
 
 /// Keys of `providers[].jwks.remote`.
@@ -442,6 +451,31 @@ fn parse_provider(
     if scopes_claim.is_empty() {
         return Err(obj.error("scopes_claim", "must not be empty".into()));
     }
+    let token_types = match obj.optional_str_list("token_types")? {
+        None => defaults::TOKEN_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        Some(types) if types.is_empty() => {
+            return Err(obj.error("token_types", "must not be empty".into()))
+        }
+        Some(types) => types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let folded = crate::token::fold_token_type(t);
+                if folded.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    Err(obj.error(
+                        &format!("token_types[{i}]"),
+                        "must be a media type such as \"at+jwt\"".into(),
+                    ))
+                } else {
+                    Ok(folded)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let require_token_type = obj.optional_bool("require_token_type")?.unwrap_or(false);
     Ok(Provider {
         issuer,
         audiences,
@@ -450,6 +484,8 @@ fn parse_provider(
         clock_skew_seconds,
         roles_claims,
         scopes_claim,
+        token_types,
+        require_token_type,
     })
 }
 
@@ -955,6 +991,18 @@ mod tests {
             (
                 "providers[0].roles_claims[0]",
                 Box::new(|c| c["providers"][0]["roles_claims"] = json!(["a..b"])),
+            ),
+            (
+                "providers[0].token_types",
+                Box::new(|c| c["providers"][0]["token_types"] = json!([])),
+            ),
+            (
+                "providers[0].token_types[1]",
+                Box::new(|c| c["providers"][0]["token_types"] = json!(["at+jwt", "at jwt"])),
+            ),
+            (
+                "providers[0].require_token_type",
+                Box::new(|c| c["providers"][0]["require_token_type"] = json!("yes")),
             ),
             (
                 "providers[1].issuer",

@@ -1,19 +1,21 @@
 //! What the filter would do with one request, in words: the native
-//! `mcp-authz explain` command. It drives the same functions the host shell
-//! drives (`gate::check_head`, `gate::check_content_type`, `gate::too_large`,
-//! `gate::check_body`, `gate::upstream_headers`) in the same order, and adds
-//! only the per-rule trace (`policy::trace`) for the reader. It never prints
-//! the token: only the verified identity and the answer, which cannot hold it.
+//! `mcp-authz explain` command. It drives the filter's own state machine
+//! (`exchange::Exchange`) through the request's callbacks and renders the
+//! verdict that machine reached, adding only the per-rule trace
+//! (`policy::trace`) for the reader. It never prints the token: only the
+//! verified identity and the answer, which cannot hold it.
 
 use std::fmt::Write;
 
 use crate::answer::Answer;
-use crate::config::{Effect, Mode, Policy};
-use crate::gate::{self, HeadVerdict, Keys, Reason, Refusal, RequestHead};
+use crate::config::{Effect, Policy};
+use crate::exchange::{self, Exchange, Outcome as Verdict};
+use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
 use crate::jwks::KeySet;
 use crate::mcp::{self, Message};
 use crate::policy;
+use crate::token::TokenErrorKind;
 use crate::token_cache::VerifiedTokenCache;
 
 /// A request as the filter would see it.
@@ -39,6 +41,8 @@ pub enum Outcome {
 pub enum ExplainError {
     /// The token's provider fetches its keys remotely and none were given.
     KeysNeeded { issuer: String },
+    /// The filter would still be waiting (a bug if it ever shows).
+    Undecided,
 }
 
 impl std::fmt::Display for ExplainError {
@@ -48,6 +52,7 @@ impl std::fmt::Display for ExplainError {
                 f,
                 "provider {issuer:?} fetches its keys remotely: pass them with --jwks FILE"
             ),
+            ExplainError::Undecided => f.write_str("the filter reached no verdict"),
         }
     }
 }
@@ -67,94 +72,160 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
         .collect()
 }
 
-/// Runs the request through the filter's pipeline and describes each step.
+/// The host of an explanation: the body is all there, no key is ever
+/// fetched, no refetch is granted.
+struct Offline<'a> {
+    body: &'a [u8],
+    fetch_asked: Option<usize>,
+}
+
+impl exchange::Host for Offline<'_> {
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        self.body.get(..len).unwrap_or(self.body).to_vec()
+    }
+
+    fn response_body(&self, _len: usize) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn fetch_keys(&mut self, provider: usize) {
+        self.fetch_asked = Some(provider);
+    }
+
+    fn refetch_keys(&mut self, _provider: usize) -> bool {
+        false
+    }
+}
+
+/// Runs the request through the filter's state machine and describes the
+/// verdict it reached.
 pub fn explain(
     policy: &Policy,
     keys: &[Option<KeySet>],
     request: &Request,
     now: u64,
 ) -> Result<(Outcome, String), ExplainError> {
-    let mut out = String::new();
-    let head = &request.head;
-    let _ = writeln!(out, "request: {} {}", head.method, head.path);
-    let generations = vec![0; policy.providers.len()];
-    let keys = Keys {
-        sets: keys.iter().map(Option::as_ref).collect(),
-        generations: &generations,
+    let ring = KeyRing {
+        sets: keys
+            .iter()
+            .map(|k| k.clone().map(std::rc::Rc::new))
+            .collect(),
+        generations: vec![0; policy.providers.len()],
     };
     // A fresh cache: every explanation verifies the token itself.
     let mut cache = VerifiedTokenCache::new(1);
-    let verdict = gate::check_head(policy, head, &keys, &mut cache, now);
-    let identity = match verdict {
-        HeadVerdict::Respond(answer) => {
-            out.push_str("identity: none needed (answered by the filter)\n");
-            let outcome = if answer.status < 400 {
-                Outcome::Answered
-            } else {
-                Outcome::Refused
-            };
-            let _ = writeln!(out, "decision: answered locally");
-            write_answer(&mut out, &answer);
-            return Ok((outcome, out));
+    let mut host = Offline {
+        body: &request.body,
+        fetch_asked: None,
+    };
+    let mut exchange = Exchange::new();
+    let mut env = exchange::Env {
+        policy,
+        keys: &ring,
+        cache: &mut cache,
+        now_ms: now.saturating_mul(1000),
+        host: &mut host,
+    };
+    let empty = request.body.is_empty();
+    exchange.on_request_headers(&mut env, request.head.clone(), empty);
+    if !empty && exchange.verdict().is_none() {
+        exchange.on_request_body(&mut env, request.body.len(), true);
+    }
+    if let Some(provider) = host.fetch_asked {
+        return Err(ExplainError::KeysNeeded {
+            issuer: policy.providers[provider].issuer.clone(),
+        });
+    }
+    // The machine holds only while it waits for keys or for the body, and
+    // an explanation gives it the whole body at once.
+    let Some(verdict) = exchange.verdict() else {
+        return Err(ExplainError::Undecided);
+    };
+
+    let mut out = String::new();
+    let head = &request.head;
+    let _ = writeln!(out, "request: {} {}", head.method, head.path);
+    let identity = verdict.identity.as_ref();
+    match (&verdict.outcome, identity) {
+        (Verdict::Answered(_), _) => {
+            out.push_str("identity: none needed (answered by the filter)\n")
         }
-        HeadVerdict::PassUntouched => {
-            out.push_str("identity: none needed (public path or CORS preflight)\n");
-            out.push_str("decision: passed without a token\n");
-            write_edits(&mut out, policy, None);
-            return Ok((Outcome::Forwarded, out));
+        (Verdict::Open, _) => {
+            out.push_str("identity: none needed (public path or CORS preflight)\n")
         }
-        HeadVerdict::KeysPending { provider } => {
-            return Err(ExplainError::KeysNeeded {
-                issuer: policy.providers[provider].issuer.clone(),
-            })
-        }
-        HeadVerdict::UnknownKey { refusal, .. } => {
-            out.push_str("identity: none (the token names a key the provider does not have)\n");
-            out.push_str(
-                "note: the filter refetches a remote provider's keys once before refusing\n",
-            );
-            return Ok(refused(out, policy, None, &refusal));
-        }
-        HeadVerdict::Refuse(refusal) => {
-            let why = match refusal.reason {
-                Reason::NoToken => "no bearer token".to_string(),
-                Reason::InvalidToken(kind) => format!("token refused: {}", kind.description()),
-                other => other.name().to_string(),
+        (_, Some(identity)) => write_identity(&mut out, identity),
+        (Verdict::Refused(r) | Verdict::AuditPassed(r), None) => {
+            let why = match (r.reason, r.class) {
+                (Reason::NoToken, _) => "no bearer token".to_string(),
+                (_, Some(Class::Token(TokenErrorKind::UnknownKey))) => {
+                    "the token names a key the provider does not have".to_string()
+                }
+                (_, Some(Class::Token(kind))) => format!("token refused: {}", kind.description()),
+                (other, _) => format!("not checked ({})", other.name()),
             };
             let _ = writeln!(out, "identity: none ({why})");
-            return Ok(refused(out, policy, None, &refusal));
+            if r.class == Some(Class::Token(TokenErrorKind::UnknownKey)) {
+                out.push_str(
+                    "note: the filter refetches a remote provider's keys once before refusing\n",
+                );
+            }
         }
-        HeadVerdict::Verified { identity, .. } => identity,
-    };
-    write_identity(&mut out, &identity);
-
-    if head.method != "POST" {
-        out.push_str("body: not inspected (not a POST): a valid token is enough\n");
-        out.push_str("decision: allowed\n");
-        write_edits(&mut out, policy, Some(&identity));
-        return Ok((Outcome::Forwarded, out));
+        (Verdict::Allowed { .. }, None) => out.push_str("identity: none\n"),
     }
-    if let Some(refusal) = gate::check_content_type(head) {
-        return Ok(refused(out, policy, Some(&identity), &refusal));
+    let body_read = identity.is_some()
+        && head.verb() == Verb::Post
+        && !matches!(
+            &verdict.outcome,
+            Verdict::Refused(r) | Verdict::AuditPassed(r)
+                if matches!(r.reason, Reason::UnsupportedMediaType | Reason::TooLarge)
+        );
+    if let (true, Some(identity)) = (body_read, identity) {
+        write_calls(&mut out, policy, identity, &request.body);
+    } else if identity.is_some() && head.verb() != Verb::Post {
+        out.push_str("body: none (a GET or DELETE takes no body): a valid token is enough\n");
     }
-    if request.body.len() > policy.max_body_bytes {
-        let refusal = gate::too_large(policy);
-        return Ok(refused(out, policy, Some(&identity), &refusal));
-    }
-    write_calls(&mut out, policy, &identity, &request.body);
-    match gate::check_body(policy, head, &identity, &request.body) {
-        Ok(allowed) => {
-            match &allowed.rule {
+    let outcome = match &verdict.outcome {
+        Verdict::Allowed { rule } => {
+            match rule {
                 Some(rule) => {
                     let _ = writeln!(out, "decision: allowed by rule {rule:?}");
                 }
-                None => out.push_str("decision: allowed (a JSON-RPC response needs no rule)\n"),
+                None if head.verb() == Verb::Post => {
+                    out.push_str("decision: allowed (a JSON-RPC response needs no rule)\n")
+                }
+                None => out.push_str("decision: allowed\n"),
             }
-            write_edits(&mut out, policy, Some(&identity));
-            Ok((Outcome::Forwarded, out))
+            Outcome::Forwarded
         }
-        Err(refusal) => Ok(refused(out, policy, Some(&identity), &refusal)),
+        Verdict::Open => {
+            out.push_str("decision: passed without a token\n");
+            Outcome::Forwarded
+        }
+        Verdict::Answered(answer) => {
+            let _ = writeln!(out, "decision: answered locally");
+            write_answer(&mut out, answer);
+            if answer.status < 400 {
+                Outcome::Answered
+            } else {
+                Outcome::Refused
+            }
+        }
+        Verdict::Refused(refusal) => {
+            write_refusal(&mut out, refusal);
+            Outcome::Refused
+        }
+        Verdict::AuditPassed(refusal) => {
+            write_refusal(&mut out, refusal);
+            out.push_str(
+                "mode: audit: the filter logs this refusal but lets the request through\n",
+            );
+            Outcome::Forwarded
+        }
+    };
+    if let Some(edits) = &verdict.edits {
+        write_edits(&mut out, edits);
     }
+    Ok((outcome, out))
 }
 
 fn write_identity(out: &mut String, identity: &Identity) {
@@ -241,25 +312,14 @@ fn write_calls(out: &mut String, policy: &Policy, identity: &Identity, body: &[u
     }
 }
 
-fn refused(
-    mut out: String,
-    policy: &Policy,
-    identity: Option<&Identity>,
-    refusal: &Refusal,
-) -> (Outcome, String) {
+fn write_refusal(out: &mut String, refusal: &Refusal) {
     let by = match (&refusal.reason, &refusal.rule) {
         (Reason::Forbidden, None) => " (no rule allows it: default deny)".to_string(),
         (_, Some(rule)) => format!(" by rule {rule:?}"),
         (_, None) => String::new(),
     };
     let _ = writeln!(out, "decision: refused: {}{by}", refusal.reason.name());
-    write_answer(&mut out, &refusal.answer);
-    if policy.mode == Mode::Audit {
-        out.push_str("mode: audit: the filter logs this refusal but lets the request through\n");
-        write_edits(&mut out, policy, identity);
-        return (Outcome::Forwarded, out);
-    }
-    (Outcome::Refused, out)
+    write_answer(out, &refusal.answer);
 }
 
 fn write_answer(out: &mut String, answer: &Answer) {
@@ -272,19 +332,9 @@ fn write_answer(out: &mut String, answer: &Answer) {
     }
 }
 
-/// The header edits on the way upstream: with an identity, exactly
-/// `gate::upstream_headers`; without one, client-sent identity headers (and
-/// the token, unless forwarded) are only removed.
-fn write_edits(out: &mut String, policy: &Policy, identity: Option<&Identity>) {
-    let edits = match identity {
-        Some(identity) => gate::upstream_headers(policy, identity),
-        None => {
-            let mut edits = gate::upstream_headers(policy, &Identity::anonymous(""));
-            edits.set.clear();
-            edits.skipped.clear();
-            edits
-        }
-    };
+/// The header edits the request goes upstream with, exactly as the filter
+/// makes them.
+fn write_edits(out: &mut String, edits: &gate::UpstreamHeaders) {
     out.push_str("upstream: forwarded");
     if edits.remove.is_empty() && edits.set.is_empty() {
         out.push_str(" unchanged\n");

@@ -1,9 +1,13 @@
-//! The request path, as the contract reads: extract → verify → parse →
-//! decide → answer. Plain functions over a request's head and body; the host
-//! shell only moves bytes in and out and carries out the verdict.
+//! The steps of the request path, as the README's "Request handling" reads:
+//! route → token → body → decide → answer. Plain functions over a request's
+//! head and body; the order they run in is the exchange's (`exchange`), the
+//! only place that drives them.
+
+use std::rc::Rc;
 
 use crate::answer::{self, codes, Answer};
 use crate::config::{Mode, Policy, TokenForwarding};
+use crate::counters::Counter;
 use crate::identity::{HeaderValueError, Identity};
 use crate::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
@@ -16,11 +20,23 @@ use crate::token_cache::VerifiedTokenCache;
 /// query, and the headers (names lower-case, as Envoy gives them).
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
+    /// The method as sent (HTTP/2 lets a client send `post`).
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
-    /// A body follows the headers (the headers did not end the stream).
+    /// A body (or trailers) follows the headers: they did not end the stream.
     pub has_body: bool,
+}
+
+/// The request methods the filter tells apart, whatever their case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Post,
+    Get,
+    Delete,
+    Options,
+    Head,
+    Other,
 }
 
 impl RequestHead {
@@ -36,6 +52,25 @@ impl RequestHead {
             path,
             headers,
             has_body: false,
+        }
+    }
+
+    /// The method, recognised whatever its case: an upstream may read `post`
+    /// as POST, so the filter must too.
+    pub fn verb(&self) -> Verb {
+        let m = self.method.as_str();
+        if m.eq_ignore_ascii_case("POST") {
+            Verb::Post
+        } else if m.eq_ignore_ascii_case("GET") {
+            Verb::Get
+        } else if m.eq_ignore_ascii_case("DELETE") {
+            Verb::Delete
+        } else if m.eq_ignore_ascii_case("OPTIONS") {
+            Verb::Options
+        } else if m.eq_ignore_ascii_case("HEAD") {
+            Verb::Head
+        } else {
+            Verb::Other
         }
     }
 
@@ -61,13 +96,14 @@ impl RequestHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     NoToken,
-    InvalidToken(TokenErrorKind),
+    InvalidToken,
     KeysUnavailable,
     Forbidden,
     InsufficientScope,
-    BadRequest(BadRequestKind),
+    BadRequest,
     TooLarge,
     UnsupportedMediaType,
+    MethodNotAllowed,
 }
 
 /// The classes of malformed request, each with its own counter.
@@ -76,6 +112,20 @@ pub enum BadRequestKind {
     Parse,
     Invalid,
     HeaderMismatch,
+    /// A body on a request that takes none (GET, DELETE, OPTIONS).
+    UnexpectedBody,
+}
+
+impl BadRequestKind {
+    /// Stable, lower-case name for stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BadRequestKind::Parse => "parse_error",
+            BadRequestKind::Invalid => "invalid_request",
+            BadRequestKind::HeaderMismatch => "header_mismatch",
+            BadRequestKind::UnexpectedBody => "unexpected_body",
+        }
+    }
 }
 
 impl Reason {
@@ -83,13 +133,31 @@ impl Reason {
     pub fn name(self) -> &'static str {
         match self {
             Reason::NoToken => "no_token",
-            Reason::InvalidToken(_) => "invalid_token",
+            Reason::InvalidToken => "invalid_token",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Forbidden => "forbidden",
             Reason::InsufficientScope => "insufficient_scope",
-            Reason::BadRequest(_) => "bad_request",
+            Reason::BadRequest => "bad_request",
             Reason::TooLarge => "too_large",
             Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+/// The finer class of a refusal, where its reason has classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Token(TokenErrorKind),
+    Request(BadRequestKind),
+}
+
+impl Class {
+    /// The class's stable name, as counters and logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Token(kind) => kind.name(),
+            Class::Request(kind) => kind.name(),
         }
     }
 }
@@ -99,6 +167,7 @@ impl Reason {
 pub struct Refusal {
     pub answer: Answer,
     pub reason: Reason,
+    pub class: Option<Class>,
     /// The deciding rule, when a rule decided.
     pub rule: Option<String>,
     /// The JSON-RPC method and name, once the body was parsed (for the log).
@@ -111,143 +180,206 @@ impl Refusal {
         Refusal {
             answer,
             reason,
+            class: None,
             rule: None,
             method: None,
             name: None,
         }
     }
+
+    fn with_class(mut self, class: Class) -> Refusal {
+        self.class = Some(class);
+        self
+    }
+
+    /// The counters this refusal moves.
+    pub fn counters(&self) -> Vec<Counter> {
+        let mut counters = vec![Counter::Denied(self.reason)];
+        match self.class {
+            Some(Class::Token(kind)) => counters.push(Counter::InvalidToken(kind)),
+            Some(Class::Request(kind)) => counters.push(Counter::BadRequest(kind)),
+            None => {}
+        }
+        counters
+    }
 }
 
-/// The outcome of looking at the request head.
+/// What a request is, from its head alone.
 #[derive(Debug)]
-pub enum HeadVerdict {
-    /// Answer locally and stop (metadata document, method not allowed).
-    Respond(Answer),
-    /// Let the request through untouched (public path, CORS preflight).
-    PassUntouched,
-    /// Refuse it.
+pub enum Route {
+    /// A metadata path: the filter answers it for every method, and nothing
+    /// of it is ever forwarded.
+    Metadata(Answer),
+    /// Needs no token: a public path, or a CORS preflight (browsers send
+    /// those without credentials).
+    Open,
+    /// Refused from the head alone, before any token is looked at.
     Refuse(Refusal),
-    /// The token named a key the provider's current set lacks: the host may
-    /// refetch that provider's keys once and ask again.
-    UnknownKey { provider: usize, refusal: Refusal },
-    /// Remote keys have not been fetched yet: the host waits for the fetch in
-    /// flight, then asks again or answers 503.
-    KeysPending { provider: usize },
-    /// The token is good. `needs_body`: the rules must see the JSON-RPC body.
-    Verified {
-        identity: Identity,
-        needs_body: bool,
-        /// The token was found in the verified-token cache.
-        cached: bool,
-    },
+    /// The MCP endpoint: a token is needed, then the body is read to its end.
+    Endpoint(Expect),
 }
 
-/// The keys the host holds now, per provider, and their generations (a
-/// generation changes whenever a provider's key set changes).
-pub struct Keys<'a> {
-    pub sets: Vec<Option<&'a KeySet>>,
-    pub generations: &'a [u64],
+/// What the body of a request to the MCP endpoint must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A POST: one JSON-RPC message or a batch, checked against the rules.
+    JsonRpc,
+    /// A GET (stream) or DELETE (session end): no body at all.
+    Nothing,
 }
 
-/// Looks at the head: metadata, public paths, token.
-pub fn check_head(
-    policy: &Policy,
-    head: &RequestHead,
-    keys: &Keys,
-    cache: &mut VerifiedTokenCache,
-    now: u64,
-) -> HeadVerdict {
+/// Sorts a request by its head. Every path but the metadata paths and the
+/// public paths is the MCP endpoint: a route that rewrites paths cannot move
+/// a request out of the filter's sight.
+pub fn route(policy: &Policy, head: &RequestHead) -> Route {
+    let verb = head.verb();
     if policy.metadata_paths.contains(&head.path) {
-        return match head.method.as_str() {
-            "GET" | "HEAD" => HeadVerdict::Respond(answer::metadata_document(policy)),
-            "OPTIONS" => HeadVerdict::PassUntouched,
-            _ => HeadVerdict::Respond(answer::metadata_method_not_allowed()),
-        };
+        return Route::Metadata(match verb {
+            Verb::Get | Verb::Head => answer::metadata_document(policy),
+            Verb::Options => answer::metadata_preflight(),
+            _ => answer::metadata_method_not_allowed(),
+        });
     }
     if policy.public_paths.contains(&head.path) || is_cors_preflight(head) {
-        return HeadVerdict::PassUntouched;
+        return Route::Open;
     }
-    let token = match token::bearer_token(&head.header_values("authorization")) {
-        Ok(token) => token,
-        Err(BearerError::Missing) => {
-            return HeadVerdict::Refuse(Refusal::new(
-                answer::token_required(policy),
-                Reason::NoToken,
-            ))
-        }
-        Err(BearerError::Malformed) => {
-            return HeadVerdict::Refuse(invalid_token(policy, TokenErrorKind::Malformed))
-        }
-    };
-    let cached = cache.get(token, now, keys.generations);
-    let from_cache = cached.is_some();
-    let identity = match cached {
-        Some(identity) => identity,
-        None => match token::verify(token, &policy.providers, &keys.sets, now) {
-            Ok(identity) => {
-                if let Some(provider) = policy
-                    .providers
-                    .iter()
-                    .position(|p| p.issuer == identity.issuer)
-                {
-                    let generation = keys.generations.get(provider).copied().unwrap_or(0);
-                    cache.insert(token, provider, generation, identity.clone());
-                }
-                identity
-            }
-            Err(TokenError {
-                kind: TokenErrorKind::KeysUnavailable,
-                provider: Some(provider),
-            }) => return HeadVerdict::KeysPending { provider },
-            Err(TokenError {
-                kind: TokenErrorKind::UnknownKey,
-                provider: Some(provider),
-            }) => {
-                return HeadVerdict::UnknownKey {
-                    provider,
-                    refusal: invalid_token(policy, TokenErrorKind::UnknownKey),
-                }
-            }
-            Err(e) => return HeadVerdict::Refuse(invalid_token(policy, e.kind)),
-        },
-    };
-    HeadVerdict::Verified {
-        identity,
-        needs_body: head.method == "POST",
-        cached: from_cache,
+    match verb {
+        Verb::Post => Route::Endpoint(Expect::JsonRpc),
+        Verb::Get | Verb::Delete => Route::Endpoint(Expect::Nothing),
+        // An OPTIONS that is no preflight: with a body it smuggles one past
+        // the rules; without, the MCP transport has no use for it.
+        Verb::Options if head.has_body => Route::Refuse(unexpected_body()),
+        Verb::Options | Verb::Head | Verb::Other => Route::Refuse(Refusal::new(
+            answer::method_not_allowed(),
+            Reason::MethodNotAllowed,
+        )),
     }
 }
 
-/// 503 once the wait for keys is over and none arrived.
-pub fn keys_unavailable() -> Refusal {
-    Refusal::new(answer::keys_unavailable(5), Reason::KeysUnavailable)
-}
-
-fn invalid_token(policy: &Policy, kind: TokenErrorKind) -> Refusal {
-    let description = TokenError {
-        kind,
-        provider: None,
-    }
-    .description();
+/// 400 for a body on a request that takes none.
+pub fn unexpected_body() -> Refusal {
     Refusal::new(
-        answer::invalid_token(policy, description),
-        Reason::InvalidToken(kind),
+        answer::bad_request(codes::INVALID_REQUEST, "This request takes no body", None),
+        Reason::BadRequest,
     )
+    .with_class(Class::Request(BadRequestKind::UnexpectedBody))
 }
 
 /// An `OPTIONS` with `Origin` and `Access-Control-Request-Method` and no
-/// body: browsers send these without credentials, so they cannot carry a
-/// token. One with a body is not a preflight, whatever its headers say.
+/// body. One with a body is not a preflight, whatever its headers say.
 fn is_cors_preflight(head: &RequestHead) -> bool {
-    head.method == "OPTIONS"
+    head.verb() == Verb::Options
         && !head.has_body
         && head.header("origin").is_some()
         && head.header("access-control-request-method").is_some()
 }
 
+/// The keys the host holds now, per provider, and their generations (a
+/// generation changes whenever a provider's key set changes).
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    pub sets: Vec<Option<Rc<KeySet>>>,
+    pub generations: Vec<u64>,
+}
+
+/// The outcome of checking a request's token.
+#[derive(Debug)]
+pub enum TokenVerdict {
+    /// The token is good.
+    Verified {
+        identity: Identity,
+        /// It was found in the verified-token cache.
+        cached: bool,
+    },
+    /// Refuse the request.
+    Refuse(Refusal),
+    /// The token named a key the provider's current set lacks: its keys may
+    /// be refetched once, then the token is checked again.
+    UnknownKey { provider: usize, refusal: Refusal },
+    /// The provider's remote keys have never been fetched: wait for them,
+    /// then check again or answer 503.
+    KeysPending { provider: usize },
+}
+
+/// Checks the bearer token: exactly one `Authorization: Bearer` header, a JWT
+/// that verifies with the provider's keys (the verified-token cache first).
+pub fn check_token(
+    policy: &Policy,
+    head: &RequestHead,
+    keys: &KeyRing,
+    cache: &mut VerifiedTokenCache,
+    now_s: u64,
+) -> TokenVerdict {
+    let token = match token::bearer_token(&head.header_values("authorization")) {
+        Ok(token) => token,
+        Err(BearerError::Missing) => {
+            return TokenVerdict::Refuse(Refusal::new(
+                answer::token_required(policy),
+                Reason::NoToken,
+            ))
+        }
+        Err(BearerError::Malformed) => {
+            return TokenVerdict::Refuse(invalid_token(policy, TokenErrorKind::Malformed))
+        }
+    };
+    if let Some(identity) = cache.get(token, now_s, &keys.generations) {
+        return TokenVerdict::Verified {
+            identity,
+            cached: true,
+        };
+    }
+    let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
+    match token::verify(token, &policy.providers, &sets, now_s) {
+        Ok(identity) => {
+            if let Some(provider) = policy
+                .providers
+                .iter()
+                .position(|p| p.issuer == identity.issuer)
+            {
+                let generation = keys.generations.get(provider).copied().unwrap_or(0);
+                cache.insert(token, provider, generation, identity.clone());
+            }
+            TokenVerdict::Verified {
+                identity,
+                cached: false,
+            }
+        }
+        Err(TokenError {
+            kind: TokenErrorKind::KeysUnavailable,
+            provider: Some(provider),
+        }) => TokenVerdict::KeysPending { provider },
+        Err(TokenError {
+            kind: TokenErrorKind::UnknownKey,
+            provider: Some(provider),
+        }) => TokenVerdict::UnknownKey {
+            provider,
+            refusal: invalid_token(policy, TokenErrorKind::UnknownKey),
+        },
+        Err(e) => TokenVerdict::Refuse(invalid_token(policy, e.kind)),
+    }
+}
+
+/// 503 once the wait for keys is over and none arrived.
+pub fn keys_unavailable() -> Refusal {
+    Refusal::new(
+        answer::keys_unavailable(answer::RETRY_AFTER_SECONDS),
+        Reason::KeysUnavailable,
+    )
+}
+
+fn invalid_token(policy: &Policy, kind: TokenErrorKind) -> Refusal {
+    Refusal::new(
+        answer::invalid_token(policy, kind.description()),
+        Reason::InvalidToken,
+    )
+    .with_class(Class::Token(kind))
+}
+
 /// Before reading a POST body: is it declared JSON?
 pub fn check_content_type(head: &RequestHead) -> Option<Refusal> {
-    if mcp::is_json_content_type(head.header("content-type")) {
+    let types = head.header_values("content-type");
+    // Two Content-Type headers: a server may read either; refuse both.
+    if types.len() == 1 && mcp::is_json_content_type(types.first().copied()) {
         None
     } else {
         Some(Refusal::new(
@@ -283,21 +415,23 @@ pub fn check_body(
             BodyError::Parse(_) => BadRequestKind::Parse,
             BodyError::Invalid(_) => BadRequestKind::Invalid,
         };
-        Box::new(Refusal::new(
-            answer::bad_request(e.code(), e.message(), None),
-            Reason::BadRequest(kind),
-        ))
+        Box::new(
+            Refusal::new(
+                answer::bad_request(e.code(), e.message(), None),
+                Reason::BadRequest,
+            )
+            .with_class(Class::Request(kind)),
+        )
     })?;
     let id = body.answer_id().cloned();
     let (method, name) = first_call(&body);
-    let refusal = |answer: Answer, reason: Reason, rule: Option<String>| {
-        Box::new(Refusal {
-            answer,
-            reason,
-            rule,
-            method: method.clone(),
-            name: name.clone(),
-        })
+    let refusal = |answer: Answer, reason: Reason, rule: Option<String>| Refusal {
+        answer,
+        reason,
+        class: None,
+        rule,
+        method: method.clone(),
+        name: name.clone(),
     };
     let (mcp_method, mcp_name) = (
         head.header_values("mcp-method"),
@@ -318,28 +452,31 @@ pub fn check_body(
         )
     };
     if let Err(mismatch) = checked {
-        return Err(refusal(
-            answer::bad_request(
-                codes::HEADER_MISMATCH,
-                &format!("HeaderMismatch: {}", mismatch.reason),
-                id.as_ref(),
-            ),
-            Reason::BadRequest(BadRequestKind::HeaderMismatch),
-            None,
+        return Err(Box::new(
+            refusal(
+                answer::bad_request(
+                    codes::HEADER_MISMATCH,
+                    &format!("HeaderMismatch: {}", mismatch.reason),
+                    id.as_ref(),
+                ),
+                Reason::BadRequest,
+                None,
+            )
+            .with_class(Class::Request(BadRequestKind::HeaderMismatch)),
         ));
     }
     match policy::decide_body(&policy.rules, &body, identity) {
         Decision::Allow { rule } => Ok(Allowed { body, rule }),
-        Decision::Forbidden { rule } => Err(refusal(
+        Decision::Forbidden { rule } => Err(Box::new(refusal(
             answer::forbidden(id.as_ref()),
             Reason::Forbidden,
             rule,
-        )),
-        Decision::NeedScopes { rule, scopes } => Err(refusal(
+        ))),
+        Decision::NeedScopes { rule, scopes } => Err(Box::new(refusal(
             answer::insufficient_scope(policy, &scopes, id.as_ref()),
             Reason::InsufficientScope,
             Some(rule),
-        )),
+        ))),
     }
 }
 
@@ -354,10 +491,11 @@ pub fn first_call(body: &Body) -> (Option<String>, Option<String>) {
         .unwrap_or_default()
 }
 
-/// Header edits for an allowed request.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Header edits on the way upstream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UpstreamHeaders {
-    /// Removed first: client-sent identity headers, and the token if stripped.
+    /// Removed first: every client header an HTTP stack could read as an
+    /// identity header, the token if stripped, `accept-encoding`.
     pub remove: Vec<String>,
     /// Then set from the verified identity.
     pub set: Vec<(String, String)>,
@@ -365,13 +503,49 @@ pub struct UpstreamHeaders {
     pub skipped: Vec<(String, &'static str)>,
 }
 
-/// What goes upstream with an allowed request.
-pub fn upstream_headers(policy: &Policy, identity: &Identity) -> UpstreamHeaders {
+/// What goes upstream with a request: the client's copies of identity
+/// headers removed (in any spelling: case, `_` for `-`), the token unless
+/// forwarded, and — with a verified identity — the identity headers set and
+/// `accept-encoding` removed, so the upstream answers in plain bytes the
+/// filter can read.
+pub fn upstream_headers(
+    policy: &Policy,
+    head: &RequestHead,
+    identity: Option<&Identity>,
+) -> UpstreamHeaders {
     let mut edits = UpstreamHeaders::default();
+    let spoofed = |name: &str| {
+        policy
+            .identity_headers
+            .iter()
+            .any(|h| same_header(&h.name, name))
+    };
     for header in &policy.identity_headers {
         edits.remove.push(header.name.clone());
+    }
+    for (name, _) in &head.headers {
+        if spoofed(name) && !edits.remove.contains(name) {
+            edits.remove.push(name.clone());
+        }
+    }
+    if policy.token_forwarding == TokenForwarding::Strip {
+        edits.remove.push("authorization".into());
+    }
+    let Some(identity) = identity else {
+        return edits;
+    };
+    edits.remove.push("accept-encoding".into());
+    for header in &policy.identity_headers {
         match identity.header_value(&header.source) {
-            Ok(value) => edits.set.push((header.name.clone(), value)),
+            Ok(value) => {
+                if value.dropped > 0 {
+                    edits.skipped.push((
+                        header.name.clone(),
+                        "list values holding a space, comma, quote or backslash left out",
+                    ));
+                }
+                edits.set.push((header.name.clone(), value.text));
+            }
             Err(HeaderValueError::Absent) => {}
             Err(HeaderValueError::Unsafe) => edits.skipped.push((
                 header.name.clone(),
@@ -379,10 +553,17 @@ pub fn upstream_headers(policy: &Policy, identity: &Identity) -> UpstreamHeaders
             )),
         }
     }
-    if policy.token_forwarding == TokenForwarding::Strip {
-        edits.remove.push("authorization".into());
-    }
     edits
+}
+
+/// Whether two header names are the same to some HTTP stack: case and `_`
+/// for `-` aside (CGI-style servers fold `x_mcp_roles` into `X-Mcp-Roles`).
+fn same_header(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// In audit mode a refusal is logged and counted but not enforced.
@@ -390,12 +571,8 @@ pub fn enforces(policy: &Policy) -> bool {
     policy.mode == Mode::Enforce
 }
 
-/// The list requests in an allowed body whose answers must be filtered
-/// (empty when `filter_lists` is off).
-pub fn pending_lists(policy: &Policy, body: &Body) -> PendingLists {
-    if !policy.filter_lists {
-        return PendingLists::new();
-    }
+/// The list requests in an allowed body whose answers must be filtered.
+pub fn pending_lists(body: &Body) -> PendingLists {
     body.messages()
         .iter()
         .filter_map(|m| match m {
@@ -427,5 +604,30 @@ pub fn may_use(
     match item.get(field).and_then(|v| v.as_str()) {
         Some(name) => policy::may_call(&policy.rules, method, name, identity),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_match_across_case_and_underscores() {
+        assert!(same_header("x-mcp-roles", "X_MCP_ROLES"));
+        assert!(same_header("x-mcp-roles", "x_mcp-roles"));
+        assert!(!same_header("x-mcp-roles", "x-mcp-role"));
+        assert!(!same_header("x-mcp-roles", "x.mcp.roles"));
+    }
+
+    #[test]
+    fn methods_are_recognised_whatever_their_case() {
+        let verb = |m: &str| RequestHead::new(m, "/mcp", Vec::new()).verb();
+        assert_eq!(verb("post"), Verb::Post);
+        assert_eq!(verb("Post"), Verb::Post);
+        assert_eq!(verb("gEt"), Verb::Get);
+        assert_eq!(verb("delete"), Verb::Delete);
+        assert_eq!(verb("options"), Verb::Options);
+        assert_eq!(verb("PUT"), Verb::Other);
+        assert_eq!(verb("POSTX"), Verb::Other);
     }
 }

@@ -56,17 +56,28 @@ pub enum HeaderValueError {
     Unsafe,
 }
 
+/// An identity header's value, and how many list elements were left out of
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderValue {
+    pub text: String,
+    pub dropped: usize,
+}
+
 impl Identity {
     /// The value an identity header carries: strings as they are, numbers and
     /// booleans as text, lists (and `$roles`, `$scopes`) space-separated.
-    /// Objects and text that is not safe in a header (control characters,
-    /// non-ASCII, over 4 KiB) are refused so a claim can never split or
-    /// smuggle headers.
-    pub fn header_value(&self, source: &ClaimSource) -> Result<String, HeaderValueError> {
-        let text = match source {
-            ClaimSource::Roles => self.roles.join(" "),
-            ClaimSource::Scopes => self.scopes.join(" "),
-            ClaimSource::Issuer => self.issuer.clone(),
+    /// A list element that holds a space, a comma, a quote, a backslash or
+    /// anything outside printable ASCII is left out (and counted in
+    /// `dropped`), so no element can be read as two, or as another: the role
+    /// `"admin x"` never shows up upstream as `admin`. Objects and text that
+    /// is not safe in a header (control characters, non-ASCII, over 4 KiB)
+    /// are refused so a claim can never split or smuggle headers.
+    pub fn header_value(&self, source: &ClaimSource) -> Result<HeaderValue, HeaderValueError> {
+        let (text, dropped) = match source {
+            ClaimSource::Roles => list_text(self.roles.iter().map(String::as_str)),
+            ClaimSource::Scopes => list_text(self.scopes.iter().map(String::as_str)),
+            ClaimSource::Issuer => (self.issuer.clone(), 0),
             ClaimSource::Claim(path) => {
                 let mut value: Option<&Value> = None;
                 for (i, segment) in path.iter().enumerate() {
@@ -82,26 +93,58 @@ impl Identity {
                 }
             }
         };
+        if text.is_empty() && dropped > 0 {
+            return Err(HeaderValueError::Unsafe);
+        }
         if text.len() > 4096 || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(HeaderValueError::Unsafe);
         }
-        Ok(text)
+        Ok(HeaderValue { text, dropped })
     }
 }
 
-fn scalar_or_list_text(value: &Value) -> Result<String, HeaderValueError> {
+/// Whether a list element can stand in a space-separated header value
+/// without being mistaken for another.
+fn is_safe_list_element(element: &str) -> bool {
+    !element.is_empty()
+        && element
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\'))
+}
+
+/// The space-separated safe elements, and how many were left out.
+fn list_text<'a>(elements: impl Iterator<Item = &'a str>) -> (String, usize) {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut dropped = 0;
+    for element in elements {
+        if is_safe_list_element(element) {
+            kept.push(element);
+        } else {
+            dropped += 1;
+        }
+    }
+    (kept.join(" "), dropped)
+}
+
+fn scalar_or_list_text(value: &Value) -> Result<(String, usize), HeaderValueError> {
     match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::Array(_) | Value::Object(_) | Value::Null => Err(HeaderValueError::Unsafe),
-                scalar => scalar_or_list_text(scalar),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|parts| parts.join(" ")),
+        Value::String(s) => Ok((s.clone(), 0)),
+        Value::Number(n) => Ok((n.to_string(), 0)),
+        Value::Bool(b) => Ok((b.to_string(), 0)),
+        Value::Array(items) => {
+            let texts = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    Value::Bool(b) => Ok(b.to_string()),
+                    Value::Array(_) | Value::Object(_) | Value::Null => {
+                        Err(HeaderValueError::Unsafe)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(list_text(texts.iter().map(String::as_str)))
+        }
         Value::Null | Value::Object(_) => Err(HeaderValueError::Unsafe),
     }
 }
@@ -123,6 +166,41 @@ mod tests {
         ClaimSource::Claim(path.split('.').map(str::to_string).collect())
     }
 
+    fn text(result: Result<HeaderValue, HeaderValueError>) -> Result<String, HeaderValueError> {
+        result.map(|v| v.text)
+    }
+
+    #[test]
+    fn list_elements_that_could_be_read_as_others_are_left_out() {
+        let mut id = with_claims(json!({"groups": ["ops", "admin x", "a,b", "q\"", "ok"]}));
+        id.roles = vec!["user".into(), "admin x".into(), "".into()];
+        assert_eq!(
+            id.header_value(&ClaimSource::Roles),
+            Ok(HeaderValue {
+                text: "user".into(),
+                dropped: 2
+            })
+        );
+        assert_eq!(
+            id.header_value(&claim("groups")),
+            Ok(HeaderValue {
+                text: "ops ok".into(),
+                dropped: 3
+            })
+        );
+        id.roles = vec!["admin x".into()];
+        assert_eq!(
+            id.header_value(&ClaimSource::Roles),
+            Err(HeaderValueError::Unsafe)
+        );
+        // A single value may hold spaces: it cannot be mistaken for a list.
+        let id = with_claims(json!({"name": "Alice Smith"}));
+        assert_eq!(
+            text(id.header_value(&claim("name"))),
+            Ok("Alice Smith".into())
+        );
+    }
+
     #[test]
     fn identity_header_values_follow_the_contract() {
         let id = with_claims(json!({
@@ -130,42 +208,51 @@ mod tests {
             "nested": {"tenant": "t1"}, "obj": {"x": 1}, "evil": "a\r\nx-admin: yes",
             "utf": "é", "nul": null
         }));
-        assert_eq!(id.header_value(&claim("sub")), Ok("alice".into()));
-        assert_eq!(id.header_value(&claim("n")), Ok("42".into()));
-        assert_eq!(id.header_value(&claim("b")), Ok("true".into()));
-        assert_eq!(id.header_value(&claim("list")), Ok("a 1 false".into()));
-        assert_eq!(id.header_value(&claim("nested.tenant")), Ok("t1".into()));
+        assert_eq!(text(id.header_value(&claim("sub"))), Ok("alice".into()));
+        assert_eq!(text(id.header_value(&claim("n"))), Ok("42".into()));
+        assert_eq!(text(id.header_value(&claim("b"))), Ok("true".into()));
         assert_eq!(
-            id.header_value(&ClaimSource::Roles),
+            text(id.header_value(&claim("list"))),
+            Ok("a 1 false".into())
+        );
+        assert_eq!(
+            text(id.header_value(&claim("nested.tenant"))),
+            Ok("t1".into())
+        );
+        assert_eq!(
+            text(id.header_value(&ClaimSource::Roles)),
             Ok("reader admin".into())
         );
-        assert_eq!(id.header_value(&ClaimSource::Scopes), Ok("mcp:read".into()));
         assert_eq!(
-            id.header_value(&ClaimSource::Issuer),
+            text(id.header_value(&ClaimSource::Scopes)),
+            Ok("mcp:read".into())
+        );
+        assert_eq!(
+            text(id.header_value(&ClaimSource::Issuer)),
             Ok("https://idp.example".into())
         );
         assert_eq!(
-            id.header_value(&claim("obj")),
+            text(id.header_value(&claim("obj"))),
             Err(HeaderValueError::Unsafe)
         );
         assert_eq!(
-            id.header_value(&claim("evil")),
+            text(id.header_value(&claim("evil"))),
             Err(HeaderValueError::Unsafe)
         );
         assert_eq!(
-            id.header_value(&claim("utf")),
+            text(id.header_value(&claim("utf"))),
             Err(HeaderValueError::Unsafe)
         );
         assert_eq!(
-            id.header_value(&claim("nul")),
+            text(id.header_value(&claim("nul"))),
             Err(HeaderValueError::Absent)
         );
         assert_eq!(
-            id.header_value(&claim("missing")),
+            text(id.header_value(&claim("missing"))),
             Err(HeaderValueError::Absent)
         );
         assert_eq!(
-            id.header_value(&claim("sub.deeper")),
+            text(id.header_value(&claim("sub.deeper"))),
             Err(HeaderValueError::Absent)
         );
     }

@@ -4,7 +4,9 @@
 
 pub mod answer;
 pub mod config;
+pub mod counters;
 pub mod discovery;
+pub mod exchange;
 pub mod explain;
 pub mod gate;
 pub mod glob;

@@ -17,6 +17,7 @@
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The list methods whose answers are filtered.
@@ -33,6 +34,14 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    /// Every kind, in the order list answers are checked.
+    pub const ALL: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::ResourceTemplates,
+    ];
+
     /// The kind of list a JSON-RPC method asks for, if it is a list method.
     pub fn from_method(method: &str) -> Option<ListKind> {
         match method {
@@ -56,10 +65,13 @@ impl ListKind {
 }
 
 /// The list requests (JSON-RPC id and kind) whose answers must be filtered:
-/// one entry for a single request, several for a batch.
+/// one entry for a single request, several for a batch. Ids are kept under
+/// their canonical text ([`id_key`]), so an answer's id is found in
+/// logarithmic time however many messages a batch holds, and an upstream that
+/// echoes `1` as `"1"` or `1.0` is still matched.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PendingLists {
-    entries: Vec<(Value, ListKind)>,
+    by_id: BTreeMap<String, Vec<ListKind>>,
 }
 
 impl PendingLists {
@@ -69,47 +81,56 @@ impl PendingLists {
     }
 
     /// Records that the request with `id` asked for a list of `kind`.
-    pub fn add(&mut self, id: Value, kind: ListKind) {
-        self.entries.push((id, kind));
-    }
-
-    /// Whether no list request is pending (the answer needs no filtering).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The kinds asked for under `id`, without repeats. Normally one; a batch
-    /// that reuses an id for two list methods gets both filters, which only
-    /// ever removes more.
-    fn kinds_for(&self, id: &Value) -> Vec<ListKind> {
-        let mut kinds = Vec::new();
-        for (pending, kind) in &self.entries {
-            if same_id(pending, id) && !kinds.contains(kind) {
-                kinds.push(*kind);
-            }
+    pub fn add(&mut self, id: &Value, kind: ListKind) {
+        let kinds = self.by_id.entry(id_key(id)).or_default();
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
         }
-        kinds
+    }
+
+    /// Whether no list request is pending.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The kinds asked for under `id`. Normally one; a batch that reuses an
+    /// id for two list methods gets both filters, which only ever removes
+    /// more.
+    fn kinds_for(&self, id: &Value) -> &[ListKind] {
+        self.by_id.get(&id_key(id)).map_or(&[], Vec::as_slice)
     }
 }
 
 impl FromIterator<(Value, ListKind)> for PendingLists {
     fn from_iter<I: IntoIterator<Item = (Value, ListKind)>>(iter: I) -> PendingLists {
-        PendingLists {
-            entries: iter.into_iter().collect(),
+        let mut pending = PendingLists::new();
+        for (id, kind) in iter {
+            pending.add(&id, kind);
         }
+        pending
     }
 }
 
-/// Whether a response id answers a request id. Numbers compare by value as
-/// well as by form, so a server that echoes `1.0` as `1` (or rounds a huge
-/// integer) cannot carry an unfiltered list past us; matching too much only
-/// ever filters more.
-fn same_id(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+/// The canonical text of a JSON-RPC id: a string as it is, a number in its
+/// shortest integral form when it has one (`1`, `1.0`, `1e0` and `"1"` all
+/// meet), anything else as its JSON text. Matching too much only ever filters
+/// more.
+fn id_key(id: &Value) -> String {
+    match id {
+        Value::String(text) => text.clone(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.to_string()
+            } else if let Some(u) = n.as_u64() {
+                u.to_string()
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => (f as i64).to_string(),
+                    _ => n.to_string(),
+                }
+            }
         }
-        _ => a == b,
+        other => other.to_string(),
     }
 }
 
@@ -150,11 +171,11 @@ pub struct Filtered {
 }
 
 /// Filters an `application/json` answer: one JSON-RPC response or a batch
-/// array of responses. Each response whose `id` is pending and whose `result`
-/// is an object has its items array filtered with `keep`; errors, other ids
-/// and other fields pass untouched. When nothing is removed the original bytes
-/// come back unchanged; otherwise the body is rewritten compactly and a
-/// present `cacheScope` of a filtered result becomes `"private"`.
+/// array of responses. Each list answer (a pending id, or a `result` holding
+/// an items array) has its items filtered with `keep`, and a present
+/// `cacheScope` becomes `"private"`; errors, other answers and other fields
+/// pass untouched. When nothing changes the original bytes come back as they
+/// are; otherwise the body is rewritten compactly.
 pub fn filter_json(
     body: &[u8],
     pending: &PendingLists,
@@ -207,23 +228,23 @@ fn filter_document(
     let value = parse_strict(doc)?;
     let top = skip_ws(doc, 0);
     // Decide on the parsed tree first; locate byte spans only if a cut is due.
-    let mut plans: Vec<(usize, Vec<Cut>)> = Vec::new();
+    let mut plans: Vec<(usize, Plan)> = Vec::new();
     match &value {
         Value::Array(messages) => {
             if messages.is_empty() && shape == Shape::ResponsesOnly {
                 return Err(invalid("empty batch"));
             }
             for (index, message) in messages.iter().enumerate() {
-                let cuts = plan_message(message, pending, keep, shape)?;
-                if !cuts.is_empty() {
-                    plans.push((index, cuts));
+                let plan = plan_message(message, pending, keep, shape)?;
+                if !plan.is_empty() {
+                    plans.push((index, plan));
                 }
             }
         }
         Value::Object(_) => {
-            let cuts = plan_message(&value, pending, keep, shape)?;
-            if !cuts.is_empty() {
-                plans.push((0, cuts));
+            let plan = plan_message(&value, pending, keep, shape)?;
+            if !plan.is_empty() {
+                plans.push((0, plan));
             }
         }
         _ if shape == Shape::ResponsesOnly => {
@@ -245,11 +266,11 @@ fn filter_document(
     };
     let mut edits = Vec::new();
     let mut removed = 0;
-    for (index, cuts) in &plans {
+    for (index, plan) in &plans {
         let start = *starts
             .get(*index)
             .ok_or_else(|| invalid("batch layout does not match its parse"))?;
-        removed += cut_message(doc, start, cuts, &mut edits)?;
+        removed += cut_message(doc, start, plan, &mut edits)?;
     }
     edits.sort_by_key(|e| e.start);
     let mut out = Vec::with_capacity(doc.len());
@@ -266,18 +287,37 @@ fn filter_document(
     Ok(Some((minify(&out), removed)))
 }
 
-/// Decides, for one message, which items to keep. Empty when the message is
-/// not a pending list result or nothing in it is removed.
+/// What to change in one message: the items arrays to cut, and whether its
+/// `cacheScope` must become `"private"`.
+#[derive(Default)]
+struct Plan {
+    cuts: Vec<Cut>,
+    make_private: bool,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.cuts.is_empty() && !self.make_private
+    }
+}
+
+/// Decides what to change in one message. A response is a list answer when
+/// its id is a pending list request, or when its `result` holds a `tools`,
+/// `prompts`, `resources` or `resourceTemplates` array (how a list answer is
+/// recognised on a stream whose requests the filter never saw, and whatever
+/// id an upstream echoes). A pending list whose items member is not an array
+/// is refused: a client would choke on it anyway, and refusing is safer than
+/// guessing what it would show.
 fn plan_message(
     message: &Value,
     pending: &PendingLists,
     keep: &dyn Fn(ListKind, &Value) -> bool,
     shape: Shape,
-) -> Result<Vec<Cut>, ListError> {
+) -> Result<Plan, ListError> {
     let Some(object) = message.as_object() else {
         return match shape {
             Shape::ResponsesOnly => Err(invalid("batch element is not an object")),
-            Shape::AnyMessages => Ok(Vec::new()),
+            Shape::AnyMessages => Ok(Plan::default()),
         };
     };
     let is_response = object.contains_key("id")
@@ -286,29 +326,41 @@ fn plan_message(
         return Err(invalid("not a JSON-RPC response"));
     }
     let (Some(id), Some(Value::Object(result))) = (object.get("id"), object.get("result")) else {
-        return Ok(Vec::new());
+        return Ok(Plan::default());
     };
-    let mut cuts = Vec::new();
-    for kind in pending.kinds_for(id) {
+    let asked = pending.kinds_for(id);
+    for kind in asked {
         let key = kind.items_key();
-        match result.get(key) {
-            None => {}
-            Some(Value::Array(items)) => {
-                // Items that are not objects cannot be judged, so they go.
-                let flags: Vec<bool> = items
-                    .iter()
-                    .map(|item| item.is_object() && keep(kind, item))
-                    .collect();
-                if flags.contains(&false) {
-                    cuts.push(Cut { key, keep: flags });
-                }
-            }
-            // A client would choke on it anyway; refusing is safer than
-            // guessing what it would show.
-            Some(_) => return Err(invalid(format!("result.{key} is not an array"))),
+        if result.get(key).is_some_and(|items| !items.is_array()) {
+            return Err(invalid(format!("result.{key} is not an array")));
         }
     }
-    Ok(cuts)
+    let mut plan = Plan::default();
+    let mut is_list = !asked.is_empty();
+    for kind in ListKind::ALL {
+        let Some(Value::Array(items)) = result.get(kind.items_key()) else {
+            continue;
+        };
+        is_list = true;
+        // Items that are not objects cannot be judged, so they go.
+        let flags: Vec<bool> = items
+            .iter()
+            .map(|item| item.is_object() && keep(kind, item))
+            .collect();
+        if flags.contains(&false) {
+            plan.cuts.push(Cut {
+                key: kind.items_key(),
+                keep: flags,
+            });
+        }
+    }
+    // A list is judged per caller: a shared cache must never serve it to
+    // another, whether or not anything was cut this time.
+    plan.make_private = is_list
+        && result
+            .get("cacheScope")
+            .is_some_and(|scope| scope != "private");
+    Ok(plan)
 }
 
 /// Records the edits for one message object starting at `start`; returns the
@@ -316,14 +368,14 @@ fn plan_message(
 fn cut_message(
     doc: &[u8],
     start: usize,
-    cuts: &[Cut],
+    plan: &Plan,
     edits: &mut Vec<Edit>,
 ) -> Result<usize, ListError> {
     let members = object_members(doc, start)?;
     let (result_start, _) = member(&members, "result")?;
     let result = object_members(doc, result_start)?;
     let mut removed = 0;
-    for cut in cuts {
+    for cut in &plan.cuts {
         let (items_start, items_end) = member(&result, cut.key)?;
         let items = array_elements(doc, items_start)?;
         if items.len() != cut.keep.len() {
@@ -347,8 +399,8 @@ fn cut_message(
             with,
         });
     }
-    // A list cut for one caller must not be served to others from a cache.
-    if let Ok((s, e)) = member(&result, "cacheScope") {
+    if plan.make_private {
+        let (s, e) = member(&result, "cacheScope")?;
         edits.push(Edit {
             start: s,
             end: e,
@@ -1052,17 +1104,24 @@ mod tests {
     }
 
     #[test]
-    fn cache_scope_is_untouched_when_nothing_is_removed() {
-        let body =
-            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}],"cacheScope":"public"}}"#;
-        let out = filter_json(
-            body.as_bytes(),
-            &pending(json!(1), ListKind::Tools),
-            &allow(&["a"]),
-        )
-        .unwrap();
-        assert!(!out.changed);
-        assert_eq!(out.body, body.as_bytes());
+    fn cache_scope_becomes_private_even_when_nothing_is_removed() {
+        // An admin's full list is still a list judged for that caller; one
+        // already private is left as it came.
+        for (scope, changed) in [("public", true), ("private", false)] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"a"}}],"cacheScope":"{scope}"}}}}"#
+            );
+            let out = filter_json(
+                body.as_bytes(),
+                &pending(json!(1), ListKind::Tools),
+                &allow(&["a"]),
+            )
+            .unwrap();
+            assert_eq!(out.changed, changed, "{scope}");
+            assert_eq!(out.removed, 0);
+            assert_eq!(parse(&out.body)["result"]["cacheScope"], "private");
+            assert_eq!(parse(&out.body)["result"]["tools"], json!([{"name": "a"}]));
+        }
     }
 
     #[test]
@@ -1092,26 +1151,46 @@ mod tests {
     }
 
     #[test]
-    fn response_with_another_id_passes_untouched() {
+    fn list_answer_under_another_id_is_recognised_by_its_shape() {
         let out = filter_json(
             TOOLS.as_bytes(),
             &pending(json!(2), ListKind::Tools),
             &allow(&[]),
         )
         .unwrap();
-        assert!(!out.changed);
-        assert_eq!(out.body, TOOLS.as_bytes());
+        assert_eq!(out.removed, 3);
+        // And on a stream whose requests were never seen (a GET stream).
+        let out = filter_json(TOOLS.as_bytes(), &PendingLists::new(), &allow(&[])).unwrap();
+        assert_eq!(out.removed, 3);
     }
 
     #[test]
-    fn string_id_does_not_match_equal_looking_number() {
+    fn other_answers_under_other_ids_pass_untouched() {
+        let call = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x"}],"capabilities":{"tools":{}}}}"#;
+        let out = filter_json(call.as_bytes(), &PendingLists::new(), &allow(&[])).unwrap();
+        assert!(!out.changed);
+        assert_eq!(out.body, call.as_bytes());
+    }
+
+    #[test]
+    fn string_id_matches_equal_looking_number() {
+        // An upstream that echoes `1` as `"1"`: still the pending list, so
+        // its items member must be an array.
+        let odd = r#"{"jsonrpc":"2.0","id":"1","result":{"tools":{"name":"x"}}}"#;
+        let refused = filter_json(
+            odd.as_bytes(),
+            &pending(json!(1), ListKind::Tools),
+            &allow(&[]),
+        );
+        assert!(matches!(refused, Err(ListError::Invalid(_))));
+        let echoed = TOOLS.replacen(r#""id":1"#, r#""id":"1""#, 1);
         let out = filter_json(
-            TOOLS.as_bytes(),
-            &pending(json!("1"), ListKind::Tools),
+            echoed.as_bytes(),
+            &pending(json!(1), ListKind::Tools),
             &allow(&[]),
         )
         .unwrap();
-        assert!(!out.changed);
+        assert_eq!(out.removed, 3);
     }
 
     #[test]
@@ -1128,16 +1207,17 @@ mod tests {
     }
 
     #[test]
-    fn result_of_another_kind_is_not_filtered() {
-        // A pending tools/list id answered with prompts: nothing under "tools".
+    fn result_of_another_kind_is_filtered_as_what_it_is() {
+        // A pending tools/list id answered with prompts: judged as prompts.
         let body = PROMPTS.replace(r#""p-7""#, "1");
         let out = filter_json(
             body.as_bytes(),
             &pending(json!(1), ListKind::Tools),
-            &allow(&[]),
+            &allow(&["summarize"]),
         )
         .unwrap();
-        assert!(!out.changed);
+        assert_eq!(out.removed, 1);
+        assert!(!text(&out.body).contains("admin_report"));
     }
 
     #[test]
@@ -1363,7 +1443,7 @@ mod tests {
     }
 
     #[test]
-    fn sse_events_for_other_ids_pass_byte_for_byte() {
+    fn sse_list_events_under_other_ids_are_filtered_other_events_pass() {
         let sample = sse_sample();
         let (out, removed) = run_sse(
             &[sample.as_bytes()],
@@ -1371,8 +1451,11 @@ mod tests {
             1 << 20,
         )
         .unwrap();
-        assert_eq!(out, sample.as_bytes());
-        assert_eq!(removed, 0);
+        assert_eq!(out, sse_sample_filtered().as_bytes());
+        assert_eq!(removed, 1);
+        let call = format!("event: message\r\ndata: {PROGRESS}\r\n\r\n");
+        let (out, _) = run_sse(&[call.as_bytes()], PendingLists::new(), 1 << 20).unwrap();
+        assert_eq!(out, call.as_bytes());
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum TokenErrorKind {
     NotYetValid,
     Issuer,
     Audience,
+    /// The JWT's `typ` names another kind of token (or none, where one is
+    /// required).
+    TokenType,
     KeysUnavailable,
 }
 
@@ -95,7 +98,24 @@ impl TokenErrorKind {
             TokenErrorKind::NotYetValid => "token not yet valid",
             TokenErrorKind::Issuer => "token issuer not accepted",
             TokenErrorKind::Audience => "token audience not accepted",
+            TokenErrorKind::TokenType => "token type not accepted",
             TokenErrorKind::KeysUnavailable => "signing keys not available",
+        }
+    }
+
+    /// Stable, lower-case name for stats and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenErrorKind::Malformed => "malformed",
+            TokenErrorKind::UnknownKey => "unknown_key",
+            TokenErrorKind::Algorithm => "algorithm",
+            TokenErrorKind::Signature => "signature",
+            TokenErrorKind::Expired => "expired",
+            TokenErrorKind::NotYetValid => "not_yet_valid",
+            TokenErrorKind::Issuer => "issuer",
+            TokenErrorKind::Audience => "audience",
+            TokenErrorKind::TokenType => "token_type",
+            TokenErrorKind::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -162,11 +182,11 @@ pub fn verify(
         Some(Value::String(kid)) => Some(kid.as_str()),
         Some(_) => return Err(malformed),
     };
-    match header.get("typ") {
-        None => {}
-        Some(Value::String(typ)) if is_jwt_type(typ) => {}
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(typ)) => Some(fold_token_type(typ)),
         Some(_) => return Err(malformed),
-    }
+    };
 
     // Select the provider by the unverified `iss`; the verified payload is
     // checked against it again below.
@@ -181,6 +201,15 @@ pub fn verify(
         provider: Some(index),
     };
 
+    // A logout token, a DPoP proof or a security event is signed by the same
+    // keys but is no access token (RFC 8725 3.11, RFC 9068 4).
+    let type_ok = match &typ {
+        None => !provider.require_token_type,
+        Some(typ) => provider.token_types.contains(typ),
+    };
+    if !type_ok {
+        return Err(fail(TokenErrorKind::TokenType));
+    }
     let alg = Algorithm::parse(alg_name).map_err(|_| fail(TokenErrorKind::Algorithm))?;
     if !provider.algorithms.contains(&alg) {
         return Err(fail(TokenErrorKind::Algorithm));
@@ -217,10 +246,14 @@ pub fn verify(
     Ok(identity(payload, provider, expires_at))
 }
 
-/// `typ` values of a JWT: `JWT`, `at+jwt`, `application/at+jwt` or any
-/// `+jwt` media type (RFC 7515 4.1.9, RFC 9068 2.1), case-insensitively.
-fn is_jwt_type(typ: &str) -> bool {
-    typ.eq_ignore_ascii_case("jwt") || typ.to_ascii_lowercase().ends_with("+jwt")
+/// A `typ` value as compared: lower-case, without the `application/` prefix
+/// that RFC 7515 4.1.9 makes optional (`application/at+jwt` is `at+jwt`).
+pub fn fold_token_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
+    }
 }
 
 /// A base64url JSON object, or `None`.
@@ -382,6 +415,8 @@ pub(crate) mod tests {
             clock_skew_seconds: 60,
             roles_claims: vec![vec!["roles".to_string()]],
             scopes_claim: "scope".to_string(),
+            token_types: vec!["at+jwt".into(), "jwt".into()],
+            require_token_type: false,
         }
     }
 
@@ -575,15 +610,61 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn non_jwt_typ_is_malformed() {
-        for typ in ["JWE", "dpop", "", "jwt+"] {
+    fn other_token_types_are_refused() {
+        for typ in [
+            "JWE",
+            "dpop+jwt",
+            "logout+jwt",
+            "secevent+jwt",
+            "application/secevent+jwt",
+            "",
+            "jwt+",
+        ] {
             let token = raw(
                 json!({"alg": "RS256", "kid": "rsa1", "typ": typ}),
                 claims(),
                 "AAAA",
             );
-            assert_eq!(kind(&token), TokenErrorKind::Malformed, "{typ}");
+            assert_eq!(kind(&token), TokenErrorKind::TokenType, "{typ}");
         }
+        // Even with a valid signature: the issuer's keys sign other tokens too.
+        let logout = sign_with_typ("logout+jwt");
+        assert_eq!(kind(&logout), TokenErrorKind::TokenType);
+        let token = raw(
+            json!({"alg": "RS256", "kid": "rsa1", "typ": 7}),
+            claims(),
+            "AAAA",
+        );
+        assert_eq!(kind(&token), TokenErrorKind::Malformed);
+    }
+
+    #[test]
+    fn token_types_and_untyped_tokens_follow_the_provider() {
+        let mut strict = provider(ISS);
+        strict.token_types = vec!["at+jwt".into()];
+        strict.require_token_type = true;
+        let providers = [strict];
+        // No `typ` (and a made-up signature): the strict provider stops at
+        // the type, the default one goes on to the signature.
+        let untyped = raw(json!({"alg": "RS256", "kid": "rsa1"}), claims(), "AAAA");
+        assert_eq!(
+            check_with(&untyped, &providers, NOW).map_err(|e| e.kind),
+            Err(TokenErrorKind::TokenType)
+        );
+        assert_eq!(kind(&untyped), TokenErrorKind::Signature);
+        assert_eq!(
+            check_with(&sign_with_typ("JWT"), &providers, NOW).map_err(|e| e.kind),
+            Err(TokenErrorKind::TokenType)
+        );
+        assert!(check_with(&sign_with_typ("application/AT+JWT"), &providers, NOW).is_ok());
+    }
+
+    fn sign_with_typ(typ: &str) -> String {
+        let opts = HeaderOptions {
+            signature_type: Some(typ.to_string()),
+            ..Default::default()
+        };
+        sign_with(Signer::RS256, Some("rsa1"), claims(), &opts)
     }
 
     // --- time ---

@@ -214,7 +214,7 @@ fn explain_allowed_call_names_the_rule_and_the_upstream_headers() {
         "  rule 2 allow \"admins write\": matches, caller does not satisfy it: needs a role of admin; lacks scopes mcp:write\n",
         "  rule 3 deny  \"nobody deletes\": does not match\n",
         "decision: allowed by rule \"readers read\"\n",
-        "  remove: x-mcp-roles, x-mcp-subject, authorization\n",
+        "  remove: x-mcp-roles, x-mcp-subject, authorization, accept-encoding\n",
         "  set: x-mcp-roles: reader\n",
         "  set: x-mcp-subject: alice\n",
     ] {

@@ -77,7 +77,11 @@ def wasm_filter(plugin_config, wasm=WASM):
     }
 
 
-def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None):
+def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None,
+              hcm=None, upstream_http2=False):
+    """An Envoy bootstrap: one listener with the filter (or `filters`) in
+    front of the `upstream` cluster; `hcm` is merged into the
+    HttpConnectionManager (e.g. `http_protocol_options`)."""
     http_filters = filters if filters is not None else [wasm_filter(plugin_config)]
     http_filters = list(http_filters) + [{
         "name": "envoy.filters.http.router",
@@ -102,10 +106,11 @@ def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=
                                         "route": {"cluster": "upstream", "timeout": "30s"}}],
                         }]},
                         "http_filters": http_filters,
+                        **(hcm or {}),
                     },
                 }]}],
             }],
-            "clusters": [cluster("upstream", upstream_port)] + list(clusters),
+            "clusters": [cluster("upstream", upstream_port, http2=upstream_http2)] + list(clusters),
         },
     }
 
@@ -195,7 +200,8 @@ class Envoy(ManagedProcess):
 
     label = "Envoy"
 
-    def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None):
+    def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None,
+                 hcm=None, upstream_http2=False):
         self.version = version
         self.port = free_port()
         self.admin_port = free_port()
@@ -206,7 +212,8 @@ class Envoy(ManagedProcess):
             # A configuration that names the listener's own URL (its `resource`).
             plugin_config = plugin_config(self.port)
         with open(self.config_path, "w") as f:
-            json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters), f)
+            json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters,
+                                hcm, upstream_http2), f)
         self.concurrency = concurrency
 
     def command(self, *extra):

@@ -3,7 +3,7 @@ the end-to-end tests, with a recorder in front of it.
 
 Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
 
-    python mcp_upstream.py --port P --record FILE [--json-response] [--stateless]
+    python mcp_upstream.py --port P --record FILE [--json-response] [--stateless] [--event-store]
 
 - `--json-response`: answers are `application/json`; without it the SDK
   answers handshake-era (2025-xx) requests with `text/event-stream`, and
@@ -11,6 +11,8 @@ Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
   (`search` reports progress when the request carries a `progressToken`).
 - `--stateless`: handshake-era requests need no session (no `initialize`,
   no `Mcp-Session-Id`); without it they run in sessions.
+- `--event-store`: resumability: every event is kept in memory, and a `GET`
+  with `Last-Event-ID` replays the rest of that event's stream.
 - 2026-07-28 requests (a `MCP-Protocol-Version: 2026-07-28` header) are
   served statelessly by the SDK in every mode.
 
@@ -159,7 +161,35 @@ class Recorder:
         await self.app(scope, replay, send)
 
 
-def serve(port, record, json_response, stateless):
+def memory_event_store():
+    """The SDK's resumability interface over a list in memory: every event
+    of every stream, replayable after any event id (what `GET` with
+    `Last-Event-ID` asks for)."""
+    from mcp.server.streamable_http import EventMessage, EventStore
+
+    class MemoryEventStore(EventStore):
+        def __init__(self):
+            self.events = []  # (event id, stream id, message or None)
+
+        async def store_event(self, stream_id, message):
+            event_id = f"ev-{len(self.events) + 1}"
+            self.events.append((event_id, stream_id, message))
+            return event_id
+
+        async def replay_events_after(self, last_event_id, send_callback):
+            found = [i for i, (eid, _, _) in enumerate(self.events) if eid == last_event_id]
+            if not found:
+                return None
+            stream_id = self.events[found[0]][1]
+            for event_id, sid, message in self.events[found[0] + 1:]:
+                if sid == stream_id and message is not None:
+                    await send_callback(EventMessage(message, event_id))
+            return stream_id
+
+    return MemoryEventStore()
+
+
+def serve(port, record, json_response, stateless, event_store=False):
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -167,6 +197,7 @@ def serve(port, record, json_response, stateless):
         streamable_http_path="/mcp",
         json_response=json_response,
         stateless_http=stateless,
+        event_store=memory_event_store() if event_store else None,
         # Behind Envoy the Host header is whatever the client sent.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
@@ -182,9 +213,10 @@ class McpUpstream(ManagedProcess):
     label = "MCP server"
     cwd = str(HERE)
 
-    def __init__(self, json_response=False, stateless=False):
+    def __init__(self, json_response=False, stateless=False, event_store=False):
         self.json_response = json_response
         self.stateless = stateless
+        self.event_store = event_store
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="mcp-authz-upstream-")
         self.record_path = os.path.join(self.dir, "requests.jsonl")
@@ -198,6 +230,8 @@ class McpUpstream(ManagedProcess):
             cmd.append("--json-response")
         if self.stateless:
             cmd.append("--stateless")
+        if self.event_store:
+            cmd.append("--event-store")
         return cmd
 
     def ready(self):
@@ -226,8 +260,10 @@ def main():
     parser.add_argument("--record", required=True, help="file the requests are appended to (JSON lines)")
     parser.add_argument("--json-response", action="store_true", help="answer application/json instead of SSE")
     parser.add_argument("--stateless", action="store_true", help="no sessions for handshake-era requests")
+    parser.add_argument("--event-store", action="store_true",
+                        help="keep every event in memory, so GET with Last-Event-ID replays them")
     args = parser.parse_args()
-    serve(args.port, args.record, args.json_response, args.stateless)
+    serve(args.port, args.record, args.json_response, args.stateless, args.event_store)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,15 @@ fn readme_defaults_match_the_code() {
         default_of(&provider, "scopes_claim"),
         format!("`\"{}\"`", defaults::SCOPES_CLAIM)
     );
+    let types: Vec<String> = defaults::TOKEN_TYPES
+        .iter()
+        .map(|t| format!("\"{t}\""))
+        .collect();
+    assert_eq!(
+        default_of(&provider, "token_types"),
+        format!("`[{}]`", types.join(", "))
+    );
+    assert_eq!(default_of(&provider, "require_token_type"), "`false`");
     assert_eq!(
         default_of(&remote, "refresh_seconds"),
         format!("`{}`", defaults::REFRESH_SECONDS)
@@ -121,4 +130,51 @@ fn readme_example_configuration_is_accepted() {
         .expect("the README's example must be valid");
     assert_eq!(policy.rules.len(), 4);
     assert_eq!(policy.identity_headers.len(), 4);
+}
+
+/// Every counter name in the README's Observability table, with
+/// `<name>.<class>` rows expanded by the classes their row lists.
+fn readme_counters(readme: &str) -> Vec<String> {
+    let start = readme
+        .find("\n## Observability\n")
+        .expect("README has an Observability section");
+    let mut names = Vec::new();
+    for row in readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let classes: Vec<&str> = cells[2]
+            .split_once("class:")
+            .map(|(_, list)| {
+                list.split(',')
+                    .map(|c| c.trim().trim_matches('`').trim_end_matches(" |"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in cells[1].split(',').map(|n| n.trim().trim_matches('`')) {
+            match name.strip_suffix(".<class>") {
+                Some(prefix) => {
+                    assert!(!classes.is_empty(), "{name}: the row names no classes");
+                    names.extend(classes.iter().map(|c| format!("{prefix}.{c}")));
+                }
+                None => names.push(name.to_string()),
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn readme_lists_every_counter_and_no_other() {
+    let mut documented = readme_counters(&readme());
+    let mut defined: Vec<String> = mcp_authz::counters::Counter::ALL
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    documented.sort();
+    defined.sort();
+    assert_eq!(documented, defined);
 }

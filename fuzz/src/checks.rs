@@ -391,15 +391,15 @@ fn run_sse(
 fn pending_lists(selector: u8) -> PendingLists {
     let mut pending = PendingLists::new();
     if selector & 1 != 0 {
-        pending.add(json!(1), ListKind::Tools);
+        pending.add(&json!(1), ListKind::Tools);
     }
     if selector & 2 != 0 {
-        pending.add(json!("a"), ListKind::Prompts);
-        pending.add(json!("a"), ListKind::Resources);
+        pending.add(&json!("a"), ListKind::Prompts);
+        pending.add(&json!("a"), ListKind::Resources);
     }
     if selector & 4 != 0 {
-        pending.add(json!(2), ListKind::ResourceTemplates);
-        pending.add(json!(1.0), ListKind::Resources);
+        pending.add(&json!(2), ListKind::ResourceTemplates);
+        pending.add(&json!(1.0), ListKind::Resources);
     }
     pending
 }

@@ -5,6 +5,7 @@
 use super::stats::Stats;
 use super::{log, now_ms};
 use crate::config::{JwksSource, Policy, RemoteJwks};
+use crate::counters::Counter;
 use crate::discovery;
 use crate::jwks::KeySet;
 use crate::key_schedule::{self, Schedule};
@@ -274,7 +275,7 @@ impl KeySlot {
                 };
                 match parsed {
                     Ok(_) => {
-                        Stats::bump(stats.jwks_fetch_ok);
+                        stats.bump(Counter::JwksFetchOk);
                         let max_age = cache_control.as_deref().and_then(key_schedule::max_age);
                         let record = Published {
                             fetched_at_ms: now,
@@ -300,7 +301,7 @@ impl KeySlot {
 
     fn fetch_failed(&mut self, now: u64, why: Option<&str>) {
         if let Some(r) = self.remote.as_mut() {
-            Stats::bump(r.failed_metric);
+            Stats::add_id(r.failed_metric, 1);
             r.in_flight = None;
             r.schedule.failed(now);
             // Tell the other workers, so they back off too instead of each

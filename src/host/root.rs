@@ -7,6 +7,7 @@ use super::stats::Stats;
 use super::worker::Worker;
 use super::{log, now_ms};
 use crate::config::Policy;
+use crate::exchange::Action;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -39,7 +40,10 @@ impl PluginRoot {
         }
         for (context_id, exchange) in worker.ready_waiters(now) {
             if hostcalls::set_effective_context(context_id).is_ok() {
-                request::resume_after_keys(worker, &mut exchange.borrow_mut(), now);
+                let output = request::drive(worker, &exchange, |ex, env| ex.on_keys_settled(env));
+                if request::carry_out(worker, context_id, &exchange, output) == Action::Continue {
+                    let _ = hostcalls::resume_http_request();
+                }
             }
         }
         let _ = hostcalls::set_effective_context(self.context_id);

@@ -3,10 +3,11 @@
 //! the requests waiting for keys.
 
 use super::keys::KeySlot;
-use super::request::Exchange;
 use super::stats::Stats;
 use crate::config::Policy;
-use crate::gate::Keys;
+use crate::counters::Counter;
+use crate::exchange::Exchange;
+use crate::gate::KeyRing;
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -22,7 +23,7 @@ pub struct Worker {
     pub waiters: RefCell<Vec<Waiter>>,
 }
 
-/// A request paused until a provider's keys arrive (or its wait runs out).
+/// A request held until a provider's keys arrive (or its wait runs out).
 pub struct Waiter {
     pub context_id: u32,
     pub exchange: Weak<RefCell<Exchange>>,
@@ -33,7 +34,7 @@ pub struct Waiter {
 
 impl Worker {
     pub fn new(policy: Policy, stats: Stats) -> Worker {
-        let slots = KeySlot::for_policy(&policy, stats.jwks_fetch_failed);
+        let slots = KeySlot::for_policy(&policy, stats.id(Counter::JwksFetchFailed));
         Worker {
             policy: Rc::new(policy),
             slots: RefCell::new(slots),
@@ -43,15 +44,14 @@ impl Worker {
         }
     }
 
-    /// Runs `f` with the keys as the core wants them.
-    pub fn with_keys<T>(&self, f: impl FnOnce(&Keys) -> T) -> T {
+    /// The keys as the core wants them: a snapshot, so that asking for a
+    /// fetch while deciding never meets a borrowed slot.
+    pub fn key_ring(&self) -> KeyRing {
         let slots = self.slots.borrow();
-        let generations: Vec<u64> = slots.iter().map(|s| s.generation).collect();
-        let keys = Keys {
-            sets: slots.iter().map(|s| s.keys.as_deref()).collect(),
-            generations: &generations,
-        };
-        f(&keys)
+        KeyRing {
+            sets: slots.iter().map(|s| s.keys.clone()).collect(),
+            generations: slots.iter().map(|s| s.generation).collect(),
+        }
     }
 
     pub fn wait(

@@ -52,7 +52,7 @@ def test_metadata_head_has_no_body(envoy):
 def test_metadata_refuses_other_methods(envoy):
     status, headers, _ = envoy.request("POST", "/.well-known/oauth-protected-resource/mcp", body="{}")
     assert status == 405
-    assert headers["allow"] == ["GET, HEAD"]
+    assert headers["allow"] == ["GET, HEAD, OPTIONS"]
 
 
 def test_no_token_gets_401_challenge_with_metadata_and_scope(envoy, upstream):
@@ -100,10 +100,12 @@ def test_cors_preflight_passes_without_token(envoy, upstream):
     assert [r["method"] for r in upstream.requests] == ["OPTIONS"]
 
 
-def test_options_without_preflight_headers_needs_a_token(envoy, upstream):
+def test_options_without_preflight_headers_is_not_an_mcp_method(envoy, upstream):
+    """The MCP transport has no use for an OPTIONS that is no CORS preflight."""
     upstream.clear()
-    status, _, _ = envoy.request("OPTIONS", "/mcp")
-    assert status == 401
+    status, headers, _ = envoy.request("OPTIONS", "/mcp")
+    assert status == 405
+    assert headers["allow"] == ["POST, GET, DELETE, OPTIONS"]
     assert upstream.requests == []
 
 

@@ -24,6 +24,7 @@ from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, TOOL_RULES, base_con
 from harness import Envoy, cluster, read_response
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims
+from wire import sse_messages
 
 KEY = RsaKey("k1")
 MAX_BODY = 4096
@@ -190,12 +191,7 @@ def messages(headers, body):
     """The JSON-RPC messages of an answer, `application/json` or `text/event-stream`."""
     ctype = (headers.get("content-type") or [""])[0]
     if ctype.startswith("text/event-stream"):
-        out = []
-        for event in body.decode().replace("\r\n", "\n").split("\n\n"):
-            data = [line[5:].lstrip() for line in event.split("\n") if line.startswith("data:")]
-            if data and "".join(data).strip():
-                out.append(json.loads("\n".join(data)))
-        return out
+        return sse_messages(body)
     assert ctype.startswith("application/json"), (ctype, body[:300])
     parsed = json.loads(body)
     return parsed if isinstance(parsed, list) else [parsed]
@@ -514,16 +510,16 @@ def test_post_not_declared_json_is_refused_415(envoy, mcp_server, content_type):
     assert mcp_server.seen() == []
 
 
-def test_options_preflight_carrying_a_json_rpc_body_needs_a_token(envoy, mcp_server):
+def test_options_preflight_carrying_a_json_rpc_body_is_refused(envoy, mcp_server):
     """A CORS preflight passes without a token because browsers send it with
     no body and no credentials; an OPTIONS that carries a body is not one,
-    whatever its headers say (CONTRACT 4.2)."""
+    whatever its headers say, and a body there is refused unread."""
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "delete_everything", "arguments": {}, "_meta": CLIENT_META}}
     h = modern_headers("tools/call", "delete_everything", token=None,
                        Origin="https://app.example", **{"Access-Control-Request-Method": "POST"})
     status, headers, out = envoy.request("OPTIONS", "/mcp", body, h)
-    assert_refused(status, headers, out, 401, code=-32001)
+    assert_refused(status, headers, out, 400, code=-32600)
     assert mcp_server.seen() == []
 
 

@@ -1,0 +1,112 @@
+//! The filter's counters, named once. The host defines one Envoy stat per
+//! entry of [`Counter::ALL`] (shown as `wasmcustom.mcp_authz.<name>`), the
+//! core says which to bump, and a test checks the README's list against this
+//! table.
+
+use crate::gate::{BadRequestKind, Reason};
+use crate::token::TokenErrorKind;
+
+/// One counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Requests let through: allowed by the rules, or needing no verdict
+    /// (public paths, CORS preflights).
+    Allowed,
+    /// A refusal, by reason (`denied.<reason>`).
+    Denied(Reason),
+    /// A refused token, by class.
+    InvalidToken(TokenErrorKind),
+    /// A malformed request, by class.
+    BadRequest(BadRequestKind),
+    /// Refusals let through because the mode is `audit`.
+    AuditWouldDeny,
+    /// List items hidden from callers.
+    ListItemsRemoved,
+    /// Answers replaced by an error because the filter could not read them.
+    ListUnfilterable,
+    JwksFetchOk,
+    JwksFetchFailed,
+    JwksUnknownKeyRefetch,
+    TokenCacheHit,
+    TokenCacheMiss,
+}
+
+impl Counter {
+    /// Every counter, in the order the README lists them.
+    pub const ALL: [Counter; 31] = [
+        Counter::Allowed,
+        Counter::Denied(Reason::NoToken),
+        Counter::Denied(Reason::InvalidToken),
+        Counter::InvalidToken(TokenErrorKind::Malformed),
+        Counter::InvalidToken(TokenErrorKind::TokenType),
+        Counter::InvalidToken(TokenErrorKind::UnknownKey),
+        Counter::InvalidToken(TokenErrorKind::Algorithm),
+        Counter::InvalidToken(TokenErrorKind::Signature),
+        Counter::InvalidToken(TokenErrorKind::Expired),
+        Counter::InvalidToken(TokenErrorKind::NotYetValid),
+        Counter::InvalidToken(TokenErrorKind::Issuer),
+        Counter::InvalidToken(TokenErrorKind::Audience),
+        Counter::Denied(Reason::KeysUnavailable),
+        Counter::Denied(Reason::Forbidden),
+        Counter::Denied(Reason::InsufficientScope),
+        Counter::Denied(Reason::BadRequest),
+        Counter::BadRequest(BadRequestKind::Parse),
+        Counter::BadRequest(BadRequestKind::Invalid),
+        Counter::BadRequest(BadRequestKind::HeaderMismatch),
+        Counter::BadRequest(BadRequestKind::UnexpectedBody),
+        Counter::Denied(Reason::TooLarge),
+        Counter::Denied(Reason::UnsupportedMediaType),
+        Counter::Denied(Reason::MethodNotAllowed),
+        Counter::AuditWouldDeny,
+        Counter::ListItemsRemoved,
+        Counter::ListUnfilterable,
+        Counter::JwksFetchOk,
+        Counter::JwksFetchFailed,
+        Counter::JwksUnknownKeyRefetch,
+        Counter::TokenCacheHit,
+        Counter::TokenCacheMiss,
+    ];
+
+    /// The stat's name under `mcp_authz.`.
+    pub fn name(self) -> String {
+        match self {
+            Counter::Allowed => "allowed".into(),
+            Counter::AuditWouldDeny => "audit_would_deny".into(),
+            Counter::Denied(reason) => format!("denied.{}", reason.name()),
+            Counter::InvalidToken(kind) => format!("invalid_token.{}", kind.name()),
+            Counter::BadRequest(kind) => format!("bad_request.{}", kind.name()),
+            Counter::ListItemsRemoved => "list_items_removed".into(),
+            Counter::ListUnfilterable => "list_unfilterable".into(),
+            Counter::JwksFetchOk => "jwks_fetch.ok".into(),
+            Counter::JwksFetchFailed => "jwks_fetch.failed".into(),
+            Counter::JwksUnknownKeyRefetch => "jwks_fetch.unknown_key_refetch".into(),
+            Counter::TokenCacheHit => "token_cache.hit".into(),
+            Counter::TokenCacheMiss => "token_cache.miss".into(),
+        }
+    }
+
+    /// This counter's index in [`Counter::ALL`]; `None` for a value that is
+    /// never counted.
+    pub fn slot(self) -> Option<usize> {
+        Counter::ALL.iter().position(|c| *c == self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_name() {
+        let names: Vec<String> = Counter::ALL.iter().map(|c| c.name()).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[..i].contains(name), "{name} twice");
+            assert_eq!(Counter::ALL[i].slot(), Some(i));
+        }
+        assert_eq!(Counter::Denied(Reason::NoToken).name(), "denied.no_token");
+        assert_eq!(
+            Counter::InvalidToken(TokenErrorKind::TokenType).name(),
+            "invalid_token.token_type"
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! One HTTP exchange through the filter, as a state machine: Envoy's
+//! callbacks go in (request headers, body chunks, trailers, the end of a key
+//! wait, response headers, body chunks, trailers), effects for the host and
+//! "hold" or "continue" come out. The order of the request path is written
+//! here once; the host shell only carries the output out, and
+//! `mcp-authz explain` drives this same machine.
+//!
+//! The hold invariant, by construction: from the moment a request is held
+//! until its verdict, every callback answers [`Action::Hold`], whatever it
+//! is (a body chunk, trailers, end of stream, the key wait ending early);
+//! only the verdict "allowed" (or audit mode) lets the request go on, and
+//! after a local answer every callback holds, so nothing of a refused request
+//! is ever forwarded. On the response side, an answer that may carry a list
+//! is held or rewritten until it has been filtered ([`AnswerWatch`]).
+//! `tests/exchange_properties.rs` drives random sequences of callbacks
+//! through the machine and checks both.
+
+mod decision_log;
+mod output;
+mod response;
+
+pub use output::{Action, Effect, Level, Output};
+pub use response::{AnswerWatch, ResponseHead};
+
+use crate::answer::{self, Answer};
+use crate::config::Policy;
+use crate::counters::Counter;
+use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
+use crate::identity::Identity;
+use crate::mcp::Body;
+use crate::token_cache::VerifiedTokenCache;
+
+/// What the exchange needs from the host, synchronously, while it decides.
+pub trait Host {
+    /// The first `len` bytes of the request body Envoy holds.
+    fn request_body(&self, len: usize) -> Vec<u8>;
+    /// The first `len` bytes of the response body Envoy holds (the buffered
+    /// body while it is held, else the current chunk).
+    fn response_body(&self, len: usize) -> Vec<u8>;
+    /// A provider's keys were never fetched: ask for a fetch now.
+    fn fetch_keys(&mut self, provider: usize);
+    /// A token named a key its provider lacks: may its keys be refetched
+    /// now? (Rate-limited per provider.)
+    fn refetch_keys(&mut self, provider: usize) -> bool;
+}
+
+/// What every callback is decided with.
+pub struct Env<'a> {
+    pub policy: &'a Policy,
+    pub keys: &'a KeyRing,
+    pub cache: &'a mut VerifiedTokenCache,
+    /// Milliseconds since the Unix epoch.
+    pub now_ms: u64,
+    pub host: &'a mut dyn Host,
+}
+
+/// How a request ended, for `explain` and the tests.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Allowed by the rules (`rule`: the allow rule; `None` for a body of
+    /// JSON-RPC responses, or a GET / DELETE, which need no rule).
+    Allowed { rule: Option<String> },
+    /// Let through without a token: a public path or a CORS preflight.
+    Open,
+    /// Answered by the filter without refusing (the metadata paths).
+    Answered(Answer),
+    /// Refused with this answer.
+    Refused(Refusal),
+    /// Refused, but let through because the mode is `audit`.
+    AuditPassed(Refusal),
+}
+
+/// The verdict on a request, and what it was decided on.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// The verified identity, when the token was checked and good.
+    pub identity: Option<Identity>,
+    /// The header edits the request went upstream with (when it did).
+    pub edits: Option<gate::UpstreamHeaders>,
+}
+
+/// Where the request is.
+enum Stage {
+    /// No headers yet.
+    Start,
+    /// Held until a provider's keys arrive.
+    AwaitingKeys,
+    /// Token good; held until the body has ended.
+    ReadingBody { identity: Identity, expect: Expect },
+    /// Let through: every later request callback continues.
+    Forwarded,
+    /// Answered by the filter: every later request callback holds.
+    Answered,
+}
+
+/// One request and its answer.
+pub struct Exchange {
+    head: RequestHead,
+    stage: Stage,
+    /// Body bytes Envoy holds (the last body callback's size).
+    body_len: usize,
+    /// The body has ended (end of stream, or trailers came).
+    body_ended: bool,
+    /// An unknown `kid` already caused one refetch for this request.
+    refetched: bool,
+    answer: Option<AnswerWatch>,
+    verdict: Option<Verdict>,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange::new()
+    }
+}
+
+impl Exchange {
+    pub fn new() -> Exchange {
+        Exchange {
+            head: RequestHead::default(),
+            stage: Stage::Start,
+            body_len: 0,
+            body_ended: false,
+            refetched: false,
+            answer: None,
+            verdict: None,
+        }
+    }
+
+    /// The verdict, once there is one.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.verdict.as_ref()
+    }
+
+    /// The request (its head, as the filter read it).
+    pub fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
+    pub fn on_request_headers(
+        &mut self,
+        env: &mut Env,
+        mut head: RequestHead,
+        end_of_stream: bool,
+    ) -> Output {
+        if !matches!(self.stage, Stage::Start) {
+            return self.request_action();
+        }
+        head.has_body = !end_of_stream;
+        self.head = head;
+        self.body_ended = end_of_stream;
+        match gate::route(env.policy, &self.head) {
+            Route::Metadata(answer) => self.answer(answer),
+            Route::Open => self.open(env),
+            Route::Refuse(refusal) => self.refuse(env, refusal, None),
+            Route::Endpoint(expect) => self.check_token(env, expect),
+        }
+    }
+
+    pub fn on_request_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
+        self.body_len = len;
+        self.body_ended |= end_of_stream;
+        self.after_body_event(env)
+    }
+
+    /// Trailers end the body: decide now. (Envoy's default for a callback is
+    /// to continue, which would release the held request unread.)
+    pub fn on_request_trailers(&mut self, env: &mut Env) -> Output {
+        self.body_ended = true;
+        self.after_body_event(env)
+    }
+
+    /// The key wait is over: the keys arrived, their fetch ended, or the
+    /// wait ran out. [`Action::Continue`] means "resume the held request".
+    pub fn on_keys_settled(&mut self, env: &mut Env) -> Output {
+        if !matches!(self.stage, Stage::AwaitingKeys) {
+            return Output::hold();
+        }
+        match self.head_expectation() {
+            Some(expect) => self.check_token(env, expect),
+            None => self.refuse(env, gate::keys_unavailable(), None),
+        }
+    }
+
+    pub fn on_response_headers(
+        &mut self,
+        env: &mut Env,
+        head: &ResponseHead,
+        end_of_stream: bool,
+    ) -> Output {
+        match self.answer.as_mut() {
+            Some(watch) => watch.on_headers(env.policy, head, end_of_stream),
+            None => Output::go_on(),
+        }
+    }
+
+    pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
+        let host = &*env.host;
+        match self.answer.as_mut() {
+            Some(watch) => {
+                watch.on_body(env.policy, len, end_of_stream, &|n| host.response_body(n))
+            }
+            None => Output::go_on(),
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, env: &mut Env) -> Output {
+        let host = &*env.host;
+        match self.answer.as_mut() {
+            Some(watch) => watch.on_trailers(env.policy, &|n| host.response_body(n)),
+            None => Output::go_on(),
+        }
+    }
+
+    /// What a request callback answers once the request is decided (or
+    /// while it waits).
+    fn request_action(&self) -> Output {
+        match self.stage {
+            Stage::Forwarded => Output::go_on(),
+            _ => Output::hold(),
+        }
+    }
+
+    fn after_body_event(&mut self, env: &mut Env) -> Output {
+        match &self.stage {
+            Stage::Start | Stage::Answered | Stage::Forwarded => self.request_action(),
+            Stage::AwaitingKeys => {
+                // Keep buffering, but not beyond the limit.
+                if self.body_len > env.policy.max_body_bytes {
+                    return self.refuse(env, gate::too_large(env.policy), None);
+                }
+                Output::hold()
+            }
+            Stage::ReadingBody { .. } => {
+                let Stage::ReadingBody { identity, expect } =
+                    std::mem::replace(&mut self.stage, Stage::AwaitingKeys)
+                else {
+                    return Output::hold();
+                };
+                self.read_body(env, identity, expect)
+            }
+        }
+    }
+
+    /// The body's expectation, from the head (for a token checked again
+    /// after the key wait).
+    fn head_expectation(&self) -> Option<Expect> {
+        match self.head.verb() {
+            Verb::Post => Some(Expect::JsonRpc),
+            Verb::Get | Verb::Delete => Some(Expect::Nothing),
+            _ => None,
+        }
+    }
+
+    fn check_token(&mut self, env: &mut Env, expect: Expect) -> Output {
+        let now_s = env.now_ms / 1000;
+        match gate::check_token(env.policy, &self.head, env.keys, env.cache, now_s) {
+            TokenVerdict::Verified { identity, cached } => {
+                let counter = if cached {
+                    Counter::TokenCacheHit
+                } else {
+                    Counter::TokenCacheMiss
+                };
+                let mut output = self.read_body(env, identity, expect);
+                output.effects.insert(0, Effect::Count(counter, 1));
+                output
+            }
+            TokenVerdict::Refuse(refusal) => self.refuse(env, refusal, None),
+            TokenVerdict::KeysPending { provider } => {
+                if matches!(self.stage, Stage::AwaitingKeys) {
+                    // The wait is over and still no keys.
+                    return self.refuse(env, gate::keys_unavailable(), None);
+                }
+                env.host.fetch_keys(provider);
+                self.await_keys(provider, Vec::new())
+            }
+            TokenVerdict::UnknownKey { provider, refusal } => {
+                if self.refetched || !env.host.refetch_keys(provider) {
+                    return self.refuse(env, refusal, None);
+                }
+                self.refetched = true;
+                self.await_keys(
+                    provider,
+                    vec![Effect::Count(Counter::JwksUnknownKeyRefetch, 1)],
+                )
+            }
+        }
+    }
+
+    fn await_keys(&mut self, provider: usize, mut effects: Vec<Effect>) -> Output {
+        self.stage = Stage::AwaitingKeys;
+        effects.push(Effect::AwaitKeys { provider });
+        Output {
+            effects,
+            action: Action::Hold,
+        }
+    }
+
+    /// With a good token: read the body to its end, then decide.
+    fn read_body(&mut self, env: &mut Env, identity: Identity, expect: Expect) -> Output {
+        let policy = env.policy;
+        match expect {
+            Expect::Nothing => {
+                if self.body_len > 0 {
+                    return self.refuse(env, gate::unexpected_body(), Some(identity));
+                }
+                if !self.body_ended {
+                    self.stage = Stage::ReadingBody { identity, expect };
+                    return Output::hold();
+                }
+                self.allow(env, identity, None, None)
+            }
+            Expect::JsonRpc => {
+                if let Some(refusal) = gate::check_content_type(&self.head) {
+                    return self.refuse(env, refusal, Some(identity));
+                }
+                if self.body_len > policy.max_body_bytes {
+                    return self.refuse(env, gate::too_large(policy), Some(identity));
+                }
+                if !self.body_ended {
+                    self.stage = Stage::ReadingBody { identity, expect };
+                    return Output::hold();
+                }
+                let bytes = env.host.request_body(self.body_len);
+                match gate::check_body(policy, &self.head, &identity, &bytes) {
+                    Ok(allowed) => {
+                        let rule = allowed.rule;
+                        self.allow(env, identity, rule, Some(allowed.body))
+                    }
+                    Err(refusal) => self.refuse(env, *refusal, Some(identity)),
+                }
+            }
+        }
+    }
+
+    fn allow(
+        &mut self,
+        env: &mut Env,
+        identity: Identity,
+        rule: Option<String>,
+        body: Option<Body>,
+    ) -> Output {
+        let policy = env.policy;
+        let edits = gate::upstream_headers(policy, &self.head, Some(&identity));
+        let mut effects = vec![Effect::Count(Counter::Allowed, 1)];
+        effects.extend(skipped_headers(&edits));
+        effects.push(Effect::EditRequestHeaders(edits.clone()));
+        if !gate::enforces(policy) {
+            let call = body.as_ref().map(gate::first_call).unwrap_or_default();
+            effects.push(Effect::Log(
+                Level::Info,
+                decision_log::allow_line(rule.as_deref(), call, &identity),
+            ));
+        }
+        if gate::enforces(policy) && policy.filter_lists {
+            // Every answer that can carry a list is watched: a GET stream
+            // (live or resumed) or DELETE, whose requests the filter never
+            // saw, and a POST that asked for a list.
+            let pending = body.as_ref().map(gate::pending_lists).unwrap_or_default();
+            if body.is_none() || !pending.is_empty() {
+                self.answer = Some(AnswerWatch::new(pending, identity.clone()));
+            }
+        }
+        self.stage = Stage::Forwarded;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Allowed { rule },
+            identity: Some(identity),
+            edits: Some(edits),
+        });
+        Output {
+            effects,
+            action: Action::Continue,
+        }
+    }
+
+    /// A public path or a preflight: on, without client identity headers
+    /// (or the token, unless forwarded).
+    fn open(&mut self, env: &mut Env) -> Output {
+        let edits = gate::upstream_headers(env.policy, &self.head, None);
+        self.stage = Stage::Forwarded;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Open,
+            identity: None,
+            edits: Some(edits.clone()),
+        });
+        Output {
+            effects: vec![Effect::EditRequestHeaders(edits)],
+            action: Action::Continue,
+        }
+    }
+
+    /// A local answer that is no refusal (the metadata paths).
+    fn answer(&mut self, answer: Answer) -> Output {
+        self.stage = Stage::Answered;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Answered(answer.clone()),
+            identity: None,
+            edits: None,
+        });
+        Output {
+            effects: vec![Effect::SendAnswer(answer)],
+            action: Action::Hold,
+        }
+    }
+
+    /// Logs and counts a refusal; answers it, or in audit mode lets the
+    /// request on without client identity headers (and with the verified
+    /// ones where there is an identity).
+    fn refuse(&mut self, env: &mut Env, refusal: Refusal, identity: Option<Identity>) -> Output {
+        let policy = env.policy;
+        let enforced = gate::enforces(policy);
+        let mut effects: Vec<Effect> = refusal
+            .counters()
+            .into_iter()
+            .map(|c| Effect::Count(c, 1))
+            .collect();
+        effects.push(Effect::Log(
+            Level::Info,
+            decision_log::refusal_line(&self.head, identity.as_ref(), &refusal, enforced),
+        ));
+        if enforced {
+            effects.push(Effect::SendAnswer(refusal.answer.clone()));
+            self.stage = Stage::Answered;
+            self.verdict = Some(Verdict {
+                outcome: Outcome::Refused(refusal),
+                identity,
+                edits: None,
+            });
+            return Output {
+                effects,
+                action: Action::Hold,
+            };
+        }
+        let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
+        effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
+        effects.extend(skipped_headers(&edits));
+        effects.push(Effect::EditRequestHeaders(edits.clone()));
+        self.stage = Stage::Forwarded;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::AuditPassed(refusal),
+            identity,
+            edits: Some(edits),
+        });
+        Output {
+            effects,
+            action: Action::Continue,
+        }
+    }
+}
+
+/// The answer of a VM without a configuration: it refuses every request
+/// (fail closed), and holds every later callback. Envoy normally refuses
+/// such a configuration before any request comes.
+pub fn unconfigured_answer() -> Answer {
+    answer::keys_unavailable(answer::RETRY_AFTER_SECONDS)
+}
+
+fn skipped_headers(edits: &gate::UpstreamHeaders) -> Vec<Effect> {
+    edits
+        .skipped
+        .iter()
+        .map(|(name, why)| {
+            Effect::Log(
+                Level::Warn,
+                format!("mcp_authz: identity header {name} left out: {why}"),
+            )
+        })
+        .collect()
+}

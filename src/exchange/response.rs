@@ -1,0 +1,347 @@
+//! The response side of an allowed request whose answer may carry a list:
+//! nothing of such an answer reaches the client before it is filtered, and
+//! an answer the filter cannot read (compressed, another media type, two
+//! `Content-Type` headers, malformed, too large) is replaced by a JSON-RPC
+//! error with headers that match it.
+
+use serde_json::Value;
+
+use super::output::{Action, Effect, Level, Output};
+use crate::answer;
+use crate::config::Policy;
+use crate::counters::Counter;
+use crate::gate;
+use crate::identity::Identity;
+use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
+
+/// What the filter reads of a response's headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// `:status`, as a number (0 when absent or not a number).
+    pub status: u32,
+    /// Every `Content-Type` value.
+    pub content_types: Vec<String>,
+    /// Every `Content-Encoding` value.
+    pub content_encodings: Vec<String>,
+}
+
+impl ResponseHead {
+    /// Reads the headers the filter needs from the full list.
+    pub fn from_headers(headers: &[(String, String)]) -> ResponseHead {
+        let mut head = ResponseHead::default();
+        for (name, value) in headers {
+            if name == ":status" {
+                head.status = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("content-type") {
+                head.content_types.push(value.clone());
+            } else if name.eq_ignore_ascii_case("content-encoding") {
+                head.content_encodings.push(value.clone());
+            }
+        }
+        head
+    }
+}
+
+/// How the answer is being read.
+enum Reading {
+    /// The headers have not come yet.
+    Headers,
+    /// `application/json`: held whole, filtered at its end.
+    Json,
+    /// `text/event-stream`: filtered event by event as chunks pass.
+    Sse(Box<SseFilter>),
+    /// Unreadable: the error replaces the body; `sent` once its bytes went
+    /// out, after which every byte of the upstream's body is dropped.
+    Replacing { sent: bool },
+    /// Finished: nothing more to do.
+    Done,
+}
+
+/// Watches one answer for list results.
+pub struct AnswerWatch {
+    pending: PendingLists,
+    identity: Identity,
+    reading: Reading,
+    /// Bytes Envoy holds of a JSON answer (the last body callback's size).
+    held: usize,
+}
+
+impl AnswerWatch {
+    /// A watch for the answer to an allowed request whose `pending` list
+    /// requests (empty for a GET stream, whose requests the filter never saw)
+    /// are answered for `identity`.
+    pub fn new(pending: PendingLists, identity: Identity) -> AnswerWatch {
+        AnswerWatch {
+            pending,
+            identity,
+            reading: Reading::Headers,
+            held: 0,
+        }
+    }
+
+    pub fn on_headers(&mut self, policy: &Policy, head: &ResponseHead, end: bool) -> Output {
+        if end {
+            // Nothing follows the headers: nothing to read.
+            self.reading = Reading::Done;
+            return Output::go_on();
+        }
+        match readable_as(head) {
+            Ok(Media::Json) => {
+                // Held: `Content-Length` is set once the filtered body is known.
+                self.reading = Reading::Json;
+                Output::hold()
+            }
+            Ok(Media::EventStream) => {
+                self.reading = Reading::Sse(Box::new(SseFilter::new(
+                    self.pending.clone(),
+                    policy.max_body_bytes,
+                )));
+                Output {
+                    effects: vec![set_header("content-length", None)],
+                    action: Action::Continue,
+                }
+            }
+            Err(why) => {
+                self.reading = Reading::Replacing { sent: false };
+                let mut effects = unreadable(&why);
+                effects.extend(error_headers(head.status));
+                Output {
+                    effects,
+                    action: Action::Continue,
+                }
+            }
+        }
+    }
+
+    pub fn on_body(
+        &mut self,
+        policy: &Policy,
+        len: usize,
+        end: bool,
+        read: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Output {
+        match &mut self.reading {
+            Reading::Headers | Reading::Done => Output::go_on(),
+            Reading::Replacing { sent } => {
+                let bytes = if *sent {
+                    Vec::new()
+                } else {
+                    answer::list_unfilterable_body()
+                };
+                *sent = true;
+                Output {
+                    effects: vec![Effect::ReplaceResponseBody { len, bytes }],
+                    action: Action::Continue,
+                }
+            }
+            Reading::Json => {
+                self.held = len;
+                if len > policy.max_body_bytes {
+                    return self.replace_held_json(len, &ListError::TooLarge);
+                }
+                if !end {
+                    return Output::hold();
+                }
+                self.finish_json(policy, read)
+            }
+            Reading::Sse(filter) => {
+                let chunk = read(len);
+                let keep = keeper(policy, &self.identity);
+                let before = filter.removed();
+                let mut out = filter.push(&chunk, &keep);
+                if end {
+                    out = out.and_then(|mut bytes| {
+                        bytes.extend(filter.finish(&keep)?);
+                        Ok(bytes)
+                    });
+                }
+                let removed = filter.removed() - before;
+                match out {
+                    Ok(bytes) => {
+                        let mut effects = removed_count(removed);
+                        if bytes != chunk {
+                            effects.push(Effect::ReplaceResponseBody { len, bytes });
+                        }
+                        Output {
+                            effects,
+                            action: Action::Continue,
+                        }
+                    }
+                    Err(e) => {
+                        // The headers went out: the caller gets an error
+                        // event, and the rest of the stream is dropped.
+                        self.reading = Reading::Replacing { sent: true };
+                        let mut effects = unreadable(&e.to_string());
+                        effects.push(Effect::ReplaceResponseBody {
+                            len,
+                            bytes: answer::list_unfilterable_event(),
+                        });
+                        Output {
+                            effects,
+                            action: Action::Continue,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Trailers end the answer: a held JSON answer is filtered now (or it
+    /// would go out unread when the trailers continue). An incomplete last
+    /// event of a stream cannot be emitted any more and is dropped.
+    pub fn on_trailers(&mut self, policy: &Policy, read: &dyn Fn(usize) -> Vec<u8>) -> Output {
+        match &mut self.reading {
+            Reading::Json => self.finish_json(policy, read),
+            Reading::Sse(filter) => {
+                let keep = keeper(policy, &self.identity);
+                let left = filter.finish(&keep);
+                self.reading = Reading::Done;
+                let mut output = Output::go_on();
+                if !matches!(left, Ok(ref bytes) if bytes.is_empty()) {
+                    output.effects.push(Effect::Log(
+                        Level::Warn,
+                        "mcp_authz: incomplete last event before trailers dropped".into(),
+                    ));
+                }
+                output
+            }
+            _ => Output::go_on(),
+        }
+    }
+
+    fn finish_json(&mut self, policy: &Policy, read: &dyn Fn(usize) -> Vec<u8>) -> Output {
+        if self.held == 0 {
+            // Trailers with no body: nothing to read or hide.
+            self.reading = Reading::Done;
+            return Output::go_on();
+        }
+        let body = read(self.held);
+        let filtered = {
+            let keep = keeper(policy, &self.identity);
+            lists::filter_json(&body, &self.pending, &keep)
+        };
+        match filtered {
+            Ok(filtered) => {
+                self.reading = Reading::Done;
+                let mut effects = removed_count(filtered.removed);
+                if filtered.changed {
+                    effects.push(set_header(
+                        "content-length",
+                        Some(filtered.body.len().to_string()),
+                    ));
+                    effects.push(Effect::ReplaceResponseBody {
+                        len: self.held,
+                        bytes: filtered.body,
+                    });
+                }
+                Output {
+                    effects,
+                    action: Action::Continue,
+                }
+            }
+            Err(e) => self.replace_held_json(self.held, &e),
+        }
+    }
+
+    /// The held headers become the error's, and the held body the error.
+    fn replace_held_json(&mut self, len: usize, e: &ListError) -> Output {
+        self.reading = Reading::Replacing { sent: true };
+        let mut effects = unreadable(&e.to_string());
+        effects.extend(error_headers(502));
+        effects.push(Effect::ReplaceResponseBody {
+            len,
+            bytes: answer::list_unfilterable_body(),
+        });
+        Output {
+            effects,
+            action: Action::Continue,
+        }
+    }
+}
+
+/// What the filter can read.
+enum Media {
+    Json,
+    EventStream,
+}
+
+/// Whether the answer's bytes can be read as they come: identity encoding
+/// and exactly one `Content-Type` the filter reads.
+fn readable_as(head: &ResponseHead) -> Result<Media, String> {
+    let encoded = head
+        .content_encodings
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+    if encoded {
+        return Err("list answer is compressed (content-encoding)".into());
+    }
+    let [content_type] = head.content_types.as_slice() else {
+        return Err(format!(
+            "list answer has {} content-type headers",
+            head.content_types.len()
+        ));
+    };
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(Media::Json),
+        "text/event-stream" => Ok(Media::EventStream),
+        _ => Err("list answer has a media type the filter cannot read".into()),
+    }
+}
+
+/// Headers of the error that replaces an answer: the upstream's error status
+/// stays (a client still sees "not found" or "unavailable"), any other
+/// becomes 502; no encoding, a length that matches.
+fn error_headers(status: u32) -> Vec<Effect> {
+    let status = if (400..600).contains(&status) {
+        status
+    } else {
+        502
+    };
+    vec![
+        set_header(":status", Some(status.to_string())),
+        set_header("content-type", Some("application/json".into())),
+        set_header("content-encoding", None),
+        set_header(
+            "content-length",
+            Some(answer::list_unfilterable_body().len().to_string()),
+        ),
+    ]
+}
+
+fn unreadable(why: &str) -> Vec<Effect> {
+    vec![
+        Effect::Count(Counter::ListUnfilterable, 1),
+        Effect::Log(Level::Warn, format!("mcp_authz: answer not passed: {why}")),
+    ]
+}
+
+fn removed_count(removed: usize) -> Vec<Effect> {
+    if removed == 0 {
+        Vec::new()
+    } else {
+        vec![Effect::Count(Counter::ListItemsRemoved, removed as u64)]
+    }
+}
+
+fn set_header(name: &str, value: Option<String>) -> Effect {
+    Effect::SetResponseHeader {
+        name: name.to_string(),
+        value,
+    }
+}
+
+/// The item predicate: the caller may use the item (same rule engine).
+fn keeper<'a>(
+    policy: &'a Policy,
+    identity: &'a Identity,
+) -> impl Fn(ListKind, &Value) -> bool + 'a {
+    move |kind, item| gate::may_use(policy, identity, kind, item)
+}

@@ -1,0 +1,299 @@
+"""The hold invariant on the request side (README "Request handling"):
+from the moment the filter holds a request until its verdict, no callback of
+the stream lets anything reach the upstream — request trailers included,
+over HTTP/2 and over HTTP/1.1 with and without `enable_trailers` — and a
+request is inspected whatever its method's spelling. Also the identity
+headers (every client spelling removed, list values that could be read as
+others left out) and the token types. Real Envoy, both versions; the
+official Python SDK's MCP server records everything that reaches it, so
+"refused" means the client got the filter's answer and the server saw
+nothing."""
+
+import json
+
+import pytest
+
+import harness
+from configs import ISSUER, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
+from harness import Envoy, RecordingUpstream
+from jwks_server import JwksServer
+from mcp_upstream import McpUpstream
+from tokens import RsaKey, claims, jwks
+from wire import h1_chunked_request, h2_request
+
+KEY = RsaKey("hold-k1")
+REMOTE_ISSUER = "https://login.example.org"
+REMOTE_KEY = RsaKey("remote-k1")
+STRANGER = RsaKey("never-published")
+
+
+def config(remote_port=None):
+    providers = [inline_provider(KEY)]
+    if remote_port:
+        providers.append({"issuer": REMOTE_ISSUER,
+                          "jwks": {"remote": {"cluster": "idp", "url": f"http://127.0.0.1:{remote_port}/certs",
+                                              "timeout_ms": 3000}},
+                          "roles_claims": ["realm_access.roles"]})
+    return base_config(providers, TOOL_RULES, scopes_supported=SCOPES,
+                       identity_headers={"x-mcp-subject": "sub", "x-mcp-roles": "$roles"},
+                       public_paths=["/healthz"])
+
+
+def mint(roles, scope="mcp:read", key=KEY, issuer=ISSUER, headers=None, **extra):
+    token_claims = claims(issuer, RESOURCE, sub="alice", roles=roles, scope=scope, ttl=3600, **extra)
+    return key.sign(token_claims, headers=headers)
+
+
+READER = mint(["reader"])
+ADMIN = mint(["admin"], "mcp:read mcp:write")
+
+TRAILERS_ON = {"http_protocol_options": {"enable_trailers": True}}
+
+
+@pytest.fixture(scope="module")
+def mcp_server():
+    with McpUpstream(json_response=True, stateless=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def envoy(envoy_version, mcp_server):
+    """Trailers enabled for HTTP/1.1 too (HTTP/2 always has them)."""
+    with Envoy(envoy_version, config(), mcp_server.port, hcm=TRAILERS_ON) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def plain_envoy(envoy_version, mcp_server):
+    """The default HTTP/1.1 codec, which drops request trailers."""
+    with Envoy(envoy_version, config(), mcp_server.port) as e:
+        yield e
+
+
+@pytest.fixture(autouse=True)
+def fresh_record(mcp_server):
+    mcp_server.clear()
+
+
+def rpc(method, name=None, id=1):
+    params = {"name": name, "arguments": {}} if name else {}
+    return json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+
+
+def headers(token=READER, **extra):
+    h = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+    if token:
+        h.append(("authorization", f"Bearer {token}"))
+    return h + [(k.replace("_", "-") if not k.startswith("raw_") else k[4:], v) for k, v in extra.items()]
+
+
+def send(transport, port, method, body, hdrs, trailers=(("x-foo", "bar"),)):
+    """(status, body) of one request with trailers over `transport`."""
+    if transport == "h2":
+        reply = h2_request(port, method, "/mcp", hdrs, body, trailers)
+        return reply.status, reply.body
+    status, _, out = h1_chunked_request(port, method, "/mcp", hdrs, body, trailers)
+    return status, out
+
+
+def error_code(body):
+    text = body.decode(errors="replace")
+    # An HTTP/1.1 answer read off the socket may be chunked: find the object.
+    start = text.find("{")
+    return json.loads(text[start:text.rfind("}") + 1])["error"]["code"]
+
+
+TRANSPORTS = ["h2", "h1-trailers"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_trailers_do_not_release_a_denied_call(envoy, mcp_server, transport):
+    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
+    assert status == 403, body
+    assert error_code(body) == -32003
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_trailers_do_not_release_a_request_without_a_token(envoy, mcp_server, transport):
+    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), headers(token=None))
+    assert status == 401, body
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_allowed_call_with_trailers_goes_on_with_the_filters_headers(envoy, mcp_server, transport):
+    hdrs = headers(x_mcp_subject="root", x_mcp_roles="admin")
+    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), hdrs)
+    assert status == 200, body
+    [seen] = mcp_server.seen()
+    assert seen["rpc"][0]["name"] == "get_weather"
+    assert seen["authorization"] is False
+    assert seen["headers"]["x-mcp-subject"] == ["alice"]
+    assert seen["headers"]["x-mcp-roles"] == ["reader"]
+
+
+def test_http1_trailers_without_enable_trailers_change_nothing(plain_envoy, mcp_server):
+    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
+    assert status == 403, body
+    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "get_weather"), headers())
+    assert status == 200, body
+    assert [m["name"] for r in mcp_server.seen() for m in r["rpc"]] == ["get_weather"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_trailers_do_not_release_a_request_waiting_for_keys(envoy_version, mcp_server, transport):
+    """A token naming a `kid` the issuer never published: the filter
+    refetches the keys (slowly, here) and the trailers arrive during that
+    wait. Nothing reaches the server, and the answer is 401."""
+    with JwksServer(jwks(REMOTE_KEY)) as server:
+        with Envoy(envoy_version, config(server.port), mcp_server.port,
+                   clusters=[harness.cluster("idp", server.port)], hcm=TRAILERS_ON) as e:
+            good = mint(["reader"], key=REMOTE_KEY, issuer=REMOTE_ISSUER)
+            status, body = send(transport, e.port, "POST", rpc("tools/list"), headers(token=good))
+            assert status == 200, body
+            fetches = server.count("/certs")
+            mcp_server.clear()
+            server.set(delay=1.0)
+            forged = mint(["admin"], "mcp:read mcp:write", key=STRANGER, issuer=REMOTE_ISSUER)
+            status, body = send(transport, e.port, "POST", rpc("tools/call", "delete_everything"),
+                                headers(token=forged))
+            assert status == 401, body
+            assert server.count("/certs") == fetches + 1, "the filter refetched the keys"
+            assert mcp_server.seen() == []
+
+
+# --- methods ------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["post", "Post", "pOST"])
+def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, method):
+    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    assert reply.status == 403, reply.body
+    assert error_code(reply.body) == -32003
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "TRACE", "put"])
+def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, method):
+    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "get_weather"))
+    assert reply.status == 405
+    assert reply.headers["allow"] == ["POST, GET, DELETE, OPTIONS"]
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "get", "OPTIONS"])
+def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, method):
+    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    assert reply.status == 400, reply.body
+    assert error_code(reply.body) == -32600
+    assert mcp_server.seen() == []
+    status, _, body = envoy.request(method.upper(), "/mcp", rpc("tools/call", "delete_everything"),
+                                    dict(headers()))
+    assert status == 400, body
+    assert mcp_server.seen() == []
+
+
+def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, recording):
+    """Trailers alone make no body: the GET goes on once they came."""
+    recording.clear()
+    reply = h2_request(recording_envoy.port, "GET", "/mcp", headers(), None, trailers=[("x-foo", "bar")])
+    assert reply.status == 200, reply.body
+    assert [r["method"] for r in recording.requests] == ["GET"]
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp",
+                                  "/.well-known/oauth-protected-resource"])
+def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, path):
+    h = [("origin", "https://app.example"), ("access-control-request-method", "GET"),
+         ("content-type", "application/json")]
+    reply = h2_request(envoy.port, "OPTIONS", path, h, rpc("tools/call", "delete_everything"))
+    assert reply.status == 204
+    assert reply.headers["access-control-allow-origin"] == ["*"]
+    assert "GET" in reply.headers["access-control-allow-methods"][0]
+    reply = h2_request(envoy.port, "PUT", path, h, rpc("tools/call", "delete_everything"))
+    assert reply.status == 405
+    reply = h2_request(envoy.port, "get", path, [])
+    assert reply.status == 200
+    assert json.loads(reply.body)["resource"] == RESOURCE
+    assert reply.headers["access-control-allow-origin"] == ["*"]
+    assert mcp_server.seen() == []
+
+
+# --- identity headers -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recording():
+    server = RecordingUpstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def recording_envoy(envoy_version, recording):
+    with Envoy(envoy_version, config(), recording.port) as e:
+        yield e
+
+
+SPOOFS = {"x_mcp_subject": "root", "X_MCP_ROLES": "admin", "x-Mcp_Roles": "admin",
+          "X-MCP-SUBJECT": "root"}
+
+
+def test_client_identity_headers_in_any_spelling_never_reach_the_upstream(recording_envoy, recording):
+    recording.clear()
+    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                              {**dict(headers()), **SPOOFS})
+    assert status == 200, body
+    [seen] = recording.requests
+    folded = [(k.replace("_", "-"), v) for k, v in seen["header_list"]]
+    assert [v for k, v in folded if k == "x-mcp-subject"] == ["alice"]
+    assert [v for k, v in folded if k == "x-mcp-roles"] == ["reader"]
+    assert not any(k == "authorization" for k, _ in folded)
+    # Public paths carry no identity either.
+    recording.clear()
+    status, _, _ = recording_envoy.request("GET", "/healthz", None, SPOOFS)
+    assert status == 200
+    [seen] = recording.requests
+    assert not any(k.replace("_", "-") in ("x-mcp-subject", "x-mcp-roles") for k, _ in seen["header_list"])
+
+
+def test_a_role_that_could_be_read_as_two_is_left_out_of_the_header(recording_envoy, recording):
+    recording.clear()
+    token = mint(["user", "admin x", "reader"])
+    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                              dict(headers(token=token)))
+    assert status == 200, body
+    [seen] = recording.requests
+    assert seen["headers"]["x-mcp-roles"] == "user reader"
+    assert "left out" in recording_envoy.logs()
+
+
+def test_accept_encoding_is_not_passed_on(recording_envoy, recording):
+    """The upstream answers in plain bytes the filter can read."""
+    recording.clear()
+    status, _, _ = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                           {**dict(headers()), "Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200
+    assert "accept-encoding" not in recording.requests[0]["headers"]
+
+
+# --- token types ------------------------------------------------------------------
+
+@pytest.mark.parametrize("typ", ["logout+jwt", "dpop+jwt", "secevent+jwt", "application/secevent+jwt"])
+def test_other_kinds_of_jwt_are_no_access_tokens(envoy, mcp_server, typ):
+    token = mint(["admin"], "mcp:read mcp:write", headers={"typ": typ})
+    before = envoy.stats()
+    status, hdrs, body = envoy.request("POST", "/mcp", rpc("tools/list"), dict(headers(token=token)))
+    assert status == 401, body
+    assert 'error="invalid_token"' in hdrs["www-authenticate"][0]
+    assert "token type not accepted" in hdrs["www-authenticate"][0]
+    assert mcp_server.seen() == []
+    after = envoy.stats()
+    key = "wasmcustom.mcp_authz.invalid_token.token_type"
+    assert after[key] - before.get(key, 0) == 1
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "JWT"])
+def test_access_token_types_are_accepted(envoy, mcp_server, typ):
+    token = mint(["reader"], headers={"typ": typ})
+    status, _, body = envoy.request("POST", "/mcp", rpc("tools/list"), dict(headers(token=token)))
+    assert status == 200, body

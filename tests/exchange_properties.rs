@@ -1,0 +1,856 @@
+//! The hold invariant, over every order of events: random requests and
+//! answers, cut into random chunks, with or without trailers, with the key
+//! wait ending anywhere, driven through the filter's state machine
+//! (`exchange::Exchange`) against a model of what Envoy does with each
+//! "hold" and "continue".
+//!
+//! Checked for every sequence:
+//! - nothing of a request reaches the upstream unless its verdict is
+//!   "allowed" (or the mode is audit, or it needs no token), and never after
+//!   a local answer; an allowed request goes on only once its body ended;
+//! - every request ends answered or forwarded, never both, never neither;
+//! - what goes upstream carries no client token and no client-sent identity
+//!   header in any spelling, and the verified identity's own;
+//! - no byte of a list answer reaches the client before it was filtered: a
+//!   tool nobody may call never shows, whatever the media type, encoding,
+//!   chunking, trailers or echoed id; an error replacing an answer has
+//!   headers that match it; nothing stays held at the end;
+//! - answers that need no filtering pass byte for byte.
+
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::prelude::*;
+use mcp_authz::config::Policy;
+use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
+use mcp_authz::gate::{KeyRing, RequestHead};
+use mcp_authz::jwks::KeySet;
+use mcp_authz::token_cache::VerifiedTokenCache;
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+const A: &str = "https://a.example";
+const B: &str = "https://b.example";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+const NOW: u64 = 1_750_000_000;
+const MAX_BODY: usize = 2048;
+/// The tool nobody may call: it must never show in a list a client gets.
+const FORBIDDEN: &str = "delete_everything";
+
+struct Keys {
+    a: Ed25519KeyPair,
+    forger: Ed25519KeyPair,
+    b1: Ed25519KeyPair,
+    b2: Ed25519KeyPair,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        a: Ed25519KeyPair::generate().with_key_id("a1"),
+        forger: Ed25519KeyPair::generate().with_key_id("a1"),
+        b1: Ed25519KeyPair::generate().with_key_id("b1"),
+        b2: Ed25519KeyPair::generate().with_key_id("b2"),
+    })
+}
+
+fn jwk(pair: &Ed25519KeyPair, kid: &str) -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+           "x": URL_SAFE_NO_PAD.encode(pair.public_key().to_bytes())})
+}
+
+fn key_set(jwks: Vec<Value>) -> Rc<KeySet> {
+    Rc::new(
+        KeySet::from_value(&json!({ "keys": jwks }))
+            .expect("test keys")
+            .0,
+    )
+}
+
+fn policy(audit: bool, filter_lists: bool) -> Policy {
+    Policy::from_value(&json!({
+        "resource": RESOURCE,
+        "providers": [
+            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}},
+            {"issuer": B, "jwks": {"remote": {"cluster": "idp", "url": "https://b.example/keys"}}}
+        ],
+        "rules": [
+            {"name": "everyone lists", "effect": "allow", "methods": ["tools/list", "ping"]},
+            {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader", "admin"]},
+            {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
+            {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]}
+        ],
+        "identity_headers": {"x-mcp-roles": "$roles"},
+        "max_body_bytes": MAX_BODY,
+        "mode": if audit { "audit" } else { "enforce" },
+        "filter_lists": filter_lists,
+        "public_paths": ["/healthz"]
+    }))
+    .expect("test policy")
+}
+
+fn sign(pair: &Ed25519KeyPair, iss: &str, roles: &[&str], typ: Option<&str>) -> String {
+    let custom: Map<String, Value> = json!({
+        "iss": iss, "aud": RESOURCE, "sub": "alice", "roles": roles,
+        "iat": NOW - 10, "exp": NOW + 300,
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(1));
+    claims.issued_at = None;
+    claims.expires_at = None;
+    claims.invalid_before = None;
+    let options = HeaderOptions {
+        signature_type: typ.map(str::to_string),
+        ..Default::default()
+    };
+    pair.sign_with_options(claims, &options).expect("sign")
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Token {
+    None,
+    ReaderA,
+    AdminA,
+    ForgedA,
+    LogoutA,
+    /// Provider B's key `b1`.
+    ReaderB,
+    /// Provider B's key `b2`, which only a refetch may bring.
+    NewKidB,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Payload {
+    Empty,
+    AllowedCall,
+    DeniedCall,
+    List,
+    BatchListAndDelete,
+    Malformed,
+    Oversize,
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    audit: bool,
+    filter_lists: bool,
+    method: &'static str,
+    path: &'static str,
+    preflight_headers: bool,
+    content_type: &'static [&'static str],
+    token: Token,
+    payload: Payload,
+    /// Where the body is cut (fractions of its length).
+    cuts: Vec<u8>,
+    trailers: bool,
+    /// Provider B's keys before the request: never fetched, or `b1`.
+    b_fetched: bool,
+    /// What a key wait brings: provider B's keys after it (`None`: nothing
+    /// came).
+    b_after_wait: Option<bool>,
+    refetch_granted: bool,
+    /// Where the end of the key wait falls among the request's events.
+    settle_at: u8,
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let method = prop::sample::select(vec![
+        "POST", "post", "Post", "GET", "get", "DELETE", "OPTIONS", "PUT", "PATCH", "HEAD",
+    ]);
+    let path = prop::sample::select(vec![
+        "/mcp",
+        "/mcp",
+        "/mcp",
+        "/other",
+        "/healthz",
+        "/.well-known/oauth-protected-resource/mcp",
+    ]);
+    let content_type: BoxedStrategy<&'static [&'static str]> = prop::sample::select(vec![
+        &["application/json"][..],
+        &["application/json; charset=utf-8"][..],
+        &["text/plain"][..],
+        &[][..],
+        &["application/json", "application/json"][..],
+    ])
+    .boxed();
+    let token = prop::sample::select(vec![
+        Token::None,
+        Token::ReaderA,
+        Token::ReaderA,
+        Token::AdminA,
+        Token::AdminA,
+        Token::ForgedA,
+        Token::LogoutA,
+        Token::ReaderB,
+        Token::NewKidB,
+    ]);
+    let payload = prop::sample::select(vec![
+        Payload::List,
+        Payload::Empty,
+        Payload::AllowedCall,
+        Payload::DeniedCall,
+        Payload::List,
+        Payload::BatchListAndDelete,
+        Payload::Malformed,
+        Payload::Oversize,
+    ]);
+    (
+        (
+            (
+                prop::bool::weighted(0.15),
+                prop::bool::weighted(0.85),
+                method,
+                path,
+                prop::bool::weighted(0.2),
+            ),
+            (content_type, token, payload),
+        ),
+        (
+            prop::collection::vec(any::<u8>(), 0..4),
+            any::<bool>(),
+            any::<bool>(),
+            prop::option::of(any::<bool>()),
+            any::<bool>(),
+            any::<u8>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (
+                    (audit, filter_lists, method, path, preflight_headers),
+                    (content_type, token, payload),
+                ),
+                (cuts, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
+            )| Request {
+                audit: audit && path != "/healthz",
+                filter_lists,
+                method,
+                path,
+                preflight_headers,
+                content_type,
+                token,
+                payload,
+                cuts,
+                trailers,
+                b_fetched,
+                b_after_wait,
+                refetch_granted,
+                settle_at,
+            },
+        )
+}
+
+fn call(id: u64, name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name}})
+}
+
+fn body_of(payload: Payload) -> Vec<u8> {
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    match payload {
+        Payload::Empty => Vec::new(),
+        Payload::AllowedCall => call(1, "get_weather").to_string().into_bytes(),
+        Payload::DeniedCall => call(1, FORBIDDEN).to_string().into_bytes(),
+        Payload::List => list.to_string().into_bytes(),
+        Payload::BatchListAndDelete => json!([list, call(2, FORBIDDEN)]).to_string().into_bytes(),
+        Payload::Malformed => b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\"".to_vec(),
+        Payload::Oversize => {
+            let mut big = call(1, "get_weather");
+            big["params"]["arguments"] = json!({"pad": "x".repeat(MAX_BODY)});
+            big.to_string().into_bytes()
+        }
+    }
+}
+
+fn token_text(token: Token) -> Option<String> {
+    let k = keys();
+    match token {
+        Token::None => None,
+        Token::ReaderA => Some(sign(&k.a, A, &["reader"], Some("at+jwt"))),
+        Token::AdminA => Some(sign(&k.a, A, &["admin"], None)),
+        Token::ForgedA => Some(sign(&k.forger, A, &["admin"], None)),
+        Token::LogoutA => Some(sign(&k.a, A, &["admin"], Some("logout+jwt"))),
+        Token::ReaderB => Some(sign(&k.b1, B, &["reader"], None)),
+        Token::NewKidB => Some(sign(&k.b2, B, &["admin"], None)),
+    }
+}
+
+/// The roles the token carries when it verifies, as the upstream must see
+/// them; `None` when it cannot verify in this scenario.
+fn verified_roles(r: &Request) -> Option<&'static str> {
+    match r.token {
+        Token::ReaderA => Some("reader"),
+        Token::AdminA => Some("admin"),
+        Token::None | Token::ForgedA | Token::LogoutA => None,
+        Token::ReaderB => (r.b_fetched || r.b_after_wait.is_some()).then_some("reader"),
+        // Only a granted refetch brings `b2`.
+        Token::NewKidB => (r.refetch_granted && r.b_after_wait == Some(true)).then_some("admin"),
+    }
+}
+
+/// Whether the request must reach the upstream, decided from the scenario
+/// alone (the oracle; it does not call the filter's code).
+fn must_forward(r: &Request) -> bool {
+    let body = body_of(r.payload);
+    let has_body = !body.is_empty() || r.trailers;
+    if r.path.starts_with("/.well-known/") {
+        return false;
+    }
+    if r.path == "/healthz" {
+        return true;
+    }
+    let upper = r.method.to_ascii_uppercase();
+    if upper == "OPTIONS" && r.preflight_headers && !has_body {
+        return true;
+    }
+    if r.audit {
+        return true;
+    }
+    if verified_roles(r).is_none() {
+        return false;
+    }
+    match upper.as_str() {
+        "GET" | "DELETE" => body.is_empty(),
+        "POST" => {
+            let json =
+                r.content_type.len() == 1 && r.content_type[0].starts_with("application/json");
+            json && match r.payload {
+                Payload::AllowedCall | Payload::List => true,
+                Payload::DeniedCall | Payload::BatchListAndDelete => false,
+                Payload::Empty | Payload::Malformed | Payload::Oversize => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A model of Envoy around the machine
+
+struct FakeHost {
+    request_body: Vec<u8>,
+    response_buffer: Vec<u8>,
+    fetch_asked: bool,
+    refetch_granted: bool,
+    refetch_asked: bool,
+}
+
+impl Host for FakeHost {
+    fn request_body(&self, len: usize) -> Vec<u8> {
+        self.request_body[..len.min(self.request_body.len())].to_vec()
+    }
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        self.response_buffer[..len.min(self.response_buffer.len())].to_vec()
+    }
+    fn fetch_keys(&mut self, _provider: usize) {
+        self.fetch_asked = true;
+    }
+    fn refetch_keys(&mut self, _provider: usize) -> bool {
+        self.refetch_asked = true;
+        self.refetch_granted
+    }
+}
+
+/// What the upstream and the client saw.
+#[derive(Default, Debug)]
+struct World {
+    /// The request went upstream, with these headers.
+    forwarded: Option<Vec<(String, String)>>,
+    /// The whole request had arrived when it went upstream.
+    forwarded_after_end: bool,
+    answered: Option<u32>,
+    awaiting_keys: bool,
+    /// Request headers as they stand (edits applied).
+    headers: Vec<(String, String)>,
+}
+
+fn apply_request_effects(world: &mut World, output: &Output) {
+    for effect in &output.effects {
+        match effect {
+            Effect::SendAnswer(answer) => {
+                assert!(world.answered.is_none(), "answered twice");
+                world.answered = Some(answer.status);
+            }
+            Effect::EditRequestHeaders(edits) => {
+                assert!(
+                    world.forwarded.is_none(),
+                    "headers edited after they went upstream"
+                );
+                world.headers.retain(|(n, _)| !edits.remove.contains(n));
+                world.headers.extend(edits.set.iter().cloned());
+            }
+            Effect::AwaitKeys { .. } => world.awaiting_keys = true,
+            Effect::ReplaceResponseBody { .. } | Effect::SetResponseHeader { .. } => {
+                panic!("a response effect on the request side: {effect:?}")
+            }
+            Effect::Count(..) | Effect::Log(..) => {}
+        }
+    }
+}
+
+fn after_request_callback(world: &mut World, output: &Output, ended: bool) {
+    apply_request_effects(world, output);
+    if output.action == Action::Continue && world.forwarded.is_none() {
+        assert!(world.answered.is_none(), "forwarded after a local answer");
+        world.forwarded = Some(world.headers.clone());
+        world.forwarded_after_end = ended;
+    }
+}
+
+struct Run {
+    exchange: Exchange,
+    host: FakeHost,
+    ring: KeyRing,
+    cache: VerifiedTokenCache,
+    policy: Policy,
+}
+
+impl Run {
+    fn event(&mut self, f: impl FnOnce(&mut Exchange, &mut Env) -> Output) -> Output {
+        let mut env = Env {
+            policy: &self.policy,
+            keys: &self.ring,
+            cache: &mut self.cache,
+            now_ms: NOW * 1000,
+            host: &mut self.host,
+        };
+        f(&mut self.exchange, &mut env)
+    }
+}
+
+fn cut_points(len: usize, cuts: &[u8]) -> Vec<usize> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| (*c as usize * len) / 256).collect();
+    points.push(len);
+    points.sort_unstable();
+    points.dedup();
+    points.retain(|p| *p > 0);
+    points
+}
+
+/// Drives the request; returns the world and the run (for the answer).
+fn drive_request(r: &Request) -> (World, Run) {
+    let k = keys();
+    let body = body_of(r.payload);
+    let mut headers: Vec<(String, String)> = r
+        .content_type
+        .iter()
+        .map(|t| ("content-type".to_string(), t.to_string()))
+        .collect();
+    if let Some(token) = token_text(r.token) {
+        headers.push(("authorization".into(), format!("Bearer {token}")));
+    }
+    if r.preflight_headers {
+        headers.push(("origin".into(), "https://app.example".into()));
+        headers.push(("access-control-request-method".into(), "POST".into()));
+    }
+    // Spoofed identity headers in several spellings.
+    headers.push(("x-mcp-roles".into(), "admin".into()));
+    headers.push(("x_mcp_roles".into(), "admin".into()));
+    headers.push(("X-Mcp_Roles".into(), "admin".into()));
+    headers.push(("accept-encoding".into(), "gzip".into()));
+
+    let policy = policy(r.audit, r.filter_lists);
+    let mut ring = KeyRing {
+        sets: vec![
+            Some(key_set(vec![jwk(&k.a, "a1")])),
+            r.b_fetched.then(|| key_set(vec![jwk(&k.b1, "b1")])),
+        ],
+        generations: vec![1, u64::from(r.b_fetched)],
+    };
+    if matches!(r.token, Token::NewKidB) && !r.b_fetched {
+        // A new kid of a provider never fetched is a pending fetch first.
+        ring.sets[1] = None;
+    }
+    let mut run = Run {
+        exchange: Exchange::new(),
+        host: FakeHost {
+            request_body: body.clone(),
+            response_buffer: Vec::new(),
+            fetch_asked: false,
+            refetch_granted: r.refetch_granted,
+            refetch_asked: false,
+        },
+        ring,
+        cache: VerifiedTokenCache::new(8),
+        policy,
+    };
+    let mut world = World {
+        headers: headers.clone(),
+        ..World::default()
+    };
+
+    let head = RequestHead::new(r.method, &format!("{}?q=1", r.path), headers);
+    let eos_at_headers = body.is_empty() && !r.trailers;
+    let points = cut_points(body.len(), &r.cuts);
+    // Events: headers, chunks..., trailers?; the key wait may end after any.
+    let n_events = 1 + points.len() + usize::from(r.trailers);
+    let settle_after = r.settle_at as usize % (n_events + 1);
+    // Each wait ends once; a request may wait twice (a first fetch, then
+    // a refetch for a kid the fetch did not bring).
+    let settle = |run: &mut Run, world: &mut World, ended: bool| {
+        if !world.awaiting_keys {
+            return;
+        }
+        world.awaiting_keys = false;
+        if let Some(with_b2) = r.b_after_wait {
+            let mut jwks = vec![jwk(&k.b1, "b1")];
+            if with_b2 && run.host.refetch_asked {
+                jwks.push(jwk(&k.b2, "b2"));
+            }
+            run.ring.sets[1] = Some(key_set(jwks));
+            run.ring.generations[1] += 1;
+        }
+        let output = run.event(|ex, env| ex.on_keys_settled(env));
+        after_request_callback(world, &output, ended);
+    };
+
+    let output = run.event(|ex, env| ex.on_request_headers(env, head, eos_at_headers));
+    after_request_callback(&mut world, &output, eos_at_headers);
+    let mut event = 1;
+    if settle_after == 0 {
+        settle(&mut run, &mut world, eos_at_headers);
+    }
+    if !eos_at_headers {
+        for (i, &point) in points.iter().enumerate() {
+            let last = i + 1 == points.len() && !r.trailers;
+            let output = run.event(|ex, env| ex.on_request_body(env, point, last));
+            after_request_callback(&mut world, &output, last);
+            if settle_after == event {
+                settle(&mut run, &mut world, last);
+            }
+            event += 1;
+        }
+        if r.trailers {
+            let output = run.event(|ex, env| ex.on_request_trailers(env));
+            after_request_callback(&mut world, &output, true);
+        }
+    }
+    // The wait ends some time after the stream did, if not before.
+    for _ in 0..3 {
+        settle(&mut run, &mut world, true);
+    }
+    (world, run)
+}
+
+fn check_request(r: &Request, world: &World) {
+    let forwarded = world.forwarded.is_some();
+    assert!(
+        forwarded != world.answered.is_some(),
+        "forwarded {forwarded}, answered {:?}",
+        world.answered
+    );
+    assert_eq!(
+        forwarded,
+        must_forward(r),
+        "forwarded? answered {:?}",
+        world.answered
+    );
+    let Some(headers) = &world.forwarded else {
+        return;
+    };
+    if !r.audit && r.path != "/healthz" && verified_roles(r).is_some() {
+        assert!(
+            world.forwarded_after_end,
+            "went upstream before the body ended"
+        );
+    }
+    for (name, value) in headers {
+        let folded = name.to_ascii_lowercase().replace('_', "-");
+        assert_ne!(folded, "authorization", "the token went upstream");
+        if folded == "x-mcp-roles" {
+            assert_eq!(name, "x-mcp-roles", "a client spelling went upstream");
+            assert_eq!(Some(value.as_str()), verified_roles(r), "roles upstream");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Answers
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Media {
+    Json,
+    Sse,
+    None,
+    Plain,
+    JsonRpc,
+    TwoJson,
+}
+
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u32,
+    media: Media,
+    gzip: bool,
+    id: Value,
+    cuts: Vec<u8>,
+    trailers: bool,
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    (
+        prop::sample::select(vec![200u32, 200, 200, 404, 500]),
+        prop::sample::select(vec![
+            Media::Json,
+            Media::Json,
+            Media::Sse,
+            Media::Sse,
+            Media::None,
+            Media::Plain,
+            Media::JsonRpc,
+            Media::TwoJson,
+        ]),
+        prop::bool::weighted(0.2),
+        prop::sample::select(vec![json!(1), json!("1"), json!(1.0), json!(77)]),
+        prop::collection::vec(any::<u8>(), 0..5),
+        any::<bool>(),
+    )
+        .prop_map(|(status, media, gzip, id, cuts, trailers)| Answer {
+            status,
+            media,
+            gzip,
+            id,
+            cuts,
+            trailers,
+        })
+}
+
+fn list_answer(id: &Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "result": {
+        "tools": [{"name": "get_weather"}, {"name": FORBIDDEN}],
+        "cacheScope": "public"}})
+    .to_string()
+}
+
+fn answer_bytes(a: &Answer) -> Vec<u8> {
+    let list = list_answer(&a.id);
+    let text = match a.media {
+        Media::Sse => format!(
+            ": priming\n\nid: e1\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{}}}}\n\nid: e2\nevent: message\ndata: {list}\n\n"
+        ),
+        _ => list,
+    };
+    if a.gzip {
+        // Stands for compressed bytes: the filter cannot read them, so they
+        // must never reach the client.
+        format!("GZIP\u{1}{text}").into_bytes()
+    } else {
+        text.into_bytes()
+    }
+}
+
+fn answer_headers(a: &Answer) -> Vec<(String, String)> {
+    let mut headers = vec![(":status".to_string(), a.status.to_string())];
+    let types: &[&str] = match a.media {
+        Media::Json => &["application/json"],
+        Media::Sse => &["text/event-stream"],
+        Media::None => &[],
+        Media::Plain => &["text/plain"],
+        Media::JsonRpc => &["application/json-rpc"],
+        Media::TwoJson => &["application/json", "application/json"],
+    };
+    for t in types {
+        headers.push(("content-type".into(), t.to_string()));
+    }
+    if a.gzip {
+        headers.push(("content-encoding".into(), "gzip".into()));
+    }
+    headers
+}
+
+/// What the client got.
+#[derive(Default, Debug)]
+struct Client {
+    headers: Option<Vec<(String, String)>>,
+    body: Vec<u8>,
+}
+
+fn drive_answer(run: &mut Run, a: &Answer) -> Client {
+    let bytes = answer_bytes(a);
+    // The headers as Envoy holds them, until they go out to the client.
+    let mut headers = answer_headers(a);
+    let mut client = Client::default();
+    let mut held: Vec<u8> = Vec::new();
+    let step = |out: Output,
+                headers: &mut Vec<(String, String)>,
+                held: &mut Vec<u8>,
+                client: &mut Client| {
+        for effect in &out.effects {
+            match effect {
+                Effect::SetResponseHeader { name, value } => {
+                    assert!(
+                        client.headers.is_none(),
+                        "header {name} set after the headers went out"
+                    );
+                    headers.retain(|(n, _)| n != name);
+                    if let Some(v) = value {
+                        headers.push((name.clone(), v.clone()));
+                    }
+                }
+                Effect::ReplaceResponseBody { len, bytes } => {
+                    assert!(*len <= held.len(), "replaced more than is held");
+                    let rest = held.split_off(*len);
+                    *held = bytes.clone();
+                    held.extend(rest);
+                }
+                Effect::Count(..) | Effect::Log(..) => {}
+                other => panic!("a request effect on the response side: {other:?}"),
+            }
+        }
+        if out.action == Action::Continue {
+            if client.headers.is_none() {
+                client.headers = Some(headers.clone());
+            }
+            client.body.append(held);
+        }
+    };
+    let head = ResponseHead::from_headers(&headers);
+    let out = run.event(|ex, env| ex.on_response_headers(env, &head, false));
+    step(out, &mut headers, &mut held, &mut client);
+    let points = cut_points(bytes.len(), &a.cuts);
+    let mut start = 0;
+    for (i, &point) in points.iter().enumerate() {
+        let last = i + 1 == points.len() && !a.trailers;
+        held.extend_from_slice(&bytes[start..point]);
+        start = point;
+        run.host.response_buffer = held.clone();
+        let len = held.len();
+        let out = run.event(|ex, env| ex.on_response_body(env, len, last));
+        step(out, &mut headers, &mut held, &mut client);
+    }
+    if a.trailers {
+        run.host.response_buffer = held.clone();
+        let out = run.event(|ex, env| ex.on_response_trailers(env));
+        assert_eq!(out.action, Action::Continue, "trailers held for ever");
+        step(out, &mut headers, &mut held, &mut client);
+    }
+    assert!(held.is_empty(), "bytes left held at the end");
+    assert!(client.headers.is_some(), "headers never went out");
+    client
+}
+
+fn watched(r: &Request) -> bool {
+    let upper = r.method.to_ascii_uppercase();
+    !r.audit
+        && r.filter_lists
+        && must_forward(r)
+        && r.path != "/healthz"
+        && upper != "OPTIONS"
+        && match upper.as_str() {
+            "GET" | "DELETE" => true,
+            "POST" => matches!(r.payload, Payload::List),
+            _ => false,
+        }
+}
+
+fn check_answer(r: &Request, a: &Answer, client: &Client) {
+    let headers = client.headers.as_ref().expect("headers went out");
+    let header = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let text = String::from_utf8_lossy(&client.body);
+    if !watched(r) {
+        assert_eq!(
+            client.body,
+            answer_bytes(a),
+            "an answer needing no filter was changed"
+        );
+        return;
+    }
+    assert!(
+        !text.contains(FORBIDDEN),
+        "a forbidden tool reached the client: {text}"
+    );
+    if text.contains("-32005") {
+        if a.media != Media::Sse || a.gzip {
+            assert_eq!(header("content-type"), vec!["application/json"]);
+            assert!(
+                header("content-encoding").is_empty(),
+                "stale content-encoding"
+            );
+            assert_eq!(
+                header("content-length"),
+                vec![client.body.len().to_string()]
+            );
+        }
+    } else {
+        assert!(!a.gzip, "compressed bytes passed");
+        assert!(
+            matches!(a.media, Media::Json | Media::Sse),
+            "unreadable media passed"
+        );
+    }
+    if a.media == Media::Json && !a.gzip {
+        let value: Value = serde_json::from_slice(&client.body).expect("JSON to the client");
+        if value.get("result").is_some() {
+            assert_eq!(value["result"]["tools"], json!([{"name": "get_weather"}]));
+            assert_eq!(value["result"]["cacheScope"], "private");
+            assert_eq!(
+                header("content-length"),
+                vec![client.body.len().to_string()]
+            );
+        }
+    }
+    if a.media == Media::Sse && !a.gzip && !text.contains("-32005") {
+        assert!(text.contains("\"cacheScope\":\"private\""), "{text}");
+        assert!(text.contains("get_weather"), "{text}");
+    }
+}
+
+/// Requests whose answers must be filtered: a list POST, a GET stream, a
+/// DELETE, by callers whose keys are there or come during the wait.
+fn watched_request() -> impl Strategy<Value = Request> {
+    request().prop_map(|mut r| {
+        r.audit = false;
+        r.filter_lists = true;
+        r.path = "/mcp";
+        r.preflight_headers = false;
+        r.content_type = &["application/json"];
+        r.token = if r.b_after_wait.is_some() {
+            Token::ReaderB
+        } else {
+            Token::AdminA
+        };
+        let (method, payload) = match r.settle_at % 3 {
+            0 => ("POST", Payload::List),
+            1 => ("GET", Payload::Empty),
+            _ => ("delete", Payload::Empty),
+        };
+        r.method = method;
+        r.payload = payload;
+        r
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn nothing_passes_before_its_verdict(r in request(), a in answer()) {
+        let (world, mut run) = drive_request(&r);
+        check_request(&r, &world);
+        if world.forwarded.is_some() {
+            let client = drive_answer(&mut run, &a);
+            check_answer(&r, &a, &client);
+        }
+    }
+
+    #[test]
+    fn no_list_answer_leaves_unfiltered(r in watched_request(), a in answer()) {
+        let (world, mut run) = drive_request(&r);
+        check_request(&r, &world);
+        prop_assert!(watched(&r));
+        let client = drive_answer(&mut run, &a);
+        check_answer(&r, &a, &client);
+    }
+}
