@@ -76,7 +76,7 @@ fuzz:
 	@cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
-# The .wasm as an OCI image for Istio's WasmPlugin (prints its digest).
+# The .wasm as an OCI image for Istio, envoy/istio/ (prints its digest).
 oci: build
 	@$(PYTHON) scripts/oci_image.py $(WASM) target/oci/mcp-authz $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
@@ -103,3 +103,10 @@ $(VENVS)/mcp1/.ok:
 	@$(PYTHON) -m venv $(VENVS)/mcp1
 	@$(VENVS)/mcp1/bin/pip install -q --disable-pip-version-check "mcp==1.30.0"
 	@touch $@
+
+# The Istio delivery (envoy/istio/): what istiod and istio-agent hand to Envoy
+# for the shipped EnvoyFilters, run in real Envoy on each tested version.
+# `make test` runs these tests too (they are under tests/).
+.PHONY: istio-check
+istio-check: build setup-envoy setup-py
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_istio.py tests/e2e/test_examples.py -k istio

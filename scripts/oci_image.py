@@ -1,4 +1,4 @@
-"""Packages the built filter as an OCI image that Istio's WasmPlugin can pull:
+"""Packages the built filter as an OCI image istio-agent pulls (envoy/istio/):
 the Wasm OCI artifact layout (config `application/vnd.wasm.config.v1+json`,
 one layer `application/vnd.wasm.content.layer.v1+wasm`), written as an OCI
 image layout directory and a tar of it. No timestamps go in, so the same
