@@ -49,48 +49,58 @@ impl Answer {
     }
 }
 
+/// A `WWW-Authenticate: Bearer` challenge with these auth-params, in order
+/// (RFC 6750 section 3). Every value is built by the filter from its
+/// configuration or a fixed text, never from the request.
+fn bearer_challenge(params: &[(&str, &str)]) -> String {
+    let params: Vec<String> = params
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{value}\""))
+        .collect();
+    format!("Bearer {}", params.join(", "))
+}
+
+/// The `scope` hint of a 401: `scopes_supported`, when configured.
+fn scope_hint(policy: &Policy) -> Option<String> {
+    (!policy.scopes_supported.is_empty()).then(|| policy.scopes_supported.join(" "))
+}
+
 /// 401 for a request that carried no token: the discovery challenge.
 pub fn token_required(policy: &Policy) -> Answer {
-    let mut challenge = format!("Bearer resource_metadata=\"{}\"", policy.metadata_url);
-    if !policy.scopes_supported.is_empty() {
-        challenge.push_str(&format!(
-            ", scope=\"{}\"",
-            policy.scopes_supported.join(" ")
-        ));
-    }
+    let hint = scope_hint(policy);
+    let mut params = vec![("resource_metadata", policy.metadata_url.as_str())];
+    params.extend(hint.as_deref().map(|scope| ("scope", scope)));
     Answer::json_rpc_error(401, codes::UNAUTHORIZED, "Authorization required", None)
-        .with_header("www-authenticate", challenge)
+        .with_header("www-authenticate", bearer_challenge(&params))
 }
 
 /// 401 for a token that failed verification. `description` is a fixed,
 /// class-level text (it never holds token or claim data).
 pub fn invalid_token(policy: &Policy, description: &str) -> Answer {
-    let mut challenge = format!(
-        "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{}\"",
-        description, policy.metadata_url
-    );
-    if !policy.scopes_supported.is_empty() {
-        challenge.push_str(&format!(
-            ", scope=\"{}\"",
-            policy.scopes_supported.join(" ")
-        ));
-    }
+    let hint = scope_hint(policy);
+    let mut params = vec![
+        ("error", "invalid_token"),
+        ("error_description", description),
+        ("resource_metadata", policy.metadata_url.as_str()),
+    ];
+    params.extend(hint.as_deref().map(|scope| ("scope", scope)));
     Answer::json_rpc_error(
         401,
         codes::UNAUTHORIZED,
         &format!("Invalid access token: {description}"),
         None,
     )
-    .with_header("www-authenticate", challenge)
+    .with_header("www-authenticate", bearer_challenge(&params))
 }
 
 /// 403 step-up challenge: the caller's role fits but it lacks `scopes`.
 pub fn insufficient_scope(policy: &Policy, scopes: &[String], id: Option<&Value>) -> Answer {
-    let challenge = format!(
-        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\"",
-        scopes.join(" "),
-        policy.metadata_url
-    );
+    let needed = scopes.join(" ");
+    let challenge = bearer_challenge(&[
+        ("error", "insufficient_scope"),
+        ("scope", &needed),
+        ("resource_metadata", &policy.metadata_url),
+    ]);
     Answer::json_rpc_error(
         403,
         codes::INSUFFICIENT_SCOPE,

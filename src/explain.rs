@@ -103,8 +103,42 @@ pub fn explain(
     policy: &Policy,
     keys: &[Option<KeySet>],
     request: &Request,
-    now: u64,
+    now_s: u64,
 ) -> Result<(Outcome, String), ExplainError> {
+    let verdict = decide(policy, keys, request, now_s)?;
+    let mut out = String::new();
+    let head = &request.head;
+    let _ = writeln!(out, "request: {} {}", head.method, head.path);
+    write_caller(&mut out, &verdict);
+    let identity = verdict.identity.as_ref();
+    let body_read = head.verb() == Verb::Post
+        && !matches!(
+            &verdict.outcome,
+            Verdict::Refused(r) | Verdict::AuditPassed(r)
+                if matches!(r.reason, Reason::UnsupportedMediaType | Reason::TooLarge)
+        );
+    match identity {
+        Some(identity) if body_read => write_calls(&mut out, policy, identity, &request.body),
+        Some(_) if head.verb() != Verb::Post => {
+            out.push_str("body: none (a GET or DELETE takes no body): a valid token is enough\n")
+        }
+        _ => {}
+    }
+    let outcome = write_decision(&mut out, &verdict.outcome, head.verb());
+    if let Some(edits) = &verdict.edits {
+        write_edits(&mut out, edits);
+    }
+    Ok((outcome, out))
+}
+
+/// Feeds the request to the filter's state machine, the whole body at once,
+/// and returns the verdict it reached.
+fn decide(
+    policy: &Policy,
+    keys: &[Option<KeySet>],
+    request: &Request,
+    now_s: u64,
+) -> Result<exchange::Verdict, ExplainError> {
     let ring = KeyRing {
         sets: keys
             .iter()
@@ -123,7 +157,7 @@ pub fn explain(
         policy,
         keys: &ring,
         cache: &mut cache,
-        now_ms: now.saturating_mul(1000),
+        now_ms: now_s.saturating_mul(1000),
         host: &mut host,
     };
     let empty = request.body.is_empty();
@@ -138,22 +172,19 @@ pub fn explain(
     }
     // The machine holds only while it waits for keys or for the body, and
     // an explanation gives it the whole body at once.
-    let Some(verdict) = exchange.verdict() else {
-        return Err(ExplainError::Undecided);
-    };
+    exchange.verdict().cloned().ok_or(ExplainError::Undecided)
+}
 
-    let mut out = String::new();
-    let head = &request.head;
-    let _ = writeln!(out, "request: {} {}", head.method, head.path);
-    let identity = verdict.identity.as_ref();
-    match (&verdict.outcome, identity) {
+/// Who the caller is, or why there is nobody.
+fn write_caller(out: &mut String, verdict: &exchange::Verdict) {
+    match (&verdict.outcome, &verdict.identity) {
         (Verdict::Answered(_), _) => {
             out.push_str("identity: none needed (answered by the filter)\n")
         }
         (Verdict::Open, _) => {
             out.push_str("identity: none needed (public path or CORS preflight)\n")
         }
-        (_, Some(identity)) => write_identity(&mut out, identity),
+        (_, Some(identity)) => write_identity(out, identity),
         (Verdict::Refused(r) | Verdict::AuditPassed(r), None) => {
             let why = match (r.reason, r.class) {
                 (Reason::NoToken, _) => "no bearer token".to_string(),
@@ -172,25 +203,17 @@ pub fn explain(
         }
         (Verdict::Allowed { .. }, None) => out.push_str("identity: none\n"),
     }
-    let body_read = identity.is_some()
-        && head.verb() == Verb::Post
-        && !matches!(
-            &verdict.outcome,
-            Verdict::Refused(r) | Verdict::AuditPassed(r)
-                if matches!(r.reason, Reason::UnsupportedMediaType | Reason::TooLarge)
-        );
-    if let (true, Some(identity)) = (body_read, identity) {
-        write_calls(&mut out, policy, identity, &request.body);
-    } else if identity.is_some() && head.verb() != Verb::Post {
-        out.push_str("body: none (a GET or DELETE takes no body): a valid token is enough\n");
-    }
-    let outcome = match &verdict.outcome {
+}
+
+/// The decision and the answer, if the filter answers.
+fn write_decision(out: &mut String, verdict: &Verdict, verb: Verb) -> Outcome {
+    match verdict {
         Verdict::Allowed { rule } => {
             match rule {
                 Some(rule) => {
                     let _ = writeln!(out, "decision: allowed by rule {rule:?}");
                 }
-                None if head.verb() == Verb::Post => {
+                None if verb == Verb::Post => {
                     out.push_str("decision: allowed (a JSON-RPC response needs no rule)\n")
                 }
                 None => out.push_str("decision: allowed\n"),
@@ -203,7 +226,7 @@ pub fn explain(
         }
         Verdict::Answered(answer) => {
             let _ = writeln!(out, "decision: answered locally");
-            write_answer(&mut out, answer);
+            write_answer(out, answer);
             if answer.status < 400 {
                 Outcome::Answered
             } else {
@@ -211,21 +234,17 @@ pub fn explain(
             }
         }
         Verdict::Refused(refusal) => {
-            write_refusal(&mut out, refusal);
+            write_refusal(out, refusal);
             Outcome::Refused
         }
         Verdict::AuditPassed(refusal) => {
-            write_refusal(&mut out, refusal);
+            write_refusal(out, refusal);
             out.push_str(
                 "mode: audit: the filter logs this refusal but lets the request through\n",
             );
             Outcome::Forwarded
         }
-    };
-    if let Some(edits) = &verdict.edits {
-        write_edits(&mut out, edits);
     }
-    Ok((outcome, out))
 }
 
 fn write_identity(out: &mut String, identity: &Identity) {

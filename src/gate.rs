@@ -42,11 +42,7 @@ pub enum Verb {
 impl RequestHead {
     /// Splits `:path` into path and query, and keeps the headers.
     pub fn new(method: &str, path_and_query: &str, headers: Vec<(String, String)>) -> RequestHead {
-        let path = path_and_query
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let path = crate::uri::path_of(path_and_query).to_string();
         RequestHead {
             method: method.to_string(),
             path,

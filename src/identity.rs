@@ -22,8 +22,17 @@ pub struct Identity {
     pub claims: Map<String, Value>,
 }
 
+/// The claim at a dot-path (`realm_access.roles` as `["realm_access",
+/// "roles"]`), if every step is there.
+pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |value, segment| value.get(segment))
+}
+
 impl Identity {
-    /// An identity with no roles and no scopes, for tests and examples.
+    /// An identity with no roles and no scopes: the caller of a request that
+    /// needs none (and a start for tests).
     pub fn anonymous(issuer: &str) -> Identity {
         Identity {
             issuer: issuer.to_string(),
@@ -78,20 +87,10 @@ impl Identity {
             ClaimSource::Roles => list_text(self.roles.iter().map(String::as_str)),
             ClaimSource::Scopes => list_text(self.scopes.iter().map(String::as_str)),
             ClaimSource::Issuer => (self.issuer.clone(), 0),
-            ClaimSource::Claim(path) => {
-                let mut value: Option<&Value> = None;
-                for (i, segment) in path.iter().enumerate() {
-                    value = if i == 0 {
-                        self.claims.get(segment)
-                    } else {
-                        value.and_then(|v| v.get(segment))
-                    };
-                }
-                match value {
-                    None | Some(Value::Null) => return Err(HeaderValueError::Absent),
-                    Some(v) => scalar_or_list_text(v)?,
-                }
-            }
+            ClaimSource::Claim(path) => match claim_at(&self.claims, path) {
+                None | Some(Value::Null) => return Err(HeaderValueError::Absent),
+                Some(v) => scalar_or_list_text(v)?,
+            },
         };
         if text.is_empty() && dropped > 0 {
             return Err(HeaderValueError::Unsafe);

@@ -1,4 +1,4 @@
-//! The authorization decision (CONTRACT section 3 "Rules"): a pure function
+//! The authorization decision (README "Configuration reference", rules): a pure function
 //! of the configured rules, the call and the verified identity.
 
 use crate::config::{Effect, Rule};
@@ -219,8 +219,8 @@ mod tests {
         }
     }
 
-    /// The example rules of CONTRACT section 3.
-    fn contract_rules() -> Vec<Rule> {
+    /// The example rules of the README's configuration reference.
+    fn readme_rules() -> Vec<Rule> {
         vec![
             rule(
                 "everyone lists",
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn contract_example_rules_decide_as_documented() {
-        let rules = contract_rules();
+        let rules = readme_rules();
         let all = ["mcp:read", "mcp:write"];
         #[allow(clippy::type_complexity)]
         let cases: &[(&str, &[&str], &[&str], &str, Option<&str>, Decision)] = &[
@@ -710,7 +710,7 @@ mod tests {
 
     #[test]
     fn bodies_are_decided_message_by_message() {
-        let rules = contract_rules();
+        let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
         let admin_no_scopes = identity(&["admin"], &[]);
         let cases: &[(&str, &str, &Identity, Decision)] = &[
@@ -777,7 +777,7 @@ mod tests {
 
     #[test]
     fn trace_reports_match_and_satisfaction_per_rule() {
-        let rules = contract_rules();
+        let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
         let got: Vec<(bool, bool, bool, Vec<String>)> =
             trace(&rules, "tools/call", Some("get_x"), &reader)
@@ -797,7 +797,7 @@ mod tests {
 
     #[test]
     fn may_call_filters_lists() {
-        let rules = contract_rules();
+        let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
         assert!(may_call(&rules, "tools/call", "get_x", &reader));
         assert!(!may_call(&rules, "tools/call", "set_x", &reader));

@@ -16,7 +16,7 @@ use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 use crate::config::Provider;
-use crate::identity::Identity;
+use crate::identity::{claim_at, Identity};
 use crate::jwks::{Algorithm, KeySet, LookupError};
 
 /// Largest token accepted. Real access tokens are a few KiB at most; the
@@ -154,7 +154,7 @@ pub fn verify(
     token: &str,
     providers: &[Provider],
     keys: &[Option<&KeySet>],
-    now: u64,
+    now_s: u64,
 ) -> Result<Identity, TokenError> {
     let fail = |kind, provider| TokenError { kind, provider };
     let malformed = fail(TokenErrorKind::Malformed, None);
@@ -231,7 +231,7 @@ pub fn verify(
         // Never jwt-simple's 15-minute default: the provider's skew.
         time_tolerance: Some(Duration::from_secs(skew.min(MAX_JWT_SIMPLE_SKEW))),
         // Keep jwt-simple's 32.32 fixed-point time arithmetic in range.
-        artificial_time: Some(UnixTimeStamp::from_secs(now.min(u64::from(u32::MAX)))),
+        artificial_time: Some(UnixTimeStamp::from_secs(now_s.min(u64::from(u32::MAX)))),
         max_token_length: Some(MAX_TOKEN_BYTES),
         max_header_length: Some(MAX_TOKEN_BYTES),
         ..VerificationOptions::default()
@@ -242,7 +242,7 @@ pub fn verify(
     // Signature verified: `payload` is authenticated (it was decoded from the
     // very bytes that were signed). Enforce the claims here rather than
     // relying on jwt-simple's reading of them alone.
-    let expires_at = check_claims(&payload, provider, now).map_err(fail)?;
+    let expires_at = check_claims(&payload, provider, now_s).map_err(fail)?;
     Ok(identity(payload, provider, expires_at))
 }
 
@@ -299,20 +299,20 @@ fn numeric_date(value: &Value) -> Option<u64> {
 fn check_claims(
     payload: &Map<String, Value>,
     provider: &Provider,
-    now: u64,
+    now_s: u64,
 ) -> Result<u64, TokenErrorKind> {
     let skew = provider.clock_skew_seconds;
     let exp = payload
         .get("exp")
         .ok_or(TokenErrorKind::Malformed)
         .and_then(|v| numeric_date(v).ok_or(TokenErrorKind::Malformed))?;
-    if exp.saturating_add(skew) <= now {
+    if exp.saturating_add(skew) <= now_s {
         return Err(TokenErrorKind::Expired);
     }
     for name in ["nbf", "iat"] {
         if let Some(value) = payload.get(name) {
             let at = numeric_date(value).ok_or(TokenErrorKind::Malformed)?;
-            if at > now.saturating_add(skew) {
+            if at > now_s.saturating_add(skew) {
                 return Err(TokenErrorKind::NotYetValid);
             }
         }
@@ -340,15 +340,7 @@ fn identity(claims: Map<String, Value>, provider: &Provider, expires_at: u64) ->
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let mut roles = Vec::new();
     for path in &provider.roles_claims {
-        let mut value = None;
-        for (depth, segment) in path.iter().enumerate() {
-            value = if depth == 0 {
-                claims.get(segment)
-            } else {
-                value.and_then(|v: &Value| v.get(segment))
-            };
-        }
-        if let Some(value) = value {
+        if let Some(value) = claim_at(&claims, path) {
             collect_words(value, &mut roles);
         }
     }

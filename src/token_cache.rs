@@ -56,11 +56,11 @@ impl VerifiedTokenCache {
     /// (`now < exp`) and its provider's keys have not changed since
     /// (`keys_generation[provider]` equals the generation it was verified
     /// under). A stale entry is dropped.
-    pub fn get(&mut self, token: &str, now: u64, keys_generation: &[u64]) -> Option<Identity> {
-        self.last_now = self.last_now.max(now);
+    pub fn get(&mut self, token: &str, now_s: u64, keys_generation: &[u64]) -> Option<Identity> {
+        self.last_now = self.last_now.max(now_s);
         let digest = self.digest(token);
         let entry = self.entries.get(&digest)?;
-        let fresh = now < entry.identity.expires_at
+        let fresh = now_s < entry.identity.expires_at
             && keys_generation.get(entry.provider) == Some(&entry.keys_generation);
         if fresh {
             return Some(entry.identity.clone());

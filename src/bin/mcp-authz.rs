@@ -13,6 +13,7 @@ use mcp_authz::config::{JwksSource, Policy};
 use mcp_authz::explain::{self, Outcome, Request};
 use mcp_authz::gate::RequestHead;
 use mcp_authz::jwks::KeySet;
+use mcp_authz::uri::HttpUri;
 
 const USAGE: &str = "\
 usage:
@@ -194,16 +195,9 @@ fn parse_explain_args(args: &[String]) -> Result<ExplainArgs, Failure> {
 
 /// The path of the configured resource (`/mcp` for `https://h/mcp`).
 fn resource_path(resource: &str) -> String {
-    let rest = resource
-        .split_once("://")
-        .map_or(resource, |(_, rest)| rest);
-    match rest.find('/') {
-        Some(i) => rest[i..]
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("/")
-            .to_string(),
-        None => "/".to_string(),
+    match HttpUri::parse(resource) {
+        Ok(uri) if !uri.path.is_empty() => uri.path.to_string(),
+        _ => "/".to_string(),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::counters::Counter;
 use crate::gate;
 use crate::identity::Identity;
 use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
+use crate::media;
 
 /// What the filter reads of a response's headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -283,15 +284,9 @@ fn readable_as(head: &ResponseHead) -> Result<Media, String> {
             head.content_types.len()
         ));
     };
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "application/json" => Ok(Media::Json),
-        "text/event-stream" => Ok(Media::EventStream),
+    match media::essence(content_type).as_str() {
+        media::JSON => Ok(Media::Json),
+        media::EVENT_STREAM => Ok(Media::EventStream),
         _ => Err("list answer has a media type the filter cannot read".into()),
     }
 }

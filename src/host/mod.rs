@@ -1,5 +1,7 @@
-//! The only code that talks to the proxy: it moves bytes between Envoy and the
-//! functional core and carries out the core's verdicts.
+//! The only code that talks to the proxy: it hands Envoy's callbacks to the
+//! core (`exchange` for each request, `keys::fetch` for the key sets) and
+//! carries out what the core answers with proxy-wasm calls. It decides
+//! nothing itself.
 
 mod keys;
 mod request;

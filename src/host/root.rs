@@ -2,6 +2,7 @@
 //! Envoy refuse the listener), runs the key refresh tick and hands each
 //! request a context that shares this VM's worker state.
 
+use super::keys::HostProxy;
 use super::request::{self, RequestFilter};
 use super::stats::Stats;
 use super::worker::Worker;
@@ -34,11 +35,14 @@ impl PluginRoot {
     /// Starts due fetches and resumes requests whose keys are settled.
     fn drive_keys(&self) {
         let Some(worker) = &self.worker else { return };
-        let now = now_ms();
+        let now_ms = now_ms();
+        let mut proxy = HostProxy {
+            stats: &worker.stats,
+        };
         for slot in worker.slots.borrow_mut().iter_mut() {
-            slot.tick(now);
+            slot.tick(now_ms, &mut proxy);
         }
-        for (context_id, exchange) in worker.ready_waiters(now) {
+        for (context_id, exchange) in worker.ready_waiters(now_ms) {
             if hostcalls::set_effective_context(context_id).is_ok() {
                 let output = request::drive(worker, &exchange, |ex, env| ex.on_keys_settled(env));
                 if request::carry_out(worker, context_id, &exchange, output) == Action::Continue {
@@ -68,9 +72,18 @@ impl Context for PluginRoot {
         let body = self
             .get_http_call_response_body(0, body_size)
             .unwrap_or_default();
+        let mut proxy = HostProxy {
+            stats: &worker.stats,
+        };
         for slot in worker.slots.borrow_mut().iter_mut() {
             if slot.owns_call(token) {
-                slot.on_response(status, cache_control, body, &worker.stats);
+                slot.on_response(
+                    now_ms(),
+                    status,
+                    cache_control.as_deref(),
+                    &body,
+                    &mut proxy,
+                );
                 break;
             }
         }
@@ -93,7 +106,7 @@ impl RootContext for PluginRoot {
                         policy.rules.len()
                     ),
                 );
-                self.worker = Some(Rc::new(Worker::new(policy, Stats::define())));
+                self.worker = Some(Rc::new(Worker::new(policy, Stats::define(), now_ms())));
                 self.set_tick_period(TICK);
                 self.drive_keys();
                 true

@@ -25,7 +25,7 @@ impl Stats {
     }
 
     /// The metric id of a counter (0: none).
-    pub fn id(&self, counter: Counter) -> u32 {
+    fn id(&self, counter: Counter) -> u32 {
         counter
             .slot()
             .and_then(|i| self.ids.get(i).copied())
@@ -33,16 +33,13 @@ impl Stats {
     }
 
     pub fn add(&self, counter: Counter, n: u64) {
-        Self::add_id(self.id(counter), n);
+        let id = self.id(counter);
+        if id != 0 && n > 0 {
+            let _ = increment_metric(id, n as i64);
+        }
     }
 
     pub fn bump(&self, counter: Counter) {
         self.add(counter, 1);
-    }
-
-    pub fn add_id(id: u32, n: u64) {
-        if id != 0 && n > 0 {
-            let _ = increment_metric(id, n as i64);
-        }
     }
 }

@@ -2,12 +2,12 @@
 //! requests: the policy, the keys, the verified-token cache, the counters, and
 //! the requests waiting for keys.
 
-use super::keys::KeySlot;
+use super::keys::HostProxy;
 use super::stats::Stats;
 use crate::config::Policy;
-use crate::counters::Counter;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
+use crate::keys::fetch::KeySlot;
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -33,8 +33,8 @@ pub struct Waiter {
 }
 
 impl Worker {
-    pub fn new(policy: Policy, stats: Stats) -> Worker {
-        let slots = KeySlot::for_policy(&policy, stats.id(Counter::JwksFetchFailed));
+    pub fn new(policy: Policy, stats: Stats, now_ms: u64) -> Worker {
+        let slots = KeySlot::for_policy(&policy, now_ms, &mut HostProxy { stats: &stats });
         Worker {
             policy: Rc::new(policy),
             slots: RefCell::new(slots),
@@ -59,7 +59,7 @@ impl Worker {
         context_id: u32,
         exchange: &Rc<RefCell<Exchange>>,
         provider: usize,
-        now: u64,
+        now_ms: u64,
     ) {
         let slots = self.slots.borrow();
         let (generation, wait_ms) = slots
@@ -71,13 +71,13 @@ impl Worker {
             exchange: Rc::downgrade(exchange),
             provider,
             generation,
-            deadline_ms: now + wait_ms,
+            deadline_ms: now_ms + wait_ms,
         });
     }
 
     /// Takes out the waiters whose keys changed, whose fetch ended, or whose
     /// wait ran out; drops those whose request is gone.
-    pub fn ready_waiters(&self, now: u64) -> Vec<(u32, Rc<RefCell<Exchange>>)> {
+    pub fn ready_waiters(&self, now_ms: u64) -> Vec<(u32, Rc<RefCell<Exchange>>)> {
         let slots = self.slots.borrow();
         let mut ready = Vec::new();
         self.waiters.borrow_mut().retain(|w| {
@@ -86,7 +86,9 @@ impl Worker {
             };
             let done = match slots.get(w.provider) {
                 Some(slot) => {
-                    slot.generation != w.generation || !slot.fetch_pending() || now >= w.deadline_ms
+                    slot.generation != w.generation
+                        || !slot.fetch_pending()
+                        || now_ms >= w.deadline_ms
                 }
                 None => true,
             };

@@ -1,14 +1,19 @@
 //! Finding an issuer's JWKS when the configuration names only the issuer:
 //! RFC 8414 authorization server metadata first, then OpenID discovery.
 
+use crate::uri::HttpUri;
+
 /// Where to look for the issuer's metadata, in order: RFC 8414 inserts the
 /// well-known segment before the issuer's path; OpenID Connect appends it.
 pub fn metadata_urls(issuer: &str) -> Vec<String> {
     let issuer = issuer.trim_end_matches('/');
     let mut urls = Vec::new();
-    if let Some((origin, path)) = split_origin(issuer) {
+    if let Ok(uri) = HttpUri::parse(issuer) {
         urls.push(format!(
-            "{origin}/.well-known/oauth-authorization-server{path}"
+            "{}/.well-known/oauth-authorization-server{}{}",
+            uri.origin(),
+            uri.path,
+            uri.query
         ));
     }
     urls.push(format!("{issuer}/.well-known/openid-configuration"));
@@ -36,22 +41,8 @@ pub fn jwks_uri(metadata: &[u8], issuer: &str) -> Result<String, String> {
 /// `https://host:8443/a/b?q` → `("host:8443", "/a/b?q")`: the `:authority`
 /// and `:path` of a fetch through an Envoy cluster.
 pub fn authority_and_path(url: &str) -> Option<(String, String)> {
-    let (origin, path) = split_origin(url)?;
-    let authority = origin.split_once("://")?.1.to_string();
-    let path = if path.is_empty() {
-        "/".to_string()
-    } else {
-        path.to_string()
-    };
-    Some((authority, path))
-}
-
-fn split_origin(url: &str) -> Option<(&str, &str)> {
-    let scheme_end = url.find("://")? + 3;
-    match url[scheme_end..].find(['/', '?']) {
-        Some(i) => Some(url.split_at(scheme_end + i)),
-        None => Some((url, "")),
-    }
+    let uri = HttpUri::parse(url).ok()?;
+    Some((uri.authority.to_string(), uri.request_path()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,214 @@
+//! Plugin configuration (README "Configuration reference"): the JSON parsed
+//! strictly (`parse`, reading objects with `object`) and compiled into a
+//! [`Policy`] that the request path uses as is.
+
+mod object;
+mod parse;
+
+use crate::glob::Glob;
+use crate::jwks::{Algorithm, KeySet};
+
+/// Everything the filter needs to decide, validated and compiled once.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub resource: String,
+    /// RFC 9728 metadata URL, the path-inserted form for `resource`.
+    pub metadata_url: String,
+    /// Request paths that serve the metadata document (path-inserted and root).
+    pub metadata_paths: Vec<String>,
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub resource_name: Option<String>,
+    pub resource_documentation: Option<String>,
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    pub filter_lists: bool,
+    pub token_forwarding: TokenForwarding,
+    pub identity_headers: Vec<IdentityHeader>,
+    pub max_body_bytes: usize,
+    pub mode: Mode,
+    pub public_paths: Vec<String>,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+    /// Accepted algorithms; never `none` nor HMAC.
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew_seconds: u64,
+    /// Each entry is a dot-path split into segments, e.g. `["realm_access", "roles"]`.
+    pub roles_claims: Vec<Vec<String>>,
+    pub scopes_claim: String,
+    /// Accepted JWT `typ` values, lower-case, without an `application/`
+    /// prefix (RFC 7515 4.1.9 makes it optional).
+    pub token_types: Vec<String>,
+    /// Whether a token without `typ` is refused.
+    pub require_token_type: bool,
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    Inline(KeySet),
+    Remote(RemoteJwks),
+}
+
+/// A JWKS fetched through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    /// `None`: discover it from the issuer (RFC 8414, then OpenID discovery).
+    pub url: Option<String>,
+    pub refresh_seconds: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One authorization rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub effect: Effect,
+    pub methods: Vec<Glob>,
+    /// `None`: the rule matches whatever the name.
+    pub names: Option<Vec<Glob>>,
+    /// `None`: no role needed. Otherwise any one of them.
+    pub roles: Option<Vec<String>>,
+    /// `None`: no scope needed. Otherwise all of them.
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForwarding {
+    Strip,
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+/// A header the filter sets upstream from the verified identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// Lower-case header name.
+    pub name: String,
+    pub source: ClaimSource,
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimSource {
+    /// A dot-path into the token's claims.
+    Claim(Vec<String>),
+    Roles,
+    Scopes,
+    Issuer,
+}
+
+/// A refused configuration: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the offending field, e.g. `providers[0].jwks.remote.cluster`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "configuration field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Defaults named once, shared by the parser and the README check.
+pub mod defaults {
+    pub const CLOCK_SKEW_SECONDS: u64 = 60;
+    pub const REFRESH_SECONDS: u64 = 300;
+    pub const TIMEOUT_MS: u64 = 2000;
+    pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+    pub const ROLES_CLAIM: &str = "roles";
+    pub const SCOPES_CLAIM: &str = "scope";
+    /// RFC 9068 access tokens, and issuers that type every JWT as `JWT`.
+    pub const TOKEN_TYPES: &[&str] = &["at+jwt", "jwt"];
+    /// Upper bounds that catch typos (a skew of hours, a 1 GiB body) before they
+    /// become a security or memory problem.
+    pub const MAX_CLOCK_SKEW_SECONDS: u64 = 600;
+    pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+    pub const MAX_TIMEOUT_MS: u64 = 60_000;
+    pub const MIN_REFRESH_SECONDS: u64 = 10;
+    pub const MAX_REFRESH_SECONDS: u64 = 7 * 24 * 3600;
+}
+
+/// The top-level keys, in the order the README's reference lists them.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "resource",
+    "authorization_servers",
+    "scopes_supported",
+    "resource_name",
+    "resource_documentation",
+    "providers",
+    "rules",
+    "filter_lists",
+    "token_forwarding",
+    "identity_headers",
+    "max_body_bytes",
+    "mode",
+    "public_paths",
+];
+
+/// Keys of one `providers[]` entry.
+pub const PROVIDER_KEYS: &[&str] = &[
+    "issuer",
+    "audiences",
+    "jwks",
+    "algorithms",
+    "clock_skew_seconds",
+    "roles_claims",
+    "scopes_claim",
+    "token_types",
+    "require_token_type",
+];
+
+/// Keys of `providers[].jwks.remote`.
+pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];
+
+/// Keys of one `rules[]` entry.
+pub const RULE_KEYS: &[&str] = &["name", "effect", "methods", "names", "roles", "scopes"];
+
+/// Headers an operator may not have the filter set from claims: they carry
+/// the request's framing, routing or credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "mcp-method",
+    "mcp-name",
+    "mcp-session-id",
+    "mcp-protocol-version",
+];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,444 @@
+//! Compiling the configuration JSON into a [`Policy`]: every key checked,
+//! every error naming its field.
+
+use super::object::Obj;
+use super::*;
+use crate::glob::Glob;
+use crate::jwks::{Algorithm, KeySet};
+use crate::uri::HttpUri;
+
+impl Policy {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(text: &str) -> Result<Policy, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            field: String::new(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Policy::from_value(&value)
+    }
+
+    /// Validates an already-parsed configuration value.
+    pub fn from_value(value: &serde_json::Value) -> Result<Policy, ConfigError> {
+        let top = Obj::new(value, "")?;
+        top.only(TOP_LEVEL_KEYS)?;
+        let resource = top.required_str("resource")?.to_string();
+        let (metadata_url, metadata_paths) =
+            metadata_locations(&resource).map_err(|m| top.error("resource", m))?;
+        let providers = parse_providers(&top, &resource)?;
+        let authorization_servers = parse_authorization_servers(&top, &providers)?;
+        let scopes_supported = top
+            .optional_str_list("scopes_supported")?
+            .unwrap_or_default();
+        for (i, s) in scopes_supported.iter().enumerate() {
+            check_scope_token(s).map_err(|m| top.error(&format!("scopes_supported[{i}]"), m))?;
+        }
+        let resource_documentation = match top.optional_str("resource_documentation")? {
+            Some(url) => {
+                check_absolute_url(url).map_err(|m| top.error("resource_documentation", m))?;
+                Some(url.to_string())
+            }
+            None => None,
+        };
+        let rules = top
+            .required_list("rules")?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_rule(v, &format!("rules[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy {
+            resource,
+            metadata_url,
+            metadata_paths,
+            authorization_servers,
+            scopes_supported,
+            resource_name: top.optional_str("resource_name")?.map(str::to_string),
+            resource_documentation,
+            providers,
+            rules,
+            filter_lists: top.optional_bool("filter_lists")?.unwrap_or(true),
+            token_forwarding: top.choice(
+                "token_forwarding",
+                &[
+                    ("strip", TokenForwarding::Strip),
+                    ("forward", TokenForwarding::Forward),
+                ],
+            )?,
+            identity_headers: parse_identity_headers(&top)?,
+            max_body_bytes: parse_max_body_bytes(&top)?,
+            mode: top.choice(
+                "mode",
+                &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
+            )?,
+            public_paths: parse_public_paths(&top)?,
+        })
+    }
+}
+
+/// `providers[]`, each issuer at most once.
+fn parse_providers(top: &Obj, resource: &str) -> Result<Vec<Provider>, ConfigError> {
+    let providers = top
+        .required_list("providers")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_provider(v, &format!("providers[{i}]"), resource))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, p) in providers.iter().enumerate() {
+        if providers[..i].iter().any(|q| q.issuer == p.issuer) {
+            return Err(top.error(
+                &format!("providers[{i}].issuer"),
+                "the same issuer is configured twice; a token's issuer must pick one provider"
+                    .into(),
+            ));
+        }
+    }
+    Ok(providers)
+}
+
+/// `authorization_servers`, by default the providers' issuers.
+fn parse_authorization_servers(
+    top: &Obj,
+    providers: &[Provider],
+) -> Result<Vec<String>, ConfigError> {
+    match top.optional_str_list("authorization_servers")? {
+        Some(list) => {
+            for (i, s) in list.iter().enumerate() {
+                check_absolute_url(s)
+                    .map_err(|m| top.error(&format!("authorization_servers[{i}]"), m))?;
+            }
+            Ok(list)
+        }
+        None => {
+            let mut list: Vec<String> = Vec::new();
+            for p in providers {
+                if !list.contains(&p.issuer) {
+                    list.push(p.issuer.clone());
+                }
+            }
+            Ok(list)
+        }
+    }
+}
+
+fn parse_max_body_bytes(top: &Obj) -> Result<usize, ConfigError> {
+    match top.optional_u64("max_body_bytes")? {
+        None => Ok(defaults::MAX_BODY_BYTES as usize),
+        Some(0) => Err(top.error("max_body_bytes", "must be at least 1".into())),
+        Some(n) if n > defaults::MAX_BODY_BYTES_LIMIT => Err(top.error(
+            "max_body_bytes",
+            format!("must be at most {}", defaults::MAX_BODY_BYTES_LIMIT),
+        )),
+        Some(n) => Ok(n as usize),
+    }
+}
+
+fn parse_public_paths(top: &Obj) -> Result<Vec<String>, ConfigError> {
+    let public_paths = top.optional_str_list("public_paths")?.unwrap_or_default();
+    for (i, p) in public_paths.iter().enumerate() {
+        if !p.starts_with('/') || p.contains(['?', '#']) || p.chars().any(char::is_whitespace) {
+            return Err(top.error(
+                &format!("public_paths[{i}]"),
+                "must be an exact path starting with '/', without query or fragment".into(),
+            ));
+        }
+    }
+    Ok(public_paths)
+}
+
+/// RFC 9728 section 3.1: the metadata URL inserts the well-known segment
+/// between the resource's authority and its path. Returns that URL and the
+/// request paths that serve the document (path-inserted first, then root).
+pub(super) fn metadata_locations(resource: &str) -> Result<(String, Vec<String>), String> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let uri = HttpUri::parse(resource)?;
+    let path = uri.path.trim_end_matches('/');
+    let inserted = format!("{WELL_KNOWN}{path}");
+    let url = format!("{}{inserted}{}", uri.origin(), uri.query);
+    let mut paths = vec![inserted];
+    if !path.is_empty() {
+        paths.push(WELL_KNOWN.to_string());
+    }
+    Ok((url, paths))
+}
+
+/// An absolute `http`/`https` URI with an authority and no fragment.
+fn check_absolute_url(url: &str) -> Result<(), String> {
+    HttpUri::parse(url).map(|_| ())
+}
+
+/// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.
+fn check_scope_token(scope: &str) -> Result<(), String> {
+    if scope.is_empty()
+        || !scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return Err(format!("{scope:?} is not a valid OAuth scope token"));
+    }
+    Ok(())
+}
+
+fn parse_provider(
+    value: &serde_json::Value,
+    path: &str,
+    resource: &str,
+) -> Result<Provider, ConfigError> {
+    let obj = Obj::new(value, path)?;
+    obj.only(PROVIDER_KEYS)?;
+    let issuer = obj.required_str("issuer")?.to_string();
+    if issuer.is_empty() {
+        return Err(obj.error("issuer", "must not be empty".into()));
+    }
+    let audiences = obj
+        .optional_str_list("audiences")?
+        .unwrap_or_else(|| vec![resource.to_string()]);
+    let jwks = parse_jwks(&obj)?;
+    let algorithms = parse_algorithms(&obj)?;
+    let clock_skew_seconds = obj
+        .optional_u64("clock_skew_seconds")?
+        .unwrap_or(defaults::CLOCK_SKEW_SECONDS);
+    if clock_skew_seconds > defaults::MAX_CLOCK_SKEW_SECONDS {
+        return Err(obj.error(
+            "clock_skew_seconds",
+            format!("must be at most {}", defaults::MAX_CLOCK_SKEW_SECONDS),
+        ));
+    }
+    let roles_claims = obj
+        .optional_str_list("roles_claims")?
+        .unwrap_or_else(|| vec![defaults::ROLES_CLAIM.to_string()])
+        .iter()
+        .enumerate()
+        .map(|(i, p)| claim_path(p).map_err(|m| obj.error(&format!("roles_claims[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scopes_claim = obj
+        .optional_str("scopes_claim")?
+        .unwrap_or(defaults::SCOPES_CLAIM)
+        .to_string();
+    if scopes_claim.is_empty() {
+        return Err(obj.error("scopes_claim", "must not be empty".into()));
+    }
+    let token_types = parse_token_types(&obj)?;
+    let require_token_type = obj.optional_bool("require_token_type")?.unwrap_or(false);
+    Ok(Provider {
+        issuer,
+        audiences,
+        jwks,
+        algorithms,
+        clock_skew_seconds,
+        roles_claims,
+        scopes_claim,
+        token_types,
+        require_token_type,
+    })
+}
+
+fn parse_algorithms(obj: &Obj) -> Result<Vec<Algorithm>, ConfigError> {
+    Ok(match obj.optional_str_list("algorithms")? {
+        None => Algorithm::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Algorithm::parse(n).map_err(|m| obj.error(&format!("algorithms[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+fn parse_token_types(obj: &Obj) -> Result<Vec<String>, ConfigError> {
+    Ok(match obj.optional_str_list("token_types")? {
+        None => defaults::TOKEN_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        Some(types) if types.is_empty() => {
+            return Err(obj.error("token_types", "must not be empty".into()))
+        }
+        Some(types) => types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let folded = crate::token::fold_token_type(t);
+                if folded.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    Err(obj.error(
+                        &format!("token_types[{i}]"),
+                        "must be a media type such as \"at+jwt\"".into(),
+                    ))
+                } else {
+                    Ok(folded)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+fn parse_jwks(provider: &Obj) -> Result<JwksSource, ConfigError> {
+    let obj = provider.required_obj("jwks")?;
+    obj.only(&["inline", "remote"])?;
+    match (obj.map.get("inline"), obj.map.get("remote")) {
+        (Some(_), Some(_)) | (None, None) => {
+            Err(obj.error("", "needs exactly one of \"inline\" or \"remote\"".into()))
+        }
+        (Some(inline), None) => {
+            let parsed = match inline {
+                serde_json::Value::String(text) => KeySet::parse(text),
+                other => KeySet::from_value(other),
+            };
+            let (keys, _skipped) = parsed.map_err(|e| obj.error("inline", e.to_string()))?;
+            if keys.is_empty() {
+                return Err(obj.error(
+                    "inline",
+                    "holds no key usable for signature verification".into(),
+                ));
+            }
+            Ok(JwksSource::Inline(keys))
+        }
+        (None, Some(_)) => {
+            let remote = obj.required_obj("remote")?;
+            remote.only(REMOTE_JWKS_KEYS)?;
+            let cluster = remote.required_str("cluster")?.to_string();
+            if cluster.is_empty() {
+                return Err(remote.error("cluster", "must name an Envoy cluster".into()));
+            }
+            let url = match remote.optional_str("url")? {
+                Some(u) => {
+                    check_absolute_url(u).map_err(|m| remote.error("url", m))?;
+                    Some(u.to_string())
+                }
+                None => None,
+            };
+            let refresh_seconds = remote
+                .optional_u64("refresh_seconds")?
+                .unwrap_or(defaults::REFRESH_SECONDS);
+            if !(defaults::MIN_REFRESH_SECONDS..=defaults::MAX_REFRESH_SECONDS)
+                .contains(&refresh_seconds)
+            {
+                return Err(remote.error(
+                    "refresh_seconds",
+                    format!(
+                        "must be between {} and {}",
+                        defaults::MIN_REFRESH_SECONDS,
+                        defaults::MAX_REFRESH_SECONDS
+                    ),
+                ));
+            }
+            let timeout_ms = remote
+                .optional_u64("timeout_ms")?
+                .unwrap_or(defaults::TIMEOUT_MS);
+            if timeout_ms == 0 || timeout_ms > defaults::MAX_TIMEOUT_MS {
+                return Err(remote.error(
+                    "timeout_ms",
+                    format!("must be between 1 and {}", defaults::MAX_TIMEOUT_MS),
+                ));
+            }
+            Ok(JwksSource::Remote(RemoteJwks {
+                cluster,
+                url,
+                refresh_seconds,
+                timeout_ms,
+            }))
+        }
+    }
+}
+
+fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError> {
+    let obj = Obj::new(value, path)?;
+    obj.only(RULE_KEYS)?;
+    let name = obj.optional_str("name")?.unwrap_or(path).to_string();
+    let effect = match obj.required_str("effect")? {
+        "allow" => Effect::Allow,
+        "deny" => Effect::Deny,
+        other => {
+            return Err(obj.error(
+                "effect",
+                format!("{other:?} is not one of \"allow\", \"deny\""),
+            ))
+        }
+    };
+    let globs = |key: &str, list: Vec<String>| -> Result<Vec<Glob>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| Glob::parse(g).map_err(|m| obj.error(&format!("{key}[{i}]"), m)))
+            .collect()
+    };
+    let methods = globs("methods", obj.required_str_list("methods")?)?;
+    let names = match obj.optional_str_list("names")? {
+        Some(list) => Some(globs("names", list)?),
+        None => None,
+    };
+    let roles = obj.optional_str_list("roles")?;
+    let scopes = obj.optional_str_list("scopes")?;
+    if let Some(scopes) = &scopes {
+        for (i, s) in scopes.iter().enumerate() {
+            check_scope_token(s).map_err(|m| obj.error(&format!("scopes[{i}]"), m))?;
+        }
+    }
+    Ok(Rule {
+        name,
+        effect,
+        methods,
+        names,
+        roles,
+        scopes,
+    })
+}
+
+fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError> {
+    let Some(obj) = top.optional_obj("identity_headers")? else {
+        return Ok(Vec::new());
+    };
+    let mut headers = Vec::new();
+    for (name, source) in obj.map {
+        let field = name.as_str();
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(is_header_name_byte) {
+            return Err(obj.error(field, "is not a valid HTTP header name".into()));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with(':') {
+            return Err(obj.error(field, "is reserved and cannot carry identity".into()));
+        }
+        if headers.iter().any(|h: &IdentityHeader| h.name == lower) {
+            return Err(obj.error(
+                field,
+                "is configured twice (header names are case-insensitive)".into(),
+            ));
+        }
+        let source = match source.as_str() {
+            Some("$roles") => ClaimSource::Roles,
+            Some("$scopes") => ClaimSource::Scopes,
+            Some("$issuer") => ClaimSource::Issuer,
+            Some(s) if s.starts_with('$') => {
+                return Err(obj.error(
+                    field,
+                    format!("{s:?} is not one of $roles, $scopes, $issuer"),
+                ))
+            }
+            Some(path) => ClaimSource::Claim(claim_path(path).map_err(|m| obj.error(field, m))?),
+            None => {
+                return Err(obj.error(
+                    field,
+                    "must be a string: a claim path, $roles, $scopes or $issuer".into(),
+                ))
+            }
+        };
+        headers.push(IdentityHeader {
+            name: lower,
+            source,
+        });
+    }
+    Ok(headers)
+}
+
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `realm_access.roles` → `["realm_access", "roles"]`.
+fn claim_path(path: &str) -> Result<Vec<String>, String> {
+    let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(format!(
+            "{path:?} is not a claim path (dot-separated, no empty segment)"
+        ));
+    }
+    Ok(segments)
+}
