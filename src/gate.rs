@@ -78,6 +78,16 @@ impl RequestHead {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a header in any spelling an HTTP stack could read as
+    /// `name` (case, `_` for `-`), in order.
+    pub fn header_values_any_spelling(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| same_header(n, name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// Every value of a header, in order.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers
@@ -429,14 +439,15 @@ pub fn check_body(
         method: method.clone(),
         name: name.clone(),
     };
+    // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
     let (mcp_method, mcp_name) = (
-        head.header_values("mcp-method"),
-        head.header_values("mcp-name"),
+        head.header_values_any_spelling("mcp-method"),
+        head.header_values_any_spelling("mcp-name"),
     );
     let checked = if mcp_method.len() > 1 || mcp_name.len() > 1 {
         // Every copy must equal the body, and a component reading another
         // copy (or the joined value) would act on a call never checked:
-        // refuse repeats outright.
+        // refuse repeats (in any spelling) outright.
         Err(mcp::HeaderMismatch {
             reason: "Mcp-Method or Mcp-Name header appears more than once",
         })
@@ -550,6 +561,27 @@ pub fn upstream_headers(
         }
     }
     edits
+}
+
+/// The request trailers that may not go upstream. The MCP endpoint takes
+/// none (MCP carries nothing in trailers, so none can smuggle a token, an
+/// identity or a routing header past the checks); elsewhere the token (unless
+/// forwarded) and every spelling of an identity header are removed, as from
+/// the headers.
+pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            endpoint
+                || policy
+                    .identity_headers
+                    .iter()
+                    .any(|h| same_header(&h.name, name))
+                || (policy.token_forwarding == TokenForwarding::Strip
+                    && name.eq_ignore_ascii_case("authorization"))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether two header names are the same to some HTTP stack: case and `_`

@@ -95,7 +95,12 @@ impl Identity {
         if text.is_empty() && dropped > 0 {
             return Err(HeaderValueError::Unsafe);
         }
-        if text.len() > 4096 || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        // Leading or trailing spaces are dropped by every HTTP parser: `" admin "`
+        // would arrive as `admin`.
+        if text.len() > 4096
+            || !text.bytes().all(|b| (0x20..0x7f).contains(&b))
+            || text.trim() != text
+        {
             return Err(HeaderValueError::Unsafe);
         }
         Ok(HeaderValue { text, dropped })

@@ -30,6 +30,7 @@ pub mod exchange;
 pub mod explain;
 pub mod gate;
 pub mod glob;
+pub mod header_pairs;
 pub mod identity;
 pub mod json;
 pub mod jwks;

@@ -368,6 +368,8 @@ struct World {
     awaiting_keys: bool,
     /// Request headers as they stand (edits applied).
     headers: Vec<(String, String)>,
+    /// Request trailers as they stand (removals applied).
+    trailers: Vec<String>,
 }
 
 fn apply_request_effects(world: &mut World, output: &Output) {
@@ -386,7 +388,10 @@ fn apply_request_effects(world: &mut World, output: &Output) {
                 world.headers.extend(edits.set.iter().cloned());
             }
             Effect::AwaitKeys { .. } => world.awaiting_keys = true,
-            Effect::ReplaceResponseBody { .. } | Effect::SetResponseHeader { .. } => {
+            Effect::RemoveRequestTrailers(names) => world.trailers.retain(|t| !names.contains(t)),
+            Effect::ReplaceResponseBody { .. }
+            | Effect::SetResponseHeader { .. }
+            | Effect::RemoveResponseTrailers(_) => {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
@@ -482,6 +487,7 @@ fn drive_request(r: &Request) -> (World, Run) {
     };
     let mut world = World {
         headers: headers.clone(),
+        trailers: REQUEST_TRAILERS.iter().map(|t| t.to_string()).collect(),
         ..World::default()
     };
 
@@ -527,7 +533,8 @@ fn drive_request(r: &Request) -> (World, Run) {
             event += 1;
         }
         if r.trailers {
-            let output = run.event(|ex, env| ex.on_request_trailers(env));
+            let names = world.trailers.clone();
+            let output = run.event(|ex, env| ex.on_request_trailers(env, &names));
             after_request_callback(&mut world, &output, true);
         }
     }
@@ -537,6 +544,9 @@ fn drive_request(r: &Request) -> (World, Run) {
     }
     (world, run)
 }
+
+/// Trailers a client sends along: a token, identity and routing headers.
+const REQUEST_TRAILERS: &[&str] = &["x-foo", "authorization", "x_mcp_roles", "mcp-name"];
 
 fn check_request(r: &Request, world: &World) {
     let forwarded = world.forwarded.is_some();
@@ -559,6 +569,25 @@ fn check_request(r: &Request, world: &World) {
             world.forwarded_after_end,
             "went upstream before the body ended"
         );
+    }
+    if r.trailers {
+        // With trailers there is a body, so no request is a preflight:
+        // every path but the public one is the MCP endpoint.
+        let endpoint = r.path != "/healthz";
+        if endpoint {
+            assert!(
+                world.trailers.is_empty(),
+                "trailers went to the MCP endpoint: {:?}",
+                world.trailers
+            );
+        }
+        for name in &world.trailers {
+            let folded = name.replace('_', "-");
+            assert!(
+                folded != "authorization" && folded != "x-mcp-roles",
+                "{name} went upstream in trailers"
+            );
+        }
     }
     for (name, value) in headers {
         let folded = name.to_ascii_lowercase().replace('_', "-");
@@ -669,6 +698,8 @@ fn answer_headers(a: &Answer) -> Vec<(String, String)> {
 struct Client {
     headers: Option<Vec<(String, String)>>,
     body: Vec<u8>,
+    /// The upstream's response trailers were removed.
+    trailers_removed: bool,
 }
 
 fn drive_answer(run: &mut Run, a: &Answer) -> Client {
@@ -699,7 +730,7 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
                     *held = bytes.clone();
                     held.extend(rest);
                 }
-                Effect::Count(..) | Effect::Log(..) => {}
+                Effect::Count(..) | Effect::Log(..) | Effect::RemoveResponseTrailers(_) => {}
                 other => panic!("a request effect on the response side: {other:?}"),
             }
         }
@@ -726,7 +757,12 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
     }
     if a.trailers {
         run.host.response_buffer = held.clone();
-        let out = run.event(|ex, env| ex.on_response_trailers(env));
+        let names = vec!["x-upstream-trailer".to_string()];
+        let out = run.event(|ex, env| ex.on_response_trailers(env, &names));
+        client.trailers_removed = out
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveResponseTrailers(n) if n == &names));
         assert_eq!(out.action, Action::Continue, "trailers held for ever");
         step(out, &mut headers, &mut held, &mut client);
     }
@@ -772,6 +808,12 @@ fn check_answer(r: &Request, a: &Answer, client: &Client) {
         "a forbidden tool reached the client: {text}"
     );
     if text.contains("-32005") {
+        if a.trailers && (a.media != Media::Sse || a.gzip) {
+            assert!(
+                client.trailers_removed,
+                "the upstream's trailers went with the error"
+            );
+        }
         if a.media != Media::Sse || a.gzip {
             assert_eq!(header("content-type"), vec!["application/json"]);
             assert!(

@@ -78,16 +78,18 @@ def wasm_filter(plugin_config, wasm=WASM):
 
 
 def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None,
-              hcm=None, upstream_http2=False):
+              hcm=None, upstream_http2=False, buffer_limit=None):
     """An Envoy bootstrap: one listener with the filter (or `filters`) in
     front of the `upstream` cluster; `hcm` is merged into the
-    HttpConnectionManager (e.g. `http_protocol_options`)."""
+    HttpConnectionManager (e.g. `http_protocol_options`); `buffer_limit`, when
+    set, is the listener's and every cluster's
+    `per_connection_buffer_limit_bytes`."""
     http_filters = filters if filters is not None else [wasm_filter(plugin_config)]
     http_filters = list(http_filters) + [{
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }]
-    return {
+    boot = {
         # Dynamic (ECDS) configuration needs a node identity.
         "node": {"id": "mcp-authz-test", "cluster": "mcp-authz-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -113,6 +115,11 @@ def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=
             "clusters": [cluster("upstream", upstream_port, http2=upstream_http2)] + list(clusters),
         },
     }
+    if buffer_limit:
+        resources = boot["static_resources"]
+        for item in resources["listeners"] + resources["clusters"]:
+            item["per_connection_buffer_limit_bytes"] = buffer_limit
+    return boot
 
 
 class ManagedProcess:
@@ -201,7 +208,7 @@ class Envoy(ManagedProcess):
     label = "Envoy"
 
     def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None,
-                 hcm=None, upstream_http2=False):
+                 hcm=None, upstream_http2=False, buffer_limit=None):
         self.version = version
         self.port = free_port()
         self.admin_port = free_port()
@@ -213,7 +220,7 @@ class Envoy(ManagedProcess):
             plugin_config = plugin_config(self.port)
         with open(self.config_path, "w") as f:
             json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters,
-                                hcm, upstream_http2), f)
+                                hcm, upstream_http2, buffer_limit), f)
         self.concurrency = concurrency
 
     def command(self, *extra):

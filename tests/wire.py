@@ -44,8 +44,8 @@ def sse_messages(body):
 def _collect(pairs):
     out = {}
     for name, value in pairs:
-        name = name.decode() if isinstance(name, bytes) else name
-        value = value.decode() if isinstance(value, bytes) else value
+        name = name.decode(errors="replace") if isinstance(name, bytes) else name
+        value = value.decode(errors="replace") if isinstance(value, bytes) else value
         out.setdefault(name.lower(), []).append(value)
     return out
 
@@ -144,8 +144,10 @@ class Script:
 class ScriptedUpstream:
     """An upstream on 127.0.0.1 that answers every request with `script` (a
     `Script`, or a function of the request returning one) and records each
-    request: {"method", "path", "headers": [(name, value)], "body"}. Speaks
-    HTTP/2 with prior knowledge when `http2`, else HTTP/1.1."""
+    request: {"method", "path", "headers": [(name, value)], "body",
+    "trailers": [(name, value)] (HTTP/2)}. Speaks HTTP/2 with prior knowledge
+    when `http2`, else HTTP/1.1. Header values may be bytes (sent as they
+    are, even when they are not UTF-8)."""
 
     def __init__(self, http2=False):
         self.http2 = http2
@@ -223,10 +225,11 @@ class ScriptedUpstream:
                         buffer = buffer[size + 2:]
                 script = self._record({"method": method, "path": path, "headers": headers, "body": body})
                 payload = b"".join(c.encode() if isinstance(c, str) else c for c in script.chunks)
-                out = [f"HTTP/1.1 {script.status} X"]
-                out += [f"{k}: {v}" for k, v in script.headers]
-                out.append(f"content-length: {len(payload)}")
-                sock.sendall(("\r\n".join(out) + "\r\n\r\n").encode() + payload)
+                out = [f"HTTP/1.1 {script.status} X".encode()]
+                out += [k.encode() + b": " + (v if isinstance(v, bytes) else v.encode())
+                        for k, v in script.headers]
+                out.append(f"content-length: {len(payload)}".encode())
+                sock.sendall(b"\r\n".join(out) + b"\r\n\r\n" + payload)
 
     def _serve_h2(self, sock):
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -250,13 +253,16 @@ class ScriptedUpstream:
                     elif isinstance(event, h2.events.DataReceived):
                         pending[event.stream_id]["body"] += event.data
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.TrailersReceived):
+                        pending[event.stream_id]["trailers"] = [
+                            (k.decode(), v.decode()) for k, v in event.headers]
                     elif isinstance(event, h2.events.StreamEnded):
                         req = pending.pop(event.stream_id)
                         pseudo = dict(h for h in req["headers"] if h[0].startswith(":"))
                         script = self._record({
                             "method": pseudo.get(":method"), "path": pseudo.get(":path"),
                             "headers": [h for h in req["headers"] if not h[0].startswith(":")],
-                            "body": req["body"]})
+                            "body": req["body"], "trailers": req.get("trailers", [])})
                         chunks = [c.encode() if isinstance(c, str) else c for c in script.chunks]
                         headers = [(":status", str(script.status))] + list(script.headers)
                         conn.send_headers(event.stream_id, headers,

@@ -102,6 +102,9 @@ pub struct Exchange {
     body_len: usize,
     /// The body has ended (end of stream, or trailers came).
     body_ended: bool,
+    /// The request is for the MCP endpoint (not a metadata or public path,
+    /// nor a preflight).
+    endpoint: bool,
     /// An unknown `kid` already caused one refetch for this request.
     refetched: bool,
     answer: Option<AnswerWatch>,
@@ -121,6 +124,7 @@ impl Exchange {
             stage: Stage::Start,
             body_len: 0,
             body_ended: false,
+            endpoint: false,
             refetched: false,
             answer: None,
             verdict: None,
@@ -149,7 +153,9 @@ impl Exchange {
         head.has_body = !end_of_stream;
         self.head = head;
         self.body_ended = end_of_stream;
-        match gate::route(env.policy, &self.head) {
+        let route = gate::route(env.policy, &self.head);
+        self.endpoint = !matches!(route, Route::Open);
+        match route {
             Route::Metadata(answer) => self.answer(answer),
             Route::Open => self.open(env),
             Route::Refuse(refusal) => self.refuse(env, refusal, None),
@@ -164,10 +170,19 @@ impl Exchange {
     }
 
     /// Trailers end the body: decide now. (Envoy's default for a callback is
-    /// to continue, which would release the held request unread.)
-    pub fn on_request_trailers(&mut self, env: &mut Env) -> Output {
+    /// to continue, which would release the held request unread.) Trailers
+    /// that may not go upstream are removed first (`names`: the trailers'
+    /// names).
+    pub fn on_request_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
         self.body_ended = true;
-        self.after_body_event(env)
+        let mut output = self.after_body_event(env);
+        let remove = gate::trailers_to_remove(env.policy, self.endpoint, names);
+        if !remove.is_empty() {
+            output
+                .effects
+                .insert(0, Effect::RemoveRequestTrailers(remove));
+        }
+        output
     }
 
     /// The key wait is over: the keys arrived, their fetch ended, or the
@@ -204,10 +219,11 @@ impl Exchange {
         }
     }
 
-    pub fn on_response_trailers(&mut self, env: &mut Env) -> Output {
+    /// `names`: the trailers' names.
+    pub fn on_response_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
         let host = &*env.host;
         match self.answer.as_mut() {
-            Some(watch) => watch.on_trailers(env.policy, &|n| host.response_body(n)),
+            Some(watch) => watch.on_trailers(env.policy, names, &|n| host.response_body(n)),
             None => Output::go_on(),
         }
     }

@@ -30,6 +30,10 @@ pub enum Effect {
     SendAnswer(Answer),
     /// Edit the request headers before they go upstream.
     EditRequestHeaders(UpstreamHeaders),
+    /// Remove these request trailers before they go upstream.
+    RemoveRequestTrailers(Vec<String>),
+    /// Remove these response trailers before they go to the client.
+    RemoveResponseTrailers(Vec<String>),
     /// Put the request on the waiting list of a provider's keys; the host
     /// calls `on_keys_settled` when they arrive, their fetch ends, or the
     /// wait runs out.

@@ -190,9 +190,22 @@ impl AnswerWatch {
     /// Trailers end the answer: a held JSON answer is filtered now (or it
     /// would go out unread when the trailers continue). An incomplete last
     /// event of a stream cannot be emitted any more and is dropped.
-    pub fn on_trailers(&mut self, policy: &Policy, read: &dyn Fn(usize) -> Vec<u8>) -> Output {
+    pub fn on_trailers(
+        &mut self,
+        policy: &Policy,
+        names: &[String],
+        read: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Output {
         match &mut self.reading {
-            Reading::Json => self.finish_json(policy, read),
+            Reading::Json => {
+                let mut output = self.finish_json(policy, read);
+                if matches!(self.reading, Reading::Replacing { .. }) && !names.is_empty() {
+                    output
+                        .effects
+                        .push(Effect::RemoveResponseTrailers(names.to_vec()));
+                }
+                output
+            }
             Reading::Sse(filter) => {
                 let keep = keeper(policy, &self.identity);
                 let left = filter.finish(&keep);
@@ -206,6 +219,12 @@ impl AnswerWatch {
                 }
                 output
             }
+            // The error stands for the whole answer: nothing of the
+            // upstream's goes with it.
+            Reading::Replacing { .. } if !names.is_empty() => Output {
+                effects: vec![Effect::RemoveResponseTrailers(names.to_vec())],
+                action: Action::Continue,
+            },
             _ => Output::go_on(),
         }
     }

@@ -1,14 +1,13 @@
 //! The key fetcher's view of the proxy (`keys::fetch::Proxy`): proxy-wasm
 //! shared data, calls through Envoy clusters, the log and the counters.
 
+use super::abi;
 use super::log;
 use super::stats::Stats;
 use crate::counters::Counter;
 use crate::exchange::Level;
 use crate::keys::fetch::Proxy;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
-use std::time::Duration;
 
 pub struct HostProxy<'a> {
     pub stats: &'a Stats,
@@ -16,11 +15,11 @@ pub struct HostProxy<'a> {
 
 impl Proxy for HostProxy<'_> {
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
+        abi::shared_get(key)
     }
 
     fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        abi::shared_set(key, value, cas).is_ok()
     }
 
     fn dispatch(
@@ -36,14 +35,8 @@ impl Proxy for HostProxy<'_> {
             (":authority", authority),
             ("accept", "application/json"),
         ];
-        hostcalls::dispatch_http_call(
-            cluster,
-            headers,
-            None,
-            vec![],
-            Duration::from_millis(timeout_ms),
-        )
-        .map_err(|status| format!("{status:?}"))
+        abi::http_call(cluster, &headers, timeout_ms)
+            .map_err(|failed| format!("status {}", failed.0))
     }
 
     fn log(&mut self, level: Level, line: &str) {

@@ -3,6 +3,7 @@
 //! carries out what the core answers with proxy-wasm calls. It decides
 //! nothing itself.
 
+mod abi;
 mod keys;
 mod request;
 mod root;
@@ -18,13 +19,9 @@ proxy_wasm::main! {{
 
 /// Milliseconds since the Unix epoch, from the host's clock.
 pub(crate) fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    abi::now_ms()
 }
 
 pub(crate) fn log(level: LogLevel, message: &str) {
-    let _ = proxy_wasm::hostcalls::log(level, message);
+    abi::log(level as u32, message);
 }

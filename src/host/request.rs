@@ -4,13 +4,13 @@
 //! through the machine, so none can fall back to the SDK's default of
 //! "continue".
 
+use super::abi::{self, Buffer, Map};
 use super::worker::Worker;
 use super::{log, now_ms};
 use crate::exchange::{self, Action, Effect, Env, Exchange, Level, Output, ResponseHead};
 use crate::gate::RequestHead;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{self, BufferType, LogLevel, MapType};
+use proxy_wasm::types::{self, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -58,7 +58,7 @@ impl HttpContext for RequestFilter {
             return types::Action::Pause;
         }
         // One host call for all headers; the core reads them from memory.
-        let mut headers = self.get_http_request_headers();
+        let mut headers = abi::pairs(Map::RequestHeaders);
         let method = take_pseudo(&mut headers, ":method");
         let path = take_pseudo(&mut headers, ":path");
         let head = RequestHead::new(&method, &path, headers);
@@ -70,7 +70,8 @@ impl HttpContext for RequestFilter {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> types::Action {
-        self.run(|ex, env| ex.on_request_trailers(env))
+        let names = names_of(Map::RequestTrailers);
+        self.run(|ex, env| ex.on_request_trailers(env, &names))
     }
 
     fn on_http_response_headers(
@@ -78,7 +79,7 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         end_of_stream: bool,
     ) -> types::Action {
-        let head = ResponseHead::from_headers(&self.get_http_response_headers());
+        let head = ResponseHead::from_headers(&abi::pairs(Map::ResponseHeaders));
         self.run(|ex, env| ex.on_response_headers(env, &head, end_of_stream))
     }
 
@@ -87,7 +88,8 @@ impl HttpContext for RequestFilter {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> types::Action {
-        self.run(|ex, env| ex.on_response_trailers(env))
+        let names = names_of(Map::ResponseTrailers);
+        self.run(|ex, env| ex.on_response_trailers(env, &names))
     }
 }
 
@@ -100,11 +102,11 @@ struct Live<'a> {
 
 impl exchange::Host for Live<'_> {
     fn request_body(&self, len: usize) -> Vec<u8> {
-        read_buffer(BufferType::HttpRequestBody, len)
+        abi::buffer(Buffer::RequestBody, len)
     }
 
     fn response_body(&self, len: usize) -> Vec<u8> {
-        read_buffer(BufferType::HttpResponseBody, len)
+        abi::buffer(Buffer::ResponseBody, len)
     }
 
     fn fetch_keys(&mut self, provider: usize) {
@@ -120,13 +122,6 @@ impl exchange::Host for Live<'_> {
             .get_mut(provider)
             .is_some_and(|slot| slot.unknown_key(self.now_ms))
     }
-}
-
-fn read_buffer(buffer: BufferType, len: usize) -> Vec<u8> {
-    hostcalls::get_buffer(buffer, 0, len)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
 }
 
 /// Feeds one event to the machine with this VM's policy, keys and cache.
@@ -161,20 +156,28 @@ pub fn carry_out(
             Effect::SendAnswer(answer) => send(&answer),
             Effect::EditRequestHeaders(edits) => {
                 for name in &edits.remove {
-                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                    let _ = abi::set_header(Map::RequestHeaders, name, None);
                 }
                 for (name, value) in &edits.set {
-                    let _ =
-                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+                    let _ = abi::set_header(Map::RequestHeaders, name, Some(value));
+                }
+            }
+            Effect::RemoveRequestTrailers(names) => {
+                for name in &names {
+                    let _ = abi::set_header(Map::RequestTrailers, name, None);
+                }
+            }
+            Effect::RemoveResponseTrailers(names) => {
+                for name in &names {
+                    let _ = abi::set_header(Map::ResponseTrailers, name, None);
                 }
             }
             Effect::AwaitKeys { provider } => worker.wait(context_id, exchange, provider, now_ms()),
             Effect::ReplaceResponseBody { len, bytes } => {
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, len, &bytes);
+                let _ = abi::set_buffer(Buffer::ResponseBody, len, &bytes);
             }
             Effect::SetResponseHeader { name, value } => {
-                let _ =
-                    hostcalls::set_map_value(MapType::HttpResponseHeaders, &name, value.as_deref());
+                let _ = abi::set_header(Map::ResponseHeaders, &name, value.as_deref());
             }
             Effect::Count(counter, n) => worker.stats.add(counter, n),
             Effect::Log(level, line) => log(
@@ -195,7 +198,11 @@ fn send(answer: &crate::answer::Answer) {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let _ = hostcalls::send_http_response(answer.status, headers, Some(&answer.body));
+    let _ = abi::send_response(answer.status, &headers, &answer.body);
+}
+
+fn names_of(map: Map) -> Vec<String> {
+    abi::pairs(map).into_iter().map(|(name, _)| name).collect()
 }
 
 fn take_pseudo(headers: &mut Vec<(String, String)>, name: &str) -> String {

@@ -2,6 +2,7 @@
 //! Envoy refuse the listener), runs the key refresh tick and hands each
 //! request a context that shares this VM's worker state.
 
+use super::abi::{self, Buffer, Map};
 use super::keys::HostProxy;
 use super::request::{self, RequestFilter};
 use super::stats::Stats;
@@ -9,15 +10,13 @@ use super::worker::Worker;
 use super::{log, now_ms};
 use crate::config::Policy;
 use crate::exchange::Action;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::rc::Rc;
-use std::time::Duration;
 
 /// The tick drives key refresh and wakes requests waiting for keys; 100 ms
 /// keeps that wait short and costs a few map look-ups per tick.
-const TICK: Duration = Duration::from_millis(100);
+const TICK_MS: u32 = 100;
 
 pub struct PluginRoot {
     context_id: u32,
@@ -43,14 +42,14 @@ impl PluginRoot {
             slot.tick(now_ms, &mut proxy);
         }
         for (context_id, exchange) in worker.ready_waiters(now_ms) {
-            if hostcalls::set_effective_context(context_id).is_ok() {
+            if abi::set_effective_context(context_id).is_ok() {
                 let output = request::drive(worker, &exchange, |ex, env| ex.on_keys_settled(env));
                 if request::carry_out(worker, context_id, &exchange, output) == Action::Continue {
-                    let _ = hostcalls::resume_http_request();
+                    let _ = abi::resume_request();
                 }
             }
         }
-        let _ = hostcalls::set_effective_context(self.context_id);
+        let _ = abi::set_effective_context(self.context_id);
     }
 }
 
@@ -65,25 +64,22 @@ impl Context for PluginRoot {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        let status = self
-            .get_http_call_response_header(":status")
-            .and_then(|s| s.parse().ok());
-        let cache_control = self.get_http_call_response_header("cache-control");
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
+        let headers = abi::pairs(Map::CallResponseHeaders);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let status = header(":status").and_then(|s| s.trim().parse().ok());
+        let cache_control = header("cache-control");
+        let body = abi::buffer(Buffer::CallResponseBody, body_size);
         let mut proxy = HostProxy {
             stats: &worker.stats,
         };
         for slot in worker.slots.borrow_mut().iter_mut() {
             if slot.owns_call(token) {
-                slot.on_response(
-                    now_ms(),
-                    status,
-                    cache_control.as_deref(),
-                    &body,
-                    &mut proxy,
-                );
+                slot.on_response(now_ms(), status, cache_control, &body, &mut proxy);
                 break;
             }
         }
@@ -93,7 +89,7 @@ impl Context for PluginRoot {
 
 impl RootContext for PluginRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = abi::buffer(Buffer::PluginConfiguration, usize::MAX);
         let text = String::from_utf8_lossy(&bytes);
         match Policy::from_json(&text) {
             Ok(policy) => {
@@ -107,7 +103,7 @@ impl RootContext for PluginRoot {
                     ),
                 );
                 self.worker = Some(Rc::new(Worker::new(policy, Stats::define(), now_ms())));
-                self.set_tick_period(TICK);
+                let _ = abi::set_tick_period_ms(TICK_MS);
                 self.drive_keys();
                 true
             }

@@ -2,9 +2,8 @@
 //! per VM from the core's table. Envoy shows them under
 //! `wasmcustom.mcp_authz.*` (and `wasmcustom_mcp_authz_*` in Prometheus).
 
+use super::abi;
 use crate::counters::Counter;
-use proxy_wasm::hostcalls::{define_metric, increment_metric};
-use proxy_wasm::types::MetricType;
 
 /// Metric ids of this VM, in the order of `Counter::ALL`.
 pub struct Stats {
@@ -16,10 +15,7 @@ impl Stats {
         Stats {
             ids: Counter::ALL
                 .iter()
-                .map(|c| {
-                    define_metric(MetricType::Counter, &format!("mcp_authz.{}", c.name()))
-                        .unwrap_or(0)
-                })
+                .map(|c| abi::define_counter(&format!("mcp_authz.{}", c.name())).unwrap_or(0))
                 .collect(),
         }
     }
@@ -35,7 +31,7 @@ impl Stats {
     pub fn add(&self, counter: Counter, n: u64) {
         let id = self.id(counter);
         if id != 0 && n > 0 {
-            let _ = increment_metric(id, n as i64);
+            let _ = abi::increment_counter(id, n as i64);
         }
     }
 

@@ -268,6 +268,14 @@ impl RawMessage<'_> {
             Some(field) => {
                 let value = if field == "uri" { uri } else { name };
                 match value {
+                    Some(Text::Str(uri)) if field == "uri" => {
+                        if let Some(why) = resource_uri::not_normal(&uri) {
+                            return Err(BodyError::Invalid(format!(
+                                "params.uri {why}: send the URI in normal form"
+                            )));
+                        }
+                        Some(uri.into_owned())
+                    }
                     Some(Text::Str(value)) => Some(value.into_owned()),
                     // A rule keyed on names must never be skipped because the
                     // name is missing or of another type.
@@ -555,6 +563,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
 }
 
 mod headers;
+mod resource_uri;
 pub use headers::{check_mcp_headers, HeaderMismatch};
 
 #[cfg(test)]

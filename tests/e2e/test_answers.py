@@ -30,7 +30,7 @@ READER_TOOLS = ["get_weather", "search"]
 
 
 def config(**fields):
-    return base_config([inline_provider(KEY)], TOOL_RULES, max_body_bytes=1 << 20, **fields)
+    return base_config([inline_provider(KEY)], TOOL_RULES, **{"max_body_bytes": 1 << 20, **fields})
 
 
 def list_answer(id=1, tools=TOOLS, scope="public"):
@@ -300,3 +300,48 @@ def test_the_answer_to_a_call_passes_byte_for_byte(stack):
     assert reply.status == 200
     assert reply.headers["content-encoding"] == ["gzip"]
     assert reply.body == raw
+
+
+# --- shapes an outsider found -------------------------------------------------
+
+def test_an_upstream_header_that_is_not_utf8_crashes_nothing(stack):
+    envoy, upstream = stack
+    upstream.script = Script(headers=[("content-type", "application/json"), ("x-up", b"\xff\xfe")],
+                             chunks=[list_answer()])
+    for _ in range(2):
+        reply = post_list(envoy)
+        assert reply.status == 200, reply.body
+        assert tool_names(json.loads(reply.body)) == READER_TOOLS
+    assert "panicked" not in envoy.logs()
+
+
+def test_the_upstreams_trailers_do_not_go_with_an_error(h2_stack):
+    envoy, upstream = h2_stack
+    upstream.script = Script(headers=[("content-type", "text/plain")], chunks=[list_answer()],
+                             trailers=[("x-upstream-trailer", "secret")])
+    reply = post_list(envoy)
+    assert_unfilterable(reply)
+    assert "x-upstream-trailer" not in reply.trailers
+
+
+def test_a_limit_above_envoys_buffer_works_once_the_buffers_are_raised(envoy_version):
+    """`max_body_bytes` beyond Envoy's per-connection buffer limit (1 MiB by
+    default) needs that limit raised on the listener and the cluster, as the
+    README says; then bodies and answers up to the limit are read whole."""
+    upstream = ScriptedUpstream(http2=False)
+    try:
+        with Envoy(envoy_version, config(max_body_bytes=8 << 20), upstream.port,
+                   buffer_limit=16 << 20) as envoy:
+            big = [{"name": f"get_{i}", "description": "x" * 200} for i in range(12000)]
+            answer = {"jsonrpc": "2.0", "id": 1, "result": {"tools": big + [{"name": "delete_everything"}]}}
+            upstream.script = json_script(json.dumps(answer))
+            status, _, body = envoy.request("POST", "/mcp", json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                 "params": {"_meta": {"pad": "y" * (2 << 20)}}}),
+                {"Content-Type": "application/json", "Authorization": f"Bearer {READER}"}, timeout=60)
+            assert status == 200, body[:300]
+            assert len(upstream.requests[-1]["body"]) > 2 << 20
+            names = tool_names(json.loads(body))
+            assert len(names) == 12000 and "delete_everything" not in names
+    finally:
+        upstream.close()

@@ -19,7 +19,7 @@ from harness import Envoy, RecordingUpstream
 from jwks_server import JwksServer
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims, jwks
-from wire import h1_chunked_request, h2_request
+from wire import Script, ScriptedUpstream, h1_chunked_request, h2_request
 
 KEY = RsaKey("hold-k1")
 REMOTE_ISSUER = "https://login.example.org"
@@ -297,3 +297,101 @@ def test_access_token_types_are_accepted(envoy, mcp_server, typ):
     token = mint(["reader"], headers={"typ": typ})
     status, _, body = envoy.request("POST", "/mcp", rpc("tools/list"), dict(headers(token=token)))
     assert status == 200, body
+
+
+# --- shapes an outsider found -------------------------------------------------
+
+def raw_exchange(port, request_bytes):
+    """Sends raw bytes on a fresh connection; returns the status line's code."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_bytes)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def test_a_header_value_that_is_not_utf8_crashes_nothing(envoy, mcp_server):
+    """HTTP lets a header value carry bytes that are not UTF-8: the filter
+    answers the request and goes on serving everyone."""
+    status = raw_exchange(envoy.port, b"GET /mcp HTTP/1.1\r\nHost: a\r\nX-Foo: \xff\xfe\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert status == 401
+    body = rpc("tools/call", "get_weather").encode()
+    status = raw_exchange(envoy.port, b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                                      b"Accept: application/json, text/event-stream\r\n"
+                                      b"Authorization: Bearer " + READER.encode() + b"\r\nX-Foo: \xc3\x28\r\n"
+                                      b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+                                      b"Connection: close\r\n\r\n" + body)
+    assert status == 200
+    for _ in range(3):
+        status, _, out = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"), dict(headers()))
+        assert status == 200, out
+    assert "panicked" not in envoy.logs()
+
+
+def test_request_trailers_carry_nothing_to_the_mcp_endpoint(envoy_version):
+    """An allowed call with a token, identity and routing headers in its
+    trailers: the upstream gets the call, and none of the trailers."""
+    upstream = ScriptedUpstream(http2=True)
+    try:
+        with Envoy(envoy_version, config(), upstream.port, upstream_http2=True) as e:
+            upstream.script = Script(headers=[("content-type", "application/json")],
+                                     chunks=['{"jsonrpc":"2.0","id":1,"result":{}}'])
+            trailers = [("authorization", f"Bearer {ADMIN}"), ("x-mcp-roles", "admin"),
+                        ("x_mcp_subject", "root"), ("mcp-name", "delete_everything"), ("x-foo", "bar")]
+            reply = h2_request(e.port, "POST", "/mcp", headers(), rpc("tools/call", "get_weather"), trailers)
+            assert reply.status == 200, reply.body
+            [seen] = upstream.requests
+            assert seen["trailers"] == []
+            assert not any(k == "authorization" for k, _ in seen["headers"])
+            # A public path keeps its trailers, but never a token or an identity.
+            upstream.clear()
+            reply = h2_request(e.port, "POST", "/healthz", [("content-type", "text/plain")], "ping", trailers)
+            assert reply.status == 200
+            [seen] = upstream.requests
+            names = [k for k, _ in seen["trailers"]]
+            assert names == ["mcp-name", "x-foo"], names
+    finally:
+        upstream.close()
+
+
+@pytest.mark.parametrize("spelling", ["Mcp_Name", "mcp_name", "MCP_NAME"])
+def test_routing_headers_in_other_spellings_are_checked_too(envoy, mcp_server, spelling):
+    """`Mcp_Name` is `Mcp-Name` to a CGI-style server."""
+    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                    {**dict(headers()), spelling: "delete_everything"})
+    assert status == 400, body
+    assert json.loads(body)["error"]["code"] == -32020
+    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                    {**dict(headers()), "Mcp-Name": "get_weather", spelling: "get_weather"})
+    assert status == 400, "two spellings are two copies"
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("uri", ["SECRET://keys", " secret://keys", "secret://keys ", "secret://%6beys",
+                                 "docs://readme/../../secret", "Docs://readme"])
+def test_resource_uris_in_another_spelling_are_refused(envoy, mcp_server, uri):
+    """A server may normalise a URI before reading it; a rule matches the
+    text. Only the normal form is taken."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
+    status, _, out = envoy.request("POST", "/mcp", body, dict(headers()))
+    assert status == 400, out
+    assert json.loads(out)["error"]["code"] == -32600
+    assert "normal form" in json.loads(out)["error"]["message"]
+    assert mcp_server.seen() == []
+
+
+def test_an_identity_value_with_spaces_around_it_is_left_out(recording_envoy, recording):
+    recording.clear()
+    token = KEY.sign(claims(ISSUER, RESOURCE, sub=" admin ", roles=["reader"], scope="mcp:read", ttl=3600))
+    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
+                                              dict(headers(token=token)))
+    assert status == 200, body
+    [seen] = recording.requests
+    assert "x-mcp-subject" not in seen["headers"]
+    assert seen["headers"]["x-mcp-roles"] == "reader"
