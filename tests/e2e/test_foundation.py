@@ -8,6 +8,7 @@ import pytest
 
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, base_config, inline_provider
 from harness import Envoy, EnvoyExited
+from mcp_client import LIST, post
 from tokens import RsaKey, jwks
 
 KEY = RsaKey("k1")
@@ -57,9 +58,7 @@ def test_metadata_refuses_other_methods(envoy):
 
 def test_no_token_gets_401_challenge_with_metadata_and_scope(envoy, upstream):
     upstream.clear()
-    status, headers, body = envoy.request(
-        "POST", "/mcp", body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-        headers={"Content-Type": "application/json", "Host": "evil.example.org"})
+    status, headers, body = post(envoy, LIST, headers={"Host": "evil.example.org"})
     assert status == 401
     assert headers["www-authenticate"] == [
         f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:read mcp:write"']
