@@ -1,7 +1,9 @@
-"""Faults on the request and response paths: a huge body, a client that
+"""README "Hardening" (fault tests in real Envoy) and "Failure behaviour":
+faults on the request and response paths: a huge body, a client that
 hangs up while its body is being read, an upstream that dies in the middle
 of a filtered SSE list answer. After each, the filter still answers
-correctly and nothing refused reached the upstream."""
+correctly and nothing refused reached the upstream. (The JWKS faults are in
+`test_remote_keys.py`.)"""
 
 import json
 import socket

@@ -1,5 +1,8 @@
-"""Contract sections 2, 3 (refusal), 4.1-4.3 and the first row of section 5,
-in a real Envoy with the built filter."""
+"""README "Request handling" steps 1-4 up to the token (the metadata
+document, public paths, CORS preflights, the MCP endpoint's methods, the 401
+challenge without a token) and the refused configurations of "Configuration
+reference" and "Wiring it into Envoy" (`envoy --mode validate`, a running
+Envoy), in a real Envoy with the built filter."""
 
 import json
 import subprocess

@@ -1,4 +1,5 @@
-"""The Istio delivery in envoy/istio/, end to end: what istiod and istio-agent
+"""README "Wiring it into Envoy" (Istio) and "Publishing for Istio": the
+Istio delivery in envoy/istio/, end to end: what istiod and istio-agent
 hand to Envoy for each shipped EnvoyFilter (`tests/istio_translate.py`
 computes it from the YAML as shipped, following Istio's code), run in real
 Envoy on each tested version. An allowed MCP call reaches the upstream; a

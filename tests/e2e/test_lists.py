@@ -1,5 +1,8 @@
-"""Contract section 4.9: list answers show only what the caller may use, in
-JSON and in SSE answers, with Content-Length kept right."""
+"""README "List filtering" (and `filter_lists` in "Configuration
+reference"): list answers show only what the caller may use, in JSON and in
+SSE answers, with Content-Length kept right, and are counted
+(`list_items_removed`). The answers the filter cannot read are in
+`test_answers.py`."""
 
 import json
 import time

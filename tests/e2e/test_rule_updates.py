@@ -1,6 +1,7 @@
-"""Rule changes without a restart: Envoy takes the filter's configuration by
-ECDS from a file it watches. Under load, a change is enforced quickly with no
-failed request, and an invalid change is refused while the old one serves."""
+"""README "Rolling out rule changes": rule changes without a restart, Envoy
+taking the filter's configuration by ECDS from a file it watches. Under
+load, a change is enforced quickly with no failed request, and an invalid
+change is refused while the old one serves."""
 
 import json
 import os
