@@ -286,8 +286,7 @@ def test_one_fetch_per_envoy_not_per_worker(envoy_version, upstream, idp):
     with remote_envoy(envoy_version, upstream, idp, concurrency=4) as e:
         token = KEY.sign(good_claims())
         upstream.clear()
-        # At most 4 at once: the RecordingUpstream's listen backlog is 5, and
-        # requests released together all connect to it at the same moment.
+        # Four at once, released together when the keys arrive.
         waiting = [None] * 4
 
         def one(i):
