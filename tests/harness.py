@@ -2,13 +2,17 @@
 servers the end-to-end tests need, on free loopback ports. `ManagedProcess`
 starts, waits for and stops every server the tests run as a subprocess:
 Envoy here, the MCP server (`mcp_upstream.py`) and the interop tests'
-authorization server (`interop/stack.py`)."""
+authorization server (`interop/stack.py`). `HttpServer` and `Handler` are
+the base of every HTTP server the tests write by hand and run in a thread:
+the recording upstream here, the issuer's keys (`jwks_server.py`) and the
+upstreams a test scripts itself."""
 
 import http.client
 import http.server
 import json
 import os
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -18,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "target/wasm32-wasip1/release/mcp_authz.wasm"
 ENVOY_VERSIONS = ["1.40.0", "1.36.4"]
+# How Envoy names the filter's counters in /stats.
+COUNTER_PREFIX = "wasmcustom.mcp_authz."
 
 
 def envoy_binary(version):
@@ -78,12 +84,12 @@ def wasm_filter(plugin_config, wasm=WASM):
 
 
 def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None,
-              hcm=None, upstream_http2=False, buffer_limit=None):
+              hcm=None, upstream_http2=False, routes=(), buffer_limit=None):
     """An Envoy bootstrap: one listener with the filter (or `filters`) in
-    front of the `upstream` cluster; `hcm` is merged into the
-    HttpConnectionManager (e.g. `http_protocol_options`); `buffer_limit`, when
-    set, is the listener's and every cluster's
-    `per_connection_buffer_limit_bytes`."""
+    front of the `upstream` cluster; `routes` are matched before the one to
+    `upstream`; `hcm` is merged into the HttpConnectionManager (e.g.
+    `http_protocol_options`); `buffer_limit`, when set, is the listener's and
+    every cluster's `per_connection_buffer_limit_bytes`."""
     http_filters = filters if filters is not None else [wasm_filter(plugin_config)]
     http_filters = list(http_filters) + [{
         "name": "envoy.filters.http.router",
@@ -104,8 +110,8 @@ def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=
                         "stat_prefix": "mcp",
                         "route_config": {"virtual_hosts": [{
                             "name": "mcp", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"},
-                                        "route": {"cluster": "upstream", "timeout": "30s"}}],
+                            "routes": list(routes) + [{"match": {"prefix": "/"},
+                                                       "route": {"cluster": "upstream", "timeout": "30s"}}],
                         }]},
                         "http_filters": http_filters,
                         **(hcm or {}),
@@ -208,7 +214,7 @@ class Envoy(ManagedProcess):
     label = "Envoy"
 
     def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None,
-                 hcm=None, upstream_http2=False, buffer_limit=None):
+                 hcm=None, upstream_http2=False, routes=(), buffer_limit=None):
         self.version = version
         self.port = free_port()
         self.admin_port = free_port()
@@ -220,7 +226,7 @@ class Envoy(ManagedProcess):
             plugin_config = plugin_config(self.port)
         with open(self.config_path, "w") as f:
             json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters,
-                                hcm, upstream_http2, buffer_limit), f)
+                                hcm, upstream_http2, routes, buffer_limit), f)
         self.concurrency = concurrency
 
     def command(self, *extra):
@@ -247,6 +253,29 @@ class Envoy(ManagedProcess):
                 out[name.strip()] = int(value)
         return out
 
+    def counters(self):
+        """The filter's counters under the README's names (`allowed`,
+        `denied.no_token`, ...)."""
+        return {name[len(COUNTER_PREFIX):]: value for name, value in self.stats(COUNTER_PREFIX).items()
+                if name.startswith(COUNTER_PREFIX)}
+
+    def decisions(self, kind=None):
+        """The filter's decision log (README "Observability"): its JSON lines
+        in Envoy's log, in order; only those of `kind` ("deny", "would_deny",
+        "allow") when given."""
+        out = []
+        for line in self.logs().splitlines():
+            start = line.find('{"')
+            if start < 0 or '"mcp_authz"' not in line:
+                continue
+            try:
+                decision = json.loads(line[start:])
+            except ValueError:
+                continue
+            if isinstance(decision, dict) and "mcp_authz" in decision and kind in (None, decision["mcp_authz"]):
+                out.append(decision)
+        return out
+
 
 class EnvoyExited(Exception):
     def __init__(self, code, logs):
@@ -256,17 +285,38 @@ class EnvoyExited(Exception):
 
 
 def request(port, method, path, body=None, headers=None, timeout=10):
-    """One HTTP/1.1 request; returns (status, headers as lower-cased dict of lists, body)."""
+    """One HTTP/1.1 request; `body` a dict or list (sent as JSON), str or
+    bytes; `headers` a dict, or (name, value) pairs in which a name may
+    repeat. Returns (status, headers as lower-cased dict of lists, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
         elif isinstance(body, str):
             body = body.encode()
-        conn.request(method, path, body=body, headers=headers or {})
+        if isinstance(headers, (list, tuple)):
+            conn.putrequest(method, path)
+            for name, value in headers:
+                conn.putheader(name, value)
+            if body is not None or method.upper() in ("POST", "PUT", "PATCH"):
+                conn.putheader("Content-Length", str(len(body or b"")))
+            conn.endheaders(body)
+        else:
+            conn.request(method, path, body=body, headers=headers or {})
         return read_response(conn)
     finally:
         conn.close()
+
+
+def poll(check, timeout, interval=0.05):
+    """Calls `check` until it returns something true or `timeout` seconds
+    have passed; returns its last result."""
+    deadline = time.time() + timeout
+    while True:
+        result = check()
+        if result or time.time() >= deadline:
+            return result
+        time.sleep(interval)
 
 
 def read_response(conn):
@@ -280,6 +330,95 @@ def read_response(conn):
     return resp.status, hdrs, data
 
 
+class Handler(http.server.BaseHTTPRequestHandler):
+    """The base of the tests' hand-written HTTP servers: HTTP/1.1, no access
+    log, and the few ways they answer. `self.server.owner` is the object
+    that runs the server (what the handler reports to or reads its script
+    from)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    @property
+    def owner(self):
+        return self.server.owner
+
+    def read_body(self):
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def answer(self, status, body, headers=None):
+        """A whole answer with `content-type: application/json` and a
+        `content-length` (no body for HEAD), then `headers`."""
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def start_chunked(self, content_type):
+        """The head of a 200 answer whose body follows in `send_chunk`s."""
+        self.send_response(200)
+        self.send_header("content-type", content_type)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+    def send_chunk(self, data):
+        """One chunk, sent at once; an empty one ends the body."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def reset(self):
+        """Ends the connection with a TCP reset, as an upstream that dies
+        does: no more requests are read from it, and once the handler
+        returns its socket closes with a zero linger time, before the
+        server would shut it down cleanly."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+
+class HttpServer(http.server.ThreadingHTTPServer):
+    """Serves `handler` (a `Handler` subclass) on 127.0.0.1:`port` (0: a
+    free port) from a daemon thread, from construction until `close()`;
+    handlers reach `owner` as `self.owner`."""
+
+    # Envoy may release many held requests at once (e.g. after keys
+    # arrive); the default backlog of 5 would refuse some.
+    request_queue_size = 128
+    daemon_threads = True
+
+    def __init__(self, handler, owner=None, port=0):
+        super().__init__(("127.0.0.1", port), handler)
+        self.owner = owner
+        self.port = self.server_address[1]
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class RecordingHandler(Handler):
+    def handle_any(self):
+        body = self.read_body()
+        seen = {"method": self.command, "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "header_list": [(k.lower(), v) for k, v in self.headers.items()],
+                "body": body.decode(errors="replace")}
+        with self.owner.lock:
+            self.owner.requests.append(seen)
+        self.answer(200, json.dumps({"jsonrpc": "2.0", "id": None, "result": {"echo": True}}).encode())
+
+    do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_HEAD = handle_any
+
+
 class RecordingUpstream:
     """A plain HTTP upstream that records every request it sees and answers
     with a JSON echo. Tests use it to prove what reached (or never reached)
@@ -288,48 +427,12 @@ class RecordingUpstream:
     def __init__(self):
         self.requests = []
         self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def handle_any(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                seen = {"method": self.command, "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "header_list": [(k.lower(), v) for k, v in self.headers.items()],
-                        "body": body.decode(errors="replace")}
-                with outer.lock:
-                    outer.requests.append(seen)
-                out = json.dumps({"jsonrpc": "2.0", "id": None, "result": {"echo": True}}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(out)
-
-            do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_HEAD = handle_any
-
-        class Server(http.server.ThreadingHTTPServer):
-            # Envoy may release many held requests at once (e.g. after keys
-            # arrive); the default backlog of 5 would refuse some.
-            request_queue_size = 128
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = HttpServer(RecordingHandler, owner=self)
+        self.port = self.server.port
 
     def clear(self):
         with self.lock:
             self.requests.clear()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

@@ -3,12 +3,12 @@ control: a real HTTP server on 127.0.0.1, run in a thread, whose answers a
 test switches at will (good keys, 500, garbage, an empty key set, hanging,
 down) and which counts the requests it saw per path."""
 
-import http.server
 import json
-import socket
 import threading
 import time
 from collections import Counter
+
+from harness import Handler, HttpServer, free_port, poll
 
 
 class JwksServer:
@@ -45,12 +45,7 @@ class JwksServer:
         self.changed = threading.Condition(self.lock)
         self.stopping = False
         self.server = None
-        self.thread = None
-        if port == 0:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
+        self.port = port or free_port()
         if start:
             self.start()
 
@@ -86,71 +81,14 @@ class JwksServer:
 
     def wait_for(self, path=None, at_least=1, timeout=10):
         """Waits until `path` was asked for `at_least` times; returns whether it was."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.count(path) >= at_least:
-                return True
-            time.sleep(0.02)
-        return False
+        return poll(lambda: self.count(path) >= at_least, timeout, interval=0.02)
 
     # --- lifecycle -----------------------------------------------------
 
     def start(self):
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = self.path
-                with outer.lock:
-                    outer.counts[path] += 1
-                    outer.times.setdefault(path, []).append(time.monotonic())
-                    mode = outer.mode
-                    while mode == "hang" and not outer.stopping:
-                        outer.changed.wait(0.2)
-                        mode = outer.mode
-                    jwks, cache_control = outer.jwks, outer.cache_control
-                    document = outer.documents.get(path)
-                    delay = outer.delay
-                if delay:
-                    time.sleep(delay)
-                if outer.stopping or mode == "close":
-                    self.close_connection = True
-                    return
-                if path == outer.jwks_path:
-                    if mode == "error":
-                        return self.answer(500, b'{"error":"boom"}')
-                    if mode == "garbage":
-                        return self.answer(200, b"<html>this is not a key set</html>")
-                    if mode == "empty":
-                        return self.answer(200, b'{"keys": []}')
-                    extra = {"cache-control": cache_control} if cache_control else {}
-                    return self.answer(200, json.dumps(jwks).encode(), extra)
-                if document is not None and mode != "error":
-                    return self.answer(200, json.dumps(document).encode())
-                return self.answer(404, b'{"error":"not found"}')
-
-            def answer(self, status, body, extra=None):
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.send_header("connection", "close")
-                for name, value in (extra or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
         with self.lock:
             self.stopping = False
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
+        self.server = HttpServer(JwksHandler, owner=self, port=self.port)
         return self
 
     def stop(self):
@@ -160,8 +98,7 @@ class JwksServer:
         with self.lock:
             self.stopping = True
             self.changed.notify_all()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
         self.server = None
 
     def __enter__(self):
@@ -169,3 +106,42 @@ class JwksServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class JwksHandler(Handler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        outer = self.owner
+        path = self.path
+        with outer.lock:
+            outer.counts[path] += 1
+            outer.times.setdefault(path, []).append(time.monotonic())
+            mode = outer.mode
+            while mode == "hang" and not outer.stopping:
+                outer.changed.wait(0.2)
+                mode = outer.mode
+            jwks, cache_control = outer.jwks, outer.cache_control
+            document = outer.documents.get(path)
+            delay = outer.delay
+        if delay:
+            time.sleep(delay)
+        if outer.stopping or mode == "close":
+            self.close_connection = True
+            return
+        if path == outer.jwks_path:
+            if mode == "error":
+                return self.answer(500, b'{"error":"boom"}', CLOSE)
+            if mode == "garbage":
+                return self.answer(200, b"<html>this is not a key set</html>", CLOSE)
+            if mode == "empty":
+                return self.answer(200, b'{"keys": []}', CLOSE)
+            extra = {"cache-control": cache_control} if cache_control else {}
+            return self.answer(200, json.dumps(jwks).encode(), {**CLOSE, **extra})
+        if document is not None and mode != "error":
+            return self.answer(200, json.dumps(document).encode(), CLOSE)
+        return self.answer(404, b'{"error":"not found"}', CLOSE)
+
+
+# Every answer closes its connection.
+CLOSE = {"connection": "close"}

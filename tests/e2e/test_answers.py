@@ -17,6 +17,7 @@ import pytest
 
 from configs import ISSUER, RESOURCE, TOOL_RULES, base_config, inline_provider
 from harness import Envoy
+from mcp_client import initialize
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims
 from wire import Script, ScriptedUpstream, h2_request, sse_messages
@@ -140,10 +141,7 @@ def test_a_resumed_stream_replays_lists_filtered(envoy_version):
         with Envoy(envoy_version, config(), server.port) as envoy:
             h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                  "Authorization": f"Bearer {READER}"}
-            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                               "clientInfo": {"name": "mcp-authz-e2e", "version": "1.0"}}}
-            status, headers, _ = envoy.request("POST", "/mcp", init, h)
+            status, headers, _ = envoy.request("POST", "/mcp", initialize(), h)
             assert status == 200
             h["Mcp-Session-Id"] = headers["mcp-session-id"][0]
             h["MCP-Protocol-Version"] = "2025-11-25"

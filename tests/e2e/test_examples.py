@@ -1,5 +1,6 @@
-"""Every Envoy configuration in envoy/ is valid for each tested Envoy, and
-every YAML file there parses."""
+"""README "Wiring it into Envoy" and "Publishing for Istio": every Envoy
+configuration in envoy/ is valid for each tested Envoy, and every YAML file
+there parses."""
 
 import json
 import subprocess

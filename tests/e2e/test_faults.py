@@ -1,17 +1,19 @@
-"""Faults on the request and response paths: a huge body, a client that
+"""README "Hardening" (fault tests in real Envoy) and "Failure behaviour":
+faults on the request and response paths: a huge body, a client that
 hangs up while its body is being read, an upstream that dies in the middle
 of a filtered SSE list answer. After each, the filter still answers
-correctly and nothing refused reached the upstream."""
+correctly and nothing refused reached the upstream. (The JWKS faults are in
+`test_remote_keys.py`.)"""
 
 import json
 import socket
-import threading
 import time
 
 import pytest
 
 from configs import ISSUER, RESOURCE, base_config, inline_provider
-from harness import Envoy, RecordingUpstream
+from harness import Envoy, Handler, HttpServer, RecordingUpstream
+from mcp_client import ACCEPT, call, post, rpc
 from tokens import RsaKey, claims
 
 KEY = RsaKey("faults")
@@ -25,19 +27,14 @@ def config(**overrides):
 
 
 TOKEN = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"], ttl=3600))
-AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-
-def call(tool, id=1):
-    return {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}}
 
 
 def still_serves(envoy, upstream):
     """The filter answers correctly after the fault."""
     upstream.clear()
-    assert envoy.request("POST", "/mcp", body=call("get_weather"), headers=AUTH)[0] == 200
-    assert envoy.request("POST", "/mcp", body=call("set_config"), headers=AUTH)[0] == 403
-    assert envoy.request("POST", "/mcp", body=call("get_weather"))[0] == 401
+    assert post(envoy, call("get_weather"), TOKEN)[0] == 200
+    assert post(envoy, call("set_config"), TOKEN)[0] == 403
+    assert post(envoy, call("get_weather"), content_type=None)[0] == 401
     assert [json.loads(r["body"])["params"]["name"] for r in upstream.requests] == ["get_weather"]
 
 
@@ -52,7 +49,7 @@ def test_ten_mib_body_is_refused_and_never_reaches_upstream(envoy, upstream):
     big = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": "get_weather", "arguments": {"x": "a" * (10 * 1024 * 1024)}}})
     try:
-        status, _, body = envoy.request("POST", "/mcp", body=big, headers=AUTH, timeout=30)
+        status, _, body = post(envoy, big, TOKEN, timeout=30)
         assert status == 413
         assert TOKEN.encode() not in body
     except (ConnectionResetError, BrokenPipeError):
@@ -74,57 +71,27 @@ def test_client_hanging_up_while_the_body_is_read(envoy, upstream):
     still_serves(envoy, upstream)
 
 
-class DyingSseUpstream:
+class DyingSseHandler(Handler):
     """Answers a tools/list with an SSE stream that sends one complete event
     (a progress notification), then half of the list result, then resets
     the connection."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = False
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
-
-    def answer(self, conn):
-        try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-            while len(rest) < length:
-                rest += conn.recv(65536)
-            progress = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
-                                   "params": {"progressToken": 1, "progress": 1}})
-            result = json.dumps({"jsonrpc": "2.0", "id": 9, "result": {"tools": [
-                {"name": "get_weather"}, {"name": "set_config"}, {"name": "drop_tables"}]}})
-            first = f"event: message\ndata: {progress}\n\n".encode()
-            half = f"event: message\ndata: {result}".encode()[:-5]  # holds set_config, unfinished
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-            for part in (first, half):
-                conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-                time.sleep(0.05)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        finally:
-            conn.close()
-
-    def close(self):
-        self.stopping = True
-        self.sock.close()
+    def do_POST(self):
+        self.read_body()
+        progress = json.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
+                               "params": {"progressToken": 1, "progress": 1}})
+        result = json.dumps({"jsonrpc": "2.0", "id": 9, "result": {"tools": [
+            {"name": "get_weather"}, {"name": "set_config"}, {"name": "drop_tables"}]}})
+        first = f"event: message\ndata: {progress}\n\n".encode()
+        half = f"event: message\ndata: {result}".encode()[:-5]  # holds set_config, unfinished
+        self.start_chunked("text/event-stream")
+        for part in (first, half):
+            self.send_chunk(part)
+            time.sleep(0.05)
+        self.reset()
 
 
-def raw_post(port, body, headers):
+def post_until_closed(port, body, headers):
     """Reads whatever arrives until the connection ends; never raises on a reset."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         payload = json.dumps(body).encode()
@@ -143,17 +110,18 @@ def raw_post(port, body, headers):
 
 
 def test_upstream_reset_in_the_middle_of_a_filtered_sse_list(envoy_version):
-    dying = DyingSseUpstream()
+    dying = HttpServer(DyingSseHandler)
     healthy = RecordingUpstream()
     try:
         with Envoy(envoy_version, config(), dying.port) as e:
-            got = raw_post(e.port, {"jsonrpc": "2.0", "id": 9, "method": "tools/list"},
-                           {**AUTH, "Accept": "application/json, text/event-stream"})
+            got = post_until_closed(e.port, rpc("tools/list", id=9),
+                                    {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
+                                     "Accept": ACCEPT})
             assert b"notifications/progress" in got, "the complete event before the reset passed"
             assert b"set_config" not in got and b"drop_tables" not in got, \
                 "no part of the unfinished list event escaped unfiltered"
             # The filter is still answering on this Envoy.
-            status, _, _ = e.request("POST", "/mcp", body=call("set_config"), headers=AUTH)
+            status, _, _ = post(e, call("set_config"), TOKEN)
             assert status == 403
             status, _, _ = e.request("GET", "/mcp")
             assert status == 401

@@ -1,5 +1,8 @@
-"""Contract sections 2, 3 (refusal), 4.1-4.3 and the first row of section 5,
-in a real Envoy with the built filter."""
+"""README "Request handling" steps 1-4 up to the token (the metadata
+document, public paths, CORS preflights, the MCP endpoint's methods, the 401
+challenge without a token) and the refused configurations of "Configuration
+reference" and "Wiring it into Envoy" (`envoy --mode validate`, a running
+Envoy), in a real Envoy with the built filter."""
 
 import json
 import subprocess
@@ -8,6 +11,7 @@ import pytest
 
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, base_config, inline_provider
 from harness import Envoy, EnvoyExited
+from mcp_client import LIST, post
 from tokens import RsaKey, jwks
 
 KEY = RsaKey("k1")
@@ -57,9 +61,7 @@ def test_metadata_refuses_other_methods(envoy):
 
 def test_no_token_gets_401_challenge_with_metadata_and_scope(envoy, upstream):
     upstream.clear()
-    status, headers, body = envoy.request(
-        "POST", "/mcp", body={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-        headers={"Content-Type": "application/json", "Host": "evil.example.org"})
+    status, headers, body = post(envoy, LIST, headers={"Host": "evil.example.org"})
     assert status == 401
     assert headers["www-authenticate"] == [
         f'Bearer resource_metadata="{METADATA_URL}", scope="mcp:read mcp:write"']

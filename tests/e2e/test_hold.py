@@ -2,12 +2,12 @@
 from the moment the filter holds a request until its verdict, no callback of
 the stream lets anything reach the upstream — request trailers included,
 over HTTP/2 and over HTTP/1.1 with and without `enable_trailers` — and a
-request is inspected whatever its method's spelling. Also the identity
-headers (every client spelling removed, list values that could be read as
-others left out) and the token types. Real Envoy, both versions; the
-official Python SDK's MCP server records everything that reaches it, so
-"refused" means the client got the filter's answer and the server saw
-nothing."""
+request is inspected whatever its method's spelling (steps 1 and 3: the
+metadata paths, the methods the MCP endpoint takes, a body where none
+belongs); `Accept-Encoding` is not passed on (step 6). Real Envoy, both
+versions; the official Python SDK's MCP server records everything that
+reaches it, so "refused" means the client got the filter's answer and the
+server saw nothing."""
 
 import json
 
@@ -15,7 +15,7 @@ import pytest
 
 import harness
 from configs import ISSUER, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
-from harness import Envoy, RecordingUpstream
+from harness import Envoy
 from jwks_server import JwksServer
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims, jwks
@@ -193,12 +193,12 @@ def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, method):
     assert mcp_server.seen() == []
 
 
-def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, recording):
+def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, upstream):
     """Trailers alone make no body: the GET goes on once they came."""
-    recording.clear()
+    upstream.clear()
     reply = h2_request(recording_envoy.port, "GET", "/mcp", headers(), None, trailers=[("x-foo", "bar")])
     assert reply.status == 200, reply.body
-    assert [r["method"] for r in recording.requests] == ["GET"]
+    assert [r["method"] for r in upstream.requests] == ["GET"]
 
 
 @pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp",
@@ -219,84 +219,21 @@ def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy,
     assert mcp_server.seen() == []
 
 
-# --- identity headers -----------------------------------------------------------
+# --- what an allowed request carries -------------------------------------------
 
 @pytest.fixture(scope="module")
-def recording():
-    server = RecordingUpstream()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def recording_envoy(envoy_version, recording):
-    with Envoy(envoy_version, config(), recording.port) as e:
+def recording_envoy(envoy_version, upstream):
+    with Envoy(envoy_version, config(), upstream.port) as e:
         yield e
 
 
-SPOOFS = {"x_mcp_subject": "root", "X_MCP_ROLES": "admin", "x-Mcp_Roles": "admin",
-          "X-MCP-SUBJECT": "root"}
-
-
-def test_client_identity_headers_in_any_spelling_never_reach_the_upstream(recording_envoy, recording):
-    recording.clear()
-    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                              {**dict(headers()), **SPOOFS})
-    assert status == 200, body
-    [seen] = recording.requests
-    folded = [(k.replace("_", "-"), v) for k, v in seen["header_list"]]
-    assert [v for k, v in folded if k == "x-mcp-subject"] == ["alice"]
-    assert [v for k, v in folded if k == "x-mcp-roles"] == ["reader"]
-    assert not any(k == "authorization" for k, _ in folded)
-    # Public paths carry no identity either.
-    recording.clear()
-    status, _, _ = recording_envoy.request("GET", "/healthz", None, SPOOFS)
-    assert status == 200
-    [seen] = recording.requests
-    assert not any(k.replace("_", "-") in ("x-mcp-subject", "x-mcp-roles") for k, _ in seen["header_list"])
-
-
-def test_a_role_that_could_be_read_as_two_is_left_out_of_the_header(recording_envoy, recording):
-    recording.clear()
-    token = mint(["user", "admin x", "reader"])
-    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                              dict(headers(token=token)))
-    assert status == 200, body
-    [seen] = recording.requests
-    assert seen["headers"]["x-mcp-roles"] == "user reader"
-    assert "left out" in recording_envoy.logs()
-
-
-def test_accept_encoding_is_not_passed_on(recording_envoy, recording):
+def test_accept_encoding_is_not_passed_on(recording_envoy, upstream):
     """The upstream answers in plain bytes the filter can read."""
-    recording.clear()
+    upstream.clear()
     status, _, _ = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
                                            {**dict(headers()), "Accept-Encoding": "gzip, deflate, br"})
     assert status == 200
-    assert "accept-encoding" not in recording.requests[0]["headers"]
-
-
-# --- token types ------------------------------------------------------------------
-
-@pytest.mark.parametrize("typ", ["logout+jwt", "dpop+jwt", "secevent+jwt", "application/secevent+jwt"])
-def test_other_kinds_of_jwt_are_no_access_tokens(envoy, mcp_server, typ):
-    token = mint(["admin"], "mcp:read mcp:write", headers={"typ": typ})
-    before = envoy.stats()
-    status, hdrs, body = envoy.request("POST", "/mcp", rpc("tools/list"), dict(headers(token=token)))
-    assert status == 401, body
-    assert 'error="invalid_token"' in hdrs["www-authenticate"][0]
-    assert "token type not accepted" in hdrs["www-authenticate"][0]
-    assert mcp_server.seen() == []
-    after = envoy.stats()
-    key = "wasmcustom.mcp_authz.invalid_token.token_type"
-    assert after[key] - before.get(key, 0) == 1
-
-
-@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "JWT"])
-def test_access_token_types_are_accepted(envoy, mcp_server, typ):
-    token = mint(["reader"], headers={"typ": typ})
-    status, _, body = envoy.request("POST", "/mcp", rpc("tools/list"), dict(headers(token=token)))
-    assert status == 200, body
+    assert "accept-encoding" not in upstream.requests[0]["headers"]
 
 
 # --- shapes an outsider found -------------------------------------------------
@@ -384,14 +321,3 @@ def test_resource_uris_in_another_spelling_are_refused(envoy, mcp_server, uri):
     assert json.loads(out)["error"]["code"] == -32600
     assert "normal form" in json.loads(out)["error"]["message"]
     assert mcp_server.seen() == []
-
-
-def test_an_identity_value_with_spaces_around_it_is_left_out(recording_envoy, recording):
-    recording.clear()
-    token = KEY.sign(claims(ISSUER, RESOURCE, sub=" admin ", roles=["reader"], scope="mcp:read", ttl=3600))
-    status, _, body = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                              dict(headers(token=token)))
-    assert status == 200, body
-    [seen] = recording.requests
-    assert "x-mcp-subject" not in seen["headers"]
-    assert seen["headers"]["x-mcp-roles"] == "reader"

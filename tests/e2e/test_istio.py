@@ -1,4 +1,5 @@
-"""The Istio delivery in envoy/istio/, end to end: what istiod and istio-agent
+"""README "Wiring it into Envoy" (Istio) and "Publishing for Istio": the
+Istio delivery in envoy/istio/, end to end: what istiod and istio-agent
 hand to Envoy for each shipped EnvoyFilter (`tests/istio_translate.py`
 computes it from the YAML as shipped, following Istio's code), run in real
 Envoy on each tested version. An allowed MCP call reaches the upstream; a
@@ -23,6 +24,7 @@ import yaml
 import istio_translate as it
 from harness import WASM, Envoy
 from jwks_server import JwksServer
+from mcp_client import ACCEPT, call, post
 from tokens import RsaKey, claims, jwks
 
 KEY = RsaKey("istio")
@@ -99,12 +101,8 @@ def token(roles=("reader",), scope="mcp:read"):
     return KEY.sign(claims(PROVIDER["issuer"], CONFIG["resource"], roles=roles, scope=scope))
 
 
-def call(envoy, tool, bearer=None, timeout=10):
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    if bearer:
-        headers["Authorization"] = f"Bearer {bearer}"
-    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
-    return envoy.request("POST", MCP_PATH, body=body, headers=headers, timeout=timeout)
+def call_tool(envoy, tool, bearer=None, timeout=10):
+    return post(envoy, call(tool, id=7, arguments={}), bearer, {"Accept": ACCEPT}, path=MCP_PATH, timeout=timeout)
 
 
 def assert_not_forwarded(envoy, upstream, started_before):
@@ -171,7 +169,7 @@ def test_ecds_resource_is_the_module_as_a_local_file_or_a_deny_all_rbac_filter()
 
 def test_allowed_call_reaches_the_upstream(shipped, upstream):
     upstream.clear()
-    status, _, body = call(shipped, "get_weather", token())
+    status, _, body = call_tool(shipped, "get_weather", token())
     assert status == 200, body
     [seen] = upstream.requests
     assert json.loads(seen["body"])["params"]["name"] == "get_weather"
@@ -182,7 +180,7 @@ def test_allowed_call_reaches_the_upstream(shipped, upstream):
 def test_refused_call_gets_403_and_never_reaches_the_upstream(shipped, upstream):
     upstream.clear()
     before = shipped.upstream_requests()
-    status, _, body = call(shipped, "delete_user", token(roles=("admin",), scope="mcp:read mcp:write"))
+    status, _, body = call_tool(shipped, "delete_user", token(roles=("admin",), scope="mcp:read mcp:write"))
     assert status == 403, body
     assert json.loads(body)["error"]["code"] == -32003
     assert_not_forwarded(shipped, upstream, before)
@@ -191,7 +189,7 @@ def test_refused_call_gets_403_and_never_reaches_the_upstream(shipped, upstream)
 def test_call_without_token_gets_401_challenge(shipped, upstream):
     upstream.clear()
     before = shipped.upstream_requests()
-    status, headers, _ = call(shipped, "get_weather")
+    status, headers, _ = call_tool(shipped, "get_weather")
     assert status == 401
     metadata = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
     assert f'resource_metadata="{metadata}"' in headers["www-authenticate"][0]
@@ -202,7 +200,7 @@ def test_module_unavailable_answers_403_and_forwards_nothing(module_unavailable,
     upstream.clear()
     before = module_unavailable.upstream_requests()
     for bearer in (None, token()):
-        status, _, body = call(module_unavailable, "get_weather", bearer)
+        status, _, body = call_tool(module_unavailable, "get_weather", bearer)
         assert status == 403, body
         assert body == b"RBAC: access denied"
     assert_not_forwarded(module_unavailable, upstream, before)
@@ -215,7 +213,7 @@ def test_rule_change_in_the_envoyfilter_reaches_envoy_by_ecds_alone(envoy_versio
     resource: the HTTP chain (the listener) stays the same, and the new rules
     decide without a restart."""
     with IstioProxy(envoy_version, SIDECAR, "SIDECAR_INBOUND", upstream.port, keys.port) as envoy:
-        assert call(envoy, "get_weather", token())[0] == 200
+        assert call_tool(envoy, "get_weather", token())[0] == 200
         edited = copy.deepcopy(SIDECAR)
         ext_patch = it.single_patch(edited, "EXTENSION_CONFIG")
         plugin = copy.deepcopy(CONFIG)
@@ -223,8 +221,8 @@ def test_rule_change_in_the_envoyfilter_reaches_envoy_by_ecds_alone(envoy_versio
         readers["names"] = ["search"]
         ext_patch["patch"]["value"]["typed_config"]["config"]["configuration"]["value"] = json.dumps(plugin)
         assert envoy.publish(edited) == envoy.filters
-        envoy.wait_for(lambda: call(envoy, "get_weather", token())[0] == 403, 10, "apply the new rules")
-        assert call(envoy, "search", token())[0] == 200
+        envoy.wait_for(lambda: call_tool(envoy, "get_weather", token())[0] == 403, 10, "apply the new rules")
+        assert call_tool(envoy, "search", token())[0] == 200
 
 
 # --- controls: what the shipped choices guard against -----------------------
@@ -236,7 +234,7 @@ def test_control_without_the_rbac_type_url_the_stand_in_is_rejected_with_500(env
     with IstioProxy(envoy_version, ef, "SIDECAR_INBOUND", upstream.port, keys.port, fetch=unavailable) as envoy:
         upstream.clear()
         before = envoy.upstream_requests()
-        assert call(envoy, "get_weather", token())[0] == 500
+        assert call_tool(envoy, "get_weather", token())[0] == 500
         assert_not_forwarded(envoy, upstream, before)
         rejected = "extension_config_discovery.http_filter.mcp-authz.update_rejected"
         assert envoy.stats(rejected)[rejected] == 1, "Envoy rejected the RBAC stand-in"
@@ -249,7 +247,7 @@ def test_control_without_the_flag_mcp_calls_get_no_answer(envoy_version, upstrea
                     drop_fields=("allow_on_headers_stop_iteration",)) as envoy:
         upstream.clear()
         before = envoy.upstream_requests()
-        assert call(envoy, "get_weather")[0] == 401, "refusals decided from the headers still work"
+        assert call_tool(envoy, "get_weather")[0] == 401, "refusals decided from the headers still work"
         with pytest.raises(TimeoutError):
-            call(envoy, "get_weather", token(), timeout=3)
+            call_tool(envoy, "get_weather", token(), timeout=3)
         assert_not_forwarded(envoy, upstream, before)

@@ -1,6 +1,7 @@
-"""List filtering with real MCP software on both ends: the official Python
-SDK's server upstream (JSON and SSE answers) and the official Python SDK's
-client, in the 2026-07-28 and the legacy (2025-11-25) protocol."""
+"""README "List filtering" with real MCP software on both ends: the
+official Python SDK's server upstream (JSON and SSE answers) and the
+official Python SDK's client, in the 2026-07-28 and the legacy (2025-11-25)
+protocol."""
 
 import asyncio
 

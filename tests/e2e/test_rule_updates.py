@@ -1,6 +1,7 @@
-"""Rule changes without a restart: Envoy takes the filter's configuration by
-ECDS from a file it watches. Under load, a change is enforced quickly with no
-failed request, and an invalid change is refused while the old one serves."""
+"""README "Rolling out rule changes": rule changes without a restart, Envoy
+taking the filter's configuration by ECDS from a file it watches. Under
+load, a change is enforced quickly with no failed request, and an invalid
+change is refused while the old one serves."""
 
 import json
 import os
@@ -10,7 +11,8 @@ import time
 import pytest
 
 from configs import ISSUER, RESOURCE, base_config, inline_provider
-from harness import Envoy, request, wasm_filter
+from harness import Envoy, poll, request, wasm_filter
+from mcp_client import call, post
 from tokens import RsaKey, claims
 
 KEY = RsaKey("ecds")
@@ -49,31 +51,25 @@ def ecds(envoy_version, upstream, tmp_path):
         yield e, directory
 
 
-def call(envoy, tool, token):
-    return envoy.request("POST", "/mcp", body={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                               "params": {"name": tool}},
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})[0]
+def status_of(envoy, tool, token):
+    """The status of a `tools/call` of `tool` by `token`."""
+    return post(envoy, call(tool), token)[0]
 
 
 def wait_for(predicate, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+    return poll(predicate, seconds, interval=0.02)
 
 
 def test_rules_change_under_load_without_failed_requests(ecds):
     envoy, directory = ecds
     token = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"]))
-    assert call(envoy, "search", token) == 200
+    assert status_of(envoy, "search", token) == 200
     statuses, errors, stop = [], [], threading.Event()
 
     def load():
         while not stop.is_set():
             try:
-                statuses.append(call(envoy, "get_weather", token))
+                statuses.append(status_of(envoy, "get_weather", token))
             except OSError as e:  # a reset or refused connection
                 errors.append(repr(e))
 
@@ -84,7 +80,7 @@ def test_rules_change_under_load_without_failed_requests(ecds):
         time.sleep(1)
         published = time.time()
         publish(directory, plugin(["search"]))
-        enforced = wait_for(lambda: call(envoy, "get_weather", token) == 403, 5)
+        enforced = wait_for(lambda: status_of(envoy, "get_weather", token) == 403, 5)
         took = time.time() - published
         time.sleep(1)
     finally:
@@ -95,7 +91,7 @@ def test_rules_change_under_load_without_failed_requests(ecds):
     assert set(statuses) <= {200, 403}, sorted(set(statuses))
     assert statuses.count(200) > 10 and statuses.count(403) > 10, (statuses.count(200), statuses.count(403))
     assert enforced and took < 1.0, f"new rule enforced after {took:.2f}s"
-    assert call(envoy, "search", token) == 200
+    assert status_of(envoy, "search", token) == 200
 
 
 def test_invalid_update_is_refused_and_old_rules_keep_serving(ecds):
@@ -109,5 +105,5 @@ def test_invalid_update_is_refused_and_old_rules_keep_serving(ecds):
     _, _, stats = request(envoy.admin_port, "GET", "/stats?filter=extension_config_discovery")
     assert b"config_fail: 1" in stats, stats.decode()
     # The previous configuration still decides.
-    assert call(envoy, "get_weather", token) == 200
-    assert call(envoy, "set_config", token) == 403
+    assert status_of(envoy, "get_weather", token) == 200
+    assert status_of(envoy, "set_config", token) == 403

@@ -1,6 +1,5 @@
-"""Interop: the filter with software nobody here wrote (CONTRACT section 1,
-`make test`: "interop tests with real MCP SDKs and a real authorization
-server").
+"""Interop: the filter with software nobody here wrote (README
+"Compatibility", whose table this run fills).
 
 - Authorization server: npm `oidc-provider` set up like a Keycloak realm
   (`authorization_server.mjs`): RS256 JWT access tokens for the MCP resource,
