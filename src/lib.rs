@@ -14,6 +14,7 @@ pub mod key_schedule;
 pub mod lists;
 pub mod mcp;
 pub mod policy;
+pub mod signature;
 pub mod token;
 pub mod token_cache;
 
