@@ -14,7 +14,7 @@
 //!   `rsa`'s own verification and to Project Wycheproof's vectors.
 //! - ECDSA (`ES256`, `ES384`): `p256` / `p384` with the raw `r || s`
 //!   signature JWS uses.
-//! - EdDSA (Ed25519): `ed25519-compact`.
+//! - EdDSA (Ed25519): `ed25519-dalek`, strict verification.
 //!
 //! Nothing here is secret: keys, messages and signatures are public, so no
 //! check needs to be constant-time.
@@ -106,11 +106,6 @@ impl RsaKey {
             bits,
             key,
         })
-    }
-
-    /// Bits of the modulus.
-    pub fn bits(&self) -> usize {
-        self.bits
     }
 
     /// Verifies `signature` over `message` with `scheme`.
@@ -318,20 +313,133 @@ impl P384Key {
 
 /// An Ed25519 public key (`EdDSA`, RFC 8037).
 #[derive(Debug, Clone)]
-pub struct Ed25519Key(ed25519_compact::PublicKey);
+pub struct Ed25519Key(ed25519_dalek::VerifyingKey);
 
 impl Ed25519Key {
     /// From the 32-octet encoded point (a JWK's `x`).
     pub fn from_bytes(x: &[u8]) -> Result<Ed25519Key, String> {
-        ed25519_compact::PublicKey::from_slice(x)
+        let x: &[u8; 32] = x
+            .try_into()
+            .map_err(|_| "invalid Ed25519 public key".to_string())?;
+        ed25519_dalek::VerifyingKey::from_bytes(x)
             .map(Ed25519Key)
             .map_err(|_| "invalid Ed25519 public key".to_string())
     }
 
-    /// Ed25519 over `message`; `signature` is 64 octets.
+    /// Ed25519 over `message`; `signature` is 64 octets. The strict check:
+    /// canonical `S`, and no small-order `R` or public key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
         let signature =
-            ed25519_compact::Signature::from_slice(signature).map_err(|_| BadSignature)?;
-        self.0.verify(message, &signature).map_err(|_| BadSignature)
+            ed25519_dalek::Signature::from_slice(signature).map_err(|_| BadSignature)?;
+        self.0
+            .verify_strict(message, &signature)
+            .map_err(|_| BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jwt_simple::prelude::*;
+
+    use super::*;
+
+    fn rsa_key(pair: &RS256KeyPair) -> RsaKey {
+        let c = pair.public_key().to_components();
+        RsaKey::from_components(&c.n, &c.e).expect("usable key")
+    }
+
+    #[test]
+    fn the_short_chain_equals_the_librarys_exponentiation() {
+        let pair = RS256KeyPair::generate(2048).unwrap();
+        let key = rsa_key(&pair);
+        let n = key.key.n().as_ref();
+        for seed in 1u8..=20 {
+            // Arbitrary values below n: every byte `seed * i`, top byte low.
+            let mut bytes: Vec<u8> = (0..key.size)
+                .map(|i| seed.wrapping_mul(i as u8 | 1))
+                .collect();
+            bytes[0] &= 0x3f;
+            let s = BoxedUint::from_be_slice(&bytes, n.bits_precision()).unwrap();
+            let library = BoxedMontyForm::new(s.clone(), key.key.n_params())
+                .pow(&BoxedUint::from(E_65537))
+                .retrieve();
+            assert_eq!(pow_65537(&s, &key.key), library);
+        }
+    }
+
+    #[test]
+    fn moduli_of_any_bit_length_verify_rs256_and_ps256() {
+        // Keys of 2049, 2050 and 2055 bits and their signatures, made with
+        // Python's `cryptography` (OpenSSL). At 2049 bits EMSA-PSS's encoded
+        // message is one octet shorter than the modulus.
+        let fixtures: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/data/rsa_odd_sizes.json")).unwrap();
+        let message = fixtures["message"].as_str().unwrap().as_bytes();
+        let b64 = |v: &serde_json::Value| {
+            Base64UrlSafeNoPadding::decode_to_vec(v.as_str().unwrap(), None).unwrap()
+        };
+        let keys = fixtures["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 3);
+        for k in keys {
+            let key = RsaKey::from_components(&b64(&k["n"]), &b64(&k["e"])).unwrap();
+            assert_eq!(key.bits as u64, k["bits"].as_u64().unwrap());
+            for (scheme, signature) in [
+                (RsaScheme::Pkcs1v15(Hash::Sha256), b64(&k["rs256"])),
+                (RsaScheme::Pss(Hash::Sha256), b64(&k["ps256"])),
+            ] {
+                assert_eq!(key.verify(scheme, message, &signature), Ok(()));
+                let mut tampered = message.to_vec();
+                tampered[3] ^= 1;
+                assert_eq!(
+                    key.verify(scheme, &tampered, &signature),
+                    Err(BadSignature),
+                    "{} bits {scheme:?}",
+                    key.bits
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rsa_keys_outside_the_accepted_sizes_or_exponent_are_refused() {
+        let pair = RS256KeyPair::generate(2048).unwrap();
+        let c = pair.public_key().to_components();
+        let err = RsaKey::from_components(&c.n, &[3]).unwrap_err();
+        assert!(err.contains("exponent"), "{err}");
+        let err = RsaKey::from_components(&c.n[..128], &c.e).unwrap_err();
+        assert!(err.contains("1024 bits"), "{err}");
+        let big = [c.n.as_slice(), &c.n, &c.n].concat();
+        let err = RsaKey::from_components(&big, &c.e).unwrap_err();
+        assert!(err.contains("6144 bits"), "{err}");
+        // Leading zero octets are not part of the size.
+        let mut padded = vec![0, 0];
+        padded.extend_from_slice(&c.n);
+        assert!(RsaKey::from_components(&padded, &[0, 1, 0, 1]).is_ok());
+    }
+
+    #[test]
+    fn a_signature_of_the_wrong_length_or_not_below_the_modulus_is_refused() {
+        let pair = RS256KeyPair::generate(2048).unwrap();
+        let key = rsa_key(&pair);
+        let token = pair.sign(Claims::create(Duration::from_mins(5))).unwrap();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let signature = Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap();
+        let scheme = RsaScheme::Pkcs1v15(Hash::Sha256);
+        let mut long = vec![0];
+        long.extend_from_slice(&signature);
+        assert_eq!(
+            key.verify(scheme, input.as_bytes(), &long),
+            Err(BadSignature)
+        );
+        assert_eq!(
+            key.verify(scheme, input.as_bytes(), &signature[1..]),
+            Err(BadSignature)
+        );
+        let n = pair.public_key().to_components().n;
+        assert_eq!(key.verify(scheme, input.as_bytes(), &n), Err(BadSignature));
+        assert_eq!(
+            key.verify(scheme, input.as_bytes(), &vec![0xff; n.len()]),
+            Err(BadSignature)
+        );
     }
 }
