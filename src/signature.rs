@@ -271,45 +271,44 @@ fn limb_precision(len: usize) -> u32 {
     (len.div_ceil(limb_bytes) * limb_bytes * 8) as u32
 }
 
-/// A P-256 public key (`ES256`).
-#[derive(Debug, Clone)]
-pub struct P256Key(p256::ecdsa::VerifyingKey);
+/// An ECDSA public key type over one curve crate (`p256`, `p384`): built
+/// from an uncompressed SEC1 point (`04 || x || y`, points not on the curve
+/// refused), verifying JWS's `r || s` signature (RFC 7518 3.4) with the
+/// curve's hash.
+macro_rules! ecdsa_key {
+    ($(#[$doc:meta])* $name:ident, $curve:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name($curve::ecdsa::VerifyingKey);
 
-impl P256Key {
-    /// From an uncompressed SEC1 point (`04 || x || y`); refuses points not
-    /// on the curve.
-    pub fn from_sec1(point: &[u8]) -> Result<P256Key, String> {
-        p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-            .map(P256Key)
-            .map_err(|_| "EC point is not on the curve".to_string())
-    }
+        impl $name {
+            /// From an uncompressed SEC1 point; refuses points not on the curve.
+            pub fn from_sec1(point: &[u8]) -> Result<$name, String> {
+                $curve::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                    .map($name)
+                    .map_err(|_| "EC point is not on the curve".to_string())
+            }
 
-    /// ECDSA with SHA-256 over `message`; `signature` is JWS's `r || s`
-    /// (RFC 7518 3.4), 64 octets.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
-        let signature = p256::ecdsa::Signature::from_slice(signature).map_err(|_| BadSignature)?;
-        self.0.verify(message, &signature).map_err(|_| BadSignature)
-    }
+            /// ECDSA over `message`; `signature` is `r || s`.
+            pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
+                let signature =
+                    $curve::ecdsa::Signature::from_slice(signature).map_err(|_| BadSignature)?;
+                self.0.verify(message, &signature).map_err(|_| BadSignature)
+            }
+        }
+    };
 }
 
-/// A P-384 public key (`ES384`).
-#[derive(Debug, Clone)]
-pub struct P384Key(p384::ecdsa::VerifyingKey);
-
-impl P384Key {
-    /// From an uncompressed SEC1 point; refuses points not on the curve.
-    pub fn from_sec1(point: &[u8]) -> Result<P384Key, String> {
-        p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
-            .map(P384Key)
-            .map_err(|_| "EC point is not on the curve".to_string())
-    }
-
-    /// ECDSA with SHA-384; `signature` is `r || s`, 96 octets.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
-        let signature = p384::ecdsa::Signature::from_slice(signature).map_err(|_| BadSignature)?;
-        self.0.verify(message, &signature).map_err(|_| BadSignature)
-    }
-}
+ecdsa_key!(
+    /// A P-256 public key (`ES256`: SHA-256, 64-octet signatures).
+    P256Key,
+    p256
+);
+ecdsa_key!(
+    /// A P-384 public key (`ES384`: SHA-384, 96-octet signatures).
+    P384Key,
+    p384
+);
 
 /// An Ed25519 public key (`EdDSA`, RFC 8037).
 #[derive(Debug, Clone)]

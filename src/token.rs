@@ -610,7 +610,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn skew_is_never_jwt_simples_fifteen_minutes() {
+    fn skew_is_the_providers_never_a_fifteen_minute_default() {
         let token = rs256(with(claims(), "exp", json!(NOW - 600)));
         assert_eq!(kind(&token), TokenErrorKind::Expired);
         let token = rs256(with(claims(), "nbf", json!(NOW + 600)));

