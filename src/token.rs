@@ -472,6 +472,16 @@ pub(crate) mod tests {
         sign(Signer::RS256, Some("rsa1"), payload)
     }
 
+    /// A token with an arbitrary header, signed with the Ed25519 key `ed1`.
+    fn ed25519_signed(header: Value, payload: Value) -> String {
+        use ed25519_dalek::Signer as _;
+        let seed: [u8; 32] = keys().ed.to_bytes()[..32].try_into().unwrap();
+        let input = raw(header, payload, "");
+        let input = input.trim_end_matches('.');
+        let signature = ed25519_dalek::SigningKey::from_bytes(&seed).sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    }
+
     /// A token with an arbitrary header and an arbitrary signature.
     fn raw(header: Value, payload: Value, signature: &str) -> String {
         format!(
@@ -573,6 +583,41 @@ pub(crate) mod tests {
             );
             assert_eq!(kind(&token), TokenErrorKind::Malformed, "{typ}");
         }
+    }
+
+    #[test]
+    fn a_critical_header_extension_is_malformed() {
+        // Validly signed, but it makes an extension critical that nothing
+        // here understands (RFC 7515 4.1.11).
+        for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("b64")] {
+            let header = json!({"alg": "EdDSA", "kid": "ed1", "crit": crit});
+            assert_eq!(
+                kind(&ed25519_signed(header, claims())),
+                TokenErrorKind::Malformed,
+                "{crit}"
+            );
+        }
+        // The same header without `crit` passes.
+        let header = json!({"alg": "EdDSA", "kid": "ed1"});
+        assert!(check(&ed25519_signed(header, claims())).is_ok());
+    }
+
+    #[test]
+    fn registered_claims_of_the_wrong_type_are_malformed_after_the_signature() {
+        for (name, value) in [
+            ("sub", json!(1)),
+            ("jti", json!({"a": 1})),
+            ("aud", json!(7)),
+            ("aud", json!([7, AUD])),
+        ] {
+            let token = rs256(with(claims(), name, value.clone()));
+            assert_eq!(kind(&token), TokenErrorKind::Malformed, "{name}: {value}");
+            // Forged, the same token is a signature failure first.
+            let forged = sign(Signer::OtherRsa, Some("rsa1"), with(claims(), name, value));
+            assert_eq!(kind(&forged), TokenErrorKind::Signature);
+        }
+        // Null is as good as absent for the optional ones.
+        assert!(check(&rs256(with(claims(), "jti", json!(null)))).is_ok());
     }
 
     // --- time ---
