@@ -12,6 +12,7 @@ Writes bench/RESULTS.md (not with --quick unless --write is given).
 """
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -30,6 +31,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import harness  # noqa: E402
+import jwt  # noqa: E402
 import tokens  # noqa: E402
 
 ENVOY_VERSION = "1.40.0"
@@ -136,6 +138,23 @@ done = function(summary, latency, requests)
     latency.max, latency.mean, e.connect, e.read, e.write, status_errors, e.timeout))
 end
 """
+
+
+class EdKey:
+    """An Ed25519 issuer key (tests/tokens.py has RSA and P-256 ones)."""
+
+    def __init__(self, kid):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        self.kid = kid
+        self.private = ed25519.Ed25519PrivateKey.generate()
+        x = self.private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                   serialization.PublicFormat.Raw)
+        self.jwk = {"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+                    "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}
+
+    def sign(self, claims):
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid})
 
 
 class Load:
@@ -283,7 +302,7 @@ def plugin_config(jwks):
             "issuer": ISSUER,
             "audiences": [RESOURCE],
             "jwks": {"inline": jwks},
-            "algorithms": ["RS256", "ES256"],
+            "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
             "roles_claims": ["realm_access.roles"],
         }],
         "rules": [
@@ -363,11 +382,17 @@ class Bench:
         print("== minting keys and tokens")
         self.rsa = tokens.RsaKey("bench-rsa")
         self.ec = tokens.EcKey("bench-ec")
-        self.jwks = tokens.jwks(self.rsa, self.ec)
+        self.ed = EdKey("bench-ed")
+        # The same RSA key under a second kid for PS256: a JWK declares one alg.
+        self.ps_kid = "bench-ps"
+        ps_jwk = dict(self.rsa.jwk, kid=self.ps_kid, alg="PS256")
+        self.jwks = {"keys": [self.rsa.jwk, ps_jwk, self.ec.jwk, self.ed.jwk]}
         self.jwks_json = json.dumps(self.jwks)
         self.claims = lambda **kw: tokens.claims(ISSUER, RESOURCE, roles=[ROLE], ttl=3600, **kw)
         self.token = self.rsa.sign(self.claims())
         self.token_es = self.ec.sign(self.claims())
+        self.token_ps = self.sign_ps(self.claims())
+        self.token_ed = self.ed.sign(self.claims())
         sig = self.token.rsplit(".", 1)[1]
         self.forged = self.token.rsplit(".", 1)[0] + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
         self.token_norole = self.rsa.sign(tokens.claims(ISSUER, RESOURCE, roles=["guest"], ttl=3600))
@@ -392,6 +417,9 @@ class Bench:
         e.start(timeout=60)
         return e
 
+    def sign_ps(self, claims):
+        return self.rsa.sign(claims, alg="PS256", headers={"kid": self.ps_kid})
+
     def post(self, envoy, body, token, path="/mcp"):
         headers = {"Content-Type": "application/json",
                    "Accept": "application/json, text/event-stream"}
@@ -408,6 +436,10 @@ class Bench:
         checks.append(("allowed tools/call (RS256)", status, 200))
         status, _ = self.post(envoy, self.call_body, self.token_es)
         checks.append(("allowed tools/call (ES256)", status, 200))
+        status, _ = self.post(envoy, self.call_body, self.token_ps)
+        checks.append(("allowed tools/call (PS256)", status, 200))
+        status, _ = self.post(envoy, self.call_body, self.token_ed)
+        checks.append(("allowed tools/call (EdDSA)", status, 200))
         if v != "bare":
             status, _ = self.post(envoy, rpc_body("tools/call", FORBIDDEN_TOOL), self.token)
             checks.append(("forbidden tool", status, 403))
@@ -453,22 +485,45 @@ class Bench:
                              self.args.warmup)
             r = out[v]
             print(f"   {load.name:12} {v:9} {r['rps']:9.0f} req/s  p50 {r['p50_us']:6d} us"
-                  f"  p99 {r['p99_us']:6d} us  envoy cpu {r['cpu_us_per_req']:6.1f} us/req")
+                  f"  p99 {r['p99_us']:6d} us  envoy cpu {r['cpu_us_per_req']:6.1f} us/req"
+                  f"  (load avg {r['loadavg_before']:.2f})")
         return out
+
+    def rounds(self, variants, load, seconds, rounds):
+        """`rounds` runs per variant, alternating; returns the run with the
+        median CPU per request for each, and every run."""
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, r in self.extra(variants, load, seconds).items():
+                runs[v].append(r)
+        middle = {v: sorted(rs, key=lambda r: r["cpu_us_per_req"])[len(rs) // 2] for v, rs in runs.items()}
+        return middle, runs
 
     def extras(self):
         s = self.args.extra_seconds
         res = {}
-        print("== token cache: the same token vs a fresh token per request")
-        minted = [self.rsa.sign(self.claims(sub=f"user-{i}", jti=f"t{i}")) for i in range(MISS_TOKENS)]
-        self.loads["miss"] = Load(self.work, "miss", "/mcp", self.call_body, minted)
-        res["cache_miss"] = self.extra(["native", "mcp_authz"], self.loads["miss"], s)
+        print(f"== the cold path: every request a token never seen before ({MISS_TOKENS:,} per "
+              f"algorithm, round robin), and a forged signature; {self.args.cold_rounds} rounds")
+        signers = {
+            "cache_miss": ("RS256", lambda c: self.rsa.sign(c)),
+            "ps256_miss": ("PS256", self.sign_ps),
+            "es256_miss": ("ES256", self.ec.sign),
+            "eddsa_miss": ("EdDSA", self.ed.sign),
+        }
+        for key, (alg, sign) in signers.items():
+            minted = [sign(self.claims(sub=f"user-{i}", jti=f"{alg}-{i}")) for i in range(MISS_TOKENS)]
+            self.loads[key] = Load(self.work, key, "/mcp", self.call_body, minted)
+        # GET: a refusal sent before a POST body is read closes the HTTP/1.1
+        # connection, and the figure would measure connection set-up.
+        self.loads["forged"] = Load(self.work, "forged", "/mcp", None, [self.forged], method="GET",
+                                    expect=401)
+        res["cold"] = {}
+        for key in list(signers) + ["forged"]:
+            res[key], res["cold"][key] = self.rounds(["native", "mcp_authz"], self.loads[key], s,
+                                                     self.args.cold_rounds)
         print("== ES256 token")
         self.loads["es256"] = Load(self.work, "es256", "/mcp", self.call_body, [self.token_es])
         res["es256"] = self.extra(["native", "mcp_authz"], self.loads["es256"], s)
-        es_minted = [self.ec.sign(self.claims(sub=f"user-{i}", jti=f"e{i}")) for i in range(MISS_TOKENS)]
-        self.loads["es256-miss"] = Load(self.work, "es256-miss", "/mcp", self.call_body, es_minted)
-        res["es256_miss"] = self.extra(["native", "mcp_authz"], self.loads["es256-miss"], s)
         print("== request body size")
         res["body"] = {}
         for size in (1024, 64 * 1024, 1024 * 1024):
@@ -479,10 +534,6 @@ class Bench:
         print(f"== tools/list answer of {LIST_TOOLS} tools")
         self.loads["list"] = Load(self.work, "list", "/list", rpc_body("tools/list"), [self.token])
         res["list"] = self.extra(list(VARIANTS), self.loads["list"], s)
-        print("== forged token (bad signature), GET so that the 401 keeps the connection")
-        self.loads["forged"] = Load(self.work, "forged", "/mcp", None, [self.forged], method="GET",
-                                    expect=401)
-        res["forged"] = self.extra(["native", "mcp_authz"], self.loads["forged"], s)
         print("== where mcp_authz's time goes: requests doing less of the work")
         self.loads["public"] = Load(self.work, "public", "/healthz", self.call_body, [self.token])
         self.loads["get"] = Load(self.work, "get", "/mcp", None, [self.token], method="GET")
@@ -845,9 +896,12 @@ class Report:
         s = self.b.args.extra_seconds
         w = self.b.args.warmup
         out = ["## Extra figures", "",
-               f"One run each ({w} s warm-up + {s} s, {self.b.args.connections} connections), "
-               "after the main rounds, on the same Envoy processes.", "",
-               "### Token cache: hit vs miss", "",
+               f"After the main rounds, on the same Envoy processes; {w} s warm-up + {s} s, "
+               f"{self.b.args.connections} connections. The cold-path loads run "
+               f"{self.b.args.cold_rounds} times per variant, alternating, and show the run with "
+               "the median CPU per request; the others run once.", ""]
+        out += self.cold_md()
+        out += ["### Token cache: hit vs miss", "",
                f"Miss: wrk's Lua script sends {MISS_TOKENS:,} distinct pre-minted RS256 tokens "
                "(same claims, different `sub`/`jti`) in round robin, more than either cache "
                "holds (mcp_authz 1,024 per VM; jwt_authn's cache, as configured here, 100), so every "
@@ -918,6 +972,39 @@ class Report:
             out.append(f"| {label} | {ra:.1f} | {rc:.1f} | {rc - ra:.1f} | {does} |")
         out.append("")
         return out
+
+    def cold_md(self):
+        e = self.extras
+        rows = [
+            ("cache_miss", f"RS256 token never seen before ({MISS_TOKENS:,} tokens)"),
+            ("ps256_miss", f"PS256 token never seen before ({MISS_TOKENS:,} tokens)"),
+            ("es256_miss", f"ES256 token never seen before ({MISS_TOKENS:,} tokens)"),
+            ("eddsa_miss", f"EdDSA (Ed25519) token never seen before ({MISS_TOKENS:,} tokens)"),
+            ("forged", "forged signature with a valid `kid` (RS256, `GET`, 401)"),
+        ]
+        out = ["### The cold path: a signature verified on every request", "",
+               "Each request carries a token neither chain has verified before (pre-minted, "
+               "round robin, more than either cache holds: mcp_authz 1,024 per VM, jwt_authn "
+               "100 as configured here) or a forged one (failures are never cached), so every "
+               "request costs a signature check. Envoy CPU per request, and the ratio "
+               "mcp_authz / native:", "",
+               "| path | native (µs) | mcp_authz (µs) | ratio | native requests/s | "
+               "mcp_authz requests/s | mcp_authz p99 (µs) |",
+               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for key, label in rows:
+            n, c = e[key]["native"], e[key]["mcp_authz"]
+            out.append(f"| {label} | {n['cpu_us_per_req']:.1f} | {c['cpu_us_per_req']:.1f} | "
+                       f"{c['cpu_us_per_req'] / n['cpu_us_per_req']:.2f}× | {n['rps']:,.0f} | "
+                       f"{c['rps']:,.0f} | {c['p99_us']:,} |")
+        out += ["", "Every run (Envoy CPU per request in µs, the 1-minute load average before "
+                "the run in brackets):", "",
+                "| path | native | mcp_authz |", "| --- | --- | --- |"]
+        for key, label in rows:
+            runs = e["cold"][key]
+            cell = lambda v: ", ".join(f"{r['cpu_us_per_req']:.1f} [{r['loadavg_before']:.2f}]"
+                                       for r in runs[v])
+            out.append(f"| {label} | {cell('native')} | {cell('mcp_authz')} |")
+        return out + [""]
 
     def notes(self):
         c = lambda k: self.med("mcp_authz", k)
@@ -999,12 +1086,15 @@ def main():
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--extra-seconds", type=int, default=5, help="measured seconds per extra run")
     p.add_argument("--startups", type=int, default=3, help="starts per variant for startup time")
+    p.add_argument("--cold-rounds", type=int, default=3,
+                   help="runs per variant of each cold-path load (new tokens, forged signature)")
     p.add_argument("--skip-extras", action="store_true")
     p.add_argument("--quick", action="store_true", help="short runs; RESULTS.md not written")
     p.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.warmup, args.rounds, args.extra_seconds, args.startups = 3, 1, 1, 2, 1
+        args.cold_rounds = 1
     if not harness.WASM.exists():
         sys.exit(f"{harness.WASM} is missing: run `make build` (or `make bench`)")
     bench = Bench(args)

@@ -1,22 +1,20 @@
-//! JSON Web Key Sets (RFC 7517) turned into typed jwt-simple verification keys.
+//! JSON Web Key Sets (RFC 7517) turned into prepared verification keys.
 //!
-//! Keys are parsed once, when a JWKS is configured or fetched, into one typed
-//! key per algorithm the key may verify. A token's `alg` then selects the typed
-//! key, so an RSA key can never be used as an HMAC secret and an EC key never
-//! verifies an RSA signature: algorithm confusion does not type-check.
+//! Keys are parsed once, when a JWKS is configured or fetched, into a key
+//! ready to verify ([`crate::signature`]: an RSA key's Montgomery parameters,
+//! a decoded curve point). A token's `alg` then selects the key and pairs it
+//! with that one algorithm ([`VerifyingKey`]), and only a key of the fitting
+//! type can be paired: an RSA key can never be used as an HMAC secret and an
+//! EC key never verifies an RSA signature.
 
 use std::fmt;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-use jwt_simple::prelude::{
-    ECDSAP256PublicKeyLike, ECDSAP384PublicKeyLike, ES256PublicKey, ES384PublicKey,
-    Ed25519PublicKey, EdDSAPublicKeyLike, NoCustomClaims, PS256PublicKey, PS384PublicKey,
-    PS512PublicKey, RS256PublicKey, RS384PublicKey, RS512PublicKey, RSAPublicKeyLike,
-    VerificationOptions,
-};
 use serde_json::{Map, Value};
+
+use crate::signature::{BadSignature, Ed25519Key, Hash, P256Key, P384Key, RsaKey, RsaScheme};
 
 /// A signature algorithm the filter can verify. HMAC and `none` are
 /// deliberately absent: a resource server must never share a secret with the
@@ -145,55 +143,65 @@ pub enum LookupError {
     Algorithm,
 }
 
-/// A jwt-simple key typed by the one algorithm it verifies.
+/// A prepared public key of a JWKS.
 #[derive(Debug, Clone)]
-pub enum VerifyingKey {
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
-    ES256(ES256PublicKey),
-    ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
+enum PublicKey {
+    Rsa(RsaKey),
+    P256(P256Key),
+    P384(P384Key),
+    Ed25519(Ed25519Key),
 }
 
-impl VerifyingKey {
-    /// The algorithm this key verifies.
-    pub fn algorithm(&self) -> Algorithm {
+impl PublicKey {
+    fn key_type(&self) -> KeyType {
         match self {
-            VerifyingKey::RS256(_) => Algorithm::RS256,
-            VerifyingKey::RS384(_) => Algorithm::RS384,
-            VerifyingKey::RS512(_) => Algorithm::RS512,
-            VerifyingKey::PS256(_) => Algorithm::PS256,
-            VerifyingKey::PS384(_) => Algorithm::PS384,
-            VerifyingKey::PS512(_) => Algorithm::PS512,
-            VerifyingKey::ES256(_) => Algorithm::ES256,
-            VerifyingKey::ES384(_) => Algorithm::ES384,
-            VerifyingKey::EdDSA(_) => Algorithm::EdDSA,
+            PublicKey::Rsa(_) => KeyType::Rsa,
+            PublicKey::P256(_) => KeyType::P256,
+            PublicKey::P384(_) => KeyType::P384,
+            PublicKey::Ed25519(_) => KeyType::Ed25519,
         }
     }
+}
 
-    /// Verifies a compact JWS with jwt-simple (signature, then jwt-simple's own
-    /// time checks per `options`). The claims are not returned: the caller
-    /// reads them from the same, now authenticated, payload bytes.
-    pub fn verify(
-        &self,
-        token: &str,
-        options: VerificationOptions,
-    ) -> Result<(), jwt_simple::Error> {
-        let options = Some(options);
-        match self {
-            VerifyingKey::RS256(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::RS384(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::RS512(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::PS256(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::PS384(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::PS512(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::ES256(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::ES384(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
-            VerifyingKey::EdDSA(k) => k.verify_token::<NoCustomClaims>(token, options).map(drop),
+/// A key paired with the one algorithm it verifies a token with. Only
+/// [`KeySet::find`] pairs them, and only when the key's type fits the
+/// algorithm.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyingKey<'a> {
+    key: &'a PublicKey,
+    alg: Algorithm,
+}
+
+impl VerifyingKey<'_> {
+    /// The algorithm this key verifies.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Verifies `signature` (the decoded third part of a compact JWS) over
+    /// `message` (the JWS signing input, `header.payload` as sent).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), BadSignature> {
+        use Algorithm::*;
+        match (self.key, self.alg) {
+            (PublicKey::Rsa(key), alg) => {
+                let scheme = match alg {
+                    RS256 => RsaScheme::Pkcs1v15(Hash::Sha256),
+                    RS384 => RsaScheme::Pkcs1v15(Hash::Sha384),
+                    RS512 => RsaScheme::Pkcs1v15(Hash::Sha512),
+                    PS256 => RsaScheme::Pss(Hash::Sha256),
+                    PS384 => RsaScheme::Pss(Hash::Sha384),
+                    PS512 => RsaScheme::Pss(Hash::Sha512),
+                    ES256 | ES384 | EdDSA => return Err(BadSignature),
+                };
+                key.verify(scheme, message, signature)
+            }
+            (PublicKey::P256(key), ES256) => key.verify(message, signature),
+            (PublicKey::P384(key), ES384) => key.verify(message, signature),
+            (PublicKey::Ed25519(key), EdDSA) => key.verify(message, signature),
+            // `find` never pairs these.
+            (PublicKey::P256(_) | PublicKey::P384(_) | PublicKey::Ed25519(_), _) => {
+                Err(BadSignature)
+            }
         }
     }
 }
@@ -204,10 +212,8 @@ struct Key {
     kid: Option<String>,
     /// The `alg` the JWK declares; such a key verifies only that algorithm.
     alg: Option<Algorithm>,
-    key_type: KeyType,
-    /// One typed key per algorithm this key may verify (six for an RSA key
-    /// without `alg`, otherwise one), built once at parse time.
-    verifiers: Vec<VerifyingKey>,
+    /// Prepared once, at parse time, whatever algorithms it serves.
+    key: PublicKey,
 }
 
 /// The usable signature keys of one provider.
@@ -266,8 +272,8 @@ impl KeySet {
     /// `alg`. With a `kid`, only keys carrying that `kid` are candidates;
     /// without one, only the set's single key (if it has exactly one), since
     /// trying every key would let a token pick its own verifier.
-    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, LookupError> {
-        let mut candidates: Vec<&Key> = match kid {
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<VerifyingKey<'_>, LookupError> {
+        let candidates: Vec<&Key> = match kid {
             Some(kid) => self
                 .keys
                 .iter()
@@ -281,10 +287,10 @@ impl KeySet {
         }
         // A kid shared by several keys (seen during rotations) selects the
         // first one that fits the algorithm.
-        candidates.retain(|k| k.key_type == alg.key_type() && k.alg.is_none_or(|a| a == alg));
         candidates
-            .iter()
-            .find_map(|k| k.verifiers.iter().find(|v| v.algorithm() == alg))
+            .into_iter()
+            .find(|k| k.key.key_type() == alg.key_type() && k.alg.is_none_or(|a| a == alg))
+            .map(|k| VerifyingKey { key: &k.key, alg })
             .ok_or(LookupError::Algorithm)
     }
 }
@@ -332,24 +338,19 @@ fn parse_key(entry: &Value) -> Result<Key, String> {
         .get("kty")
         .and_then(Value::as_str)
         .ok_or("no string \"kty\"")?;
-    let (key_type, verifiers) = match kty {
-        "RSA" => (KeyType::Rsa, rsa_verifiers(jwk, alg)?),
-        "EC" => ec_verifier(jwk)?,
-        "OKP" => okp_verifier(jwk)?,
+    let key = match kty {
+        "RSA" => PublicKey::Rsa(rsa_key(jwk)?),
+        "EC" => ec_key(jwk)?,
+        "OKP" => okp_key(jwk)?,
         "oct" => return Err("symmetric key (kty \"oct\") is never used".to_string()),
         other => return Err(format!("unsupported kty {other:?}")),
     };
     if let Some(alg) = alg {
-        if alg.key_type() != key_type {
+        if alg.key_type() != key.key_type() {
             return Err(format!("\"alg\" {alg} does not fit the key type"));
         }
     }
-    Ok(Key {
-        kid,
-        alg,
-        key_type,
-        verifiers,
-    })
+    Ok(Key { kid, alg, key })
 }
 
 /// Decodes a base64url member that must be present.
@@ -363,50 +364,10 @@ fn member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("{name:?} is not base64url"))
 }
 
-fn rsa_verifiers(
-    jwk: &Map<String, Value>,
-    alg: Option<Algorithm>,
-) -> Result<Vec<VerifyingKey>, String> {
-    let n = member(jwk, "n")?;
-    let e = member(jwk, "e")?;
-    let algs: Vec<Algorithm> = match alg {
-        Some(alg) if alg.key_type() != KeyType::Rsa => {
-            return Err(format!("\"alg\" {alg} does not fit kty \"RSA\""))
-        }
-        Some(alg) => vec![alg],
-        None => Algorithm::ALL
-            .into_iter()
-            .filter(|a| a.key_type() == KeyType::Rsa)
-            .collect(),
-    };
-    // jwt-simple refuses moduli outside 2048..=4096 bits and exponents other
-    // than 65537; its message names the problem, not the key.
-    let bad = |e: jwt_simple::Error| format!("RSA key refused: {e}");
-    algs.into_iter()
-        .map(|alg| {
-            Ok(match alg {
-                Algorithm::RS256 => {
-                    VerifyingKey::RS256(RS256PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::RS384 => {
-                    VerifyingKey::RS384(RS384PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::RS512 => {
-                    VerifyingKey::RS512(RS512PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::PS256 => {
-                    VerifyingKey::PS256(PS256PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::PS384 => {
-                    VerifyingKey::PS384(PS384PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                Algorithm::PS512 => {
-                    VerifyingKey::PS512(PS512PublicKey::from_components(&n, &e).map_err(bad)?)
-                }
-                other => return Err(format!("\"alg\" {other} does not fit kty \"RSA\"")),
-            })
-        })
-        .collect()
+/// Moduli outside 2048..=4096 bits and exponents other than 65537 are
+/// refused; the message names the problem, not the key.
+fn rsa_key(jwk: &Map<String, Value>) -> Result<RsaKey, String> {
+    RsaKey::from_components(&member(jwk, "n")?, &member(jwk, "e")?)
 }
 
 /// A coordinate of `size` bytes; shorter values (leading zeros dropped by
@@ -421,7 +382,7 @@ fn coordinate(jwk: &Map<String, Value>, name: &str, size: usize) -> Result<Vec<u
     Ok(padded)
 }
 
-fn ec_verifier(jwk: &Map<String, Value>) -> Result<(KeyType, Vec<VerifyingKey>), String> {
+fn ec_key(jwk: &Map<String, Value>) -> Result<PublicKey, String> {
     let crv = jwk
         .get("crv")
         .and_then(Value::as_str)
@@ -435,34 +396,22 @@ fn ec_verifier(jwk: &Map<String, Value>) -> Result<(KeyType, Vec<VerifyingKey>),
     let mut point = vec![0x04];
     point.extend(coordinate(jwk, "x", size)?);
     point.extend(coordinate(jwk, "y", size)?);
-    let bad = |_| "EC point is not on the curve".to_string();
     Ok(if size == 32 {
-        (
-            KeyType::P256,
-            vec![VerifyingKey::ES256(
-                ES256PublicKey::from_bytes(&point).map_err(bad)?,
-            )],
-        )
+        PublicKey::P256(P256Key::from_sec1(&point)?)
     } else {
-        (
-            KeyType::P384,
-            vec![VerifyingKey::ES384(
-                ES384PublicKey::from_bytes(&point).map_err(bad)?,
-            )],
-        )
+        PublicKey::P384(P384Key::from_sec1(&point)?)
     })
 }
 
-fn okp_verifier(jwk: &Map<String, Value>) -> Result<(KeyType, Vec<VerifyingKey>), String> {
+fn okp_key(jwk: &Map<String, Value>) -> Result<PublicKey, String> {
     match jwk.get("crv").and_then(Value::as_str) {
         Some("Ed25519") => {}
         Some(other) => return Err(format!("unsupported OKP curve {other:?}")),
         None => return Err("OKP key without a string \"crv\"".to_string()),
     }
-    let x = member(jwk, "x")?;
-    let key =
-        Ed25519PublicKey::from_bytes(&x).map_err(|_| "invalid Ed25519 public key".to_string())?;
-    Ok((KeyType::Ed25519, vec![VerifyingKey::EdDSA(key)]))
+    Ok(PublicKey::Ed25519(Ed25519Key::from_bytes(&member(
+        jwk, "x",
+    )?)?))
 }
 
 /// Key pairs and JWK builders shared by the token, JWKS and cache tests.

@@ -39,6 +39,7 @@ pub mod lists;
 pub mod mcp;
 pub mod media;
 pub mod policy;
+pub mod signature;
 pub mod token;
 pub mod token_cache;
 pub mod uri;
