@@ -24,6 +24,9 @@ pub enum Counter {
     ListItemsRemoved,
     /// Answers replaced by an error because the filter could not read them.
     ListUnfilterable,
+    /// Rule conditions that could not be evaluated (they count against the
+    /// caller).
+    ConditionError,
     JwksFetchOk,
     JwksFetchFailed,
     JwksUnknownKeyRefetch,
@@ -33,7 +36,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in the order the README lists them.
-    pub const ALL: [Counter; 31] = [
+    pub const ALL: [Counter; 32] = [
         Counter::Allowed,
         Counter::Denied(Reason::NoToken),
         Counter::Denied(Reason::InvalidToken),
@@ -60,6 +63,7 @@ impl Counter {
         Counter::AuditWouldDeny,
         Counter::ListItemsRemoved,
         Counter::ListUnfilterable,
+        Counter::ConditionError,
         Counter::JwksFetchOk,
         Counter::JwksFetchFailed,
         Counter::JwksUnknownKeyRefetch,
@@ -77,6 +81,7 @@ impl Counter {
             Counter::BadRequest(kind) => format!("bad_request.{}", kind.name()),
             Counter::ListItemsRemoved => "list_items_removed".into(),
             Counter::ListUnfilterable => "list_unfilterable".into(),
+            Counter::ConditionError => "condition_error".into(),
             Counter::JwksFetchOk => "jwks_fetch.ok".into(),
             Counter::JwksFetchFailed => "jwks_fetch.failed".into(),
             Counter::JwksUnknownKeyRefetch => "jwks_fetch.unknown_key_refetch".into(),

@@ -11,6 +11,7 @@ use crate::counters::Counter;
 use crate::identity::{HeaderValueError, Identity};
 use crate::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
+use crate::mcp::param_headers::{self, ParamHeader};
 use crate::mcp::{self, Body, BodyError};
 use crate::policy::{self, Decision};
 use crate::token::{self, BearerError, TokenError, TokenErrorKind};
@@ -179,6 +180,8 @@ pub struct Refusal {
     /// The JSON-RPC method and name, once the body was parsed (for the log).
     pub method: Option<String>,
     pub name: Option<String>,
+    /// Rules whose condition could not be evaluated on the way.
+    pub condition_errors: Vec<String>,
 }
 
 impl Refusal {
@@ -190,6 +193,7 @@ impl Refusal {
             rule: None,
             method: None,
             name: None,
+            condition_errors: Vec::new(),
         }
     }
 
@@ -336,7 +340,8 @@ pub fn check_token(
     }
     let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
     match token::verify(token, &policy.providers, &sets, now_s) {
-        Ok(identity) => {
+        Ok(mut identity) => {
+            identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
             if let Some(provider) = policy
                 .providers
                 .iter()
@@ -407,7 +412,13 @@ pub struct Allowed {
     pub body: Body,
     /// The deciding rule (None for a JSON-RPC response, which needs none).
     pub rule: Option<String>,
+    /// Rules whose condition could not be evaluated on the way.
+    pub condition_errors: Vec<String>,
 }
+
+/// What a tool's `Mcp-Param-*` headers stand for, as far as the filter
+/// learned it from `tools/list` answers (`None`: never seen).
+pub type ToolHeaders<'a> = &'a dyn Fn(&str) -> Option<Vec<ParamHeader>>;
 
 /// Parses the body, checks the MCP headers against it, and decides.
 pub fn check_body(
@@ -415,6 +426,8 @@ pub fn check_body(
     head: &RequestHead,
     identity: &Identity,
     bytes: &[u8],
+    now_s: u64,
+    tool_headers: ToolHeaders,
 ) -> Result<Allowed, Box<Refusal>> {
     let body = mcp::parse_body(bytes).map_err(|e| {
         let kind = match e {
@@ -438,6 +451,7 @@ pub fn check_body(
         rule,
         method: method.clone(),
         name: name.clone(),
+        condition_errors: Vec::new(),
     };
     // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
     let (mcp_method, mcp_name) = (
@@ -452,11 +466,16 @@ pub fn check_body(
             reason: "Mcp-Method or Mcp-Name header appears more than once",
         })
     } else {
+        let modern = head
+            .header_values_any_spelling("mcp-protocol-version")
+            .contains(&MODERN_PROTOCOL);
         mcp::check_mcp_headers(
             &body,
             mcp_method.first().copied(),
             mcp_name.first().copied(),
+            modern,
         )
+        .and_then(|()| check_param_headers(&body, head, modern, tool_headers))
     };
     if let Err(mismatch) = checked {
         return Err(Box::new(
@@ -472,19 +491,60 @@ pub fn check_body(
             .with_class(Class::Request(BadRequestKind::HeaderMismatch)),
         ));
     }
-    match policy::decide_body(&policy.rules, &body, identity) {
-        Decision::Allow { rule } => Ok(Allowed { body, rule }),
-        Decision::Forbidden { rule } => Err(Box::new(refusal(
-            answer::forbidden(id.as_ref()),
-            Reason::Forbidden,
+    let mut condition_errors = Vec::new();
+    let decision = policy::decide_body(
+        &policy.rules,
+        &body,
+        identity,
+        &head.headers,
+        now_s,
+        &mut condition_errors,
+    );
+    let refused = |answer, reason, rule| {
+        let mut refused = refusal(answer, reason, rule);
+        refused.condition_errors = condition_errors.clone();
+        Err(Box::new(refused))
+    };
+    match decision {
+        Decision::Allow { rule } => Ok(Allowed {
+            body,
             rule,
-        ))),
-        Decision::NeedScopes { rule, scopes } => Err(Box::new(refusal(
+            condition_errors,
+        }),
+        Decision::Forbidden { rule } => {
+            refused(answer::forbidden(id.as_ref()), Reason::Forbidden, rule)
+        }
+        Decision::NeedScopes { rule, scopes } => refused(
             answer::insufficient_scope(policy, &scopes, id.as_ref()),
             Reason::InsufficientScope,
             Some(rule),
-        ))),
+        ),
     }
+}
+
+/// The protocol revision whose requests must carry their routing headers.
+const MODERN_PROTOCOL: &str = "2026-07-28";
+
+/// Each `tools/call`'s `Mcp-Param-*` headers, for tools whose declarations
+/// are known.
+fn check_param_headers(
+    body: &Body,
+    head: &RequestHead,
+    modern: bool,
+    tool_headers: ToolHeaders,
+) -> Result<(), mcp::HeaderMismatch> {
+    for message in body.messages() {
+        let mcp::Message::Call(call) = message else {
+            continue;
+        };
+        let (true, Some(tool)) = (call.method == "tools/call", &call.name) else {
+            continue;
+        };
+        if let Some(declared) = tool_headers(tool) {
+            param_headers::check(&declared, call.arguments.as_ref(), &head.headers, modern)?;
+        }
+    }
+    Ok(())
 }
 
 /// The method and name of a body's first call, for logs.
@@ -620,6 +680,8 @@ pub fn pending_lists(body: &Body) -> PendingLists {
 pub fn may_use(
     policy: &Policy,
     identity: &Identity,
+    headers: &[(String, String)],
+    now_s: u64,
     kind: ListKind,
     item: &serde_json::Value,
 ) -> bool {
@@ -630,7 +692,7 @@ pub fn may_use(
         ListKind::ResourceTemplates => ("resources/read", "uriTemplate"),
     };
     match item.get(field).and_then(|v| v.as_str()) {
-        Some(name) => policy::may_call(&policy.rules, method, name, identity),
+        Some(name) => policy::may_call(&policy.rules, method, name, identity, headers, now_s),
         None => false,
     }
 }

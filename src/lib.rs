@@ -24,6 +24,7 @@
 //!   [`counters`].
 
 pub mod answer;
+pub mod condition;
 pub mod config;
 pub mod counters;
 pub mod exchange;

@@ -343,6 +343,7 @@ fn identity(claims: Map<String, Value>, provider: &Provider, expires_at: u64) ->
         client_id: text("client_id").or_else(|| text("azp")),
         roles,
         scopes,
+        implied_scopes: Vec::new(),
         expires_at,
         claims,
     }

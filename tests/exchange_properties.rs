@@ -27,6 +27,7 @@ use mcp_authz::config::Policy;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
 use mcp_authz::gate::{KeyRing, RequestHead};
 use mcp_authz::jwks::KeySet;
+use mcp_authz::mcp::param_headers::ParamHeader;
 use mcp_authz::token_cache::VerifiedTokenCache;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -355,6 +356,9 @@ impl Host for FakeHost {
         self.refetch_asked = true;
         self.refetch_granted
     }
+    fn tool_headers(&self, _tool: &str) -> Option<Vec<ParamHeader>> {
+        None
+    }
 }
 
 /// What the upstream and the client saw.
@@ -391,7 +395,8 @@ fn apply_request_effects(world: &mut World, output: &Output) {
             Effect::RemoveRequestTrailers(names) => world.trailers.retain(|t| !names.contains(t)),
             Effect::ReplaceResponseBody { .. }
             | Effect::SetResponseHeader { .. }
-            | Effect::RemoveResponseTrailers(_) => {
+            | Effect::RemoveResponseTrailers(_)
+            | Effect::LearnToolHeaders(_) => {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
@@ -730,7 +735,10 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
                     *held = bytes.clone();
                     held.extend(rest);
                 }
-                Effect::Count(..) | Effect::Log(..) | Effect::RemoveResponseTrailers(_) => {}
+                Effect::Count(..)
+                | Effect::Log(..)
+                | Effect::RemoveResponseTrailers(_)
+                | Effect::LearnToolHeaders(_) => {}
                 other => panic!("a request effect on the response side: {other:?}"),
             }
         }

@@ -80,3 +80,8 @@ fn seed_tokens_verify_as_minted() {
         assert_eq!(identity.issuer, checks::ISSUER);
     }
 }
+
+#[test]
+fn condition_inputs_evaluate_without_panic() {
+    assert!(replay("condition", checks::condition) > 0);
+}

@@ -12,9 +12,12 @@
 //! - `jwks`, `config`: JSON text.
 //! - `list_answer`: three control bytes (keep predicate and pending ids;
 //!   split offset; chunk size), then the answer body.
+//! - `condition`: `expression NUL arguments [NUL claims]`: a CEL condition,
+//!   then the call's `params.arguments` and the token's claims as JSON text.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use mcp_authz::condition::{Condition, EvalError, Facts};
 use mcp_authz::config::{JwksSource, Policy};
 use mcp_authz::gate::{self, RequestHead};
 use mcp_authz::identity::Identity;
@@ -100,19 +103,22 @@ pub fn request_body(data: &[u8]) {
         }
     }
 
-    assert_eq!(mcp::check_mcp_headers(&body, None, None), Ok(()));
+    assert_eq!(mcp::check_mcp_headers(&body, None, None, false), Ok(()));
     if let [Message::Call(call)] = body.messages() {
         // Headers saying what the body says match, in either Mcp-Name form.
         assert_eq!(
-            mcp::check_mcp_headers(&body, Some(&call.method), call.name.as_deref()),
+            mcp::check_mcp_headers(&body, Some(&call.method), call.name.as_deref(), true),
             Ok(())
         );
         if let Some(name) = &call.name {
             let encoded = format!("=?base64?{}?=", STANDARD.encode(name));
-            assert_eq!(mcp::check_mcp_headers(&body, None, Some(&encoded)), Ok(()));
+            assert_eq!(
+                mcp::check_mcp_headers(&body, None, Some(&encoded), false),
+                Ok(())
+            );
         }
         let other = format!("{}/x", call.method);
-        assert!(mcp::check_mcp_headers(&body, Some(&other), None).is_err());
+        assert!(mcp::check_mcp_headers(&body, Some(&other), None, false).is_err());
     }
 
     // Headers from the input ("=" copies the first call's own value).
@@ -128,7 +134,12 @@ pub fn request_body(data: &[u8]) {
         Some("=") => first.and_then(|c| c.name.clone()),
         other => other.map(str::to_string),
     };
-    let checked = mcp::check_mcp_headers(&body, method_header.as_deref(), name_header.as_deref());
+    let checked = mcp::check_mcp_headers(
+        &body,
+        method_header.as_deref(),
+        name_header.as_deref(),
+        false,
+    );
     if checked.is_ok() && (method_header.is_some() || name_header.is_some()) {
         for message in body.messages() {
             let Message::Call(call) = message else {
@@ -149,7 +160,7 @@ pub fn request_body(data: &[u8]) {
         headers.push(("mcp-name".to_string(), name.clone()));
     }
     let head = RequestHead::new("POST", "/mcp", headers);
-    let allowed = gate::check_body(policy(), &head, &reader(), bytes);
+    let allowed = gate::check_body(policy(), &head, &reader(), bytes, NOW, &|_| None);
     if allowed.is_ok() {
         assert!(checked.is_ok(), "body allowed despite a header mismatch");
     }
@@ -263,12 +274,27 @@ pub fn config(data: &[u8]) {
             assert!(glob.matches(glob.as_str()), "glob {:?}", glob.as_str());
         }
         for glob in &rule.methods {
-            policy::decide(&policy.rules, glob.as_str(), Some("get_x"), &anonymous);
+            policy::decide(
+                &policy.rules,
+                &policy::Call::plain(glob.as_str(), Some("get_x")),
+                &anonymous,
+                &mut Vec::new(),
+            );
         }
     }
     for method in ["tools/call", "tools/list", "initialize", ""] {
-        policy::decide(&policy.rules, method, Some("delete_all"), &anonymous);
-        policy::decide(&policy.rules, method, None, &anonymous);
+        policy::decide(
+            &policy.rules,
+            &policy::Call::plain(method, Some("delete_all")),
+            &anonymous,
+            &mut Vec::new(),
+        );
+        policy::decide(
+            &policy.rules,
+            &policy::Call::plain(method, None),
+            &anonymous,
+            &mut Vec::new(),
+        );
     }
 }
 
@@ -451,4 +477,118 @@ fn reader() -> Identity {
     identity.roles = vec!["reader".to_string()];
     identity.expires_at = NOW + 3600;
     identity
+}
+
+// ---------------------------------------------------------------------------
+// condition
+
+pub fn condition(data: &[u8]) {
+    let mut parts = data.splitn(3, |b| *b == 0);
+    let Some(Ok(source)) = parts.next().map(std::str::from_utf8) else {
+        return;
+    };
+    let arguments: Option<Value> = parts.next().and_then(|a| serde_json::from_slice(a).ok());
+    let claims = parts
+        .next()
+        .and_then(|c| serde_json::from_slice::<Value>(c).ok())
+        .and_then(|c| c.as_object().cloned())
+        .unwrap_or_default();
+
+    let condition = match Condition::compile(source) {
+        Ok(condition) => condition,
+        Err(reason) => {
+            assert!(!reason.is_empty());
+            return;
+        }
+    };
+    assert_eq!(condition.source(), source);
+
+    let mut identity = reader();
+    identity.subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    identity.scopes = vec!["mcp:read".to_string()];
+    identity.claims = claims;
+    let headers = [("x-tenant".to_string(), "acme".to_string())];
+    let facts = Facts {
+        method: "tools/call",
+        name: Some("get_x"),
+        arguments: arguments.as_ref(),
+        headers: &headers,
+        identity: &identity,
+        now_s: NOW,
+    };
+    let value = condition.eval(&facts);
+    assert_eq!(condition.eval(&facts), value, "evaluation is deterministic");
+
+    // The negation decides the other way, and fails where the condition fails.
+    if let Ok(negated) = Condition::compile(&format!("!({source})")) {
+        match (&value, negated.eval(&facts)) {
+            (Ok(b), Ok(n)) => assert_eq!(n, !b, "!({source})"),
+            (Ok(_), Err(e)) => panic!("{source} is a boolean but its negation failed: {e:?}"),
+            (Err(_), _) => {}
+        }
+    }
+
+    // In rules: an allow rule lets the call through only when the condition
+    // is true; a deny rule refuses it unless the condition is false.
+    let Some(rules) = rules_with(source) else {
+        return;
+    };
+    let call = policy::Call {
+        method: "tools/call",
+        name: Some("get_x"),
+        arguments: policy::Arguments::Known(arguments.as_ref()),
+        headers: &headers,
+        now_s: NOW,
+    };
+    let mut errors = Vec::new();
+    let allowed = policy::decide(&rules.allow, &call, &identity, &mut errors).is_allow();
+    assert_eq!(
+        allowed,
+        value == Ok(true),
+        "allow rule, condition {value:?}"
+    );
+    assert_eq!(errors.is_empty(), value.is_ok(), "errors are reported");
+    let mut errors = Vec::new();
+    let allowed = policy::decide(&rules.deny, &call, &identity, &mut errors).is_allow();
+    assert_eq!(
+        allowed,
+        value == Ok(false),
+        "deny rule, condition {value:?}"
+    );
+    if value == Err(EvalError::NotBoolean) {
+        assert!(!errors.is_empty());
+    }
+}
+
+struct ConditionRules {
+    /// `allow tools/call when <condition>`.
+    allow: Vec<mcp_authz::config::Rule>,
+    /// `deny tools/call when <condition>`, then `allow tools/call`.
+    deny: Vec<mcp_authz::config::Rule>,
+}
+
+fn rules_with(when: &str) -> Option<ConditionRules> {
+    let jwks: Value = serde_json::from_str(JWKS).expect("fixture JWKS");
+    let policy = |rules: Value| {
+        Policy::from_value(&json!({
+            "resource": RESOURCE,
+            "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks.clone()}}],
+            "rules": rules,
+        }))
+        .map(|p| p.rules)
+    };
+    let allow = policy(json!([{"effect": "allow", "methods": ["tools/call"], "when": when}]));
+    let deny = policy(json!([
+        {"effect": "deny", "methods": ["tools/call"], "when": when},
+        {"effect": "allow", "methods": ["tools/call"]}
+    ]));
+    // The configuration compiles the condition the same way.
+    assert_eq!(allow.is_ok(), deny.is_ok());
+    Some(ConditionRules {
+        allow: allow.ok()?,
+        deny: deny.ok()?,
+    })
 }

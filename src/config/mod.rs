@@ -28,7 +28,34 @@ pub struct Policy {
     pub max_body_bytes: usize,
     pub mode: Mode,
     pub public_paths: Vec<String>,
+    pub scope_implies: ScopeImplies,
 }
+
+/// The scope hierarchy: what each broad scope stands for, transitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeImplies {
+    pub closure: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ScopeImplies {
+    /// The scopes `held` implies and that are not held themselves, in
+    /// first-seen order.
+    pub fn implied_by(&self, held: &[String]) -> Vec<String> {
+        let mut implied: Vec<String> = Vec::new();
+        for scope in held {
+            for narrower in self.closure.get(scope).into_iter().flatten() {
+                if !held.contains(narrower) && !implied.contains(narrower) {
+                    implied.push(narrower.clone());
+                }
+            }
+        }
+        implied
+    }
+}
+
+/// The refresh-token scope: never advertised, never asked for in a
+/// challenge (MCP 2026-07-28).
+pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// One trusted issuer.
 #[derive(Debug, Clone)]
@@ -84,6 +111,8 @@ pub struct Rule {
     pub roles: Option<Vec<String>>,
     /// `None`: no scope needed. Otherwise all of them.
     pub scopes: Option<Vec<String>>,
+    /// `None`: no condition. Otherwise the rule matches only when it is true.
+    pub when: Option<crate::condition::Condition>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +199,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "max_body_bytes",
     "mode",
     "public_paths",
+    "scope_implies",
 ];
 
 /// Keys of one `providers[]` entry.
@@ -189,7 +219,9 @@ pub const PROVIDER_KEYS: &[&str] = &[
 pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];
 
 /// Keys of one `rules[]` entry.
-pub const RULE_KEYS: &[&str] = &["name", "effect", "methods", "names", "roles", "scopes"];
+pub const RULE_KEYS: &[&str] = &[
+    "name", "effect", "methods", "names", "roles", "scopes", "when",
+];
 
 /// Headers an operator may not have the filter set from claims: they carry
 /// the request's framing, routing or credentials.

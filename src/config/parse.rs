@@ -3,9 +3,11 @@
 
 use super::object::Obj;
 use super::*;
+use crate::condition::Condition;
 use crate::glob::Glob;
 use crate::jwks::{Algorithm, KeySet};
 use crate::uri::HttpUri;
+use std::collections::BTreeMap;
 
 impl Policy {
     /// Parses and validates the plugin configuration.
@@ -26,12 +28,14 @@ impl Policy {
             metadata_locations(&resource).map_err(|m| top.error("resource", m))?;
         let providers = parse_providers(&top, &resource)?;
         let authorization_servers = parse_authorization_servers(&top, &providers)?;
-        let scopes_supported = top
+        let mut scopes_supported = top
             .optional_str_list("scopes_supported")?
             .unwrap_or_default();
         for (i, s) in scopes_supported.iter().enumerate() {
             check_scope_token(s).map_err(|m| top.error(&format!("scopes_supported[{i}]"), m))?;
         }
+        // Never advertised (MCP 2026-07-28: clients ask for it themselves).
+        scopes_supported.retain(|s| s != OFFLINE_ACCESS);
         let resource_documentation = match top.optional_str("resource_documentation")? {
             Some(url) => {
                 check_absolute_url(url).map_err(|m| top.error("resource_documentation", m))?;
@@ -70,6 +74,7 @@ impl Policy {
                 &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
             )?,
             public_paths: parse_public_paths(&top)?,
+            scope_implies: parse_scope_implies(&top)?,
         })
     }
 }
@@ -117,6 +122,45 @@ fn parse_authorization_servers(
             Ok(list)
         }
     }
+}
+
+/// `scope_implies`: each broad scope and the narrower ones it stands for,
+/// closed transitively; a scope that implies itself (a cycle) is refused.
+fn parse_scope_implies(top: &Obj) -> Result<ScopeImplies, ConfigError> {
+    let Some(obj) = top.optional_obj("scope_implies")? else {
+        return Ok(ScopeImplies::default());
+    };
+    let mut direct: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for scope in obj.map.keys() {
+        check_scope_token(scope).map_err(|m| obj.error(scope, m))?;
+        let implied = obj.required_str_list(scope)?;
+        for (i, s) in implied.iter().enumerate() {
+            check_scope_token(s).map_err(|m| obj.error(&format!("{scope}[{i}]"), m))?;
+        }
+        direct.insert(scope.clone(), implied);
+    }
+    let mut closure = BTreeMap::new();
+    for scope in direct.keys() {
+        let mut reached: Vec<String> = Vec::new();
+        let mut todo: Vec<&String> = direct
+            .get(scope)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        while let Some(next) = todo.pop() {
+            if next == scope {
+                return Err(obj.error(
+                    scope,
+                    format!("{scope:?} implies itself (a cycle): a scope hierarchy must not loop"),
+                ));
+            }
+            if !reached.contains(next) {
+                reached.push(next.clone());
+                todo.extend(direct.get(next).into_iter().flatten());
+            }
+        }
+        closure.insert(scope.clone(), reached);
+    }
+    Ok(ScopeImplies { closure })
 }
 
 fn parse_max_body_bytes(top: &Obj) -> Result<usize, ConfigError> {
@@ -372,6 +416,10 @@ fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError
             check_scope_token(s).map_err(|m| obj.error(&format!("scopes[{i}]"), m))?;
         }
     }
+    let when = match obj.optional_str("when")? {
+        Some(source) => Some(Condition::compile(source).map_err(|m| obj.error("when", m))?),
+        None => None,
+    };
     Ok(Rule {
         name,
         effect,
@@ -379,6 +427,7 @@ fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError
         names,
         roles,
         scopes,
+        when,
     })
 }
 

@@ -218,6 +218,34 @@ fn each_error_class_is_refused_naming_the_field() {
             Box::new(|c| c["public_paths"] = json!(["healthz"])),
         ),
         (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.argument.x > 1")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.arguments.x >")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.method")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!(true)),
+        ),
+        (
+            "scope_implies.a",
+            Box::new(|c| c["scope_implies"] = json!({"a": ["b"], "b": ["c"], "c": ["a"]})),
+        ),
+        (
+            "scope_implies.a",
+            Box::new(|c| c["scope_implies"] = json!({"a": "b"})),
+        ),
+        (
+            "scope_implies.a[0]",
+            Box::new(|c| c["scope_implies"] = json!({"a": ["b c"]})),
+        ),
+        (
             "identity_headers.authorization",
             Box::new(|c| c["identity_headers"] = json!({"authorization": "sub"})),
         ),
@@ -262,4 +290,39 @@ fn inline_jwks_may_be_a_json_string() {
     let text = config["providers"][0]["jwks"]["inline"].to_string();
     config["providers"][0]["jwks"]["inline"] = json!(text);
     assert!(Policy::from_value(&config).is_ok());
+}
+
+#[test]
+fn scope_hierarchies_close_transitively() {
+    let mut config = base();
+    config["scope_implies"] =
+        json!({"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"], "x": ["mcp:read"]});
+    let policy = Policy::from_value(&config).expect("accepted");
+    let held = vec!["mcp:admin".to_string(), "mcp:read".to_string()];
+    assert_eq!(
+        policy.scope_implies.implied_by(&held),
+        vec!["mcp:write".to_string()]
+    );
+    assert_eq!(
+        policy.scope_implies.closure.get("mcp:admin"),
+        Some(&vec!["mcp:write".to_string(), "mcp:read".to_string()])
+    );
+}
+
+#[test]
+fn offline_access_is_never_advertised() {
+    let mut config = base();
+    config["scopes_supported"] = json!(["mcp:read", "offline_access"]);
+    let policy = Policy::from_value(&config).expect("accepted");
+    assert_eq!(policy.scopes_supported, vec!["mcp:read".to_string()]);
+}
+
+#[test]
+fn rule_conditions_compile_once() {
+    let mut config = base();
+    config["rules"][0]["when"] = json!("request.arguments.amount < 100");
+    let policy = Policy::from_value(&config).expect("accepted");
+    let when = policy.rules[0].when.as_ref().expect("a condition");
+    assert_eq!(when.source(), "request.arguments.amount < 100");
+    assert!(when.uses_arguments());
 }

@@ -27,6 +27,7 @@ use crate::config::Policy;
 use crate::counters::Counter;
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
 use crate::identity::Identity;
+use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
@@ -42,6 +43,9 @@ pub trait Host {
     /// A token named a key its provider lacks: may its keys be refetched
     /// now? (Rate-limited per provider.)
     fn refetch_keys(&mut self, provider: usize) -> bool;
+    /// A tool's `x-mcp-header` declarations, learned from `tools/list`
+    /// answers (by any worker); `None` when never seen.
+    fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>>;
 }
 
 /// What every callback is decided with.
@@ -211,10 +215,11 @@ impl Exchange {
 
     pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
         let host = &*env.host;
+        let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => {
-                watch.on_body(env.policy, len, end_of_stream, &|n| host.response_body(n))
-            }
+            Some(watch) => watch.on_body(env.policy, now_s, len, end_of_stream, &|n| {
+                host.response_body(n)
+            }),
             None => Output::go_on(),
         }
     }
@@ -222,8 +227,9 @@ impl Exchange {
     /// `names`: the trailers' names.
     pub fn on_response_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
         let host = &*env.host;
+        let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => watch.on_trailers(env.policy, names, &|n| host.response_body(n)),
+            Some(watch) => watch.on_trailers(env.policy, now_s, names, &|n| host.response_body(n)),
             None => Output::go_on(),
         }
     }
@@ -338,12 +344,25 @@ impl Exchange {
                     return Output::hold();
                 }
                 let bytes = env.host.request_body(self.body_len);
-                match gate::check_body(policy, &self.head, &identity, &bytes) {
+                let now_s = env.now_ms / 1000;
+                let host = &*env.host;
+                let tool_headers = |tool: &str| host.tool_headers(tool);
+                let checked =
+                    gate::check_body(policy, &self.head, &identity, &bytes, now_s, &tool_headers);
+                match checked {
                     Ok(allowed) => {
-                        let rule = allowed.rule;
-                        self.allow(env, identity, rule, Some(allowed.body))
+                        let errors = condition_errors(&allowed.condition_errors);
+                        let mut output =
+                            self.allow(env, identity, allowed.rule, Some(allowed.body));
+                        output.effects.splice(0..0, errors);
+                        output
                     }
-                    Err(refusal) => self.refuse(env, *refusal, Some(identity)),
+                    Err(refusal) => {
+                        let errors = condition_errors(&refusal.condition_errors);
+                        let mut output = self.refuse(env, *refusal, Some(identity));
+                        output.effects.splice(0..0, errors);
+                        output
+                    }
                 }
             }
         }
@@ -374,7 +393,11 @@ impl Exchange {
             // saw, and a POST that asked for a list.
             let pending = body.as_ref().map(gate::pending_lists).unwrap_or_default();
             if body.is_none() || !pending.is_empty() {
-                self.answer = Some(AnswerWatch::new(pending, identity.clone()));
+                self.answer = Some(AnswerWatch::new(
+                    pending,
+                    identity.clone(),
+                    self.head.headers.clone(),
+                ));
             }
         }
         self.stage = Stage::Forwarded;
@@ -469,6 +492,23 @@ impl Exchange {
 /// such a configuration before any request comes.
 pub fn unconfigured_answer() -> Answer {
     answer::keys_unavailable(answer::RETRY_AFTER_SECONDS)
+}
+
+/// Counts and logs the rules whose condition could not be evaluated: their
+/// names only, never the values they met.
+fn condition_errors(rules: &[String]) -> Vec<Effect> {
+    rules
+        .iter()
+        .flat_map(|rule| {
+            [
+                Effect::Count(Counter::ConditionError, 1),
+                Effect::Log(
+                    Level::Warn,
+                    format!("mcp_authz: the condition of rule {rule:?} could not be evaluated; it counted against the caller"),
+                ),
+            ]
+        })
+        .collect()
 }
 
 fn skipped_headers(edits: &gate::UpstreamHeaders) -> Vec<Effect> {
