@@ -26,6 +26,7 @@
 pub mod answer;
 pub mod config;
 pub mod counters;
+pub mod dpop;
 pub mod exchange;
 pub mod explain;
 pub mod gate;

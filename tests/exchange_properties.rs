@@ -24,7 +24,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
 use mcp_authz::config::Policy;
-use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
+use mcp_authz::dpop::replay::{self, SharedMap};
+use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
 use mcp_authz::jwks::KeySet;
 use mcp_authz::token_cache::VerifiedTokenCache;
@@ -339,6 +340,17 @@ struct FakeHost {
     fetch_asked: bool,
     refetch_granted: bool,
     refetch_asked: bool,
+    /// The proxy's shared data (the DPoP replay memory).
+    shared: SharedMap,
+}
+
+impl SharedData for FakeHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.shared_get(key)
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
 }
 
 impl Host for FakeHost {
@@ -480,6 +492,11 @@ fn drive_request(r: &Request) -> (World, Run) {
             fetch_asked: false,
             refetch_granted: r.refetch_granted,
             refetch_asked: false,
+            shared: {
+                let mut shared = SharedMap::default();
+                replay::prepare(&mut shared, [1; 32]);
+                shared
+            },
         },
         ring,
         cache: VerifiedTokenCache::new(8),

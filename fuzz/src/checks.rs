@@ -159,12 +159,12 @@ pub fn request_body(data: &[u8]) {
 // token
 
 /// The input is a compact JWT for `verify`, and the `Authorization` header
-/// values (one per line) for `bearer_token`.
+/// values (one per line) for `credentials`.
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     check_verify(&text);
     let values: Vec<&str> = text.split('\n').collect();
-    if let Ok(token) = token::bearer_token(&values) {
+    if let Ok((_, token)) = token::credentials(&values) {
         assert_eq!(values.len(), 1);
         assert!(!token.is_empty());
         assert!(values[0].contains(token));
@@ -173,7 +173,7 @@ pub fn token(data: &[u8]) {
     }
     // Several header values are never guessed at.
     let twice = [text.as_ref(), text.as_ref()];
-    assert!(token::bearer_token(&twice).is_err());
+    assert!(token::credentials(&twice).is_err());
 }
 
 fn check_verify(token: &str) {
