@@ -12,9 +12,12 @@ upstream too: nothing of a refused request arrives, and no `DPoP` header
 ever does."""
 
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -24,6 +27,7 @@ from configs import TOOL_RULES
 from dpop_client import DpopKey, ath, b64u, hs256, raw_jws
 from harness import ENVOY_VERSIONS, free_port, read_response
 from stack import AuthorizationServer, InteropEnvoy
+from wire import h2_request
 
 LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
 NONCE_KEY = b64u(bytes(range(32)))
@@ -342,3 +346,44 @@ def test_nonce_flow(required):
                    "use_dpop_nonce")
     reply = required.post(token, [key.proof("POST", required.resource, token, nonce=nonce)])
     assert_forwarded_without_proof(required, reply)
+
+
+def filter_nonce(issued_at):
+    """A nonce as the filter makes them (README: the issue time, MACed with
+    HMAC-SHA256 under a configured key), made here from the configured key."""
+    when = issued_at.to_bytes(8, "big")
+    key = base64.urlsafe_b64decode(NONCE_KEY + "=" * (-len(NONCE_KEY) % 4))
+    tag = hmac.new(key, b"mcp-authz DPoP nonce v1\0" + when, hashlib.sha256).digest()[:16]
+    return b64u(when + tag)
+
+
+def test_a_nonce_past_half_its_life_is_renewed_with_the_answer(required):
+    key = DpopKey()
+    token = required.token(key)
+    now = int(time.time())
+    fresh = required.post(token, [key.proof("POST", required.resource, token, nonce=filter_nonce(now))])
+    assert fresh[0] == 200 and "dpop-nonce" not in fresh[1]
+    required.upstream.clear()
+    aging = required.post(token, [key.proof("POST", required.resource, token, nonce=filter_nonce(now - 40))])
+    assert aging[0] == 200
+    renewed = aging[1]["dpop-nonce"][0]
+    required.upstream.clear()
+    assert required.post(token, [key.proof("POST", required.resource, token, nonce=renewed)])[0] == 200
+    # Expired, or from the future beyond the proxies' leeway: a new one.
+    for when in (now - 120, now + 60):
+        required.upstream.clear()
+        assert_refused(required, required.post(
+            token, [key.proof("POST", required.resource, token, nonce=filter_nonce(when))]), "use_dpop_nonce")
+
+
+def test_a_proof_in_trailers_is_no_proof(allowed):
+    """Proofs are read from the request headers only: one sent in HTTP/2
+    trailers counts for nothing, and nothing of the request goes upstream."""
+    key = DpopKey()
+    token = allowed.token(key)
+    reply = h2_request(allowed.envoy.port, "POST", "/mcp", headers=[
+        ("content-type", "application/json"), ("authorization", f"DPoP {token}")],
+        body=LIST, trailers=[("dpop", key.proof("POST", allowed.resource, token))])
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"][0].startswith('DPoP error="invalid_dpop_proof"')
+    assert allowed.upstream.requests == []
