@@ -320,7 +320,9 @@ impl Exchange {
                         Seen::Replayed | Seen::Unavailable => {
                             let refusal =
                                 gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
-                            let mut output = self.refuse(env, refusal, Some(identity));
+                            // Like every other failed proof: no identity
+                            // (audit mode lets it on without one).
+                            let mut output = self.refuse(env, refusal, None);
                             counts.append(&mut output.effects);
                             output.effects = counts;
                             return output;
