@@ -16,6 +16,12 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normal(String);
 
+impl Normal {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Normalises an absolute `http(s)` URI, dropping its query and fragment.
 /// `None` for anything else (another scheme, no host, characters no URI
 /// holds).
