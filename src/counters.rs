@@ -3,6 +3,7 @@
 //! core says which to bump, and a test checks the README's list against this
 //! table.
 
+use crate::dpop::ProofErrorKind;
 use crate::gate::{BadRequestKind, Reason};
 use crate::token::TokenErrorKind;
 
@@ -18,6 +19,12 @@ pub enum Counter {
     InvalidToken(TokenErrorKind),
     /// A malformed request, by class.
     BadRequest(BadRequestKind),
+    /// A refused DPoP proof, by class.
+    InvalidDpopProof(ProofErrorKind),
+    /// Requests whose DPoP proof passed every check.
+    DpopAccepted,
+    /// Proofs the replay memory forgot before they expired, to make room.
+    DpopReplayEvicted,
     /// Refusals let through because the mode is `audit`.
     AuditWouldDeny,
     /// List items hidden from callers.
@@ -36,7 +43,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in the order the README lists them.
-    pub const ALL: [Counter; 32] = [
+    pub const ALL: [Counter; 49] = [
         Counter::Allowed,
         Counter::Denied(Reason::NoToken),
         Counter::Denied(Reason::InvalidToken),
@@ -49,6 +56,23 @@ impl Counter {
         Counter::InvalidToken(TokenErrorKind::NotYetValid),
         Counter::InvalidToken(TokenErrorKind::Issuer),
         Counter::InvalidToken(TokenErrorKind::Audience),
+        Counter::InvalidToken(TokenErrorKind::DpopBound),
+        Counter::InvalidToken(TokenErrorKind::KeyBinding),
+        Counter::InvalidToken(TokenErrorKind::Scheme),
+        Counter::Denied(Reason::InvalidDpopProof),
+        Counter::InvalidDpopProof(ProofErrorKind::Missing),
+        Counter::InvalidDpopProof(ProofErrorKind::Malformed),
+        Counter::InvalidDpopProof(ProofErrorKind::Algorithm),
+        Counter::InvalidDpopProof(ProofErrorKind::Key),
+        Counter::InvalidDpopProof(ProofErrorKind::Signature),
+        Counter::InvalidDpopProof(ProofErrorKind::Method),
+        Counter::InvalidDpopProof(ProofErrorKind::Uri),
+        Counter::InvalidDpopProof(ProofErrorKind::Time),
+        Counter::InvalidDpopProof(ProofErrorKind::TokenHash),
+        Counter::InvalidDpopProof(ProofErrorKind::Replay),
+        Counter::Denied(Reason::UseDpopNonce),
+        Counter::DpopAccepted,
+        Counter::DpopReplayEvicted,
         Counter::Denied(Reason::KeysUnavailable),
         Counter::Denied(Reason::Forbidden),
         Counter::Denied(Reason::InsufficientScope),
@@ -79,6 +103,9 @@ impl Counter {
             Counter::Denied(reason) => format!("denied.{}", reason.name()),
             Counter::InvalidToken(kind) => format!("invalid_token.{}", kind.name()),
             Counter::BadRequest(kind) => format!("bad_request.{}", kind.name()),
+            Counter::InvalidDpopProof(kind) => format!("invalid_dpop_proof.{}", kind.name()),
+            Counter::DpopAccepted => "dpop.accepted".into(),
+            Counter::DpopReplayEvicted => "dpop.replay_evicted".into(),
             Counter::ListItemsRemoved => "list_items_removed".into(),
             Counter::ListUnfilterable => "list_unfilterable".into(),
             Counter::ConditionError => "condition_error".into(),

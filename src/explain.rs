@@ -10,6 +10,7 @@ use std::fmt::Write;
 use crate::answer::Answer;
 use crate::condition::EvalError;
 use crate::config::{Effect, Policy};
+use crate::dpop::replay::{self, SharedMap};
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
@@ -78,6 +79,18 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
 struct Offline<'a> {
     body: &'a [u8],
     fetch_asked: Option<usize>,
+    /// Shared data of this one request: no DPoP proof was used before it.
+    shared: SharedMap,
+}
+
+impl replay::SharedData for Offline<'_> {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
 }
 
 impl exchange::Host for Offline<'_> {
@@ -153,9 +166,12 @@ fn decide(
     };
     // A fresh cache: every explanation verifies the token itself.
     let mut cache = VerifiedTokenCache::new(1);
+    let mut shared = SharedMap::default();
+    replay::prepare(&mut shared, [0; 32]);
     let mut host = Offline {
         body: &request.body,
         fetch_asked: None,
+        shared,
     };
     let mut exchange = Exchange::new();
     let mut env = exchange::Env {

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use crate::answer::{self, codes, Answer};
 use crate::config::{Mode, Policy, TokenForwarding};
 use crate::counters::Counter;
+use crate::dpop::{self, Mode as DpopMode, ProofError, ProofErrorKind, Scheme};
 use crate::identity::{HeaderValueError, Identity};
 use crate::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
@@ -111,6 +112,10 @@ pub enum Reason {
     TooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
+    /// A DPoP proof that failed its checks.
+    InvalidDpopProof,
+    /// A DPoP proof without a fresh server nonce.
+    UseDpopNonce,
 }
 
 /// The classes of malformed request, each with its own counter.
@@ -148,6 +153,8 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -157,6 +164,7 @@ impl Reason {
 pub enum Class {
     Token(TokenErrorKind),
     Request(BadRequestKind),
+    Proof(ProofErrorKind),
 }
 
 impl Class {
@@ -165,6 +173,7 @@ impl Class {
         match self {
             Class::Token(kind) => kind.name(),
             Class::Request(kind) => kind.name(),
+            Class::Proof(kind) => kind.name(),
         }
     }
 }
@@ -208,6 +217,7 @@ impl Refusal {
         match self.class {
             Some(Class::Token(kind)) => counters.push(Counter::InvalidToken(kind)),
             Some(Class::Request(kind)) => counters.push(Counter::BadRequest(kind)),
+            Some(Class::Proof(kind)) => counters.push(Counter::InvalidDpopProof(kind)),
             None => {}
         }
         counters
@@ -295,11 +305,14 @@ pub struct KeyRing {
 /// The outcome of checking a request's token.
 #[derive(Debug)]
 pub enum TokenVerdict {
-    /// The token is good.
+    /// The token is good (and so is its DPoP proof, when it is bound).
     Verified {
         identity: Identity,
         /// It was found in the verified-token cache.
         cached: bool,
+        /// The DPoP proof that came with a bound token: its `jti` is still
+        /// to be checked against replay.
+        proof: Option<dpop::Accepted>,
     },
     /// Refuse the request.
     Refuse(Refusal),
@@ -311,8 +324,11 @@ pub enum TokenVerdict {
     KeysPending { provider: usize },
 }
 
-/// Checks the bearer token: exactly one `Authorization: Bearer` header, a JWT
-/// that verifies with the provider's keys (the verified-token cache first).
+/// Checks the access token: exactly one `Authorization: Bearer` or `DPoP`
+/// header, a JWT that verifies with the provider's keys (the verified-token
+/// cache first), presented with a scheme its provider takes; and for a
+/// token bound to a key, the request's DPoP proof, on every request (a
+/// cached token needs a proof as much as a new one).
 pub fn check_token(
     policy: &Policy,
     head: &RequestHead,
@@ -320,8 +336,8 @@ pub fn check_token(
     cache: &mut VerifiedTokenCache,
     now_s: u64,
 ) -> TokenVerdict {
-    let token = match token::bearer_token(&head.header_values("authorization")) {
-        Ok(token) => token,
+    let (scheme, token) = match token::credentials(&head.header_values("authorization")) {
+        Ok(credentials) => credentials,
         Err(BearerError::Missing) => {
             return TokenVerdict::Refuse(Refusal::new(
                 answer::token_required(policy),
@@ -329,15 +345,70 @@ pub fn check_token(
             ))
         }
         Err(BearerError::Malformed) => {
-            return TokenVerdict::Refuse(invalid_token(policy, TokenErrorKind::Malformed))
+            return TokenVerdict::Refuse(invalid_token(
+                policy,
+                Scheme::Bearer,
+                TokenErrorKind::Malformed,
+            ))
         }
     };
-    if let Some(identity) = cache.get(token, now_s, &keys.generations) {
-        return TokenVerdict::Verified {
-            identity,
-            cached: true,
-        };
+    let (identity, cached) = match cache.get(token, now_s, &keys.generations) {
+        Some(identity) => (identity, true),
+        None => match verify(policy, token, scheme, keys, cache, now_s) {
+            Ok(identity) => (identity, false),
+            Err(verdict) => return *verdict,
+        },
+    };
+    let Some(provider) = policy
+        .providers
+        .iter()
+        .find(|p| p.issuer == identity.issuer)
+    else {
+        return TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Issuer));
+    };
+    let refuse = |kind| TokenVerdict::Refuse(invalid_token(policy, scheme, kind));
+    let config = &provider.dpop;
+    let proof = match (scheme, identity.jkt.as_deref(), config.mode) {
+        // A bound token without its proof: refused, whatever the mode.
+        (Scheme::Bearer, Some(_), _) => return refuse(TokenErrorKind::DpopBound),
+        (Scheme::Bearer, None, DpopMode::Required) => return refuse(TokenErrorKind::Scheme),
+        (Scheme::Bearer, None, _) => None,
+        (Scheme::DPoP, _, DpopMode::Off) => return refuse(TokenErrorKind::Scheme),
+        (Scheme::DPoP, None, _) => return refuse(TokenErrorKind::KeyBinding),
+        (Scheme::DPoP, Some(jkt), _) => {
+            let origin = crate::uri::HttpUri::parse(&policy.resource)
+                .map(|u| u.origin())
+                .unwrap_or_default();
+            let request = dpop::proof::Request {
+                method: &head.method,
+                path: &head.path,
+                resource_origin: &origin,
+                token,
+                jkt,
+                now_s,
+            };
+            match dpop::proof::check(&head.header_values("dpop"), &request, config) {
+                Ok(accepted) => Some(accepted),
+                Err(e) => return TokenVerdict::Refuse(proof_refusal(policy, e)),
+            }
+        }
+    };
+    TokenVerdict::Verified {
+        identity,
+        cached,
+        proof,
     }
+}
+
+/// Verifies a token the cache did not hold, and caches it.
+fn verify(
+    policy: &Policy,
+    token: &str,
+    scheme: Scheme,
+    keys: &KeyRing,
+    cache: &mut VerifiedTokenCache,
+    now_s: u64,
+) -> Result<Identity, Box<TokenVerdict>> {
     let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
     match token::verify(token, &policy.providers, &sets, now_s) {
         Ok(mut identity) => {
@@ -350,23 +421,40 @@ pub fn check_token(
                 let generation = keys.generations.get(provider).copied().unwrap_or(0);
                 cache.insert(token, provider, generation, identity.clone());
             }
-            TokenVerdict::Verified {
-                identity,
-                cached: false,
-            }
+            Ok(identity)
         }
         Err(TokenError {
             kind: TokenErrorKind::KeysUnavailable,
             provider: Some(provider),
-        }) => TokenVerdict::KeysPending { provider },
+        }) => Err(Box::new(TokenVerdict::KeysPending { provider })),
         Err(TokenError {
             kind: TokenErrorKind::UnknownKey,
             provider: Some(provider),
-        }) => TokenVerdict::UnknownKey {
+        }) => Err(Box::new(TokenVerdict::UnknownKey {
             provider,
-            refusal: invalid_token(policy, TokenErrorKind::UnknownKey),
-        },
-        Err(e) => TokenVerdict::Refuse(invalid_token(policy, e.kind)),
+            refusal: invalid_token(policy, scheme, TokenErrorKind::UnknownKey),
+        })),
+        Err(e) => Err(Box::new(TokenVerdict::Refuse(invalid_token(
+            policy, scheme, e.kind,
+        )))),
+    }
+}
+
+/// The refusal of a DPoP proof: `invalid_dpop_proof`, `invalid_token` when
+/// the proof's key is not the token's, `use_dpop_nonce` with a new nonce.
+pub fn proof_refusal(policy: &Policy, error: ProofError) -> Refusal {
+    match (error.kind, error.nonce) {
+        (ProofErrorKind::KeyBinding, _) => {
+            invalid_token(policy, Scheme::DPoP, TokenErrorKind::KeyBinding)
+        }
+        (ProofErrorKind::Nonce, Some(nonce)) => {
+            Refusal::new(answer::use_dpop_nonce(policy, &nonce), Reason::UseDpopNonce)
+        }
+        (kind, _) => Refusal::new(
+            answer::invalid_dpop_proof(policy, kind.description()),
+            Reason::InvalidDpopProof,
+        )
+        .with_class(Class::Proof(kind)),
     }
 }
 
@@ -378,9 +466,9 @@ pub fn keys_unavailable() -> Refusal {
     )
 }
 
-fn invalid_token(policy: &Policy, kind: TokenErrorKind) -> Refusal {
+fn invalid_token(policy: &Policy, scheme: Scheme, kind: TokenErrorKind) -> Refusal {
     Refusal::new(
-        answer::invalid_token(policy, kind.description()),
+        answer::invalid_token(policy, scheme, kind.description()),
         Reason::InvalidToken,
     )
     .with_class(Class::Token(kind))
@@ -515,7 +603,17 @@ pub fn check_body(
             refused(answer::forbidden(id.as_ref()), Reason::Forbidden, rule)
         }
         Decision::NeedScopes { rule, scopes } => refused(
-            answer::insufficient_scope(policy, &scopes, id.as_ref()),
+            // A token bound to a key only ever comes with the DPoP scheme.
+            answer::insufficient_scope(
+                policy,
+                if identity.jkt.is_some() {
+                    Scheme::DPoP
+                } else {
+                    Scheme::Bearer
+                },
+                &scopes,
+                id.as_ref(),
+            ),
             Reason::InsufficientScope,
             Some(rule),
         ),
@@ -598,6 +696,14 @@ pub fn upstream_headers(
     if policy.token_forwarding == TokenForwarding::Strip {
         edits.remove.push("authorization".into());
     }
+    // A DPoP proof is for this hop alone: never forwarded.
+    if head
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("dpop"))
+    {
+        edits.remove.push("dpop".into());
+    }
     let Some(identity) = identity else {
         return edits;
     };
@@ -626,13 +732,14 @@ pub fn upstream_headers(
 /// The request trailers that may not go upstream. The MCP endpoint takes
 /// none (MCP carries nothing in trailers, so none can smuggle a token, an
 /// identity or a routing header past the checks); elsewhere the token (unless
-/// forwarded) and every spelling of an identity header are removed, as from
-/// the headers.
+/// forwarded), a DPoP proof and every spelling of an identity header are
+/// removed, as from the headers.
 pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> Vec<String> {
     names
         .iter()
         .filter(|name| {
             endpoint
+                || name.eq_ignore_ascii_case("dpop")
                 || policy
                     .identity_headers
                     .iter()
@@ -719,5 +826,199 @@ mod tests {
         assert_eq!(verb("options"), Verb::Options);
         assert_eq!(verb("PUT"), Verb::Other);
         assert_eq!(verb("POSTX"), Verb::Other);
+    }
+
+    // --- the token step with DPoP ---
+
+    use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
+    use crate::dpop::proof::token_hash;
+    use crate::token::tests::{claims, key_sets, provider, sign, Signer, ISS, NOW};
+    use serde_json::json;
+
+    fn policy_with(mode: DpopMode) -> Policy {
+        let mut policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "scopes_supported": ["mcp:read"],
+            "providers": [{"issuer": ISS, "jwks": {"remote": {"cluster": "idp"}}}],
+            "rules": [{"effect": "allow", "methods": ["*"]}]
+        }))
+        .expect("policy");
+        let mut p = provider(ISS);
+        p.dpop.mode = mode;
+        policy.providers = vec![p];
+        policy
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing {
+            sets: vec![Some(Rc::new(key_sets().remove(0)))],
+            generations: vec![1],
+        }
+    }
+
+    fn bound_token(key: &ClientKey) -> String {
+        let mut c = claims();
+        c["cnf"] = json!({"jkt": key.jkt()});
+        sign(Signer::RS256, Some("rsa1"), c)
+    }
+
+    fn proof(key: &ClientKey, token: &str, jti: &str) -> String {
+        let mut c = proof_claims(jti);
+        c["ath"] = json!(token_hash(token));
+        key.sign(&key.header(), &c)
+    }
+
+    fn head(authorization: &str, proofs: &[&str]) -> RequestHead {
+        let mut headers = vec![("authorization".to_string(), authorization.to_string())];
+        headers.extend(proofs.iter().map(|p| ("dpop".to_string(), p.to_string())));
+        RequestHead::new("POST", "/mcp", headers)
+    }
+
+    fn outcome(
+        policy: &Policy,
+        head: &RequestHead,
+        cache: &mut VerifiedTokenCache,
+    ) -> Result<bool, Box<Refusal>> {
+        match check_token(policy, head, &ring(), cache, NOW) {
+            TokenVerdict::Verified { proof, .. } => Ok(proof.is_some()),
+            TokenVerdict::Refuse(refusal) => Err(Box::new(refusal)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn challenges(refusal: &Refusal) -> Vec<&str> {
+        refusal
+            .answer
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_bound_token_needs_its_proof_on_every_request_cached_or_not() {
+        let key = ClientKey::es256(21);
+        let token = bound_token(&key);
+        let policy = policy_with(DpopMode::Allowed);
+        let mut cache = VerifiedTokenCache::new(8);
+        let auth = format!("DPoP {token}");
+        assert!(matches!(
+            outcome(
+                &policy,
+                &head(&auth, &[&proof(&key, &token, "a")]),
+                &mut cache
+            ),
+            Ok(true)
+        ));
+        // Now cached: still no entry without a proof, nor with a bad one.
+        let refused = outcome(&policy, &head(&auth, &[]), &mut cache).expect_err("no proof");
+        assert_eq!(refused.class, Some(Class::Proof(ProofErrorKind::Missing)));
+        assert_eq!(
+            challenges(&refused),
+            vec![
+                "DPoP error=\"invalid_dpop_proof\", error_description=\"DPoP proof missing\", algs=\"RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\"",
+                "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\"",
+            ]
+        );
+        let other = ClientKey::es256(22);
+        let refused = outcome(
+            &policy,
+            &head(&auth, &[&proof(&other, &token, "b")]),
+            &mut cache,
+        )
+        .expect_err("another key");
+        assert_eq!(
+            refused.class,
+            Some(Class::Token(TokenErrorKind::KeyBinding))
+        );
+        assert!(challenges(&refused)[0].starts_with("DPoP error=\"invalid_token\""));
+        assert!(matches!(
+            outcome(
+                &policy,
+                &head(&auth, &[&proof(&key, &token, "c")]),
+                &mut cache
+            ),
+            Ok(true)
+        ));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_bound_token_as_bearer_is_refused_in_every_mode() {
+        let key = ClientKey::es256(23);
+        let token = bound_token(&key);
+        for mode in [DpopMode::Off, DpopMode::Allowed, DpopMode::Required] {
+            let policy = policy_with(mode);
+            let mut cache = VerifiedTokenCache::new(8);
+            // Even with a valid proof alongside.
+            let h = head(&format!("Bearer {token}"), &[&proof(&key, &token, "a")]);
+            let refused = outcome(&policy, &h, &mut cache).expect_err("downgrade");
+            assert_eq!(
+                refused.class,
+                Some(Class::Token(TokenErrorKind::DpopBound)),
+                "{mode:?}"
+            );
+            // The error goes on the scheme the client used, where it is
+            // taken; `required` takes only DPoP.
+            let expected = if mode == DpopMode::Required {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            let first = challenges(&refused)[0];
+            assert!(
+                first.starts_with(&format!("{expected} error=\"invalid_token\"")),
+                "{first}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_mode_takes_its_schemes() {
+        let key = ClientKey::es256(24);
+        let bound = bound_token(&key);
+        let plain = sign(Signer::RS256, Some("rsa1"), claims());
+        let dpop = |token: &str| head(&format!("DPoP {token}"), &[&proof(&key, token, "x")]);
+        let bearer = |token: &str| head(&format!("Bearer {token}"), &[]);
+        let class = |mode, h: &RequestHead| {
+            outcome(&policy_with(mode), h, &mut VerifiedTokenCache::new(8)).map_err(|r| r.class)
+        };
+        let scheme = Err(Some(Class::Token(TokenErrorKind::Scheme)));
+        assert_eq!(class(DpopMode::Off, &bearer(&plain)), Ok(false));
+        assert_eq!(class(DpopMode::Off, &dpop(&bound)), scheme);
+        assert_eq!(class(DpopMode::Allowed, &bearer(&plain)), Ok(false));
+        assert_eq!(class(DpopMode::Allowed, &dpop(&bound)), Ok(true));
+        assert_eq!(class(DpopMode::Required, &bearer(&plain)), scheme);
+        assert_eq!(class(DpopMode::Required, &dpop(&bound)), Ok(true));
+        // The DPoP scheme with a token bound to no key.
+        assert_eq!(
+            class(DpopMode::Required, &dpop(&plain)),
+            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+        );
+        // `required`: the challenges name DPoP alone.
+        let refused = outcome(
+            &policy_with(DpopMode::Required),
+            &bearer(&plain),
+            &mut VerifiedTokenCache::new(8),
+        )
+        .expect_err("bearer");
+        let c = challenges(&refused);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].starts_with("DPoP error=\"invalid_token\""), "{c:?}");
+    }
+
+    #[test]
+    fn no_dpop_header_goes_upstream_on_any_path() {
+        let policy = policy_with(DpopMode::Allowed);
+        let h = head("Bearer x", &["proof"]);
+        assert!(upstream_headers(&policy, &h, None)
+            .remove
+            .contains(&"dpop".to_string()));
+        let names = vec!["DPoP".to_string(), "x-other".to_string()];
+        assert_eq!(
+            trailers_to_remove(&policy, false, &names),
+            vec!["DPoP".to_string()]
+        );
     }
 }

@@ -23,6 +23,9 @@ pub struct Identity {
     pub expires_at: u64,
     /// All claims, for `identity_headers` that name a claim path.
     pub claims: Map<String, Value>,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to (DPoP,
+    /// RFC 9449 §6.1). A bound token is only good with a proof by that key.
+    pub jkt: Option<String>,
 }
 
 /// The claim at a dot-path (`realm_access.roles` as `["realm_access",
@@ -46,6 +49,7 @@ impl Identity {
             implied_scopes: Vec::new(),
             expires_at: 0,
             claims: Map::new(),
+            jkt: None,
         }
     }
 

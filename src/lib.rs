@@ -27,6 +27,7 @@ pub mod answer;
 pub mod condition;
 pub mod config;
 pub mod counters;
+pub mod dpop;
 pub mod exchange;
 pub mod explain;
 pub mod gate;

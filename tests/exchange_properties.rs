@@ -9,8 +9,12 @@
 //!   "allowed" (or the mode is audit, or it needs no token), and never after
 //!   a local answer; an allowed request goes on only once its body ended;
 //! - every request ends answered or forwarded, never both, never neither;
-//! - what goes upstream carries no client token and no client-sent identity
-//!   header in any spelling, and the verified identity's own;
+//! - what goes upstream carries no client token, no DPoP proof (in headers
+//!   or trailers) and no client-sent identity header in any spelling, and
+//!   the verified identity's own;
+//! - a token bound to a DPoP key passes only with the `DPoP` scheme and a
+//!   proof good for the request (right method and key, never taken
+//!   before); sent as a bearer token it never passes;
 //! - no byte of a list answer reaches the client before it was filtered: a
 //!   tool nobody may call never shows, whatever the media type, encoding,
 //!   chunking, trailers or echoed id; an error replacing an answer has
@@ -24,7 +28,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
 use mcp_authz::config::Policy;
-use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
+use mcp_authz::dpop::replay::{self, SharedMap};
+use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
 use mcp_authz::jwks::KeySet;
 use mcp_authz::mcp::param_headers::ParamHeader;
@@ -74,7 +79,7 @@ fn policy(audit: bool, filter_lists: bool) -> Policy {
     Policy::from_value(&json!({
         "resource": RESOURCE,
         "providers": [
-            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}},
+            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}, "dpop": "allowed"},
             {"issuer": B, "jwks": {"remote": {"cluster": "idp", "url": "https://b.example/keys"}}}
         ],
         "rules": [
@@ -93,13 +98,27 @@ fn policy(audit: bool, filter_lists: bool) -> Policy {
 }
 
 fn sign(pair: &Ed25519KeyPair, iss: &str, roles: &[&str], typ: Option<&str>) -> String {
-    let custom: Map<String, Value> = json!({
+    sign_bound(pair, iss, roles, typ, None)
+}
+
+/// A token; bound to the key with thumbprint `jkt` when given.
+fn sign_bound(
+    pair: &Ed25519KeyPair,
+    iss: &str,
+    roles: &[&str],
+    typ: Option<&str>,
+    jkt: Option<&str>,
+) -> String {
+    let mut custom: Map<String, Value> = json!({
         "iss": iss, "aud": RESOURCE, "sub": "alice", "roles": roles,
         "iat": NOW - 10, "exp": NOW + 300,
     })
     .as_object()
     .cloned()
     .unwrap_or_default();
+    if let Some(jkt) = jkt {
+        custom.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(1));
     claims.issued_at = None;
     claims.expires_at = None;
@@ -125,6 +144,27 @@ enum Token {
     ReaderB,
     /// Provider B's key `b2`, which only a refetch may bring.
     NewKidB,
+    /// Provider A (`dpop: allowed`), an admin, bound to the client's DPoP
+    /// key, sent with the `DPoP` scheme.
+    BoundA,
+    /// The same, sent as a bearer token (the downgrade).
+    BoundAsBearer,
+}
+
+/// The `DPoP` header(s) a request carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Proof {
+    None,
+    /// Right for the request and the token.
+    Valid,
+    /// Signed for another method.
+    WrongMethod,
+    /// By another key than the token's.
+    OtherKey,
+    /// Valid, but the proxy took it before.
+    Replayed,
+    /// Two headers.
+    Two,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,6 +187,7 @@ struct Request {
     preflight_headers: bool,
     content_type: &'static [&'static str],
     token: Token,
+    proof: Proof,
     payload: Payload,
     /// Where the body is cut (fractions of its length).
     cuts: Vec<u8>,
@@ -191,6 +232,19 @@ fn request() -> impl Strategy<Value = Request> {
         Token::LogoutA,
         Token::ReaderB,
         Token::NewKidB,
+        Token::BoundA,
+        Token::BoundA,
+        Token::BoundAsBearer,
+    ]);
+    let proof = prop::sample::select(vec![
+        Proof::None,
+        Proof::Valid,
+        Proof::Valid,
+        Proof::Valid,
+        Proof::WrongMethod,
+        Proof::OtherKey,
+        Proof::Replayed,
+        Proof::Two,
     ]);
     let payload = prop::sample::select(vec![
         Payload::List,
@@ -211,7 +265,7 @@ fn request() -> impl Strategy<Value = Request> {
                 path,
                 prop::bool::weighted(0.2),
             ),
-            (content_type, token, payload),
+            (content_type, token, payload, proof),
         ),
         (
             prop::collection::vec(any::<u8>(), 0..4),
@@ -226,10 +280,11 @@ fn request() -> impl Strategy<Value = Request> {
             |(
                 (
                     (audit, filter_lists, method, path, preflight_headers),
-                    (content_type, token, payload),
+                    (content_type, token, payload, proof),
                 ),
                 (cuts, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
             )| Request {
+                proof,
                 audit: audit && path != "/healthz",
                 filter_lists,
                 method,
@@ -279,6 +334,68 @@ fn token_text(token: Token) -> Option<String> {
         Token::LogoutA => Some(sign(&k.a, A, &["admin"], Some("logout+jwt"))),
         Token::ReaderB => Some(sign(&k.b1, B, &["reader"], None)),
         Token::NewKidB => Some(sign(&k.b2, B, &["admin"], None)),
+        Token::BoundA | Token::BoundAsBearer => {
+            let jkt = client_jkt(&client_key());
+            Some(sign_bound(&k.a, A, &["admin"], None, Some(&jkt)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DPoP proofs, made here with p256 (the client's key) and RFC 7638 by hand
+
+fn client_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).expect("scalar")
+}
+
+fn other_client_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x43; 32]).expect("scalar")
+}
+
+fn client_jwk(key: &p256::ecdsa::SigningKey) -> (String, String) {
+    let point = key.verifying_key().to_sec1_point(false);
+    let bytes = point.as_bytes();
+    (
+        URL_SAFE_NO_PAD.encode(&bytes[1..33]),
+        URL_SAFE_NO_PAD.encode(&bytes[33..65]),
+    )
+}
+
+fn client_jkt(key: &p256::ecdsa::SigningKey) -> String {
+    use sha2::Digest;
+    let (x, y) = client_jwk(key);
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+const JTI: &str = "proof-1";
+
+fn proof_for(key: &p256::ecdsa::SigningKey, htm: &str, path: &str, token: &str) -> String {
+    use p256::ecdsa::signature::Signer;
+    use sha2::Digest;
+    let (x, y) = client_jwk(key);
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256",
+                        "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+    let claims = json!({"jti": JTI, "htm": htm, "htu": format!("https://mcp.example.com{path}"),
+                        "iat": NOW, "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+/// The `DPoP` headers of a request (a client may send one with any token).
+fn proofs_of(r: &Request, token: &str) -> Vec<String> {
+    let valid = || proof_for(&client_key(), r.method, r.path, token);
+    match r.proof {
+        Proof::None => vec![],
+        Proof::Valid | Proof::Replayed => vec![valid()],
+        Proof::WrongMethod => vec![proof_for(&client_key(), "PATCH", r.path, token)],
+        Proof::OtherKey => vec![proof_for(&other_client_key(), r.method, r.path, token)],
+        Proof::Two => vec![valid(), valid()],
     }
 }
 
@@ -292,6 +409,9 @@ fn verified_roles(r: &Request) -> Option<&'static str> {
         Token::ReaderB => (r.b_fetched || r.b_after_wait.is_some()).then_some("reader"),
         // Only a granted refetch brings `b2`.
         Token::NewKidB => (r.refetch_granted && r.b_after_wait == Some(true)).then_some("admin"),
+        // Only with the DPoP scheme and a proof good for this request.
+        Token::BoundA => (r.proof == Proof::Valid).then_some("admin"),
+        Token::BoundAsBearer => None,
     }
 }
 
@@ -340,6 +460,17 @@ struct FakeHost {
     fetch_asked: bool,
     refetch_granted: bool,
     refetch_asked: bool,
+    /// The proxy's shared data (the DPoP replay memory).
+    shared: SharedMap,
+}
+
+impl SharedData for FakeHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.shared_get(key)
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
 }
 
 impl Host for FakeHost {
@@ -453,7 +584,15 @@ fn drive_request(r: &Request) -> (World, Run) {
         .map(|t| ("content-type".to_string(), t.to_string()))
         .collect();
     if let Some(token) = token_text(r.token) {
-        headers.push(("authorization".into(), format!("Bearer {token}")));
+        let scheme = if r.token == Token::BoundA {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        headers.push(("authorization".into(), format!("{scheme} {token}")));
+        for proof in proofs_of(r, &token) {
+            headers.push(("dpop".into(), proof));
+        }
     }
     if r.preflight_headers {
         headers.push(("origin".into(), "https://app.example".into()));
@@ -485,6 +624,16 @@ fn drive_request(r: &Request) -> (World, Run) {
             fetch_asked: false,
             refetch_granted: r.refetch_granted,
             refetch_asked: false,
+            shared: {
+                let mut shared = SharedMap::default();
+                replay::prepare(&mut shared, [1; 32]);
+                if r.proof == Proof::Replayed {
+                    // The proxy took this very proof before.
+                    let jkt = client_jkt(&client_key());
+                    replay::remember(&mut shared, &jkt, JTI, NOW + 301, NOW);
+                }
+                shared
+            },
         },
         ring,
         cache: VerifiedTokenCache::new(8),
@@ -551,7 +700,7 @@ fn drive_request(r: &Request) -> (World, Run) {
 }
 
 /// Trailers a client sends along: a token, identity and routing headers.
-const REQUEST_TRAILERS: &[&str] = &["x-foo", "authorization", "x_mcp_roles", "mcp-name"];
+const REQUEST_TRAILERS: &[&str] = &["x-foo", "authorization", "x_mcp_roles", "mcp-name", "dpop"];
 
 fn check_request(r: &Request, world: &World) {
     let forwarded = world.forwarded.is_some();
@@ -589,7 +738,7 @@ fn check_request(r: &Request, world: &World) {
         for name in &world.trailers {
             let folded = name.replace('_', "-");
             assert!(
-                folded != "authorization" && folded != "x-mcp-roles",
+                folded != "authorization" && folded != "x-mcp-roles" && folded != "dpop",
                 "{name} went upstream in trailers"
             );
         }
@@ -597,6 +746,7 @@ fn check_request(r: &Request, world: &World) {
     for (name, value) in headers {
         let folded = name.to_ascii_lowercase().replace('_', "-");
         assert_ne!(folded, "authorization", "the token went upstream");
+        assert_ne!(folded, "dpop", "a DPoP proof went upstream");
         if folded == "x-mcp-roles" {
             assert_eq!(name, "x-mcp-roles", "a client spelling went upstream");
             assert_eq!(Some(value.as_str()), verified_roles(r), "roles upstream");

@@ -14,11 +14,15 @@
 //!   split offset; chunk size), then the answer body.
 //! - `condition`: `expression NUL arguments [NUL claims]`: a CEL condition,
 //!   then the call's `params.arguments` and the token's claims as JSON text.
+//! - `dpop_proof`: the `DPoP` header values, one per line, of a `POST /mcp`
+//!   to `https://mcp.example.com` with the token [`DPOP_TOKEN`], bound to
+//!   [`DPOP_JKT`], at [`NOW`].
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mcp_authz::condition::{Condition, EvalError, Facts};
 use mcp_authz::config::{JwksSource, Policy};
+use mcp_authz::dpop::{self, htu, DpopPolicy};
 use mcp_authz::gate::{self, RequestHead};
 use mcp_authz::identity::Identity;
 use mcp_authz::jwks::{Algorithm, KeySet};
@@ -167,15 +171,75 @@ pub fn request_body(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
+// dpop_proof
+
+/// The access token the seed proofs were made for (`ath`).
+pub const DPOP_TOKEN: &str = "fuzz.access.token";
+/// The thumbprint of the throwaway P-256 key that signed the valid seeds.
+pub const DPOP_JKT: &str = "Vuy3veDxqLvrT23jbLwJxyETR31NcIZHLjOqaWwRSZo";
+
+/// Checks the input's lines as the `DPoP` headers of one request. An
+/// accepted proof came alone, is bound to the token's key, for this
+/// request; `htu` normalisation is idempotent.
+pub fn dpop_proof(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let values: Vec<&str> = text.split('\n').collect();
+    for value in &values {
+        if let Ok(parsed) = dpop::proof::parse(value) {
+            assert!(value.len() <= dpop::proof::MAX_PROOF_BYTES);
+            assert!(parsed.signing_input.len() < value.len());
+        }
+        if let Some(normal) = htu::normalize(value) {
+            assert_eq!(htu::normalize(normal.as_str()), Some(normal.clone()));
+        }
+    }
+    let policy = DpopPolicy {
+        mode: dpop::Mode::Required,
+        ..DpopPolicy::default()
+    };
+    let request = dpop::proof::Request {
+        method: "POST",
+        path: "/mcp",
+        resource_origin: "https://mcp.example.com",
+        token: DPOP_TOKEN,
+        jkt: DPOP_JKT,
+        now_s: NOW,
+    };
+    if let Ok(accepted) = dpop::proof::check(&values, &request, &policy) {
+        assert_eq!(values.len(), 1);
+        assert_eq!(accepted.jkt, DPOP_JKT);
+        assert!(!accepted.jti.is_empty() && accepted.jti.len() <= dpop::proof::MAX_JTI_BYTES);
+        assert!(accepted.remember_until > NOW);
+        let parsed = dpop::proof::parse(values[0].trim_matches([' ', '\t'])).expect("accepted");
+        assert_eq!(parsed.claims["htm"], "POST");
+        assert_eq!(
+            parsed.claims["ath"].as_str(),
+            Some(dpop::proof::token_hash(DPOP_TOKEN).as_str())
+        );
+        // Another request, token or key is refused with the same proof.
+        let other_path = dpop::proof::Request {
+            path: "/mcp/",
+            ..request
+        };
+        assert!(dpop::proof::check(&values, &other_path, &policy).is_err());
+        let other_key = dpop::proof::Request {
+            jkt: "another",
+            ..request
+        };
+        assert!(dpop::proof::check(&values, &other_key, &policy).is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------
 // token
 
 /// The input is a compact JWT for `verify`, and the `Authorization` header
-/// values (one per line) for `bearer_token`.
+/// values (one per line) for `credentials`.
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     check_verify(&text);
     let values: Vec<&str> = text.split('\n').collect();
-    if let Ok(token) = token::bearer_token(&values) {
+    if let Ok((_, token)) = token::credentials(&values) {
         assert_eq!(values.len(), 1);
         assert!(!token.is_empty());
         assert!(values[0].contains(token));
@@ -184,7 +248,7 @@ pub fn token(data: &[u8]) {
     }
     // Several header values are never guessed at.
     let twice = [text.as_ref(), text.as_ref()];
-    assert!(token::bearer_token(&twice).is_err());
+    assert!(token::credentials(&twice).is_err());
 }
 
 fn check_verify(token: &str) {

@@ -74,6 +74,8 @@ pub struct Provider {
     pub token_types: Vec<String>,
     /// Whether a token without `typ` is refused.
     pub require_token_type: bool,
+    /// DPoP (RFC 9449): whether its tokens may or must be bound to a key.
+    pub dpop: crate::dpop::DpopPolicy,
 }
 
 /// Where a provider's keys come from.
@@ -182,6 +184,14 @@ pub mod defaults {
     pub const MAX_TIMEOUT_MS: u64 = 60_000;
     pub const MIN_REFRESH_SECONDS: u64 = 10;
     pub const MAX_REFRESH_SECONDS: u64 = 7 * 24 * 3600;
+    /// A DPoP proof's `iat` may be this far from now, either way (the MCP
+    /// DPoP extension's ±5 minutes), and at most the maximum.
+    pub const DPOP_IAT_WINDOW_SECONDS: u64 = 300;
+    pub const MAX_DPOP_IAT_WINDOW_SECONDS: u64 = 600;
+    /// How long a DPoP server nonce is good, and its bounds.
+    pub const DPOP_NONCE_LIFETIME_SECONDS: u64 = 60;
+    pub const MIN_DPOP_NONCE_LIFETIME_SECONDS: u64 = 5;
+    pub const MAX_DPOP_NONCE_LIFETIME_SECONDS: u64 = 600;
 }
 
 /// The top-level keys, in the order the README's reference lists them.
@@ -213,7 +223,14 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "scopes_claim",
     "token_types",
     "require_token_type",
+    "dpop",
+    "dpop_algorithms",
+    "dpop_iat_window_seconds",
+    "dpop_nonce",
 ];
+
+/// Keys of `providers[].dpop_nonce`.
+pub const DPOP_NONCE_KEYS: &[&str] = &["keys", "lifetime_seconds"];
 
 /// Keys of `providers[].jwks.remote`.
 pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];

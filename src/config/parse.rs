@@ -1,9 +1,13 @@
 //! Compiling the configuration JSON into a [`Policy`]: every key checked,
 //! every error naming its field.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use super::object::Obj;
 use super::*;
 use crate::condition::Condition;
+use crate::dpop::{DpopPolicy, Mode as DpopMode, NonceKeys};
 use crate::glob::Glob;
 use crate::jwks::{Algorithm, KeySet};
 use crate::uri::HttpUri;
@@ -236,7 +240,7 @@ fn parse_provider(
         .optional_str_list("audiences")?
         .unwrap_or_else(|| vec![resource.to_string()]);
     let jwks = parse_jwks(&obj)?;
-    let algorithms = parse_algorithms(&obj)?;
+    let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
         .optional_u64("clock_skew_seconds")?
         .unwrap_or(defaults::CLOCK_SKEW_SECONDS);
@@ -262,6 +266,7 @@ fn parse_provider(
     }
     let token_types = parse_token_types(&obj)?;
     let require_token_type = obj.optional_bool("require_token_type")?.unwrap_or(false);
+    let dpop = parse_dpop(&obj)?;
     Ok(Provider {
         issuer,
         audiences,
@@ -272,18 +277,85 @@ fn parse_provider(
         scopes_claim,
         token_types,
         require_token_type,
+        dpop,
     })
 }
 
-fn parse_algorithms(obj: &Obj) -> Result<Vec<Algorithm>, ConfigError> {
-    Ok(match obj.optional_str_list("algorithms")? {
+/// `dpop`, `dpop_algorithms`, `dpop_iat_window_seconds`, `dpop_nonce`.
+fn parse_dpop(obj: &Obj) -> Result<DpopPolicy, ConfigError> {
+    let mode = obj.choice(
+        "dpop",
+        &[
+            ("off", DpopMode::Off),
+            ("allowed", DpopMode::Allowed),
+            ("required", DpopMode::Required),
+        ],
+    )?;
+    let algorithms = match obj.optional_str_list("dpop_algorithms")? {
+        None => Algorithm::ALL.to_vec(),
+        Some(_) => parse_algorithms(obj, "dpop_algorithms")?,
+    };
+    let iat_window_seconds = obj
+        .optional_u64("dpop_iat_window_seconds")?
+        .unwrap_or(defaults::DPOP_IAT_WINDOW_SECONDS);
+    if !(1..=defaults::MAX_DPOP_IAT_WINDOW_SECONDS).contains(&iat_window_seconds) {
+        return Err(obj.error(
+            "dpop_iat_window_seconds",
+            format!(
+                "must be between 1 and {}",
+                defaults::MAX_DPOP_IAT_WINDOW_SECONDS
+            ),
+        ));
+    }
+    let nonce = match obj.optional_obj("dpop_nonce")? {
+        None => None,
+        Some(nonce) => {
+            nonce.only(DPOP_NONCE_KEYS)?;
+            let keys = nonce
+                .required_str_list("keys")?
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    URL_SAFE_NO_PAD
+                        .decode(k.trim_end_matches('='))
+                        .map_err(|_| nonce.error(&format!("keys[{i}]"), "is not base64url".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let lifetime = nonce
+                .optional_u64("lifetime_seconds")?
+                .unwrap_or(defaults::DPOP_NONCE_LIFETIME_SECONDS);
+            let bounds = defaults::MIN_DPOP_NONCE_LIFETIME_SECONDS
+                ..=defaults::MAX_DPOP_NONCE_LIFETIME_SECONDS;
+            if !bounds.contains(&lifetime) {
+                return Err(nonce.error(
+                    "lifetime_seconds",
+                    format!("must be between {} and {}", bounds.start(), bounds.end()),
+                ));
+            }
+            Some(NonceKeys::new(keys, lifetime).map_err(|m| nonce.error("keys", m))?)
+        }
+    };
+    if mode == DpopMode::Off && nonce.is_some() {
+        return Err(obj.error(
+            "dpop_nonce",
+            "is only used with \"dpop\": \"allowed\" or \"required\"".into(),
+        ));
+    }
+    Ok(DpopPolicy {
+        mode,
+        algorithms,
+        iat_window_seconds,
+        nonce,
+    })
+}
+
+fn parse_algorithms(obj: &Obj, key: &str) -> Result<Vec<Algorithm>, ConfigError> {
+    Ok(match obj.optional_str_list(key)? {
         None => Algorithm::ALL.to_vec(),
         Some(names) => names
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                Algorithm::parse(n).map_err(|m| obj.error(&format!("algorithms[{i}]"), m))
-            })
+            .map(|(i, n)| Algorithm::parse(n).map_err(|m| obj.error(&format!("{key}[{i}]"), m)))
             .collect::<Result<Vec<_>, _>>()?,
     })
 }

@@ -326,3 +326,75 @@ fn rule_conditions_compile_once() {
     assert_eq!(when.source(), "request.arguments.amount < 100");
     assert!(when.uses_arguments());
 }
+
+#[test]
+fn dpop_settings_are_read_and_bounded() {
+    let policy = Policy::from_value(&base()).expect("valid");
+    let dpop = &policy.providers[0].dpop;
+    assert_eq!(dpop.mode, crate::dpop::Mode::Off);
+    assert_eq!(dpop.iat_window_seconds, defaults::DPOP_IAT_WINDOW_SECONDS);
+    assert!(dpop.nonce.is_none());
+
+    let mut config = base();
+    config["providers"][0]["dpop"] = json!("required");
+    config["providers"][0]["dpop_algorithms"] = json!(["ES256", "EdDSA"]);
+    config["providers"][0]["dpop_iat_window_seconds"] = json!(60);
+    config["providers"][0]["dpop_nonce"] =
+        json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "lifetime_seconds": 30});
+    let policy = Policy::from_value(&config).expect("valid");
+    let dpop = &policy.providers[0].dpop;
+    assert_eq!(dpop.mode, crate::dpop::Mode::Required);
+    assert_eq!(dpop.algorithms, vec![Algorithm::ES256, Algorithm::EdDSA]);
+    assert_eq!(dpop.iat_window_seconds, 60);
+    assert_eq!(dpop.nonce.as_ref().map(|n| n.lifetime_seconds), Some(30));
+
+    let field = |edit: &dyn Fn(&mut Value)| refused(edit).field;
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop"] = json!("on")),
+        "providers[0].dpop"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_algorithms"] = json!(["HS256"])),
+        "providers[0].dpop_algorithms[0]"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_iat_window_seconds"] = json!(601)),
+        "providers[0].dpop_iat_window_seconds"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_iat_window_seconds"] = json!(0)),
+        "providers[0].dpop_iat_window_seconds"
+    );
+    // Nonces need DPoP on, keys of at least 32 bytes, a bounded lifetime.
+    let nonce = |n: Value| {
+        move |c: &mut Value| {
+            c["providers"][0]["dpop"] = json!("allowed");
+            c["providers"][0]["dpop_nonce"] = n.clone();
+        }
+    };
+    assert_eq!(
+        field(&nonce(json!({"keys": ["c2hvcnQ"]}))),
+        "providers[0].dpop_nonce.keys"
+    );
+    assert_eq!(
+        field(&nonce(json!({"keys": ["not base64!"]}))),
+        "providers[0].dpop_nonce.keys[0]"
+    );
+    assert_eq!(
+        field(&nonce(
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "lifetime_seconds": 1})
+        )),
+        "providers[0].dpop_nonce.lifetime_seconds"
+    );
+    assert_eq!(
+        field(&nonce(
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "other": 1})
+        )),
+        "providers[0].dpop_nonce.other"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_nonce"] =
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]})),
+        "providers[0].dpop_nonce"
+    );
+}

@@ -19,20 +19,25 @@ mod decision_log;
 mod output;
 mod response;
 
+pub use crate::dpop::replay::SharedData;
 pub use output::{Action, Effect, Level, Output};
 pub use response::{AnswerWatch, ResponseHead};
 
 use crate::answer::{self, Answer};
 use crate::config::Policy;
 use crate::counters::Counter;
+use crate::dpop::replay::{self, Seen};
+use crate::dpop::ProofErrorKind;
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
 use crate::identity::Identity;
 use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
-/// What the exchange needs from the host, synchronously, while it decides.
-pub trait Host {
+/// What the exchange needs from the host, synchronously, while it decides;
+/// shared data ([`SharedData`]) holds the proxy's memory of DPoP proofs
+/// already used.
+pub trait Host: SharedData {
     /// The first `len` bytes of the request body Envoy holds.
     fn request_body(&self, len: usize) -> Vec<u8>;
     /// The first `len` bytes of the response body Envoy holds (the buffered
@@ -112,6 +117,8 @@ pub struct Exchange {
     /// An unknown `kid` already caused one refetch for this request.
     refetched: bool,
     answer: Option<AnswerWatch>,
+    /// A new DPoP nonce for the client, sent with the upstream's answer.
+    dpop_nonce: Option<String>,
     verdict: Option<Verdict>,
 }
 
@@ -131,6 +138,7 @@ impl Exchange {
             endpoint: false,
             refetched: false,
             answer: None,
+            dpop_nonce: None,
             verdict: None,
         }
     }
@@ -207,10 +215,20 @@ impl Exchange {
         head: &ResponseHead,
         end_of_stream: bool,
     ) -> Output {
-        match self.answer.as_mut() {
+        let mut output = match self.answer.as_mut() {
             Some(watch) => watch.on_headers(env.policy, head, end_of_stream),
             None => Output::go_on(),
+        };
+        if let Some(nonce) = self.dpop_nonce.take() {
+            output.effects.insert(
+                0,
+                Effect::SetResponseHeader {
+                    name: "dpop-nonce".into(),
+                    value: Some(nonce),
+                },
+            );
         }
+        output
     }
 
     pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
@@ -277,14 +295,49 @@ impl Exchange {
     fn check_token(&mut self, env: &mut Env, expect: Expect) -> Output {
         let now_s = env.now_ms / 1000;
         match gate::check_token(env.policy, &self.head, env.keys, env.cache, now_s) {
-            TokenVerdict::Verified { identity, cached } => {
+            TokenVerdict::Verified {
+                identity,
+                cached,
+                proof,
+            } => {
                 let counter = if cached {
                     Counter::TokenCacheHit
                 } else {
                     Counter::TokenCacheMiss
                 };
+                let mut counts = vec![Effect::Count(counter, 1)];
+                if let Some(proof) = proof {
+                    // Last of the proof's checks: was it used before?
+                    let seen = replay::remember(
+                        env.host,
+                        &proof.jkt,
+                        &proof.jti,
+                        proof.remember_until,
+                        now_s,
+                    );
+                    match seen {
+                        Seen::Fresh { evicted } => {
+                            counts.push(Effect::Count(Counter::DpopAccepted, 1));
+                            if evicted {
+                                counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
+                            }
+                            self.dpop_nonce = proof.next_nonce;
+                        }
+                        Seen::Replayed | Seen::Unavailable => {
+                            let refusal =
+                                gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
+                            // Like every other failed proof: no identity
+                            // (audit mode lets it on without one).
+                            let mut output = self.refuse(env, refusal, None);
+                            counts.append(&mut output.effects);
+                            output.effects = counts;
+                            return output;
+                        }
+                    }
+                }
                 let mut output = self.read_body(env, identity, expect);
-                output.effects.insert(0, Effect::Count(counter, 1));
+                counts.append(&mut output.effects);
+                output.effects = counts;
                 output
             }
             TokenVerdict::Refuse(refusal) => self.refuse(env, refusal, None),

@@ -101,6 +101,16 @@ struct Live<'a> {
     now_ms: u64,
 }
 
+impl exchange::SharedData for Live<'_> {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        abi::shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        abi::shared_set(key, value, cas).is_ok()
+    }
+}
+
 impl exchange::Host for Live<'_> {
     fn request_body(&self, len: usize) -> Vec<u8> {
         abi::buffer(Buffer::RequestBody, len)

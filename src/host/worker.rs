@@ -47,6 +47,9 @@ pub struct Waiter {
 impl Worker {
     pub fn new(policy: Policy, stats: Stats, now_ms: u64) -> Worker {
         let slots = KeySlot::for_policy(&policy, now_ms, &mut HostProxy { stats: &stats });
+        if crate::dpop::dpop_accepted(&policy.providers) {
+            crate::dpop::replay::prepare(&mut HostShared, random_seed());
+        }
         Worker {
             policy: Rc::new(policy),
             tool_headers: RefCell::new(BTreeMap::new()),
@@ -151,4 +154,29 @@ impl Worker {
         });
         ready
     }
+}
+
+/// Shared data, for the DPoP replay memory's entries.
+struct HostShared;
+
+impl crate::dpop::replay::SharedData for HostShared {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        super::abi::shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        super::abi::shared_set(key, value, cas).is_ok()
+    }
+}
+
+/// 32 random bytes from the host (WASI's random source, through std's
+/// randomly keyed hasher).
+fn random_seed() -> [u8; 32] {
+    use std::hash::{BuildHasher, RandomState};
+    let mut seed = [0u8; 32];
+    for (i, chunk) in seed.chunks_mut(8).enumerate() {
+        let word = RandomState::new().hash_one(i);
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    seed
 }
