@@ -96,7 +96,10 @@ enum Stage {
     /// Held until a provider's keys arrive.
     AwaitingKeys,
     /// Token good; held until the body has ended.
-    ReadingBody { identity: Identity, expect: Expect },
+    ReadingBody {
+        identity: Box<Identity>,
+        expect: Expect,
+    },
     /// Let through: every later request callback continues.
     Forwarded,
     /// Answered by the filter: every later request callback holds.
@@ -277,7 +280,7 @@ impl Exchange {
                 else {
                     return Output::hold();
                 };
-                self.read_body(env, identity, expect)
+                self.read_body(env, *identity, expect)
             }
         }
     }
@@ -380,7 +383,10 @@ impl Exchange {
                     return self.refuse(env, gate::unexpected_body(), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody { identity, expect };
+                    self.stage = Stage::ReadingBody {
+                        identity: Box::new(identity),
+                        expect,
+                    };
                     return Output::hold();
                 }
                 self.allow(env, identity, None, None)
@@ -393,7 +399,10 @@ impl Exchange {
                     return self.refuse(env, gate::too_large(policy), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody { identity, expect };
+                    self.stage = Stage::ReadingBody {
+                        identity: Box::new(identity),
+                        expect,
+                    };
                     return Output::hold();
                 }
                 let bytes = env.host.request_body(self.body_len);
