@@ -14,7 +14,7 @@ from configs import ISSUER, base_config, inline_provider
 from harness import Envoy
 from mcp_client import ACCEPT, assert_forbidden, assert_refused
 from tokens import RsaKey, claims
-from wire import Script, ScriptedUpstream
+from wire import Script, ScriptedUpstream, h2_request
 
 KEY = RsaKey("attack-conditions")
 MODERN = "2026-07-28"
@@ -240,6 +240,30 @@ def test_every_worker_checks_against_the_newest_list(envoy_version):
             assert statuses == [200] * 24, statuses
     finally:
         upstream.close()
+
+
+@pytest.mark.parametrize("version", [b" 2026-07-28", b"2026-07-28 ", b"\t2026-07-28"],
+                         ids=["leading-space", "trailing-space", "leading-tab"])
+def test_a_2026_version_header_with_whitespace_around_it_is_a_2026_request(stack, version):
+    """HTTP/2 carries the value as sent; an HTTP/1.1 server (the SDK's,
+    behind Envoy) drops the whitespace and serves a 2026-07-28 request. The
+    filter reads it the same way: without `Mcp-Method`, or without the
+    mirrored parameter's header, it is refused."""
+    envoy, upstream = stack
+    learn_tools(envoy, upstream, envoy.port)
+    headers = [(b"content-type", b"application/json"), (b"accept", ACCEPT.encode()),
+               (b"authorization", f"Bearer {token(envoy.port)}".encode()), (b"mcp-protocol-version", version)]
+    body = json.dumps(call_body("account", {"account": 42})).encode()
+    reply = h2_request(envoy.port, "POST", "/mcp", headers, body)
+    assert_refused(reply.status, reply.headers, reply.body, 400, code=-32020, id=7)
+    routed = headers + [(b"mcp-method", b"tools/call"), (b"mcp-name", b"account")]
+    reply = h2_request(envoy.port, "POST", "/mcp", routed, body)
+    assert_refused(reply.status, reply.headers, reply.body, 400, code=-32020, id=7)
+    assert b"Mcp-Param header missing" in reply.body
+    assert calls_seen(upstream) == []
+    reply = h2_request(envoy.port, "POST", "/mcp", routed + [(b"mcp-param-account", b" 42 ")], body)
+    assert reply.status == 200, reply.body
+    assert calls_seen(upstream) == [{"name": "account", "arguments": {"account": 42}}]
 
 
 # ---------------------------------------------------------------------------
