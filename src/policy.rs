@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::condition::{EvalError, Facts};
-use crate::config::{Effect, Rule, OFFLINE_ACCESS};
+use crate::config::{is_scope_token, Effect, Rule, OFFLINE_ACCESS};
 use crate::identity::Identity;
 use crate::mcp::{Body, Message};
 
@@ -118,9 +118,13 @@ pub fn decide(
     }
     if let Some(rule) = short_of_scopes {
         // The rule's whole list, and what the caller holds: the client
-        // re-authorizes and the new token must carry all of them.
+        // re-authorizes and the new token must carry all of them. A held
+        // "scope" that is no scope token (a quote, a backslash, a control
+        // character, non-ASCII) would break the challenge's quoted `scope`
+        // or the header itself: it is left out.
+        let held = identity.scopes.iter().filter(|s| is_scope_token(s));
         let mut scopes: Vec<String> = Vec::new();
-        for scope in rule.scopes.iter().flatten().chain(&identity.scopes) {
+        for scope in rule.scopes.iter().flatten().chain(held) {
             if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
                 scopes.push(scope.clone());
             }
@@ -495,6 +499,22 @@ mod tests {
                 "admin without mcp:write: the challenge keeps what it holds",
                 &["admin"],
                 &["mcp:read"],
+                "tools/call",
+                Some("set_x"),
+                need("admins write", &["mcp:write", "mcp:read"]),
+            ),
+            (
+                "held scopes that are no scope tokens stay out of the challenge",
+                &["admin"],
+                &[
+                    "mcp:read",
+                    "a\"b",
+                    "a\\b",
+                    "a\u{1}b",
+                    "a\u{0}b",
+                    "\u{fc}ber",
+                    "offline_access",
+                ],
                 "tools/call",
                 Some("set_x"),
                 need("admins write", &["mcp:write", "mcp:read"]),
