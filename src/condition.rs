@@ -11,6 +11,7 @@
 //! `token.scopes` (with the scopes they imply), `token.issuer`, `now`
 //! (seconds since the Unix epoch).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -101,6 +102,50 @@ pub struct Facts<'a> {
     pub now_s: u64,
 }
 
+/// The facts of one call as CEL sees them: the variables and functions,
+/// built on the first condition evaluated and reused by the others (a call
+/// may meet several rules with conditions, and converting its arguments is
+/// the costly part).
+pub struct Scope<'a> {
+    facts: &'a Facts<'a>,
+    /// `None` once building failed (the functions could not be added).
+    context: OnceCell<Option<Context<'static, 'static>>>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(facts: &'a Facts<'a>) -> Scope<'a> {
+        Scope {
+            facts,
+            context: OnceCell::new(),
+        }
+    }
+}
+
+/// The variables and the strict `==`, `!=` and `in` of one call.
+fn context_for(facts: &Facts) -> Option<Context<'static, 'static>> {
+    let mut context = Context::default();
+    let strict_functions = [
+        context.add_function(STRICT_EQ, |a: Cel, b: Cel| {
+            strict_eq(&a, &b).map(Cel::Bool).map_err(type_error)
+        }),
+        context.add_function(STRICT_NE, |a: Cel, b: Cel| {
+            strict_eq(&a, &b)
+                .map(|eq| Cel::Bool(!eq))
+                .map_err(type_error)
+        }),
+        context.add_function(STRICT_IN, |a: Cel, b: Cel| {
+            strict_in(&a, &b).map(Cel::Bool).map_err(type_error)
+        }),
+    ];
+    if strict_functions.iter().any(Result::is_err) {
+        return None;
+    }
+    context.add_variable_from_value("request", request_value(facts));
+    context.add_variable_from_value("token", token_value(facts.identity));
+    context.add_variable_from_value("now", Cel::Int(clamp(facts.now_s)));
+    Some(context)
+}
+
 /// Why a condition could not be evaluated to a boolean.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvalError {
@@ -150,30 +195,20 @@ impl Condition {
     /// name (`X_Tenant` for `x-tenant`), has no one value the upstream is
     /// sure to act on: the condition cannot be evaluated.
     pub fn eval(&self, facts: &Facts) -> Result<bool, EvalError> {
-        if self.reads_an_ambiguous_header(facts.headers) {
+        self.eval_in(&Scope::new(facts))
+    }
+
+    /// Evaluates the condition in a scope shared with the call's other
+    /// conditions (its variables are built once).
+    pub fn eval_in(&self, scope: &Scope) -> Result<bool, EvalError> {
+        if self.reads_an_ambiguous_header(scope.facts.headers) {
             return Err(EvalError::Failed);
         }
-        let mut context = Context::default();
-        let strict_functions = [
-            context.add_function(STRICT_EQ, |a: Cel, b: Cel| {
-                strict_eq(&a, &b).map(Cel::Bool).map_err(type_error)
-            }),
-            context.add_function(STRICT_NE, |a: Cel, b: Cel| {
-                strict_eq(&a, &b)
-                    .map(|eq| Cel::Bool(!eq))
-                    .map_err(type_error)
-            }),
-            context.add_function(STRICT_IN, |a: Cel, b: Cel| {
-                strict_in(&a, &b).map(Cel::Bool).map_err(type_error)
-            }),
-        ];
-        if strict_functions.iter().any(Result::is_err) {
+        let context = scope.context.get_or_init(|| context_for(scope.facts));
+        let Some(context) = context else {
             return Err(EvalError::Failed);
-        }
-        context.add_variable_from_value("request", request_value(facts));
-        context.add_variable_from_value("token", token_value(facts.identity));
-        context.add_variable_from_value("now", Cel::Int(clamp(facts.now_s)));
-        match Cel::resolve(&self.expr, &context) {
+        };
+        match Cel::resolve(&self.expr, context) {
             Ok(Cel::Bool(value)) => Ok(value),
             Ok(_) => Err(EvalError::NotBoolean),
             Err(_) => Err(EvalError::Failed),
