@@ -43,6 +43,9 @@ FORBIDDEN_TOOL = "delete_everything"
 BUFFER_LIMIT = 4 * 1024 * 1024          # listener per_connection_buffer_limit_bytes
 MAX_BODY = 2 * 1024 * 1024              # mcp_authz max_body_bytes / mcp max_request_body_size
 LIST_TOOLS = 1000
+# The condition of the breakdown's last row (README "Conditions").
+CONDITION = "request.arguments.city != 'Atlantis' && 'reader' in token.roles"
+CONDITION_TOOL = "lookup_weather"
 MISS_TOKENS = 20000
 # Where Envoy 1.40's `mcp` filter puts what it parsed (`method`, `params.name`,
 # ...); older releases used `mcp_proxy`.
@@ -71,12 +74,12 @@ def ensure_wrk():
     return path
 
 
-def rpc_body(method, name=None, pad=0, request_id=1):
+def rpc_body(method, name=None, pad=0, request_id=1, city="Paris"):
     """A JSON-RPC request; `pad` grows params.arguments.text so the whole
     body is `pad` bytes long (when pad is larger than the bare message)."""
     params = {}
     if name is not None:
-        params = {"name": name, "arguments": {"city": "Paris"}}
+        params = {"name": name, "arguments": {"city": city}}
     msg = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     text = json.dumps(msg, separators=(",", ":"))
     if pad and pad > len(text):
@@ -309,6 +312,9 @@ def plugin_config(jwks):
             {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
             {"name": "readers call get_*", "effect": "allow", "methods": ["tools/call"],
              "names": ["get_*"], "roles": [ROLE]},
+            # Only for the cost of a condition (the breakdown's last row).
+            {"name": "readers look up, not Atlantis", "effect": "allow", "methods": ["tools/call"],
+             "names": ["lookup_*"], "roles": [ROLE], "when": CONDITION},
         ],
         "max_body_bytes": MAX_BODY,
         # Only for the cost breakdown (a request that needs no token).
@@ -449,6 +455,11 @@ class Bench:
             checks.append(("no token", status, 401))
             status, _ = self.post(envoy, self.call_body, self.forged)
             checks.append(("bad signature", status, 401))
+        if v == "mcp_authz":
+            status, _ = self.post(envoy, rpc_body("tools/call", CONDITION_TOOL), self.token)
+            checks.append(("tools/call decided by a condition", status, 200))
+            status, _ = self.post(envoy, rpc_body("tools/call", CONDITION_TOOL, city="Atlantis"), self.token)
+            checks.append(("tools/call the condition refuses", status, 403))
         for size in (1024, 64 * 1024, 1024 * 1024):
             status, _ = self.post(envoy, rpc_body("tools/call", ALLOWED_TOOL, pad=size), self.token)
             checks.append((f"allowed tools/call, {size // 1024} KiB body", status, 200))
@@ -537,8 +548,10 @@ class Bench:
         print("== where mcp_authz's time goes: requests doing less of the work")
         self.loads["public"] = Load(self.work, "public", "/healthz", self.call_body, [self.token])
         self.loads["get"] = Load(self.work, "get", "/mcp", None, [self.token], method="GET")
+        self.loads["condition"] = Load(self.work, "condition", "/mcp",
+                                       rpc_body("tools/call", CONDITION_TOOL), [self.token])
         res["breakdown"] = {name: self.extra(["bare", "mcp_authz"], self.loads[name], s)
-                            for name in ("public", "get", "call")}
+                            for name in ("public", "get", "call", "condition")}
         return res
 
     def startup(self):
@@ -963,9 +976,11 @@ class Report:
                        "proxy-wasm floor: stream context, header map copied into the VM, "
                        "`Authorization` removed"),
             "get": ("`GET /mcp`, the cached token",
-                    "+ token: SHA-256 of the token, cache look-up, identity copied"),
+                    "+ token: keyed digest of the token, cache look-up, identity copied"),
             "call": ("`POST /mcp` `tools/call` (the main load)",
                      "+ body: held, copied in, parsed, rules decided"),
+            "condition": (f"`POST /mcp` `tools/call` of `{CONDITION_TOOL}`, same body size",
+                          f"+ the allowing rule's condition `{CONDITION}` evaluated (CEL)"),
         }
         for name, (label, does) in what.items():
             ra, rc = bd[name]["bare"]["cpu_us_per_req"], bd[name]["mcp_authz"]["cpu_us_per_req"]
