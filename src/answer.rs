@@ -262,6 +262,12 @@ pub fn keys_unavailable(retry_after_seconds: u64) -> Answer {
     .with_header("retry-after", retry_after_seconds.to_string())
 }
 
+/// 404: no configured server takes the request (`servers`, with
+/// `unmatched: "refuse"`).
+pub fn no_server() -> Answer {
+    Answer::json_rpc_error(404, codes::INVALID_REQUEST, "No MCP server here", None)
+}
+
 /// 405 on a metadata path for anything but GET, HEAD and OPTIONS.
 pub fn metadata_method_not_allowed() -> Answer {
     Answer {

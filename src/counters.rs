@@ -39,11 +39,18 @@ pub enum Counter {
     JwksUnknownKeyRefetch,
     TokenCacheHit,
     TokenCacheMiss,
+    /// Requests that matched no server and went on (`unmatched: "pass"`).
+    UnmatchedPassed,
+    /// Requests of one listed server let through by its rules
+    /// (`server.<name>.allowed`; index into `Gateway::servers`).
+    ServerAllowed(usize),
+    /// Requests of one listed server refused (`server.<name>.denied`).
+    ServerDenied(usize),
 }
 
 impl Counter {
     /// Every counter, in the order the README lists them.
-    pub const ALL: [Counter; 49] = [
+    pub const ALL: [Counter; 53] = [
         Counter::Allowed,
         Counter::Denied(Reason::NoToken),
         Counter::Denied(Reason::InvalidToken),
@@ -81,9 +88,13 @@ impl Counter {
         Counter::BadRequest(BadRequestKind::Invalid),
         Counter::BadRequest(BadRequestKind::HeaderMismatch),
         Counter::BadRequest(BadRequestKind::UnexpectedBody),
+        Counter::BadRequest(BadRequestKind::AmbiguousPath),
+        Counter::BadRequest(BadRequestKind::Batch),
         Counter::Denied(Reason::TooLarge),
         Counter::Denied(Reason::UnsupportedMediaType),
         Counter::Denied(Reason::MethodNotAllowed),
+        Counter::Denied(Reason::NoServer),
+        Counter::UnmatchedPassed,
         Counter::AuditWouldDeny,
         Counter::ListItemsRemoved,
         Counter::ListUnfilterable,
@@ -95,9 +106,13 @@ impl Counter {
         Counter::TokenCacheMiss,
     ];
 
-    /// The stat's name under `mcp_authz.`.
+    /// The stat's name under `mcp_authz.`; a listed server's counters are
+    /// named by the host, which knows the servers' names.
     pub fn name(self) -> String {
         match self {
+            Counter::UnmatchedPassed => "unmatched_passed".into(),
+            Counter::ServerAllowed(i) => format!("server.{i}.allowed"),
+            Counter::ServerDenied(i) => format!("server.{i}.denied"),
             Counter::Allowed => "allowed".into(),
             Counter::AuditWouldDeny => "audit_would_deny".into(),
             Counter::Denied(reason) => format!("denied.{}", reason.name()),
@@ -118,7 +133,7 @@ impl Counter {
     }
 
     /// This counter's index in [`Counter::ALL`]; `None` for a value that is
-    /// never counted.
+    /// never counted, and for a server's counters (defined per server).
     pub fn slot(self) -> Option<usize> {
         Counter::ALL.iter().position(|c| *c == self)
     }

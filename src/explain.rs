@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use crate::answer::Answer;
 use crate::condition::EvalError;
-use crate::config::{Effect, Policy};
+use crate::config::{Effect, Gateway, Policy};
 use crate::dpop::replay::{self, SharedMap};
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
@@ -63,9 +63,9 @@ impl std::error::Error for ExplainError {}
 
 /// The keys to verify with: inline keys from the configuration, and `remote`
 /// (when given) for every provider whose keys are fetched remotely.
-pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>> {
-    policy
-        .providers
+pub fn key_sets(gateway: &Gateway, remote: Option<&KeySet>) -> Vec<Option<KeySet>> {
+    gateway
+        .providers()
         .iter()
         .map(|p| match &p.jwks {
             crate::config::JwksSource::Inline(keys) => Some(keys.clone()),
@@ -118,15 +118,27 @@ impl exchange::Host for Offline<'_> {
 /// Runs the request through the filter's state machine and describes the
 /// verdict it reached.
 pub fn explain(
-    policy: &Policy,
+    gateway: &Gateway,
     keys: &[Option<KeySet>],
     request: &Request,
     now_s: u64,
 ) -> Result<(Outcome, String), ExplainError> {
-    let verdict = decide(policy, keys, request, now_s)?;
+    let (verdict, server) = decide(gateway, keys, request, now_s)?;
     let mut out = String::new();
     let head = &request.head;
     let _ = writeln!(out, "request: {} {}", head.method, head.path);
+    let policy = match server.and_then(|i| gateway.servers.get(i)) {
+        Some(server) => {
+            if let Some(name) = &server.policy.server_name {
+                let _ = writeln!(out, "server: {name} ({})", server.policy.resource);
+            }
+            Some(&server.policy)
+        }
+        None => {
+            out.push_str("server: none takes this request\n");
+            None
+        }
+    };
     write_caller(&mut out, &verdict);
     let identity = verdict.identity.as_ref();
     let body_read = head.verb() == Verb::Post
@@ -135,9 +147,11 @@ pub fn explain(
             Verdict::Refused(r) | Verdict::AuditPassed(r)
                 if matches!(r.reason, Reason::UnsupportedMediaType | Reason::TooLarge)
         );
-    match identity {
-        Some(identity) if body_read => write_calls(&mut out, policy, identity, request, now_s),
-        Some(_) if head.verb() != Verb::Post => {
+    match (identity, policy) {
+        (Some(identity), Some(policy)) if body_read => {
+            write_calls(&mut out, policy, identity, request, now_s)
+        }
+        (Some(_), _) if head.verb() != Verb::Post => {
             out.push_str("body: none (a GET or DELETE takes no body): a valid token is enough\n")
         }
         _ => {}
@@ -150,19 +164,20 @@ pub fn explain(
 }
 
 /// Feeds the request to the filter's state machine, the whole body at once,
-/// and returns the verdict it reached.
+/// and returns the verdict it reached and the server it chose.
 fn decide(
-    policy: &Policy,
+    gateway: &Gateway,
     keys: &[Option<KeySet>],
     request: &Request,
     now_s: u64,
-) -> Result<exchange::Verdict, ExplainError> {
+) -> Result<(exchange::Verdict, Option<usize>), ExplainError> {
+    let providers = gateway.providers();
     let ring = KeyRing {
         sets: keys
             .iter()
             .map(|k| k.clone().map(std::rc::Rc::new))
             .collect(),
-        generations: vec![0; policy.providers.len()],
+        generations: vec![0; providers.len()],
     };
     // A fresh cache: every explanation verifies the token itself.
     let mut cache = VerifiedTokenCache::new(1);
@@ -175,7 +190,7 @@ fn decide(
     };
     let mut exchange = Exchange::new();
     let mut env = exchange::Env {
-        policy,
+        gateway,
         keys: &ring,
         cache: &mut cache,
         now_ms: now_s.saturating_mul(1000),
@@ -188,12 +203,16 @@ fn decide(
     }
     if let Some(provider) = host.fetch_asked {
         return Err(ExplainError::KeysNeeded {
-            issuer: policy.providers[provider].issuer.clone(),
+            issuer: providers
+                .get(provider)
+                .map(|p| p.issuer.clone())
+                .unwrap_or_default(),
         });
     }
     // The machine holds only while it waits for keys or for the body, and
     // an explanation gives it the whole body at once.
-    exchange.verdict().cloned().ok_or(ExplainError::Undecided)
+    let verdict = exchange.verdict().cloned().ok_or(ExplainError::Undecided)?;
+    Ok((verdict, exchange.server()))
 }
 
 /// Who the caller is, or why there is nobody.
@@ -205,6 +224,7 @@ fn write_caller(out: &mut String, verdict: &exchange::Verdict) {
         (Verdict::Open, _) => {
             out.push_str("identity: none needed (public path or CORS preflight)\n")
         }
+        (Verdict::Unmatched, _) => out.push_str("identity: not checked (no server's request)\n"),
         (_, Some(identity)) => write_identity(out, identity),
         (Verdict::Refused(r) | Verdict::AuditPassed(r), None) => {
             let why = match (r.reason, r.class) {
@@ -243,6 +263,10 @@ fn write_decision(out: &mut String, verdict: &Verdict, verb: Verb) -> Outcome {
         }
         Verdict::Open => {
             out.push_str("decision: passed without a token\n");
+            Outcome::Forwarded
+        }
+        Verdict::Unmatched => {
+            out.push_str("decision: passed unchecked (unmatched: pass)\n");
             Outcome::Forwarded
         }
         Verdict::Answered(answer) => {

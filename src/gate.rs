@@ -130,6 +130,8 @@ pub enum Reason {
     InvalidDpopProof,
     /// A DPoP proof without a fresh server nonce.
     UseDpopNonce,
+    /// No configured server takes the request.
+    NoServer,
 }
 
 /// The classes of malformed request, each with its own counter.
@@ -140,6 +142,12 @@ pub enum BadRequestKind {
     HeaderMismatch,
     /// A body on a request that takes none (GET, DELETE, OPTIONS).
     UnexpectedBody,
+    /// A path (or host) that some component could read as another
+    /// server's than it is as sent.
+    AmbiguousPath,
+    /// A batch of several calls where the call is published: one request
+    /// would stand for several calls in rate limits.
+    Batch,
 }
 
 impl BadRequestKind {
@@ -150,6 +158,8 @@ impl BadRequestKind {
             BadRequestKind::Invalid => "invalid_request",
             BadRequestKind::HeaderMismatch => "header_mismatch",
             BadRequestKind::UnexpectedBody => "unexpected_body",
+            BadRequestKind::AmbiguousPath => "ambiguous_path",
+            BadRequestKind::Batch => "batch",
         }
     }
 }
@@ -169,6 +179,7 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::InvalidDpopProof => "invalid_dpop_proof",
             Reason::UseDpopNonce => "use_dpop_nonce",
+            Reason::NoServer => "no_server",
         }
     }
 }
@@ -268,11 +279,7 @@ pub enum Expect {
 pub fn route(policy: &Policy, head: &RequestHead) -> Route {
     let verb = head.verb();
     if policy.metadata_paths.contains(&head.path) {
-        return Route::Metadata(match verb {
-            Verb::Get | Verb::Head => answer::metadata_document(policy),
-            Verb::Options => answer::metadata_preflight(),
-            _ => answer::metadata_method_not_allowed(),
-        });
+        return Route::Metadata(metadata_route(policy, verb));
     }
     if policy.public_paths.contains(&head.path) || is_cors_preflight(head) {
         return Route::Open;
@@ -288,6 +295,35 @@ pub fn route(policy: &Policy, head: &RequestHead) -> Route {
             Reason::MethodNotAllowed,
         )),
     }
+}
+
+/// The answer on a metadata path: the document for `GET` and `HEAD`, a
+/// CORS preflight answer for `OPTIONS`, 405 for anything else.
+pub fn metadata_route(policy: &Policy, verb: Verb) -> Answer {
+    match verb {
+        Verb::Get | Verb::Head => answer::metadata_document(policy),
+        Verb::Options => answer::metadata_preflight(),
+        _ => answer::metadata_method_not_allowed(),
+    }
+}
+
+/// 404 for a request no configured server takes.
+pub fn no_server() -> Refusal {
+    Refusal::new(answer::no_server(), Reason::NoServer)
+}
+
+/// 400 for a request whose path or host reads as another server's in a
+/// lenient form than as sent.
+pub fn ambiguous_path() -> Refusal {
+    Refusal::new(
+        answer::bad_request(
+            codes::INVALID_REQUEST,
+            "The request path is not in normal form: another component could read it as another server's",
+            None,
+        ),
+        Reason::BadRequest,
+    )
+    .with_class(Class::Request(BadRequestKind::AmbiguousPath))
 }
 
 /// 400 for a body on a request that takes none.
@@ -366,7 +402,7 @@ pub fn check_token(
             ))
         }
     };
-    let (identity, cached) = match cache.get(token, now_s, &keys.generations) {
+    let (identity, cached) = match cache.get(policy.server_index, token, now_s, &keys.generations) {
         Some(identity) => (identity, true),
         None => match verify(policy, token, scheme, keys, cache, now_s) {
             Ok(identity) => (identity, false),
@@ -433,7 +469,13 @@ fn verify(
                 .position(|p| p.issuer == identity.issuer)
             {
                 let generation = keys.generations.get(provider).copied().unwrap_or(0);
-                cache.insert(token, provider, generation, identity.clone());
+                cache.insert(
+                    policy.server_index,
+                    token,
+                    provider,
+                    generation,
+                    identity.clone(),
+                );
             }
             Ok(identity)
         }
@@ -765,9 +807,74 @@ pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> 
         .collect()
 }
 
+/// What a request that matches no server goes on without (`unmatched:
+/// "pass"`): every client header any HTTP stack could read as an identity
+/// header of some server, and a DPoP proof. Its token stays: the route is
+/// not the filter's.
+pub fn unmatched_headers(gateway: &crate::config::Gateway, head: &RequestHead) -> UpstreamHeaders {
+    let mut edits = UpstreamHeaders::default();
+    for (name, _) in &head.headers {
+        if kept_from_unmatched(gateway, name) && !edits.remove.contains(name) {
+            edits.remove.push(name.clone());
+        }
+    }
+    edits
+}
+
+/// The request trailers of a request that matches no server that may not
+/// go on: the same headers as [`unmatched_headers`].
+pub fn trailers_to_remove_unmatched(
+    gateway: &crate::config::Gateway,
+    names: &[String],
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| kept_from_unmatched(gateway, name))
+        .cloned()
+        .collect()
+}
+
+/// A DPoP proof, or a header some server's upstream would read as its
+/// identity header.
+fn kept_from_unmatched(gateway: &crate::config::Gateway, name: &str) -> bool {
+    name.eq_ignore_ascii_case("dpop")
+        || gateway.servers.iter().any(|s| {
+            s.policy
+                .identity_headers
+                .iter()
+                .any(|h| same_header(&h.name, name))
+        })
+}
+
+/// How many calls (requests and notifications) a body holds.
+pub fn calls_in(body: &Body) -> usize {
+    body.messages()
+        .iter()
+        .filter(|m| matches!(m, mcp::Message::Call(_)))
+        .count()
+}
+
+/// 400 for a batch of several calls where the call is published (`publish`):
+/// a rate limit keyed on the published call would count it once.
+pub fn published_batch(body: &Body) -> Refusal {
+    let (method, name) = first_call(body);
+    let mut refusal = Refusal::new(
+        answer::bad_request(
+            codes::INVALID_REQUEST,
+            "A batch of several calls is not taken here: send each call on its own",
+            None,
+        ),
+        Reason::BadRequest,
+    )
+    .with_class(Class::Request(BadRequestKind::Batch));
+    refusal.method = method;
+    refusal.name = name;
+    refusal
+}
+
 /// Whether two header names are the same to some HTTP stack: case and `_`
 /// for `-` aside (CGI-style servers fold `x_mcp_roles` into `X-Mcp-Roles`).
-fn same_header(a: &str, b: &str) -> bool {
+pub fn same_header(a: &str, b: &str) -> bool {
     let fold = |c: u8| match c {
         b'_' => b'-',
         c => c.to_ascii_lowercase(),

@@ -41,6 +41,8 @@ pub mod lists;
 pub mod mcp;
 pub mod media;
 pub mod policy;
+pub mod publish;
+pub mod servers;
 pub mod signature;
 pub mod token;
 pub mod token_cache;

@@ -52,13 +52,20 @@ impl VerifiedTokenCache {
         }
     }
 
-    /// The identity of a token verified before, if it has not expired
-    /// (`now < exp`) and its provider's keys have not changed since
-    /// (`keys_generation[provider]` equals the generation it was verified
-    /// under). A stale entry is dropped.
-    pub fn get(&mut self, token: &str, now_s: u64, keys_generation: &[u64]) -> Option<Identity> {
+    /// The identity of a token verified before for `server` (a token
+    /// verified for one server — its audience — is not verified for
+    /// another), if it has not expired (`now < exp`) and its provider's keys
+    /// have not changed since (`keys_generation[provider]` equals the
+    /// generation it was verified under). A stale entry is dropped.
+    pub fn get(
+        &mut self,
+        server: usize,
+        token: &str,
+        now_s: u64,
+        keys_generation: &[u64],
+    ) -> Option<Identity> {
         self.last_now = self.last_now.max(now_s);
-        let digest = self.digest(token);
+        let digest = self.digest(server, token);
         let entry = self.entries.get(&digest)?;
         let fresh = now_s < entry.identity.expires_at
             && keys_generation.get(entry.provider) == Some(&entry.keys_generation);
@@ -69,11 +76,12 @@ impl VerifiedTokenCache {
         None
     }
 
-    /// Remembers a token that `verify` accepted for `provider`, whose keys
-    /// were at `keys_generation`. When full, expired entries go first, then
-    /// the oldest.
+    /// Remembers a token that `verify` accepted for `server` and
+    /// `provider`, whose keys were at `keys_generation`. When full, expired
+    /// entries go first, then the oldest.
     pub fn insert(
         &mut self,
+        server: usize,
         token: &str,
         provider: usize,
         keys_generation: u64,
@@ -82,7 +90,7 @@ impl VerifiedTokenCache {
         if self.capacity == 0 {
             return;
         }
-        let digest = self.digest(token);
+        let digest = self.digest(server, token);
         self.remove(&digest);
         if self.entries.len() >= self.capacity {
             let now = self.last_now;
@@ -127,8 +135,9 @@ impl VerifiedTokenCache {
         self.entries.is_empty()
     }
 
-    fn digest(&self, token: &str) -> Digest {
-        [self.keys[0].hash_one(token), self.keys[1].hash_one(token)]
+    fn digest(&self, server: usize, token: &str) -> Digest {
+        let key = (server, token);
+        [self.keys[0].hash_one(key), self.keys[1].hash_one(key)]
     }
 
     fn remove(&mut self, digest: &Digest) {
@@ -176,87 +185,99 @@ mod tests {
     #[test]
     fn a_cached_token_is_returned() {
         let mut cache = VerifiedTokenCache::new(8);
-        cache.insert("t1", 0, 3, identity(NOW + 10));
-        assert_eq!(cache.get("t1", NOW, &[3]), Some(identity(NOW + 10)));
-        assert_eq!(cache.get("t2", NOW, &[3]), None);
+        cache.insert(0, "t1", 0, 3, identity(NOW + 10));
+        assert_eq!(cache.get(0, "t1", NOW, &[3]), Some(identity(NOW + 10)));
+        assert_eq!(cache.get(0, "t2", NOW, &[3]), None);
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
     fn an_expired_entry_is_not_returned_and_has_no_skew() {
         let mut cache = VerifiedTokenCache::new(8);
-        cache.insert("t1", 0, 0, identity(NOW + 10));
-        assert!(cache.get("t1", NOW + 9, &[0]).is_some());
-        assert_eq!(cache.get("t1", NOW + 10, &[0]), None);
+        cache.insert(0, "t1", 0, 0, identity(NOW + 10));
+        assert!(cache.get(0, "t1", NOW + 9, &[0]).is_some());
+        assert_eq!(cache.get(0, "t1", NOW + 10, &[0]), None);
         assert!(cache.is_empty(), "stale entries are dropped");
     }
 
     #[test]
     fn a_keys_generation_bump_invalidates_the_providers_tokens() {
         let mut cache = VerifiedTokenCache::new(8);
-        cache.insert("a", 0, 1, identity(NOW + 10));
-        cache.insert("b", 1, 1, identity(NOW + 10));
-        assert_eq!(cache.get("a", NOW, &[2, 1]), None);
-        assert!(cache.get("b", NOW, &[2, 1]).is_some());
+        cache.insert(0, "a", 0, 1, identity(NOW + 10));
+        cache.insert(0, "b", 1, 1, identity(NOW + 10));
+        assert_eq!(cache.get(0, "a", NOW, &[2, 1]), None);
+        assert!(cache.get(0, "b", NOW, &[2, 1]).is_some());
         // A provider index the host no longer knows never hits.
-        assert_eq!(cache.get("b", NOW, &[2]), None);
+        assert_eq!(cache.get(0, "b", NOW, &[2]), None);
     }
 
     #[test]
     fn when_full_expired_entries_go_first_then_the_oldest() {
         let mut cache = VerifiedTokenCache::new(3);
-        cache.insert("old", 0, 0, identity(NOW + 100));
-        cache.insert("short", 0, 0, identity(NOW + 5));
-        cache.insert("new", 0, 0, identity(NOW + 100));
+        cache.insert(0, "old", 0, 0, identity(NOW + 100));
+        cache.insert(0, "short", 0, 0, identity(NOW + 5));
+        cache.insert(0, "new", 0, 0, identity(NOW + 100));
         // Advance time past "short"'s exp (the host's lookups carry `now`).
-        assert_eq!(cache.get("missing", NOW + 6, &[0]), None);
-        cache.insert("fourth", 0, 0, identity(NOW + 100));
+        assert_eq!(cache.get(0, "missing", NOW + 6, &[0]), None);
+        cache.insert(0, "fourth", 0, 0, identity(NOW + 100));
         assert_eq!(cache.len(), 3);
-        assert!(cache.get("old", NOW + 6, &[0]).is_some());
-        cache.insert("fifth", 0, 0, identity(NOW + 100));
+        assert!(cache.get(0, "old", NOW + 6, &[0]).is_some());
+        cache.insert(0, "fifth", 0, 0, identity(NOW + 100));
         assert_eq!(cache.len(), 3);
-        assert_eq!(cache.get("old", NOW + 6, &[0]), None, "oldest evicted");
+        assert_eq!(cache.get(0, "old", NOW + 6, &[0]), None, "oldest evicted");
         for t in ["new", "fourth", "fifth"] {
-            assert!(cache.get(t, NOW + 6, &[0]).is_some(), "{t}");
+            assert!(cache.get(0, t, NOW + 6, &[0]).is_some(), "{t}");
         }
     }
 
     #[test]
     fn reinserting_a_token_replaces_it() {
         let mut cache = VerifiedTokenCache::new(2);
-        cache.insert("t", 0, 0, identity(NOW + 10));
-        cache.insert("t", 0, 1, identity(NOW + 20));
+        cache.insert(0, "t", 0, 0, identity(NOW + 10));
+        cache.insert(0, "t", 0, 1, identity(NOW + 20));
         assert_eq!(cache.len(), 1);
         assert_eq!(
-            cache.get("t", NOW, &[1]).map(|i| i.expires_at),
+            cache.get(0, "t", NOW, &[1]).map(|i| i.expires_at),
             Some(NOW + 20)
         );
     }
 
     #[test]
+    fn a_token_verified_for_one_server_is_not_known_to_another() {
+        let mut cache = VerifiedTokenCache::new(4);
+        cache.insert(0, "t", 0, 0, identity(NOW + 10));
+        assert!(cache.get(0, "t", NOW, &[0]).is_some());
+        assert_eq!(cache.get(1, "t", NOW, &[0]), None);
+    }
+
+    #[test]
     fn zero_capacity_caches_nothing() {
         let mut cache = VerifiedTokenCache::new(0);
-        cache.insert("t", 0, 0, identity(NOW + 10));
-        assert_eq!(cache.get("t", NOW, &[0]), None);
+        cache.insert(0, "t", 0, 0, identity(NOW + 10));
+        assert_eq!(cache.get(0, "t", NOW, &[0]), None);
     }
 
     #[test]
     fn the_token_itself_is_not_stored() {
         let mut cache = VerifiedTokenCache::new(2);
-        cache.insert("secret-token", 0, 0, identity(NOW + 10));
+        cache.insert(0, "secret-token", 0, 0, identity(NOW + 10));
         assert!(cache
             .entries
             .keys()
-            .all(|k| *k == cache.digest("secret-token")));
+            .all(|k| *k == cache.digest(0, "secret-token")));
     }
 
     #[test]
     fn digests_are_keyed_per_cache() {
         let a = VerifiedTokenCache::new(1);
         let b = VerifiedTokenCache::new(1);
-        assert_eq!(a.digest("t"), a.digest("t"));
-        assert_ne!(a.digest("t"), b.digest("t"), "each VM has its own keys");
-        assert_ne!(a.digest("t"), a.digest("u"));
+        assert_eq!(a.digest(0, "t"), a.digest(0, "t"));
+        assert_ne!(
+            a.digest(0, "t"),
+            b.digest(0, "t"),
+            "each VM has its own keys"
+        );
+        assert_ne!(a.digest(0, "t"), a.digest(0, "u"));
     }
 
     /// The host's request path: look up, else verify and remember successes.
@@ -267,14 +288,14 @@ mod tests {
         generations: &[u64],
         now: u64,
     ) -> Result<Identity, TokenError> {
-        if let Some(identity) = cache.get(token, now, generations) {
+        if let Some(identity) = cache.get(0, token, now, generations) {
             return Ok(identity);
         }
         let providers = [provider(ISS)];
         let keys: Vec<Option<&KeySet>> = sets.iter().map(Some).collect();
         let identity = verify(token, &providers, &keys, now)?;
         // Only an Identity can go in: failures have nothing to insert.
-        cache.insert(token, 0, generations[0], identity.clone());
+        cache.insert(0, token, 0, generations[0], identity.clone());
         Ok(identity)
     }
 
@@ -315,6 +336,6 @@ mod tests {
             json!({"iss": ISS, "aud": crate::token::tests::AUD, "exp": NOW + 1}),
         );
         assert!(authenticate(&mut cache, &short, &sets[..1], &[0], NOW).is_ok());
-        assert_eq!(cache.get(&short, NOW + 30, &[0]), None);
+        assert_eq!(cache.get(0, &short, NOW + 30, &[0]), None);
     }
 }

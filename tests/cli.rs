@@ -462,3 +462,128 @@ fn explain_shows_the_condition_that_decided_and_its_value() {
         missing.stdout
     );
 }
+
+// --- several servers (README "Several servers behind one filter") ---
+
+const GITHUB: &str = "https://mcp.example.com/github/mcp";
+const JIRA: &str = "https://mcp.example.com/jira/mcp";
+
+/// Two servers sharing the inline provider, the call published as a header.
+fn servers_file() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let server = |name: &str, resource: &str, names: &[&str]| {
+            json!({"name": name, "match": {"path_prefix": format!("/{name}")}, "resource": resource,
+                   "rules": [{"name": format!("{name} readers"), "effect": "allow", "methods": ["tools/call"],
+                              "names": names, "roles": ["reader"]}]})
+        };
+        let config = json!({
+            "providers": [{"issuer": ISS, "jwks": {"inline": jwks(&keys().inline, "k1")}}],
+            "servers": [server("github", GITHUB, &["get_*"]), server("jira", JIRA, &["search_issues"])],
+            "publish": {"headers": {"x-mcp-tool": "name"}}
+        });
+        temp_file("servers.json", &config.to_string())
+    })
+    .clone()
+}
+
+fn token_for(audience: &str) -> String {
+    let mut payload = claims(ISS, &["reader"], "mcp:read");
+    payload["aud"] = json!(audience);
+    sign(&keys().inline, payload)
+}
+
+#[test]
+fn check_lists_each_server_with_its_match() {
+    let run = run(&["check", &servers_file()]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "ok: server github (any host, /github): {GITHUB}, 1 provider(s), 1 rule(s)\n\
+             ok: server jira (any host, /jira): {JIRA}, 1 provider(s), 1 rule(s)\n"
+        )
+    );
+}
+
+#[test]
+fn metadata_prints_the_named_servers_document() {
+    let jira = run(&["metadata", &servers_file(), "jira"]);
+    assert_eq!(jira.status, 0, "{}", jira.stderr);
+    let doc: Value = serde_json::from_str(&jira.stdout).expect("the document");
+    assert_eq!(doc["resource"], JIRA);
+    assert!(
+        jira.stderr.contains(
+            "served at https://mcp.example.com/.well-known/oauth-protected-resource/jira/mcp (request paths: /.well-known/oauth-protected-resource/jira/mcp)"
+        ),
+        "{}",
+        jira.stderr
+    );
+    let unknown = run(&["metadata", &servers_file(), "gitlab"]);
+    assert_eq!(unknown.status, 2);
+    assert!(
+        unknown.stderr.contains("no server named"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn explain_picks_the_server_by_path_and_refuses_anothers_token() {
+    let config = servers_file();
+    let now = NOW.to_string();
+    let body = tool_call(1, "search_issues");
+    let token = token_for(JIRA);
+    let at = |path: &str, token: &str| {
+        run(&[
+            "explain", "--config", &config, "--token", token, "--body", &body, "--now", &now,
+            "--path", path,
+        ])
+    };
+    let allowed = at("/jira/mcp", &token);
+    assert_eq!(allowed.status, 0, "{}{}", allowed.stdout, allowed.stderr);
+    for expected in [
+        &format!("server: jira ({JIRA})\n"),
+        "decision: allowed by rule \"jira readers\"\n",
+        "  set: x-mcp-tool: search_issues\n",
+    ] {
+        assert!(
+            allowed.stdout.contains(expected),
+            "missing {expected:?} in:\n{}",
+            allowed.stdout
+        );
+    }
+    // The jira token at github: refused by audience.
+    let refused = at("/github/mcp", &token);
+    assert_eq!(refused.status, 1);
+    assert!(
+        refused.stdout.contains("server: github"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stdout.contains("token audience not accepted"),
+        "{}",
+        refused.stdout
+    );
+    // A look-alike path, and a path no server takes.
+    let ambiguous = at("/github/../jira/mcp", &token);
+    assert_eq!(ambiguous.status, 1);
+    assert!(
+        ambiguous.stdout.contains("server: none takes this request"),
+        "{}",
+        ambiguous.stdout
+    );
+    assert!(
+        ambiguous.stdout.contains("answer: HTTP 400"),
+        "{}",
+        ambiguous.stdout
+    );
+    let nowhere = at("/gitlab/mcp", &token);
+    assert!(
+        nowhere.stdout.contains("answer: HTTP 404"),
+        "{}",
+        nowhere.stdout
+    );
+    assert_token_not_shown(&allowed, &token);
+}

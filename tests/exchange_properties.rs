@@ -19,7 +19,13 @@
 //!   tool nobody may call never shows, whatever the media type, encoding,
 //!   chunking, trailers or echoed id; an error replacing an answer has
 //!   headers that match it; nothing stays held at the end;
-//! - answers that need no filtering pass byte for byte.
+//! - answers that need no filtering pass byte for byte;
+//! - with two servers behind the filter (`servers`), a request is decided
+//!   under the server its path names, or refused when it names none or
+//!   could be read as another's (`/a/../b/mcp`, `//a/mcp`, `/A/mcp`,
+//!   `/%61/mcp`, `/a;x/mcp`); a token goes through only at the server of
+//!   its audience, and the published call header is the filter's, never
+//!   the client's.
 
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -27,7 +33,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use mcp_authz::config::Policy;
+use mcp_authz::config::{Gateway, Policy};
 use mcp_authz::dpop::replay::{self, SharedMap};
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
@@ -40,6 +46,9 @@ use serde_json::{json, Map, Value};
 const A: &str = "https://a.example";
 const B: &str = "https://b.example";
 const RESOURCE: &str = "https://mcp.example.com/mcp";
+/// The two servers of the `servers` layout.
+const RESOURCE_A: &str = "https://mcp.example.com/a/mcp";
+const RESOURCE_B: &str = "https://mcp.example.com/b/mcp";
 const NOW: u64 = 1_750_000_000;
 const MAX_BODY: usize = 2048;
 /// The tool nobody may call: it must never show in a list a client gets.
@@ -97,6 +106,36 @@ fn policy(audit: bool, filter_lists: bool) -> Policy {
     .expect("test policy")
 }
 
+/// Two servers, `a` under `/a` and `b` under `/b`, each its own resource
+/// with the rules of `policy`; the called tool's name is published in
+/// `x-mcp-tool`.
+fn two_servers(audit: bool, filter_lists: bool) -> Gateway {
+    let rules = json!([
+        {"name": "everyone lists", "effect": "allow", "methods": ["tools/list", "ping"]},
+        {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader", "admin"]},
+        {"name": "admins write", "effect": "allow", "methods": ["tools/call"], "names": ["*"], "roles": ["admin"]},
+        {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]}
+    ]);
+    let server = |name: &str, resource: &str, public: &[&str]| {
+        json!({
+            "name": name, "match": {"path_prefix": format!("/{name}")}, "resource": resource,
+            "rules": rules, "identity_headers": {"x-mcp-roles": "$roles"},
+            "mode": if audit { "audit" } else { "enforce" },
+            "filter_lists": filter_lists, "public_paths": public
+        })
+    };
+    Gateway::from_value(&json!({
+        "providers": [
+            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}, "dpop": "allowed"},
+            {"issuer": B, "jwks": {"remote": {"cluster": "idp", "url": "https://b.example/keys"}}}
+        ],
+        "servers": [server("a", RESOURCE_A, &["/a/healthz"]), server("b", RESOURCE_B, &["/b/healthz"])],
+        "max_body_bytes": MAX_BODY,
+        "publish": {"headers": {"x-mcp-tool": "name"}}
+    }))
+    .expect("two servers")
+}
+
 fn sign(pair: &Ed25519KeyPair, iss: &str, roles: &[&str], typ: Option<&str>) -> String {
     sign_bound(pair, iss, roles, typ, None)
 }
@@ -110,7 +149,7 @@ fn sign_bound(
     jkt: Option<&str>,
 ) -> String {
     let mut custom: Map<String, Value> = json!({
-        "iss": iss, "aud": RESOURCE, "sub": "alice", "roles": roles,
+        "iss": iss, "aud": AUDIENCE.with(|a| a.get()), "sub": "alice", "roles": roles,
         "iat": NOW - 10, "exp": NOW + 300,
     })
     .as_object()
@@ -130,8 +169,57 @@ fn sign_bound(
     pair.sign_with_options(claims, &options).expect("sign")
 }
 
+thread_local! {
+    /// The audience the scenario's tokens are minted for.
+    static AUDIENCE: std::cell::Cell<&'static str> = const { std::cell::Cell::new(RESOURCE) };
+}
+
 // ---------------------------------------------------------------------------
 // Scenarios
+
+/// Which server a path is for in the two-server layout, as written by hand
+/// (the oracle: it does not call the filter's matching).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    /// The MCP endpoint of server `a` or `b` (of the one server, in the
+    /// single layout: `'-'`).
+    Endpoint(char),
+    /// A public path.
+    Public,
+    /// A metadata URI, answered by the filter.
+    Metadata,
+    /// No server's: refused.
+    NoServer,
+    /// Read one way as sent and another in a lenient form: refused.
+    Ambiguous,
+}
+
+/// The paths of the two-server layout and the server each is for.
+const TWO_SERVER_PATHS: &[(&str, Target)] = &[
+    ("/a/mcp", Target::Endpoint('a')),
+    ("/a/mcp", Target::Endpoint('a')),
+    ("/b/mcp", Target::Endpoint('b')),
+    ("/b/mcp", Target::Endpoint('b')),
+    ("/a/mcp/", Target::Endpoint('a')),
+    ("/b", Target::Endpoint('b')),
+    ("/a/healthz", Target::Public),
+    ("/a/../b/mcp", Target::Ambiguous),
+    ("/b/%2e%2e/a/mcp", Target::Ambiguous),
+    ("//a/mcp", Target::Ambiguous),
+    ("/A/mcp", Target::Ambiguous),
+    ("/%61/mcp", Target::Ambiguous),
+    ("/a%2Fmcp", Target::Ambiguous),
+    ("/b\\..\\a/mcp", Target::Ambiguous),
+    ("/a;x/mcp", Target::Ambiguous),
+    ("/c/mcp", Target::NoServer),
+    ("/ab/mcp", Target::NoServer),
+    ("/", Target::NoServer),
+    (
+        "/.well-known/oauth-protected-resource/a/mcp",
+        Target::Metadata,
+    ),
+    ("/.well-known/oauth-protected-resource", Target::NoServer),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Token {
@@ -180,6 +268,15 @@ enum Payload {
 
 #[derive(Debug, Clone)]
 struct Request {
+    /// Two servers behind the filter (`servers`), or one.
+    two_servers: bool,
+    /// Where the path leads (always known: the oracle's).
+    target: Target,
+    /// The tokens are for server `b` (else `a`) in the two-server layout.
+    audience_b: bool,
+    /// Before it, the same token made an allowed call at the server of its
+    /// audience (so the filter knows it verified).
+    warm: bool,
     audit: bool,
     filter_lists: bool,
     method: &'static str,
@@ -284,6 +381,14 @@ fn request() -> impl Strategy<Value = Request> {
                 ),
                 (cuts, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
             )| Request {
+                two_servers: false,
+                target: match path {
+                    "/healthz" => Target::Public,
+                    p if p.starts_with("/.well-known/") => Target::Metadata,
+                    _ => Target::Endpoint('-'),
+                },
+                audience_b: false,
+                warm: false,
                 proof,
                 audit: audit && path != "/healthz",
                 filter_lists,
@@ -301,6 +406,35 @@ fn request() -> impl Strategy<Value = Request> {
                 settle_at,
             },
         )
+}
+
+/// Requests to two servers behind one filter: any path of
+/// [`TWO_SERVER_PATHS`], tokens for either server.
+fn routed_request() -> impl Strategy<Value = Request> {
+    (
+        request(),
+        prop::sample::select(TWO_SERVER_PATHS.to_vec()),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mut r, (path, target), audience_b, warm)| {
+            r.two_servers = true;
+            r.warm = warm;
+            r.path = path;
+            r.target = target;
+            r.audience_b = audience_b;
+            r.audit = r.audit && target != Target::Public;
+            r
+        })
+}
+
+/// The audience of the scenario's tokens.
+fn audience(r: &Request) -> &'static str {
+    match (r.two_servers, r.audience_b) {
+        (false, _) => RESOURCE,
+        (true, false) => RESOURCE_A,
+        (true, true) => RESOURCE_B,
+    }
 }
 
 fn call(id: u64, name: &str) -> Value {
@@ -402,6 +536,11 @@ fn proofs_of(r: &Request, token: &str) -> Vec<String> {
 /// The roles the token carries when it verifies, as the upstream must see
 /// them; `None` when it cannot verify in this scenario.
 fn verified_roles(r: &Request) -> Option<&'static str> {
+    // With two servers, a token is good only at the server of its audience.
+    let for_b = matches!(r.target, Target::Endpoint('b'));
+    if r.two_servers && for_b != r.audience_b {
+        return None;
+    }
     match r.token {
         Token::ReaderA => Some("reader"),
         Token::AdminA => Some("admin"),
@@ -420,11 +559,11 @@ fn verified_roles(r: &Request) -> Option<&'static str> {
 fn must_forward(r: &Request) -> bool {
     let body = body_of(r.payload);
     let has_body = !body.is_empty() || r.trailers;
-    if r.path.starts_with("/.well-known/") {
-        return false;
-    }
-    if r.path == "/healthz" {
-        return true;
+    match r.target {
+        // Refused (or answered) whatever the server's mode: no server's.
+        Target::Metadata | Target::NoServer | Target::Ambiguous => return false,
+        Target::Public => return true,
+        Target::Endpoint(_) => {}
     }
     let upper = r.method.to_ascii_uppercase();
     if upper == "OPTIONS" && r.preflight_headers && !has_body {
@@ -530,7 +669,7 @@ fn apply_request_effects(world: &mut World, output: &Output) {
             | Effect::LearnToolHeaders(_) => {
                 panic!("a response effect on the request side: {effect:?}")
             }
-            Effect::Count(..) | Effect::Log(..) => {}
+            Effect::Publish(_) | Effect::Count(..) | Effect::Log(..) => {}
         }
     }
 }
@@ -549,13 +688,13 @@ struct Run {
     host: FakeHost,
     ring: KeyRing,
     cache: VerifiedTokenCache,
-    policy: Policy,
+    gateway: Gateway,
 }
 
 impl Run {
     fn event(&mut self, f: impl FnOnce(&mut Exchange, &mut Env) -> Output) -> Output {
         let mut env = Env {
-            policy: &self.policy,
+            gateway: &self.gateway,
             keys: &self.ring,
             cache: &mut self.cache,
             now_ms: NOW * 1000,
@@ -563,6 +702,32 @@ impl Run {
         };
         f(&mut self.exchange, &mut env)
     }
+}
+
+/// An allowed call with `token` at `path`, through its own exchange but the
+/// same keys and verified-token cache, before the scenario's request.
+fn warm_up(run: &mut Run, token: &str, path: &str) {
+    let body = call(9, "get_weather").to_string().into_bytes();
+    let saved = std::mem::replace(&mut run.host.request_body, body.clone());
+    let head = RequestHead::new(
+        "POST",
+        path,
+        vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ],
+    );
+    let mut exchange = Exchange::new();
+    let mut env = Env {
+        gateway: &run.gateway,
+        keys: &run.ring,
+        cache: &mut run.cache,
+        now_ms: NOW * 1000,
+        host: &mut run.host,
+    };
+    exchange.on_request_headers(&mut env, head, false);
+    exchange.on_request_body(&mut env, body.len(), true);
+    run.host.request_body = saved;
 }
 
 fn cut_points(len: usize, cuts: &[u8]) -> Vec<usize> {
@@ -577,20 +742,23 @@ fn cut_points(len: usize, cuts: &[u8]) -> Vec<usize> {
 /// Drives the request; returns the world and the run (for the answer).
 fn drive_request(r: &Request) -> (World, Run) {
     let k = keys();
+    AUDIENCE.with(|a| a.set(audience(r)));
     let body = body_of(r.payload);
     let mut headers: Vec<(String, String)> = r
         .content_type
         .iter()
         .map(|t| ("content-type".to_string(), t.to_string()))
         .collect();
-    if let Some(token) = token_text(r.token) {
+    // One token for the whole scenario (signatures are randomised).
+    let token = token_text(r.token);
+    if let Some(token) = &token {
         let scheme = if r.token == Token::BoundA {
             "DPoP"
         } else {
             "Bearer"
         };
         headers.push(("authorization".into(), format!("{scheme} {token}")));
-        for proof in proofs_of(r, &token) {
+        for proof in proofs_of(r, token) {
             headers.push(("dpop".into(), proof));
         }
     }
@@ -603,8 +771,16 @@ fn drive_request(r: &Request) -> (World, Run) {
     headers.push(("x_mcp_roles".into(), "admin".into()));
     headers.push(("X-Mcp_Roles".into(), "admin".into()));
     headers.push(("accept-encoding".into(), "gzip".into()));
+    // A client's own copy of the published call, to move a rate-limit
+    // counter to another tool's bucket.
+    headers.push(("x-mcp-tool".into(), "cheap_tool".into()));
+    headers.push(("X_Mcp_Tool".into(), "cheap_tool".into()));
 
-    let policy = policy(r.audit, r.filter_lists);
+    let gateway = if r.two_servers {
+        two_servers(r.audit, r.filter_lists)
+    } else {
+        Gateway::single(policy(r.audit, r.filter_lists))
+    };
     let mut ring = KeyRing {
         sets: vec![
             Some(key_set(vec![jwk(&k.a, "a1")])),
@@ -637,8 +813,17 @@ fn drive_request(r: &Request) -> (World, Run) {
         },
         ring,
         cache: VerifiedTokenCache::new(8),
-        policy,
+        gateway,
     };
+    if r.warm && !matches!(r.token, Token::BoundA | Token::BoundAsBearer) {
+        if let Some(token) = &token {
+            warm_up(
+                &mut run,
+                token,
+                if r.audience_b { "/b/mcp" } else { "/a/mcp" },
+            );
+        }
+    }
     let mut world = World {
         headers: headers.clone(),
         trailers: REQUEST_TRAILERS.iter().map(|t| t.to_string()).collect(),
@@ -718,7 +903,7 @@ fn check_request(r: &Request, world: &World) {
     let Some(headers) = &world.forwarded else {
         return;
     };
-    if !r.audit && r.path != "/healthz" && verified_roles(r).is_some() {
+    if !r.audit && r.target != Target::Public && verified_roles(r).is_some() {
         assert!(
             world.forwarded_after_end,
             "went upstream before the body ended"
@@ -727,7 +912,7 @@ fn check_request(r: &Request, world: &World) {
     if r.trailers {
         // With trailers there is a body, so no request is a preflight:
         // every path but the public one is the MCP endpoint.
-        let endpoint = r.path != "/healthz";
+        let endpoint = r.target != Target::Public;
         if endpoint {
             assert!(
                 world.trailers.is_empty(),
@@ -751,6 +936,27 @@ fn check_request(r: &Request, world: &World) {
             assert_eq!(name, "x-mcp-roles", "a client spelling went upstream");
             assert_eq!(Some(value.as_str()), verified_roles(r), "roles upstream");
         }
+        if folded == "x-mcp-tool" && r.two_servers {
+            // Only the filter's own, with the name the rules decided on.
+            assert_eq!(name, "x-mcp-tool", "a client spelling went upstream");
+            let called = match r.payload {
+                Payload::AllowedCall => Some("get_weather"),
+                Payload::DeniedCall => Some(FORBIDDEN),
+                _ => None,
+            };
+            assert_eq!(Some(value.as_str()), called, "x-mcp-tool upstream");
+        }
+    }
+    let endpoint = matches!(r.target, Target::Endpoint(_));
+    if r.two_servers && endpoint && r.payload == Payload::AllowedCall && verified_roles(r).is_some()
+    {
+        let published = headers.iter().any(|(n, _)| n == "x-mcp-tool");
+        let json = r.content_type.len() == 1 && r.content_type[0].starts_with("application/json");
+        assert_eq!(
+            published,
+            r.method.eq_ignore_ascii_case("POST") && json,
+            "the call is published on an allowed call"
+        );
     }
 }
 
@@ -934,7 +1140,7 @@ fn watched(r: &Request) -> bool {
     !r.audit
         && r.filter_lists
         && must_forward(r)
-        && r.path != "/healthz"
+        && r.target != Target::Public
         && upper != "OPTIONS"
         && match upper.as_str() {
             "GET" | "DELETE" => true,
@@ -1014,6 +1220,7 @@ fn watched_request() -> impl Strategy<Value = Request> {
         r.audit = false;
         r.filter_lists = true;
         r.path = "/mcp";
+        r.target = Target::Endpoint('-');
         r.preflight_headers = false;
         r.content_type = &["application/json"];
         r.token = if r.b_after_wait.is_some() {
@@ -1038,6 +1245,17 @@ proptest! {
     #[test]
     fn nothing_passes_before_its_verdict(r in request(), a in answer()) {
         let (world, mut run) = drive_request(&r);
+        check_request(&r, &world);
+        if world.forwarded.is_some() {
+            let client = drive_answer(&mut run, &a);
+            check_answer(&r, &a, &client);
+        }
+    }
+
+    #[test]
+    fn each_request_is_decided_under_its_own_server(r in routed_request(), a in answer()) {
+        let (world, mut run) = drive_request(&r);
+
         check_request(&r, &world);
         if world.forwarded.is_some() {
             let client = drive_answer(&mut run, &a);

@@ -2,7 +2,8 @@
 //! configuration types, so the two cannot drift apart.
 
 use mcp_authz::config::{
-    defaults, Policy, DPOP_NONCE_KEYS, PROVIDER_KEYS, REMOTE_JWKS_KEYS, RULE_KEYS, TOP_LEVEL_KEYS,
+    defaults, CallField, Gateway, Policy, DPOP_NONCE_KEYS, MATCH_KEYS, PROVIDER_KEYS, PUBLISH_KEYS,
+    REMOTE_JWKS_KEYS, RULE_KEYS, SERVER_KEYS, SHARED_KEYS, TOP_LEVEL_KEYS,
 };
 
 fn readme() -> String {
@@ -48,6 +49,36 @@ fn readme_lists_every_configuration_key_and_no_other() {
         keys(&table(&text, "`providers[].dpop_nonce`:")),
         DPOP_NONCE_KEYS
     );
+    assert_eq!(keys(&table(&text, "`servers[]`:")), SERVER_KEYS);
+    assert_eq!(keys(&table(&text, "`servers[].match`:")), MATCH_KEYS);
+    assert_eq!(keys(&table(&text, "`publish`:")), PUBLISH_KEYS);
+    let fields: Vec<&str> = CallField::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(keys(&table(&text, "The fields:")), fields);
+    // Every key a server may set is a top-level key of one server, and the
+    // shared keys are top-level keys too.
+    for key in SERVER_KEYS.iter().chain(SHARED_KEYS) {
+        let own = ["name", "match", "audiences"].contains(key);
+        assert!(own || TOP_LEVEL_KEYS.contains(key), "{key}");
+    }
+}
+
+#[test]
+fn readme_example_of_several_servers_is_accepted() {
+    let text = readme();
+    let start = text
+        .find("### Several servers behind one filter")
+        .expect("servers section");
+    let block = &text[start..];
+    let json_start = block.find("```json\n").expect("example") + 8;
+    let json_end = json_start + block[json_start..].find("```").expect("end of example");
+    let gateway = Gateway::from_json(&block[json_start..json_end])
+        .expect("the README's servers example must be valid");
+    let names: Vec<&str> = gateway
+        .servers
+        .iter()
+        .filter_map(|s| s.policy.server_name.as_deref())
+        .collect();
+    assert_eq!(names, ["github", "jira"]);
 }
 
 #[test]
@@ -117,6 +148,15 @@ fn readme_defaults_match_the_code() {
         mcp_authz::config::TokenForwarding::Strip
     );
     assert_eq!(default_of(&top, "mode"), "`\"enforce\"`");
+    assert_eq!(default_of(&top, "unmatched"), "`\"refuse\"`");
+    assert_eq!(
+        default_of(&table(&text, "`servers[].match`:"), "path_prefix"),
+        "`\"/\"`"
+    );
+    assert_eq!(
+        default_of(&table(&text, "`publish`:"), "filter_state"),
+        "`true`"
+    );
     assert_eq!(policy.mode, mcp_authz::config::Mode::Enforce);
     assert_eq!(
         policy.authorization_servers,

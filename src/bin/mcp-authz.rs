@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_authz::answer;
-use mcp_authz::config::{JwksSource, Policy};
+use mcp_authz::config::{Gateway, JwksSource, Policy};
 use mcp_authz::explain::{self, Outcome, Request};
 use mcp_authz::gate::RequestHead;
 use mcp_authz::jwks::KeySet;
@@ -19,14 +19,16 @@ const USAGE: &str = "\
 usage:
   mcp-authz check CONFIG
   mcp-authz explain --config CONFIG [--token TOKEN] [--body BODY] [--header NAME:VALUE]...
-                    [--jwks JWKS] [--now UNIX_SECONDS] [--method POST] [--path PATH]
-  mcp-authz metadata CONFIG
+                    [--jwks JWKS] [--now UNIX_SECONDS] [--method POST] [--path PATH] [--host HOST]
+  mcp-authz metadata CONFIG [SERVER]
 
 CONFIG, TOKEN, BODY and JWKS are read from the file they name, if it exists,
 else taken literally. explain: the token goes in `Authorization: Bearer`, a
 POST gets `Content-Type: application/json` unless --header sets one, --jwks
 holds the keys of providers whose keys are remote, the clock defaults to now
-and the path to the configured resource's.
+and the path to the configured resource's (the first server's, when servers
+are listed; --host sets the request's authority). metadata: SERVER names one
+of the servers listed (default: the first).
 
 exit status: 0 ok / allowed, 1 invalid / refused, 2 usage or configuration error";
 
@@ -99,39 +101,18 @@ fn one_config_argument(args: &[String]) -> Result<&str, Failure> {
     }
 }
 
-fn load_policy(arg: &str) -> Result<Policy, Failure> {
+fn load_gateway(arg: &str) -> Result<Gateway, Failure> {
     let text = json_argument(arg, "configuration")?;
-    Policy::from_json(&text).map_err(|e| fatal(format!("{arg}: {e}")))
+    Gateway::from_json(&text).map_err(|e| fatal(format!("{arg}: {e}")))
 }
 
 fn check(args: &[String]) -> Result<u8, Failure> {
     let arg = one_config_argument(args)?;
     let text = json_argument(arg, "configuration")?;
-    match Policy::from_json(&text) {
-        Ok(policy) => {
-            println!(
-                "ok: {}, {} provider(s), {} rule(s)",
-                policy.resource,
-                policy.providers.len(),
-                policy.rules.len()
-            );
-            // Conditions as compiled, and whether lists can decide them.
-            for (i, rule) in policy.rules.iter().enumerate() {
-                if let Some(when) = &rule.when {
-                    let lists = if when.uses_arguments() {
-                        "reads the arguments: lists keep the item, calls decide"
-                    } else {
-                        "decided in lists and calls alike"
-                    };
-                    println!(
-                        "rules[{i}] {:?} when {} ({lists})",
-                        rule.name,
-                        when.source()
-                    );
-                }
-            }
-            for (scope, implied) in &policy.scope_implies.closure {
-                println!("scope {scope} implies {}", implied.join(" "));
+    match Gateway::from_json(&text) {
+        Ok(gateway) => {
+            for server in &gateway.servers {
+                describe(&server.policy, gateway.listed.then_some(&server.matcher));
             }
             Ok(0)
         }
@@ -142,19 +123,91 @@ fn check(args: &[String]) -> Result<u8, Failure> {
     }
 }
 
+/// What `check` says of one server's policy.
+fn describe(policy: &Policy, matcher: Option<&mcp_authz::config::ServerMatch>) {
+    let prefix = match (&policy.server_name, matcher) {
+        (Some(name), Some(m)) => {
+            let hosts: Vec<String> = m
+                .hosts
+                .iter()
+                .map(|h| {
+                    if h.wildcard {
+                        format!("*{}", h.host)
+                    } else {
+                        h.host.clone()
+                    }
+                })
+                .collect();
+            let hosts = if hosts.is_empty() {
+                "any host".to_string()
+            } else {
+                hosts.join(" ")
+            };
+            format!("server {name} ({hosts}, {}): ", m.path_prefix)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "ok: {prefix}{}, {} provider(s), {} rule(s)",
+        policy.resource,
+        policy.providers.len(),
+        policy.rules.len()
+    );
+    // Conditions as compiled, and whether lists can decide them.
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if let Some(when) = &rule.when {
+            let lists = if when.uses_arguments() {
+                "reads the arguments: lists keep the item, calls decide"
+            } else {
+                "decided in lists and calls alike"
+            };
+            println!(
+                "rules[{i}] {:?} when {} ({lists})",
+                rule.name,
+                when.source()
+            );
+        }
+    }
+    for (scope, implied) in &policy.scope_implies.closure {
+        println!("scope {scope} implies {}", implied.join(" "));
+    }
+}
+
 fn metadata(args: &[String]) -> Result<u8, Failure> {
-    let policy = load_policy(one_config_argument(args)?)?;
-    let document = answer::metadata_document(&policy);
+    let (config, server) = match args {
+        [config] if !config.starts_with("--") => (config, None),
+        [config, server] if !config.starts_with("--") => (config, Some(server.as_str())),
+        _ => return Err(usage("expected CONFIG and at most one SERVER")),
+    };
+    let gateway = load_gateway(config)?;
+    let chosen = match server {
+        None => gateway.servers.first(),
+        Some(name) => gateway
+            .servers
+            .iter()
+            .find(|s| s.policy.server_name.as_deref() == Some(name)),
+    };
+    let policy = &chosen
+        .ok_or_else(|| fatal(format!("{config}: no server named {server:?}")))?
+        .policy;
+    let document = answer::metadata_document(policy);
     let value: serde_json::Value = serde_json::from_slice(&document.body)
         .map_err(|e| fatal(format!("metadata document: {e}")))?;
     let pretty = serde_json::to_string_pretty(&value)
         .map_err(|e| fatal(format!("metadata document: {e}")))?;
     println!("{pretty}");
     // Where it is served, on stderr so stdout stays the document alone.
+    // With servers listed, the root path serves it only on a host with no
+    // other server.
+    let paths = if gateway.listed {
+        &policy.metadata_paths[..1]
+    } else {
+        &policy.metadata_paths[..]
+    };
     eprintln!(
         "served at {} (request paths: {})",
         policy.metadata_url,
-        policy.metadata_paths.join(", ")
+        paths.join(", ")
     );
     Ok(0)
 }
@@ -170,6 +223,7 @@ struct ExplainArgs {
     now: Option<u64>,
     method: Option<String>,
     path: Option<String>,
+    host: Option<String>,
 }
 
 fn parse_explain_args(args: &[String]) -> Result<ExplainArgs, Failure> {
@@ -188,6 +242,7 @@ fn parse_explain_args(args: &[String]) -> Result<ExplainArgs, Failure> {
             "--jwks" => parsed.jwks = Some(value()?),
             "--method" => parsed.method = Some(value()?.to_ascii_uppercase()),
             "--path" => parsed.path = Some(value()?),
+            "--host" => parsed.host = Some(value()?),
             "--now" => {
                 let text = value()?;
                 parsed.now = Some(text.parse().map_err(|_| {
@@ -225,7 +280,7 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
         .config
         .as_deref()
         .ok_or_else(|| usage("--config is required"))?;
-    let policy = load_policy(config)?;
+    let gateway = load_gateway(config)?;
 
     let remote = match &args.jwks {
         Some(arg) => {
@@ -235,8 +290,8 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
             for warning in warnings {
                 eprintln!("mcp-authz: --jwks: {warning}");
             }
-            if !policy
-                .providers
+            if !gateway
+                .providers()
                 .iter()
                 .any(|p| matches!(p.jwks, JwksSource::Remote(_)))
             {
@@ -246,11 +301,19 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
         }
         None => None,
     };
-    let keys = explain::key_sets(&policy, remote.as_ref());
+    let keys = explain::key_sets(&gateway, remote.as_ref());
 
     let method = args.method.unwrap_or_else(|| "POST".to_string());
-    let path = args.path.unwrap_or_else(|| resource_path(&policy.resource));
+    let first = gateway
+        .servers
+        .first()
+        .map(|s| s.policy.resource.as_str())
+        .unwrap_or_default();
+    let path = args.path.unwrap_or_else(|| resource_path(first));
     let mut headers = args.headers;
+    if let Some(host) = args.host {
+        headers.push((":authority".into(), host));
+    }
     if let Some(arg) = &args.token {
         let text = String::from_utf8(file_or_literal(arg)?)
             .map_err(|_| fatal("the token is not UTF-8 text"))?;
@@ -281,7 +344,7 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
     head.has_body = !body.is_empty();
     let request = Request { head, body };
     let (outcome, text) =
-        explain::explain(&policy, &keys, &request, now).map_err(|e| fatal(e.to_string()))?;
+        explain::explain(&gateway, &keys, &request, now).map_err(|e| fatal(e.to_string()))?;
     print!("{text}");
     Ok(match outcome {
         Outcome::Forwarded | Outcome::Answered => 0,

@@ -1,14 +1,23 @@
 //! Plugin configuration (README "Configuration reference"): the JSON parsed
 //! strictly (`parse`, reading objects with `object`) and compiled into a
-//! [`Policy`] that the request path uses as is.
+//! [`Gateway`] — one [`Policy`] per protected server (`servers`), and how
+//! requests find theirs — that the request path uses as is.
 
 mod object;
 mod parse;
+mod publish;
+mod servers;
+
+pub use publish::{CallField, Publish};
+pub use servers::{
+    under_prefix, Gateway, HostPattern, PortPattern, Server, ServerMatch, Unmatched,
+};
 
 use crate::glob::Glob;
 use crate::jwks::{Algorithm, KeySet};
 
-/// Everything the filter needs to decide, validated and compiled once.
+/// Everything the filter needs to decide on a request for one protected
+/// server, validated and compiled once.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub resource: String,
@@ -29,6 +38,13 @@ pub struct Policy {
     pub mode: Mode,
     pub public_paths: Vec<String>,
     pub scope_implies: ScopeImplies,
+    /// The server's `name` when servers are listed (`None` for a
+    /// configuration of one server); logs and counters name it.
+    pub server_name: Option<String>,
+    /// Its place in the list (0 for a configuration of one server): what
+    /// is remembered for one server (a verified token, whose audience is
+    /// the server's) is never used for another.
+    pub server_index: usize,
 }
 
 /// The scope hierarchy: what each broad scope stands for, transitively.
@@ -219,7 +235,45 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mode",
     "public_paths",
     "scope_implies",
+    "publish",
+    "servers",
+    "unmatched",
 ];
+
+/// The top-level keys beside `servers`: what every server shares.
+pub const SHARED_KEYS: &[&str] = &[
+    "servers",
+    "unmatched",
+    "providers",
+    "max_body_bytes",
+    "publish",
+];
+
+/// Keys of one `servers[]` entry: the server's own (the single-server
+/// top-level keys it may set, with `name`, `match` and `audiences`).
+pub const SERVER_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "resource",
+    "audiences",
+    "authorization_servers",
+    "scopes_supported",
+    "resource_name",
+    "resource_documentation",
+    "rules",
+    "filter_lists",
+    "token_forwarding",
+    "identity_headers",
+    "mode",
+    "public_paths",
+    "scope_implies",
+];
+
+/// Keys of `servers[].match`.
+pub const MATCH_KEYS: &[&str] = &["hosts", "path_prefix"];
+
+/// Keys of `publish`.
+pub const PUBLISH_KEYS: &[&str] = &["filter_state", "headers"];
 
 /// Keys of one `providers[]` entry.
 pub const PROVIDER_KEYS: &[&str] = &[

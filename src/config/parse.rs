@@ -14,77 +14,98 @@ use crate::uri::HttpUri;
 use std::collections::BTreeMap;
 
 impl Policy {
-    /// Parses and validates the plugin configuration.
+    /// Parses and validates a configuration of one server (no `servers`
+    /// list); [`Gateway::from_json`] reads every configuration.
     pub fn from_json(text: &str) -> Result<Policy, ConfigError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError {
-            field: String::new(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        Policy::from_value(&value)
+        Gateway::from_json(text).and_then(Gateway::into_single)
     }
 
-    /// Validates an already-parsed configuration value.
+    /// Validates an already-parsed configuration of one server.
     pub fn from_value(value: &serde_json::Value) -> Result<Policy, ConfigError> {
-        let top = Obj::new(value, "")?;
-        top.only(TOP_LEVEL_KEYS)?;
-        let resource = top.required_str("resource")?.to_string();
-        let (metadata_url, metadata_paths) =
-            metadata_locations(&resource).map_err(|m| top.error("resource", m))?;
-        let providers = parse_providers(&top, &resource)?;
-        let authorization_servers = parse_authorization_servers(&top, &providers)?;
-        let mut scopes_supported = top
-            .optional_str_list("scopes_supported")?
-            .unwrap_or_default();
-        for (i, s) in scopes_supported.iter().enumerate() {
-            check_scope_token(s).map_err(|m| top.error(&format!("scopes_supported[{i}]"), m))?;
-        }
-        // Never advertised (MCP 2026-07-28: clients ask for it themselves).
-        scopes_supported.retain(|s| s != OFFLINE_ACCESS);
-        let resource_documentation = match top.optional_str("resource_documentation")? {
-            Some(url) => {
-                check_absolute_url(url).map_err(|m| top.error("resource_documentation", m))?;
-                Some(url.to_string())
-            }
-            None => None,
-        };
-        let rules = top
-            .required_list("rules")?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| parse_rule(v, &format!("rules[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Policy {
-            resource,
-            metadata_url,
-            metadata_paths,
-            authorization_servers,
-            scopes_supported,
-            resource_name: top.optional_str("resource_name")?.map(str::to_string),
-            resource_documentation,
-            providers,
-            rules,
-            filter_lists: top.optional_bool("filter_lists")?.unwrap_or(true),
-            token_forwarding: top.choice(
-                "token_forwarding",
-                &[
-                    ("strip", TokenForwarding::Strip),
-                    ("forward", TokenForwarding::Forward),
-                ],
-            )?,
-            identity_headers: parse_identity_headers(&top)?,
-            max_body_bytes: parse_max_body_bytes(&top)?,
-            mode: top.choice(
-                "mode",
-                &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
-            )?,
-            public_paths: parse_public_paths(&top)?,
-            scope_implies: parse_scope_implies(&top)?,
-        })
+        Gateway::from_value(value).and_then(Gateway::into_single)
     }
 }
 
-/// `providers[]`, each issuer at most once.
-fn parse_providers(top: &Obj, resource: &str) -> Result<Vec<Provider>, ConfigError> {
+/// What a server's configuration is compiled with besides its own keys:
+/// the shared providers (their `audiences` already the server's), the
+/// shared body limit, and the server's place in the list.
+pub(super) struct Shared {
+    pub providers: Vec<Provider>,
+    pub max_body_bytes: usize,
+    pub server_name: Option<String>,
+    pub server_index: usize,
+}
+
+/// Compiles the keys of one server — the top level of a configuration
+/// without `servers`, or one `servers[]` entry — into its [`Policy`].
+pub(super) fn compile_server(
+    obj: &Obj,
+    resource: String,
+    shared: Shared,
+) -> Result<Policy, ConfigError> {
+    let (metadata_url, metadata_paths) =
+        metadata_locations(&resource).map_err(|m| obj.error("resource", m))?;
+    let providers = shared.providers;
+    let authorization_servers = parse_authorization_servers(obj, &providers)?;
+    let mut scopes_supported = obj
+        .optional_str_list("scopes_supported")?
+        .unwrap_or_default();
+    for (i, s) in scopes_supported.iter().enumerate() {
+        check_scope_token(s).map_err(|m| obj.error(&format!("scopes_supported[{i}]"), m))?;
+    }
+    // Never advertised (MCP 2026-07-28: clients ask for it themselves).
+    scopes_supported.retain(|s| s != OFFLINE_ACCESS);
+    let resource_documentation = match obj.optional_str("resource_documentation")? {
+        Some(url) => {
+            check_absolute_url(url).map_err(|m| obj.error("resource_documentation", m))?;
+            Some(url.to_string())
+        }
+        None => None,
+    };
+    let rules = obj
+        .required_list("rules")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_rule(v, &obj.field(&format!("rules[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Policy {
+        resource,
+        metadata_url,
+        metadata_paths,
+        authorization_servers,
+        scopes_supported,
+        resource_name: obj.optional_str("resource_name")?.map(str::to_string),
+        resource_documentation,
+        providers,
+        rules,
+        filter_lists: obj.optional_bool("filter_lists")?.unwrap_or(true),
+        token_forwarding: obj.choice(
+            "token_forwarding",
+            &[
+                ("strip", TokenForwarding::Strip),
+                ("forward", TokenForwarding::Forward),
+            ],
+        )?,
+        identity_headers: parse_identity_headers(obj)?,
+        max_body_bytes: shared.max_body_bytes,
+        mode: obj.choice(
+            "mode",
+            &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
+        )?,
+        public_paths: parse_public_paths(obj)?,
+        scope_implies: parse_scope_implies(obj)?,
+        server_name: shared.server_name,
+        server_index: shared.server_index,
+    })
+}
+
+/// `providers[]`, each issuer at most once. `resource` is the one server's
+/// (the default audience); `None` when servers are listed, whose audiences
+/// are their own.
+pub(super) fn parse_providers(
+    top: &Obj,
+    resource: Option<&str>,
+) -> Result<Vec<Provider>, ConfigError> {
     let providers = top
         .required_list("providers")?
         .iter()
@@ -167,7 +188,7 @@ fn parse_scope_implies(top: &Obj) -> Result<ScopeImplies, ConfigError> {
     Ok(ScopeImplies { closure })
 }
 
-fn parse_max_body_bytes(top: &Obj) -> Result<usize, ConfigError> {
+pub(super) fn parse_max_body_bytes(top: &Obj) -> Result<usize, ConfigError> {
     match top.optional_u64("max_body_bytes")? {
         None => Ok(defaults::MAX_BODY_BYTES as usize),
         Some(0) => Err(top.error("max_body_bytes", "must be at least 1".into())),
@@ -209,7 +230,7 @@ pub(super) fn metadata_locations(resource: &str) -> Result<(String, Vec<String>)
 }
 
 /// An absolute `http`/`https` URI with an authority and no fragment.
-fn check_absolute_url(url: &str) -> Result<(), String> {
+pub(super) fn check_absolute_url(url: &str) -> Result<(), String> {
     HttpUri::parse(url).map(|_| ())
 }
 
@@ -224,7 +245,7 @@ fn check_scope_token(scope: &str) -> Result<(), String> {
 fn parse_provider(
     value: &serde_json::Value,
     path: &str,
-    resource: &str,
+    resource: Option<&str>,
 ) -> Result<Provider, ConfigError> {
     let obj = Obj::new(value, path)?;
     obj.only(PROVIDER_KEYS)?;
@@ -232,9 +253,19 @@ fn parse_provider(
     if issuer.is_empty() {
         return Err(obj.error("issuer", "must not be empty".into()));
     }
-    let audiences = obj
-        .optional_str_list("audiences")?
-        .unwrap_or_else(|| vec![resource.to_string()]);
+    let audiences = match (resource, obj.optional_str_list("audiences")?) {
+        (Some(_), Some(audiences)) => audiences,
+        (Some(resource), None) => vec![resource.to_string()],
+        (None, None) => Vec::new(),
+        // One provider serves every server: an audience here would let a
+        // token for one server in at another.
+        (None, Some(_)) => {
+            return Err(obj.error(
+                "audiences",
+                "is set per server when servers are listed (servers[].audiences)".into(),
+            ))
+        }
+    };
     let jwks = parse_jwks(&obj)?;
     let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
@@ -499,7 +530,7 @@ fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError
     })
 }
 
-fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError> {
+pub(super) fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError> {
     let Some(obj) = top.optional_obj("identity_headers")? else {
         return Ok(Vec::new());
     };
@@ -545,7 +576,7 @@ fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError>
     Ok(headers)
 }
 
-fn is_header_name_byte(b: u8) -> bool {
+pub(super) fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

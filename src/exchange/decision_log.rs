@@ -1,6 +1,6 @@
 //! The decision log: one JSON line per refusal (and per decision in audit
-//! mode). Never the token, never a claim value other than `sub` and the
-//! client id.
+//! mode), naming the server (`null` in a configuration of one server).
+//! Never the token, never a claim value other than `sub` and the client id.
 
 use serde_json::json;
 
@@ -11,12 +11,14 @@ use crate::identity::Identity;
 /// request goes on ("would_deny").
 pub fn refusal_line(
     head: &RequestHead,
+    server: Option<&str>,
     identity: Option<&Identity>,
     refusal: &Refusal,
     enforced: bool,
 ) -> String {
     json!({
         "mcp_authz": if enforced { "deny" } else { "would_deny" },
+        "server": server,
         "reason": refusal.reason.name(),
         "class": refusal.class.map(|c| c.name()),
         "status": refusal.answer.status,
@@ -35,13 +37,14 @@ pub fn refusal_line(
 
 /// The line for an allowed request in audit mode.
 pub fn allow_line(
+    server: Option<&str>,
     rule: Option<&str>,
     call: (Option<String>, Option<String>),
     identity: &Identity,
 ) -> String {
     let (method, name) = call;
     json!({
-        "mcp_authz": "allow", "rule": rule, "method": method, "name": name,
+        "mcp_authz": "allow", "server": server, "rule": rule, "method": method, "name": name,
         "sub": identity.subject, "client_id": identity.client_id, "issuer": identity.issuer,
     })
     .to_string()

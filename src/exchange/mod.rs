@@ -2,8 +2,9 @@
 //! callbacks go in (request headers, body chunks, trailers, the end of a key
 //! wait, response headers, body chunks, trailers), effects for the host and
 //! "hold" or "continue" come out. The order of the request path is written
-//! here once; the host shell only carries the output out, and
-//! `mcp-authz explain` drives this same machine.
+//! here once — select the server, then route, token, body, decide — the
+//! host shell only carries the output out, and `mcp-authz explain` drives
+//! this same machine.
 //!
 //! The hold invariant, by construction: from the moment a request is held
 //! until its verdict, every callback answers [`Action::Hold`], whatever it
@@ -24,7 +25,7 @@ pub use output::{Action, Effect, Level, Output};
 pub use response::{AnswerWatch, ResponseHead};
 
 use crate::answer::{self, Answer};
-use crate::config::Policy;
+use crate::config::{Gateway, Policy};
 use crate::counters::Counter;
 use crate::dpop::replay::{self, Seen};
 use crate::dpop::ProofErrorKind;
@@ -32,6 +33,8 @@ use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdi
 use crate::identity::Identity;
 use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
+use crate::publish::{self, CallRecord};
+use crate::servers::{self, Selection};
 use crate::token_cache::VerifiedTokenCache;
 
 /// What the exchange needs from the host, synchronously, while it decides;
@@ -55,7 +58,8 @@ pub trait Host: SharedData {
 
 /// What every callback is decided with.
 pub struct Env<'a> {
-    pub policy: &'a Policy,
+    /// The configuration: its servers, each with its policy.
+    pub gateway: &'a Gateway,
     pub keys: &'a KeyRing,
     pub cache: &'a mut VerifiedTokenCache,
     /// Milliseconds since the Unix epoch.
@@ -71,6 +75,8 @@ pub enum Outcome {
     Allowed { rule: Option<String> },
     /// Let through without a token: a public path or a CORS preflight.
     Open,
+    /// Matched no server and let through (`unmatched: "pass"`).
+    Unmatched,
     /// Answered by the filter without refusing (the metadata paths).
     Answered(Answer),
     /// Refused with this answer.
@@ -109,6 +115,9 @@ enum Stage {
 /// One request and its answer.
 pub struct Exchange {
     head: RequestHead,
+    /// The server the request is for (index into `Gateway::servers`),
+    /// once selected; `None` before, and for a request that matches none.
+    server: Option<usize>,
     stage: Stage,
     /// Body bytes Envoy holds (the last body callback's size).
     body_len: usize,
@@ -135,6 +144,7 @@ impl Exchange {
     pub fn new() -> Exchange {
         Exchange {
             head: RequestHead::default(),
+            server: None,
             stage: Stage::Start,
             body_len: 0,
             body_ended: false,
@@ -156,6 +166,27 @@ impl Exchange {
         &self.head
     }
 
+    /// The server the request is for, once selected (index into
+    /// `Gateway::servers`).
+    pub fn server(&self) -> Option<usize> {
+        self.server
+    }
+
+    /// The selected server's policy. Only called once a server is
+    /// selected; before (never, by construction) it is the first server's.
+    fn policy<'g>(&self, env: &Env<'g>) -> &'g Policy {
+        let servers = &env.gateway.servers;
+        let i = self.server.filter(|&i| i < servers.len()).unwrap_or(0);
+        &servers[i].policy
+    }
+
+    /// The selected server's policy, if a server was selected.
+    fn chosen<'g>(&self, env: &Env<'g>) -> Option<&'g Policy> {
+        self.server
+            .and_then(|i| env.gateway.servers.get(i))
+            .map(|s| &s.policy)
+    }
+
     pub fn on_request_headers(
         &mut self,
         env: &mut Env,
@@ -168,10 +199,23 @@ impl Exchange {
         head.has_body = !end_of_stream;
         self.head = head;
         self.body_ended = end_of_stream;
-        let route = gate::route(env.policy, &self.head);
+        match servers::select(env.gateway, &self.head) {
+            Selection::Server(i) => self.server = Some(i),
+            Selection::RootMetadata(i) => {
+                self.server = Some(i);
+                let policy = self.policy(env);
+                return self.answer(env, gate::metadata_route(policy, self.head.verb()));
+            }
+            Selection::Unmatched => return self.unmatched(env),
+            Selection::Ambiguous => {
+                self.endpoint = true;
+                return self.refuse(env, gate::ambiguous_path(), None);
+            }
+        }
+        let route = gate::route(self.policy(env), &self.head);
         self.endpoint = !matches!(route, Route::Open);
         match route {
-            Route::Metadata(answer) => self.answer(answer),
+            Route::Metadata(answer) => self.answer(env, answer),
             Route::Open => self.open(env),
             Route::Refuse(refusal) => self.refuse(env, refusal, None),
             Route::Endpoint(expect) => self.check_token(env, expect),
@@ -191,7 +235,16 @@ impl Exchange {
     pub fn on_request_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
         self.body_ended = true;
         let mut output = self.after_body_event(env);
-        let remove = gate::trailers_to_remove(env.policy, self.endpoint, names);
+        let mut remove = match self.chosen(env) {
+            Some(policy) => gate::trailers_to_remove(policy, self.endpoint, names),
+            None => gate::trailers_to_remove_unmatched(env.gateway, names),
+        };
+        let publish = env.gateway.publish.as_ref();
+        for name in names {
+            if publish::is_published_header(publish, name) && !remove.contains(name) {
+                remove.push(name.clone());
+            }
+        }
         if !remove.is_empty() {
             output
                 .effects
@@ -218,8 +271,9 @@ impl Exchange {
         head: &ResponseHead,
         end_of_stream: bool,
     ) -> Output {
+        let policy = self.policy(env);
         let mut output = match self.answer.as_mut() {
-            Some(watch) => watch.on_headers(env.policy, head, end_of_stream),
+            Some(watch) => watch.on_headers(policy, head, end_of_stream),
             None => Output::go_on(),
         };
         if let Some(nonce) = self.dpop_nonce.take() {
@@ -235,10 +289,11 @@ impl Exchange {
     }
 
     pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
+        let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => watch.on_body(env.policy, now_s, len, end_of_stream, &|n| {
+            Some(watch) => watch.on_body(policy, now_s, len, end_of_stream, &|n| {
                 host.response_body(n)
             }),
             None => Output::go_on(),
@@ -247,10 +302,11 @@ impl Exchange {
 
     /// `names`: the trailers' names.
     pub fn on_response_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
+        let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => watch.on_trailers(env.policy, now_s, names, &|n| host.response_body(n)),
+            Some(watch) => watch.on_trailers(policy, now_s, names, &|n| host.response_body(n)),
             None => Output::go_on(),
         }
     }
@@ -269,8 +325,9 @@ impl Exchange {
             Stage::Start | Stage::Answered | Stage::Forwarded => self.request_action(),
             Stage::AwaitingKeys => {
                 // Keep buffering, but not beyond the limit.
-                if self.body_len > env.policy.max_body_bytes {
-                    return self.refuse(env, gate::too_large(env.policy), None);
+                let policy = self.policy(env);
+                if self.body_len > policy.max_body_bytes {
+                    return self.refuse(env, gate::too_large(policy), None);
                 }
                 Output::hold()
             }
@@ -297,7 +354,8 @@ impl Exchange {
 
     fn check_token(&mut self, env: &mut Env, expect: Expect) -> Output {
         let now_s = env.now_ms / 1000;
-        match gate::check_token(env.policy, &self.head, env.keys, env.cache, now_s) {
+        let policy = self.policy(env);
+        match gate::check_token(policy, &self.head, env.keys, env.cache, now_s) {
             TokenVerdict::Verified {
                 identity,
                 cached,
@@ -328,7 +386,7 @@ impl Exchange {
                         }
                         Seen::Replayed | Seen::Unavailable => {
                             let refusal =
-                                gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
+                                gate::proof_refusal(policy, ProofErrorKind::Replay.into());
                             // Like every other failed proof: no identity
                             // (audit mode lets it on without one).
                             let mut output = self.refuse(env, refusal, None);
@@ -376,7 +434,7 @@ impl Exchange {
 
     /// With a good token: read the body to its end, then decide.
     fn read_body(&mut self, env: &mut Env, identity: Identity, expect: Expect) -> Output {
-        let policy = env.policy;
+        let policy = self.policy(env);
         match expect {
             Expect::Nothing => {
                 if self.body_len > 0 {
@@ -411,6 +469,16 @@ impl Exchange {
                 let tool_headers = |tool: &str| host.tool_headers(tool);
                 let checked =
                     gate::check_body(policy, &self.head, &identity, &bytes, now_s, &tool_headers);
+                let checked = checked.and_then(|allowed| {
+                    // Published, one request stands for one call: a batch
+                    // of several would count once in a per-call limit.
+                    match env.gateway.publish {
+                        Some(_) if gate::calls_in(&allowed.body) > 1 => {
+                            Err(Box::new(gate::published_batch(&allowed.body)))
+                        }
+                        _ => Ok(allowed),
+                    }
+                });
                 match checked {
                     Ok(allowed) => {
                         let errors = condition_errors(&allowed.condition_errors);
@@ -437,16 +505,32 @@ impl Exchange {
         rule: Option<String>,
         body: Option<Body>,
     ) -> Output {
-        let policy = env.policy;
-        let edits = gate::upstream_headers(policy, &self.head, Some(&identity));
+        let policy = self.policy(env);
+        let call = body.as_ref().map(gate::first_call).unwrap_or_default();
+        let record = CallRecord::new("allow", policy.server_name.as_deref())
+            .caller(Some(&identity))
+            .call(call.clone(), rule.clone());
+        let mut edits = gate::upstream_headers(policy, &self.head, Some(&identity));
+        published_headers(env, &self.head, Some(&record), &mut edits);
         let mut effects = vec![Effect::Count(Counter::Allowed, 1)];
+        if env.gateway.listed {
+            effects.push(Effect::Count(
+                Counter::ServerAllowed(policy.server_index),
+                1,
+            ));
+        }
+        effects.extend(published(env, &record));
         effects.extend(skipped_headers(&edits));
         effects.push(Effect::EditRequestHeaders(edits.clone()));
         if !gate::enforces(policy) {
-            let call = body.as_ref().map(gate::first_call).unwrap_or_default();
             effects.push(Effect::Log(
                 Level::Info,
-                decision_log::allow_line(rule.as_deref(), call, &identity),
+                decision_log::allow_line(
+                    policy.server_name.as_deref(),
+                    rule.as_deref(),
+                    call,
+                    &identity,
+                ),
             ));
         }
         if gate::enforces(policy) && policy.filter_lists {
@@ -477,29 +561,64 @@ impl Exchange {
     /// A public path or a preflight: on, without client identity headers
     /// (or the token, unless forwarded).
     fn open(&mut self, env: &mut Env) -> Output {
-        let edits = gate::upstream_headers(env.policy, &self.head, None);
+        let policy = self.policy(env);
+        let record = CallRecord::new("open", policy.server_name.as_deref());
+        let mut edits = gate::upstream_headers(policy, &self.head, None);
+        published_headers(env, &self.head, None, &mut edits);
+        let effects = published(env, &record);
+        self.go_on_undecided(Outcome::Open, edits, effects)
+    }
+
+    /// A request no server takes: refused (404), or with `unmatched:
+    /// "pass"` on without any header the filter sets for a server
+    /// (identity or published), in any spelling, since the filters after
+    /// this one may trust them.
+    fn unmatched(&mut self, env: &mut Env) -> Output {
+        if env.gateway.unmatched == crate::config::Unmatched::Refuse {
+            self.endpoint = true;
+            return self.refuse(env, gate::no_server(), None);
+        }
+        let mut edits = gate::unmatched_headers(env.gateway, &self.head);
+        published_headers(env, &self.head, None, &mut edits);
+        let mut effects = vec![Effect::Count(Counter::UnmatchedPassed, 1)];
+        effects.extend(published(env, &CallRecord::new("unmatched", None)));
+        self.go_on_undecided(Outcome::Unmatched, edits, effects)
+    }
+
+    /// Lets a request on without a verdict on its caller (a public path,
+    /// a preflight, no server's), with these header edits after `effects`.
+    fn go_on_undecided(
+        &mut self,
+        outcome: Outcome,
+        edits: gate::UpstreamHeaders,
+        mut effects: Vec<Effect>,
+    ) -> Output {
         self.stage = Stage::Forwarded;
         self.verdict = Some(Verdict {
-            outcome: Outcome::Open,
+            outcome,
             identity: None,
             edits: Some(edits.clone()),
         });
+        effects.push(Effect::EditRequestHeaders(edits));
         Output {
-            effects: vec![Effect::EditRequestHeaders(edits)],
+            effects,
             action: Action::Continue,
         }
     }
 
     /// A local answer that is no refusal (the metadata paths).
-    fn answer(&mut self, answer: Answer) -> Output {
+    fn answer(&mut self, env: &Env, answer: Answer) -> Output {
+        let server = self.chosen(env).and_then(|p| p.server_name.as_deref());
+        let mut effects = published(env, &CallRecord::new("metadata", server));
         self.stage = Stage::Answered;
         self.verdict = Some(Verdict {
             outcome: Outcome::Answered(answer.clone()),
             identity: None,
             edits: None,
         });
+        effects.push(Effect::SendAnswer(answer));
         Output {
-            effects: vec![Effect::SendAnswer(answer)],
+            effects,
             action: Action::Hold,
         }
     }
@@ -508,16 +627,29 @@ impl Exchange {
     /// request on without client identity headers (and with the verified
     /// ones where there is an identity).
     fn refuse(&mut self, env: &mut Env, refusal: Refusal, identity: Option<Identity>) -> Output {
-        let policy = env.policy;
-        let enforced = gate::enforces(policy);
+        // A request no server took is refused whatever a server's mode.
+        let chosen = self.chosen(env);
+        let enforced = chosen.is_none_or(gate::enforces);
+        let server = chosen.and_then(|p| p.server_name.as_deref());
         let mut effects: Vec<Effect> = refusal
             .counters()
             .into_iter()
             .map(|c| Effect::Count(c, 1))
             .collect();
+        if let (true, Some(policy)) = (env.gateway.listed, chosen) {
+            effects.push(Effect::Count(Counter::ServerDenied(policy.server_index), 1));
+        }
+        let mut record = CallRecord::new(if enforced { "deny" } else { "would_deny" }, server)
+            .caller(identity.as_ref())
+            .call(
+                (refusal.method.clone(), refusal.name.clone()),
+                refusal.rule.clone(),
+            );
+        record.reason = Some(refusal.reason.name());
+        effects.extend(published(env, &record));
         effects.push(Effect::Log(
             Level::Info,
-            decision_log::refusal_line(&self.head, identity.as_ref(), &refusal, enforced),
+            decision_log::refusal_line(&self.head, server, identity.as_ref(), &refusal, enforced),
         ));
         if enforced {
             effects.push(Effect::SendAnswer(refusal.answer.clone()));
@@ -532,7 +664,9 @@ impl Exchange {
                 action: Action::Hold,
             };
         }
-        let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
+        let policy = self.policy(env);
+        let mut edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
+        published_headers(env, &self.head, Some(&record), &mut edits);
         effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
         effects.extend(skipped_headers(&edits));
         effects.push(Effect::EditRequestHeaders(edits.clone()));
@@ -554,6 +688,28 @@ impl Exchange {
 /// such a configuration before any request comes.
 pub fn unconfigured_answer() -> Answer {
     answer::keys_unavailable(answer::RETRY_AFTER_SECONDS)
+}
+
+/// The effect that publishes a record as filter state, when the
+/// configuration asks for it.
+fn published(env: &Env, record: &CallRecord) -> Vec<Effect> {
+    match &env.gateway.publish {
+        Some(p) if p.filter_state => vec![Effect::Publish(record.properties())],
+        _ => Vec::new(),
+    }
+}
+
+/// The published headers' edits (see [`publish::header_edits`]), when the
+/// configuration publishes headers.
+fn published_headers(
+    env: &Env,
+    head: &RequestHead,
+    record: Option<&CallRecord>,
+    edits: &mut gate::UpstreamHeaders,
+) {
+    if let Some(publish) = &env.gateway.publish {
+        publish::header_edits(publish, head, record, edits);
+    }
 }
 
 /// Counts and logs the rules whose condition could not be evaluated: their
@@ -585,3 +741,6 @@ fn skipped_headers(edits: &gate::UpstreamHeaders) -> Vec<Effect> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

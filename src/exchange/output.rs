@@ -48,6 +48,9 @@ pub enum Effect {
     /// Remember what these tools declare as `Mcp-Param-*` headers (read
     /// from a `tools/list` answer), for every worker.
     LearnToolHeaders(Vec<(String, Vec<ParamHeader>)>),
+    /// Set these properties (name, value): Envoy filter state
+    /// `wasm.<name>`, for the filters after this one and the access log.
+    Publish(Vec<(String, String)>),
     /// Add to a counter.
     Count(Counter, u64),
     /// Write a line to Envoy's log.

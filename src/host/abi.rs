@@ -104,6 +104,12 @@ extern "C" {
         return_id: *mut u32,
     ) -> Status;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
 }
 
 fn check(status: Status) -> Result<(), Failed> {
@@ -287,4 +293,12 @@ pub fn define_counter(name: &str) -> Result<u32, Failed> {
 pub fn increment_counter(id: u32, by: i64) -> Result<(), Failed> {
     // SAFETY: plain values.
     check(unsafe { proxy_increment_metric(id, by) })
+}
+
+/// Sets a property of the current request. Envoy keeps property `name` as
+/// filter state `wasm.name` (a string the rest of the chain can read); a
+/// one-segment path is its name's bytes.
+pub fn set_property(name: &str, value: &str) -> Result<(), Failed> {
+    // SAFETY: name and value outlive the call.
+    check(unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
 }

@@ -139,7 +139,8 @@ impl exchange::Host for Live<'_> {
     }
 }
 
-/// Feeds one event to the machine with this VM's policy, keys and cache.
+/// Feeds one event to the machine with this VM's configuration, keys and
+/// cache.
 pub fn drive(
     worker: &Worker,
     exchange: &RefCell<Exchange>,
@@ -150,7 +151,7 @@ pub fn drive(
     let mut cache = worker.cache.borrow_mut();
     let mut host = Live { worker, now_ms };
     let mut env = Env {
-        policy: &worker.policy,
+        gateway: &worker.gateway,
         keys: &keys,
         cache: &mut cache,
         now_ms,
@@ -195,6 +196,11 @@ pub fn carry_out(
                 let _ = abi::set_header(Map::ResponseHeaders, &name, value.as_deref());
             }
             Effect::LearnToolHeaders(tools) => worker.learn_tool_headers(tools),
+            Effect::Publish(properties) => {
+                for (name, value) in &properties {
+                    let _ = abi::set_property(name, value);
+                }
+            }
             Effect::Count(counter, n) => worker.stats.add(counter, n),
             Effect::Log(level, line) => log(
                 match level {

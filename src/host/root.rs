@@ -8,7 +8,7 @@ use super::request::{self, RequestFilter};
 use super::stats::Stats;
 use super::worker::Worker;
 use super::{log, now_ms};
-use crate::config::Policy;
+use crate::config::Gateway;
 use crate::exchange::Action;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -91,18 +91,27 @@ impl RootContext for PluginRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = abi::buffer(Buffer::PluginConfiguration, usize::MAX);
         let text = String::from_utf8_lossy(&bytes);
-        match Policy::from_json(&text) {
-            Ok(policy) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "mcp_authz: configured for resource {} with {} provider(s) and {} rule(s)",
-                        policy.resource,
-                        policy.providers.len(),
-                        policy.rules.len()
-                    ),
-                );
-                self.worker = Some(Rc::new(Worker::new(policy, Stats::define(), now_ms())));
+        match Gateway::from_json(&text) {
+            Ok(gateway) => {
+                for server in &gateway.servers {
+                    let policy = &server.policy;
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "mcp_authz: configured for resource {}{} with {} provider(s) and {} rule(s)",
+                            policy.resource,
+                            policy
+                                .server_name
+                                .as_ref()
+                                .map(|n| format!(" (server {n})"))
+                                .unwrap_or_default(),
+                            policy.providers.len(),
+                            policy.rules.len()
+                        ),
+                    );
+                }
+                let stats = Stats::define(&gateway);
+                self.worker = Some(Rc::new(Worker::new(gateway, stats, now_ms())));
                 let _ = abi::set_tick_period_ms(TICK_MS);
                 self.drive_keys();
                 true

@@ -3,29 +3,47 @@
 //! `wasmcustom.mcp_authz.*` (and `wasmcustom_mcp_authz_*` in Prometheus).
 
 use super::abi;
+use crate::config::Gateway;
 use crate::counters::Counter;
 
-/// Metric ids of this VM, in the order of `Counter::ALL`.
+/// Metric ids of this VM, in the order of `Counter::ALL`, and each listed
+/// server's (allowed, denied).
 pub struct Stats {
     ids: Vec<u32>,
+    servers: Vec<(u32, u32)>,
 }
 
 impl Stats {
-    pub fn define() -> Stats {
+    pub fn define(gateway: &Gateway) -> Stats {
+        let define = |name: String| abi::define_counter(&format!("mcp_authz.{name}")).unwrap_or(0);
+        let servers = gateway
+            .servers
+            .iter()
+            .filter_map(|s| s.policy.server_name.as_deref())
+            .map(|name| {
+                (
+                    define(format!("server.{name}.allowed")),
+                    define(format!("server.{name}.denied")),
+                )
+            })
+            .collect();
         Stats {
-            ids: Counter::ALL
-                .iter()
-                .map(|c| abi::define_counter(&format!("mcp_authz.{}", c.name())).unwrap_or(0))
-                .collect(),
+            ids: Counter::ALL.iter().map(|c| define(c.name())).collect(),
+            servers,
         }
     }
 
     /// The metric id of a counter (0: none).
     fn id(&self, counter: Counter) -> u32 {
-        counter
-            .slot()
-            .and_then(|i| self.ids.get(i).copied())
-            .unwrap_or(0)
+        let server = |i: usize| self.servers.get(i).copied();
+        match counter {
+            Counter::ServerAllowed(i) => server(i).map_or(0, |(allowed, _)| allowed),
+            Counter::ServerDenied(i) => server(i).map_or(0, |(_, denied)| denied),
+            other => other
+                .slot()
+                .and_then(|i| self.ids.get(i).copied())
+                .unwrap_or(0),
+        }
     }
 
     pub fn add(&self, counter: Counter, n: u64) {

@@ -1,11 +1,11 @@
 //! What one VM (one Envoy worker) shares between its root context and its
-//! requests: the policy, the keys, the verified-token cache, the counters, and
+//! requests: the configuration, the keys, the verified-token cache, the counters, and
 //! the requests waiting for keys.
 
 use super::abi;
 use super::keys::HostProxy;
 use super::stats::Stats;
-use crate::config::Policy;
+use crate::config::Gateway;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
 use crate::keys::fetch::KeySlot;
@@ -25,7 +25,7 @@ fn tool_headers_key(tool: &str) -> String {
 }
 
 pub struct Worker {
-    pub policy: Rc<Policy>,
+    pub gateway: Rc<Gateway>,
     /// Tools' `Mcp-Param-*` declarations this worker learned or read from
     /// shared data (bounded).
     tool_headers: RefCell<BTreeMap<String, Vec<ParamHeader>>>,
@@ -45,13 +45,19 @@ pub struct Waiter {
 }
 
 impl Worker {
-    pub fn new(policy: Policy, stats: Stats, now_ms: u64) -> Worker {
-        let slots = KeySlot::for_policy(&policy, now_ms, &mut HostProxy { stats: &stats });
-        if crate::dpop::dpop_accepted(&policy.providers) {
+    pub fn new(gateway: Gateway, stats: Stats, now_ms: u64) -> Worker {
+        // Keys are per provider, and every server shares the providers.
+        let slots = match gateway.servers.first() {
+            Some(first) => {
+                KeySlot::for_policy(&first.policy, now_ms, &mut HostProxy { stats: &stats })
+            }
+            None => Vec::new(),
+        };
+        if crate::dpop::dpop_accepted(gateway.providers()) {
             crate::dpop::replay::prepare(&mut HostShared, random_seed());
         }
         Worker {
-            policy: Rc::new(policy),
+            gateway: Rc::new(gateway),
             tool_headers: RefCell::new(BTreeMap::new()),
             slots: RefCell::new(slots),
             cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
