@@ -4,6 +4,7 @@ the end-to-end tests, with a recorder in front of it.
 Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
 
     python mcp_upstream.py --port P --record FILE [--json-response] [--stateless] [--event-store] [--conditions]
+                           [--tracker] [--mount PATH]
 
 - `--json-response`: answers are `application/json`; without it the SDK
   answers handshake-era (2025-xx) requests with `text/event-stream`, and
@@ -17,6 +18,11 @@ Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
   (README "Conditions"): `transfer(amount, to)`, `query(tenant, sql)`, and
   `get_forecast(region, days)` whose `region` is mirrored into an
   `Mcp-Param-Region` header (`x-mcp-header`).
+- `--tracker`: another server altogether (README "Several servers behind
+  one filter"): an issue tracker whose tools are `search_issues(query)`,
+  `create_issue(title)`, `expensive_tool()` and `delete_project()`.
+- `--mount PATH`: serve at PATH instead of `/mcp` (`/jira/mcp`), so that
+  two servers sit behind one Envoy listener without a path rewrite.
 - 2026-07-28 requests (a `MCP-Protocol-Version: 2026-07-28` header) are
   served statelessly by the SDK in every mode.
 
@@ -44,7 +50,7 @@ from harness import ManagedProcess, free_port
 HERE = Path(__file__).resolve().parent
 
 # Headers the recorder keeps (lower-case).
-RECORDED_HEADERS = ("x-mcp-subject", "x-mcp-roles", "x-mcp-client-id", "x-mcp-scopes",
+RECORDED_HEADERS = ("x-mcp-subject", "x-mcp-roles", "x-mcp-client-id", "x-mcp-scopes", "x-mcp-tool",
                     "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-param-region",
                     "content-type", "accept")
 
@@ -100,6 +106,35 @@ def build_server(conditions=False):
 
     if conditions:
         add_condition_tools(server)
+    return server
+
+
+def build_tracker():
+    """A second, different MCP server: an issue tracker."""
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("mcp-authz-e2e-tracker", version="1.0.0")
+
+    @server.tool()
+    def search_issues(query: str) -> str:
+        """Searches the issues."""
+        return f"2 issues match {query}"
+
+    @server.tool()
+    def create_issue(title: str) -> str:
+        """Opens an issue."""
+        return f"issue opened: {title}"
+
+    @server.tool()
+    def expensive_tool() -> str:
+        """A report that costs a lot to make."""
+        return "the expensive report"
+
+    @server.tool()
+    def delete_project() -> str:
+        """Deletes the whole project."""
+        return "project deleted"
+
     return server
 
 
@@ -217,12 +252,14 @@ def memory_event_store():
     return MemoryEventStore()
 
 
-def serve(port, record, json_response, stateless, event_store=False, conditions=False):
+def serve(port, record, json_response, stateless, event_store=False, conditions=False, tracker=False,
+          mount="/mcp"):
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
-    app = build_server(conditions).streamable_http_app(
-        streamable_http_path="/mcp",
+    server = build_tracker() if tracker else build_server(conditions)
+    app = server.streamable_http_app(
+        streamable_http_path=mount,
         json_response=json_response,
         stateless_http=stateless,
         event_store=memory_event_store() if event_store else None,
@@ -241,8 +278,11 @@ class McpUpstream(ManagedProcess):
     label = "MCP server"
     cwd = str(HERE)
 
-    def __init__(self, json_response=False, stateless=False, event_store=False, conditions=False):
+    def __init__(self, json_response=False, stateless=False, event_store=False, conditions=False, tracker=False,
+                 mount="/mcp"):
         self.conditions = conditions
+        self.tracker = tracker
+        self.mount = mount
         self.json_response = json_response
         self.stateless = stateless
         self.event_store = event_store
@@ -263,6 +303,10 @@ class McpUpstream(ManagedProcess):
             cmd.append("--event-store")
         if self.conditions:
             cmd.append("--conditions")
+        if self.tracker:
+            cmd.append("--tracker")
+        if self.mount != "/mcp":
+            cmd += ["--mount", self.mount]
         return cmd
 
     def ready(self):
@@ -295,8 +339,11 @@ def main():
                         help="keep every event in memory, so GET with Last-Event-ID replays them")
     parser.add_argument("--conditions", action="store_true",
                         help="add the tools of the argument-level rules (transfer, query, get_forecast)")
+    parser.add_argument("--tracker", action="store_true", help="serve the issue tracker's tools instead")
+    parser.add_argument("--mount", default="/mcp", help="the path the server answers at")
     args = parser.parse_args()
-    serve(args.port, args.record, args.json_response, args.stateless, args.event_store, args.conditions)
+    serve(args.port, args.record, args.json_response, args.stateless, args.event_store, args.conditions,
+          args.tracker, args.mount)
 
 
 if __name__ == "__main__":

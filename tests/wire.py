@@ -117,6 +117,13 @@ def h1_chunked_request(port, method, path, headers=(), body=b"", trailers=(), ti
     if body:
         wire += f"{len(body):x}\r\n".encode() + body + b"\r\n"
     wire += b"0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers).encode() + b"\r\n"
+    return h1_exchange(port, wire, timeout)
+
+
+def h1_exchange(port, wire, timeout=10):
+    """Sends `wire` (a whole HTTP/1.1 request, byte for byte, asking the
+    server to close) and reads the answer to the end. Returns (status, head
+    as text, body bytes as received)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(wire)
         data = b""

@@ -3,8 +3,9 @@
 
 - `AuthorizationServer`: npm `oidc-provider` (`authorization_server.mjs`);
 - Envoy with the filter in front of the official Python SDK's MCP server
-  (`tests/mcp_upstream.py`), the JWKS fetched from the authorization server
-  through an Envoy cluster, its URL discovered from the issuer;
+  (`tests/mcp_upstream.py`; more clusters and routes for several servers),
+  the JWKS fetched from the authorization server through an Envoy cluster,
+  its URL discovered from the issuer;
 - `run_client`: one SDK client script as a subprocess, its report parsed;
 - `Matrix`: the compatibility matrix the test run writes to COMPATIBILITY.md.
 """
@@ -87,12 +88,12 @@ class InteropEnvoy(Envoy):
     server must know the resource URI (which holds Envoy's port) before
     Envoy's configuration can name the authorization server."""
 
-    def __init__(self, version, port, plugin, upstream_port, idp_port):
-        clusters = [cluster("idp", idp_port)]
+    def __init__(self, version, port, plugin, upstream_port, idp_port, clusters=(), routes=()):
+        clusters = [cluster("idp", idp_port), *clusters]
         super().__init__(version, plugin, upstream_port, clusters)
         self.port = port
         with open(self.config_path, "w") as f:
-            json.dump(bootstrap(port, self.admin_port, plugin, upstream_port, clusters), f)
+            json.dump(bootstrap(port, self.admin_port, plugin, upstream_port, clusters, routes=routes), f)
 
     def start(self, timeout=30):
         super().start(timeout)
