@@ -37,11 +37,14 @@ impl CallRecord {
         }
     }
 
-    /// With the verified caller.
+    /// With the verified caller. A verified token without `sub` (or a
+    /// client id) is published with an empty one: a rate-limit descriptor
+    /// built from a field that is not there is left out, and with it the
+    /// caller's limit, so such callers rather share one bucket.
     pub fn caller(mut self, identity: Option<&Identity>) -> CallRecord {
         if let Some(identity) = identity {
-            self.subject = identity.subject.clone();
-            self.client_id = identity.client_id.clone();
+            self.subject = Some(identity.subject.clone().unwrap_or_default());
+            self.client_id = Some(identity.client_id.clone().unwrap_or_default());
             self.issuer = Some(identity.issuer.clone());
         }
         self
@@ -194,6 +197,20 @@ mod tests {
         header_edits(&publish(), &head, None, &mut edits);
         assert!(edits.set.is_empty());
         assert_eq!(edits.remove.len(), 4);
+    }
+
+    #[test]
+    fn a_verified_caller_without_sub_or_client_id_is_published_as_empty() {
+        // A rate-limit descriptor built from a missing field is left out,
+        // and with it the caller's bucket: such callers share the empty one.
+        let record =
+            CallRecord::new("allow", None).caller(Some(&Identity::anonymous("https://idp")));
+        assert_eq!(record.field(CallField::Subject), Some(""));
+        assert_eq!(record.field(CallField::ClientId), Some(""));
+        assert_eq!(record.field(CallField::Issuer), Some("https://idp"));
+        // No verified caller: nothing about one.
+        let record = CallRecord::new("deny", None).caller(None);
+        assert_eq!(record.field(CallField::Subject), None);
     }
 
     #[test]

@@ -292,12 +292,13 @@ impl Exchange {
         let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
-        match self.answer.as_mut() {
+        let output = match self.answer.as_mut() {
             Some(watch) => watch.on_body(policy, now_s, len, end_of_stream, &|n| {
                 host.response_body(n)
             }),
             None => Output::go_on(),
-        }
+        };
+        learned_for(policy, output)
     }
 
     /// `names`: the trailers' names.
@@ -305,10 +306,11 @@ impl Exchange {
         let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
-        match self.answer.as_mut() {
+        let output = match self.answer.as_mut() {
             Some(watch) => watch.on_trailers(policy, now_s, names, &|n| host.response_body(n)),
             None => Output::go_on(),
-        }
+        };
+        learned_for(policy, output)
     }
 
     /// What a request callback answers once the request is decided (or
@@ -466,7 +468,7 @@ impl Exchange {
                 let bytes = env.host.request_body(self.body_len);
                 let now_s = env.now_ms / 1000;
                 let host = &*env.host;
-                let tool_headers = |tool: &str| host.tool_headers(tool);
+                let tool_headers = |tool: &str| host.tool_headers(&tool_key(policy, tool));
                 let checked =
                     gate::check_body(policy, &self.head, &identity, &bytes, now_s, &tool_headers);
                 let checked = checked.and_then(|allowed| {
@@ -688,6 +690,29 @@ impl Exchange {
 /// such a configuration before any request comes.
 pub fn unconfigured_answer() -> Answer {
     answer::keys_unavailable(answer::RETRY_AFTER_SECONDS)
+}
+
+/// Under which name the host remembers what a tool declares: its own for
+/// the one server, else prefixed by its server's, so that two servers'
+/// tools of one name never share declarations (`/` is in no server name).
+fn tool_key(policy: &Policy, tool: &str) -> String {
+    match &policy.server_name {
+        Some(server) => format!("{server}/{tool}"),
+        None => tool.to_string(),
+    }
+}
+
+/// A response output whose learned tool declarations are named for the
+/// policy's server ([`tool_key`]).
+fn learned_for(policy: &Policy, mut output: Output) -> Output {
+    for effect in &mut output.effects {
+        if let Effect::LearnToolHeaders(tools) = effect {
+            for (tool, _) in tools.iter_mut() {
+                *tool = tool_key(policy, tool);
+            }
+        }
+    }
+    output
 }
 
 /// The effect that publishes a record as filter state, when the

@@ -14,7 +14,12 @@ use crate::token::tests::{claims, key_sets, sign, Signer, ISS, NOW};
 const GITHUB: &str = "https://gw.example.com/github/mcp";
 const JIRA: &str = "https://gw.example.com/jira/mcp";
 
+/// github (enforce) and jira (audit), each with its own identity header.
 fn gateway(unmatched: &str) -> Gateway {
+    gateway_modes(unmatched, "audit")
+}
+
+fn gateway_modes(unmatched: &str, jira_mode: &str) -> Gateway {
     let server = |name: &str, resource: &str, mode: &str| {
         json!({"name": name, "match": {"path_prefix": format!("/{name}")}, "resource": resource,
                "mode": mode, "identity_headers": {format!("x-{name}-user"): "sub"},
@@ -24,15 +29,19 @@ fn gateway(unmatched: &str) -> Gateway {
     };
     Gateway::from_value(&json!({
         "providers": [{"issuer": ISS, "jwks": {"remote": {"cluster": "idp"}}}],
-        "servers": [server("github", GITHUB, "enforce"), server("jira", JIRA, "audit")],
+        "servers": [server("github", GITHUB, "enforce"), server("jira", JIRA, jira_mode)],
         "unmatched": unmatched,
         "publish": {"headers": {"x-mcp-tool": "name"}}
     }))
     .expect("gateway")
 }
 
+/// The host: the request's body, the upstream's answer, and what tools
+/// declare (remembered as the worker does).
 struct Host {
+    learned: std::cell::RefCell<std::collections::BTreeMap<String, Vec<ParamHeader>>>,
     body: Vec<u8>,
+    response: Vec<u8>,
     shared: SharedMap,
 }
 
@@ -49,15 +58,26 @@ impl super::Host for Host {
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.body[..len.min(self.body.len())].to_vec()
     }
-    fn response_body(&self, _len: usize) -> Vec<u8> {
-        Vec::new()
+    fn response_body(&self, len: usize) -> Vec<u8> {
+        self.response[..len.min(self.response.len())].to_vec()
     }
     fn fetch_keys(&mut self, _provider: usize) {}
     fn refetch_keys(&mut self, _provider: usize) -> bool {
         false
     }
-    fn tool_headers(&self, _tool: &str) -> Option<Vec<ParamHeader>> {
-        None
+    fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
+        self.learned.borrow().get(tool).cloned()
+    }
+}
+
+impl Host {
+    fn with_body(body: Vec<u8>) -> Host {
+        Host {
+            learned: Default::default(),
+            body,
+            response: Vec::new(),
+            shared: SharedMap::default(),
+        }
     }
 }
 
@@ -90,10 +110,7 @@ fn post(
         generations: vec![1],
     };
     let mut cache = VerifiedTokenCache::new(4);
-    let mut host = Host {
-        body: bytes.clone(),
-        shared: SharedMap::default(),
-    };
+    let mut host = Host::with_body(bytes.clone());
     let mut env = Env {
         gateway,
         keys: &ring,
@@ -288,10 +305,7 @@ fn the_root_metadata_uri_is_the_only_servers_on_its_host() {
     );
     let ring = KeyRing::default();
     let mut cache = VerifiedTokenCache::new(1);
-    let mut host = Host {
-        body: Vec::new(),
-        shared: SharedMap::default(),
-    };
+    let mut host = Host::with_body(Vec::new());
     let mut env = Env {
         gateway: &g,
         keys: &ring,
@@ -311,4 +325,93 @@ fn the_root_metadata_uri_is_the_only_servers_on_its_host() {
         .expect("answered");
     let doc: serde_json::Value = serde_json::from_slice(&document.body).expect("JSON");
     assert_eq!(doc["resource"], "https://b.example.com/mcp");
+}
+
+/// A 2026-07-28 POST at `path` with a reader's token for `aud`, through
+/// `host`; with `answer`, that JSON answer comes back and what it teaches
+/// is learned. Returns the request's verdict output.
+fn through(
+    g: &Gateway,
+    host: &mut Host,
+    path: &str,
+    aud: &str,
+    body: &serde_json::Value,
+    answer: Option<&serde_json::Value>,
+) -> Output {
+    let mut payload = claims();
+    payload["roles"] = json!(["reader"]);
+    payload["aud"] = json!(aud);
+    let token = sign(Signer::RS256, Some("rsa1"), payload);
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("authorization".into(), format!("Bearer {token}")),
+        ("mcp-protocol-version".into(), "2026-07-28".into()),
+        (
+            "mcp-method".into(),
+            body["method"].as_str().unwrap_or_default().into(),
+        ),
+    ];
+    if let Some(name) = body["params"]["name"].as_str() {
+        headers.push(("mcp-name".into(), name.into()));
+    }
+    let ring = KeyRing {
+        sets: vec![Some(Rc::new(key_sets().remove(0)))],
+        generations: vec![1],
+    };
+    let mut cache = VerifiedTokenCache::new(4);
+    host.body = body.to_string().into_bytes();
+    let len = host.body.len();
+    if let Some(answer) = answer {
+        host.response = answer.to_string().into_bytes();
+    }
+    let mut env = Env {
+        gateway: g,
+        keys: &ring,
+        cache: &mut cache,
+        now_ms: NOW * 1000,
+        host,
+    };
+    let mut exchange = Exchange::new();
+    exchange.on_request_headers(&mut env, RequestHead::new("POST", path, headers), false);
+    let verdict = exchange.on_request_body(&mut env, len, true);
+    if answer.is_some() {
+        let head = ResponseHead::from_headers(&[
+            (":status".into(), "200".into()),
+            ("content-type".into(), "application/json".into()),
+        ]);
+        exchange.on_response_headers(&mut env, &head, false);
+        let len = env.host.response_body(usize::MAX).len();
+        let out = exchange.on_response_body(&mut env, len, true);
+        let learned: Vec<_> = out
+            .effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::LearnToolHeaders(tools) => Some(tools),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        host.learned.borrow_mut().extend(learned);
+    }
+    verdict
+}
+
+#[test]
+fn what_one_servers_tool_declares_is_not_held_against_anothers_tool_of_that_name() {
+    let g = gateway_modes("refuse", "enforce");
+    let mut host = Host::with_body(Vec::new());
+    // github's `get_x` mirrors `region` into Mcp-Param-Region; jira's
+    // `get_x` declares nothing.
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let listed = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "get_x", "inputSchema":
+        {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}}]}});
+    through(&g, &mut host, "/github/mcp", GITHUB, &list, Some(&listed));
+    assert!(!host.learned.borrow().is_empty(), "the list taught nothing");
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "get_x", "arguments": {"region": "eu"}}});
+    // At github the header is needed; at jira it is not.
+    let at_github = through(&g, &mut host, "/github/mcp", GITHUB, &call, None);
+    assert_eq!(at_github.action, Action::Hold);
+    let at_jira = through(&g, &mut host, "/jira/mcp", JIRA, &call, None);
+    assert_eq!(at_jira.action, Action::Continue);
 }
