@@ -66,8 +66,9 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
         .providers
         .iter()
         .map(|p| match &p.jwks {
-            crate::config::JwksSource::Inline(keys) => Some(keys.clone()),
-            crate::config::JwksSource::Remote(_) => remote.cloned(),
+            Some(crate::config::JwksSource::Inline(keys)) => Some(keys.clone()),
+            Some(crate::config::JwksSource::Remote(_)) => remote.cloned(),
+            None => None,
         })
         .collect()
 }

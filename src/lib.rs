@@ -24,6 +24,7 @@
 //!   [`counters`].
 
 pub mod answer;
+pub mod authorization_server;
 pub mod config;
 pub mod counters;
 pub mod exchange;

@@ -77,6 +77,9 @@ pub enum TokenErrorKind {
     /// required).
     TokenType,
     KeysUnavailable,
+    /// The authorization server says the token is not active (revoked,
+    /// expired, or never issued): introspection's answer.
+    Inactive,
 }
 
 impl TokenErrorKind {
@@ -94,6 +97,7 @@ impl TokenErrorKind {
             TokenErrorKind::Audience => "token audience not accepted",
             TokenErrorKind::TokenType => "token type not accepted",
             TokenErrorKind::KeysUnavailable => "signing keys not available",
+            TokenErrorKind::Inactive => "token not active",
         }
     }
 
@@ -110,6 +114,7 @@ impl TokenErrorKind {
             TokenErrorKind::Audience => "audience",
             TokenErrorKind::TokenType => "token_type",
             TokenErrorKind::KeysUnavailable => "keys_unavailable",
+            TokenErrorKind::Inactive => "inactive",
         }
     }
 }
@@ -257,7 +262,7 @@ fn decode_object(part: &str) -> Option<Map<String, Value>> {
 
 /// A NumericDate (RFC 7519 2): a non-negative JSON number; fractions are
 /// truncated, which only ever makes `exp` earlier.
-fn numeric_date(value: &Value) -> Option<u64> {
+pub(crate) fn numeric_date(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
@@ -325,7 +330,11 @@ fn check_claims(
 }
 
 /// Builds the identity from verified claims.
-fn identity(claims: Map<String, Value>, provider: &Provider, expires_at: u64) -> Identity {
+pub(crate) fn identity(
+    claims: Map<String, Value>,
+    provider: &Provider,
+    expires_at: u64,
+) -> Identity {
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let mut roles = Vec::new();
     for path in &provider.roles_claims {
@@ -391,7 +400,8 @@ pub(crate) mod tests {
         Provider {
             issuer: issuer.to_string(),
             audiences: vec![AUD.to_string()],
-            jwks: JwksSource::Inline(KeySet::default()),
+            jwks: Some(JwksSource::Inline(KeySet::default())),
+            introspection: None,
             algorithms: Algorithm::ALL.to_vec(),
             clock_skew_seconds: 60,
             roles_claims: vec![vec!["roles".to_string()]],

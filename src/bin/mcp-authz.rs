@@ -220,7 +220,7 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
             if !policy
                 .providers
                 .iter()
-                .any(|p| matches!(p.jwks, JwksSource::Remote(_)))
+                .any(|p| matches!(p.jwks, Some(JwksSource::Remote(_))))
             {
                 eprintln!("mcp-authz: --jwks ignored: every provider's keys are inline");
             }

@@ -1,0 +1,283 @@
+//! The configuration of calls to an authorization server: a provider's
+//! `introspection` (RFC 7662) and the top-level `upstream_token` (RFC 8693
+//! token exchange), with the client authentication both share.
+
+use super::object::Obj;
+use super::*;
+use crate::uri::HttpUri;
+
+/// A client secret: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: &str) -> Secret {
+        Secret(text.to_string())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the filter authenticates to the authorization server (RFC 6749
+/// 2.3.1, OpenID Connect Core 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` with the form-encoded id and secret.
+    SecretBasic(Secret),
+    /// `client_id` and `client_secret` in the form body.
+    SecretPost(Secret),
+}
+
+/// The filter as a client of the authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub id: String,
+    pub auth: ClientAuth,
+}
+
+/// Where a call to the authorization server goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The Envoy cluster the call goes through.
+    pub cluster: String,
+    /// `None`: discovered from the issuer's metadata (RFC 8414, then OpenID
+    /// discovery).
+    pub url: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// A provider's token introspection (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    pub endpoint: Endpoint,
+    pub client: Client,
+    /// An "active" answer is reused at most this long (and never past the
+    /// token's `exp`).
+    pub cache_seconds: u64,
+}
+
+/// The token the upstream gets: the caller's token exchanged (RFC 8693).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamToken {
+    /// Index of the provider whose tokens are exchanged (and whose
+    /// authorization server exchanges them).
+    pub provider: usize,
+    pub endpoint: Endpoint,
+    pub client: Client,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    /// Space-separated scopes asked for.
+    pub scope: Option<String>,
+    /// Lower-case header name; `authorization` carries `Bearer <token>`,
+    /// any other header the token alone.
+    pub header: String,
+    /// Whether exchanged tokens are reused until shortly before they expire.
+    pub cache: bool,
+}
+
+/// `providers[].introspection`, when present.
+pub(super) fn parse_introspection(provider: &Obj) -> Result<Option<Introspection>, ConfigError> {
+    let Some(obj) = provider.optional_obj("introspection")? else {
+        return Ok(None);
+    };
+    obj.only(INTROSPECTION_KEYS)?;
+    let endpoint = parse_endpoint(&obj, "url")?;
+    let client = parse_client(&obj)?;
+    let cache_seconds = obj
+        .optional_u64("cache_seconds")?
+        .unwrap_or(defaults::INTROSPECTION_CACHE_SECONDS);
+    if cache_seconds > defaults::MAX_INTROSPECTION_CACHE_SECONDS {
+        return Err(obj.error(
+            "cache_seconds",
+            format!(
+                "must be at most {}",
+                defaults::MAX_INTROSPECTION_CACHE_SECONDS
+            ),
+        ));
+    }
+    Ok(Some(Introspection {
+        endpoint,
+        client,
+        cache_seconds,
+    }))
+}
+
+/// The top-level `upstream_token`, when present.
+pub(super) fn parse_upstream_token(
+    top: &Obj,
+    providers: &[Provider],
+    token_forwarding: TokenForwarding,
+    identity_headers: &[IdentityHeader],
+) -> Result<Option<UpstreamToken>, ConfigError> {
+    let Some(obj) = top.optional_obj("upstream_token")? else {
+        return Ok(None);
+    };
+    obj.only(UPSTREAM_TOKEN_KEYS)?;
+    let provider = match obj.optional_str("provider")? {
+        Some(issuer) => providers
+            .iter()
+            .position(|p| p.issuer == issuer)
+            .ok_or_else(|| obj.error("provider", "names no configured provider's issuer".into()))?,
+        None if providers.len() == 1 => 0,
+        None => {
+            return Err(obj.error(
+                "provider",
+                "is required when several providers are configured".into(),
+            ))
+        }
+    };
+    let endpoint = parse_endpoint(&obj, "token_endpoint")?;
+    let client = parse_client(&obj)?;
+    let audience = obj.optional_str("audience")?.map(str::to_string);
+    let resource = match obj.optional_str("resource")? {
+        Some(url) => {
+            HttpUri::parse(url).map_err(|m| obj.error("resource", m))?;
+            Some(url.to_string())
+        }
+        None => None,
+    };
+    if audience.is_none() && resource.is_none() {
+        return Err(obj.error(
+            "",
+            "needs an \"audience\" or a \"resource\" (or both): the token the upstream gets must be issued for it"
+                .into(),
+        ));
+    }
+    if audience.as_deref() == Some("") {
+        return Err(obj.error("audience", "must not be empty".into()));
+    }
+    let scope = obj.optional_str("scope")?.map(str::to_string);
+    if let Some(scope) = &scope {
+        if scope.split(' ').any(|s| !is_scope_token(s)) {
+            return Err(obj.error("scope", "must be space-separated OAuth scope tokens".into()));
+        }
+    }
+    let header = obj
+        .optional_str("header")?
+        .unwrap_or(defaults::UPSTREAM_TOKEN_HEADER)
+        .to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(super::parse::is_header_name_byte) {
+        return Err(obj.error("header", "is not a valid HTTP header name".into()));
+    }
+    if header != "authorization"
+        && (RESERVED_HEADERS.contains(&header.as_str()) || header.starts_with(':'))
+    {
+        return Err(obj.error("header", "is reserved and cannot carry a token".into()));
+    }
+    if identity_headers.iter().any(|h| h.name == header) {
+        return Err(obj.error("header", "is also an identity header".into()));
+    }
+    if token_forwarding == TokenForwarding::Forward {
+        return Err(obj.error(
+            "",
+            "cannot be used with \"token_forwarding\": \"forward\": the caller's token must not reach the upstream"
+                .into(),
+        ));
+    }
+    Ok(Some(UpstreamToken {
+        provider,
+        endpoint,
+        client,
+        audience,
+        resource,
+        scope,
+        header,
+        cache: obj.optional_bool("cache")?.unwrap_or(true),
+    }))
+}
+
+/// `cluster`, the URL under `url_key` (absent: discovered) and `timeout_ms`.
+fn parse_endpoint(obj: &Obj, url_key: &str) -> Result<Endpoint, ConfigError> {
+    let cluster = obj.required_str("cluster")?.to_string();
+    if cluster.is_empty() {
+        return Err(obj.error("cluster", "must name an Envoy cluster".into()));
+    }
+    let url = match obj.optional_str(url_key)? {
+        Some(u) => {
+            HttpUri::parse(u).map_err(|m| obj.error(url_key, m))?;
+            Some(u.to_string())
+        }
+        None => None,
+    };
+    let timeout_ms = obj
+        .optional_u64("timeout_ms")?
+        .unwrap_or(defaults::TIMEOUT_MS);
+    if timeout_ms == 0 || timeout_ms > defaults::MAX_TIMEOUT_MS {
+        return Err(obj.error(
+            "timeout_ms",
+            format!("must be between 1 and {}", defaults::MAX_TIMEOUT_MS),
+        ));
+    }
+    Ok(Endpoint {
+        cluster,
+        url,
+        timeout_ms,
+    })
+}
+
+/// `client_id`, `client_auth` and the secret: inline (`client_secret`) or,
+/// better, from the VM's environment (`client_secret_env`, which Envoy fills
+/// from `vm_config.environment_variables`), so that the configuration text
+/// holds no secret.
+fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
+    let id = obj.required_str("client_id")?.to_string();
+    if id.is_empty() {
+        return Err(obj.error("client_id", "must not be empty".into()));
+    }
+    let secret = match (
+        obj.optional_str("client_secret")?,
+        obj.optional_str("client_secret_env")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(obj.error(
+                "client_secret",
+                "give either \"client_secret\" or \"client_secret_env\", not both".into(),
+            ))
+        }
+        (Some(secret), None) => secret.to_string(),
+        (None, Some(name)) => std::env::var(name).map_err(|_| {
+            obj.error(
+                "client_secret_env",
+                format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
+            )
+        })?,
+        (None, None) => {
+            return Err(obj.error(
+                "client_secret",
+                "is required (or \"client_secret_env\")".into(),
+            ))
+        }
+    };
+    if secret.is_empty() {
+        return Err(obj.error("client_secret", "must not be empty".into()));
+    }
+    let secret = Secret::new(&secret);
+    let auth = match obj.optional_str("client_auth")? {
+        None | Some("client_secret_basic") => ClientAuth::SecretBasic(secret),
+        Some("client_secret_post") => ClientAuth::SecretPost(secret),
+        Some(other) => {
+            return Err(obj.error(
+                "client_auth",
+                format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\""),
+            ))
+        }
+    };
+    Ok(Client { id, auth })
+}
+
+/// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.
+fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
