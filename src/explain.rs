@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use crate::answer::Answer;
+use crate::authorization_server::shared::{MemoryShared, SharedData};
 use crate::config::{Effect, Policy};
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
@@ -41,6 +42,9 @@ pub enum Outcome {
 pub enum ExplainError {
     /// The token's provider fetches its keys remotely and none were given.
     KeysNeeded { issuer: String },
+    /// The verdict needs an answer of the authorization server
+    /// (introspection or token exchange), which `explain` does not ask.
+    AuthorizationServerNeeded,
     /// The filter would still be waiting (a bug if it ever shows).
     Undecided,
 }
@@ -51,6 +55,9 @@ impl std::fmt::Display for ExplainError {
             ExplainError::KeysNeeded { issuer } => write!(
                 f,
                 "provider {issuer:?} fetches its keys remotely: pass them with --jwks FILE"
+            ),
+            ExplainError::AuthorizationServerNeeded => f.write_str(
+                "the filter would ask the authorization server (introspection or token exchange) here; explain does not call it",
             ),
             ExplainError::Undecided => f.write_str("the filter reached no verdict"),
         }
@@ -74,10 +81,21 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
 }
 
 /// The host of an explanation: the body is all there, no key is ever
-/// fetched, no refetch is granted.
+/// fetched, no refetch is granted, no authorization server is called.
 struct Offline<'a> {
     body: &'a [u8],
     fetch_asked: Option<usize>,
+    shared: MemoryShared,
+}
+
+impl SharedData for Offline<'_> {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
 }
 
 impl exchange::Host for Offline<'_> {
@@ -95,6 +113,14 @@ impl exchange::Host for Offline<'_> {
 
     fn refetch_keys(&mut self, _provider: usize) -> bool {
         false
+    }
+
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+
+    fn digest_key(&self) -> [u8; 32] {
+        [0; 32]
     }
 }
 
@@ -152,6 +178,7 @@ fn decide(
     let mut host = Offline {
         body: &request.body,
         fetch_asked: None,
+        shared: MemoryShared::default(),
     };
     let mut exchange = Exchange::new();
     let mut env = exchange::Env {
@@ -162,9 +189,18 @@ fn decide(
         host: &mut host,
     };
     let empty = request.body.is_empty();
-    exchange.on_request_headers(&mut env, request.head.clone(), empty);
+    let calls = |output: &exchange::Output| {
+        output
+            .effects
+            .iter()
+            .any(|e| matches!(e, exchange::Effect::CallAuthorizationServer(_)))
+    };
+    let mut called = calls(&exchange.on_request_headers(&mut env, request.head.clone(), empty));
     if !empty && exchange.verdict().is_none() {
-        exchange.on_request_body(&mut env, request.body.len(), true);
+        called |= calls(&exchange.on_request_body(&mut env, request.body.len(), true));
+    }
+    if called {
+        return Err(ExplainError::AuthorizationServerNeeded);
     }
     if let Some(provider) = host.fetch_asked {
         return Err(ExplainError::KeysNeeded {

@@ -110,6 +110,11 @@ pub enum Reason {
     TooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
+    /// Introspection could not say whether the token is good (the
+    /// authorization server down, slow or answering garbage): 503.
+    IntrospectionUnavailable,
+    /// No token for the upstream could be had by exchange: 502 or 503.
+    UpstreamTokenUnavailable,
 }
 
 /// The classes of malformed request, each with its own counter.
@@ -147,6 +152,8 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
+            Reason::UpstreamTokenUnavailable => "upstream_token_unavailable",
         }
     }
 }
@@ -179,6 +186,9 @@ pub struct Refusal {
     /// The JSON-RPC method and name, once the body was parsed (for the log).
     pub method: Option<String>,
     pub name: Option<String>,
+    /// What went wrong with a call to the authorization server (for the
+    /// log; never a token or a secret).
+    pub detail: Option<String>,
 }
 
 impl Refusal {
@@ -190,6 +200,7 @@ impl Refusal {
             rule: None,
             method: None,
             name: None,
+            detail: None,
         }
     }
 
@@ -305,6 +316,9 @@ pub enum TokenVerdict {
     /// The provider's remote keys have never been fetched: wait for them,
     /// then check again or answer 503.
     KeysPending { provider: usize },
+    /// The token is the provider's to introspect: an opaque token (the one
+    /// provider with `introspection`), or a JWT of an issuer without keys.
+    Introspect { provider: usize },
 }
 
 /// Checks the bearer token: exactly one `Authorization: Bearer` header, a JWT
@@ -328,6 +342,9 @@ pub fn check_token(
             return TokenVerdict::Refuse(invalid_token(policy, TokenErrorKind::Malformed))
         }
     };
+    if let Some(provider) = introspecting_provider(policy, token) {
+        return TokenVerdict::Introspect { provider };
+    }
     if let Some(identity) = cache.get(token, now_s, &keys.generations) {
         return TokenVerdict::Verified {
             identity,
@@ -363,6 +380,56 @@ pub fn check_token(
         },
         Err(e) => TokenVerdict::Refuse(invalid_token(policy, e.kind)),
     }
+}
+
+/// The provider that introspects `token`, if it is one to introspect. A
+/// JWT of an issuer with keys keeps the local path; a JWT of an unknown
+/// issuer is refused locally, never sent to an authorization server.
+fn introspecting_provider(policy: &Policy, token: &str) -> Option<usize> {
+    if !policy.providers.iter().any(|p| p.introspection.is_some()) {
+        return None;
+    }
+    match token::shape(token) {
+        token::Shape::Opaque => policy
+            .providers
+            .iter()
+            .position(|p| p.introspection.is_some()),
+        token::Shape::Jwt { issuer } => {
+            let index = policy
+                .providers
+                .iter()
+                .position(|p| Some(p.issuer.as_str()) == issuer.as_deref())?;
+            let provider = &policy.providers[index];
+            (provider.introspection.is_some() && provider.jwks.is_none()).then_some(index)
+        }
+    }
+}
+
+/// 503: introspection could not tell whether the token is good.
+pub fn introspection_unavailable(detail: String) -> Refusal {
+    let mut refusal = Refusal::new(
+        answer::authorization_server_unavailable(answer::RETRY_AFTER_SECONDS),
+        Reason::IntrospectionUnavailable,
+    );
+    refusal.detail = Some(detail);
+    refusal
+}
+
+/// 502 (the authorization server refused, or issued something unusable)
+/// or 503 with `Retry-After` (it could not be reached): no token for the
+/// upstream, so nothing is forwarded.
+pub fn upstream_token_unavailable(unreachable: bool, detail: String) -> Refusal {
+    let mut refusal = Refusal::new(
+        answer::upstream_token_unavailable(unreachable.then_some(answer::RETRY_AFTER_SECONDS)),
+        Reason::UpstreamTokenUnavailable,
+    );
+    refusal.detail = Some(detail);
+    refusal
+}
+
+/// 401 for a token introspection refused.
+pub fn token_refused(policy: &Policy, kind: TokenErrorKind) -> Refusal {
+    invalid_token(policy, kind)
 }
 
 /// 503 once the wait for keys is over and none arrived.
@@ -438,6 +505,7 @@ pub fn check_body(
         rule,
         method: method.clone(),
         name: name.clone(),
+        detail: None,
     };
     // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
     let (mcp_method, mcp_name) = (
@@ -538,6 +606,15 @@ pub fn upstream_headers(
     if policy.token_forwarding == TokenForwarding::Strip {
         edits.remove.push("authorization".into());
     }
+    // The header the exchanged token goes in: never the client's copy, in
+    // any spelling.
+    if let Some(upstream) = &policy.upstream_token {
+        for (name, _) in &head.headers {
+            if same_header(&upstream.header, name) && !edits.remove.contains(name) {
+                edits.remove.push(name.clone());
+            }
+        }
+    }
     let Some(identity) = identity else {
         return edits;
     };
@@ -579,6 +656,10 @@ pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> 
                     .any(|h| same_header(&h.name, name))
                 || (policy.token_forwarding == TokenForwarding::Strip
                     && name.eq_ignore_ascii_case("authorization"))
+                || policy
+                    .upstream_token
+                    .as_ref()
+                    .is_some_and(|u| same_header(&u.header, name))
         })
         .cloned()
         .collect()

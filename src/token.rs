@@ -241,6 +241,36 @@ pub fn verify(
     Ok(identity(payload, provider, expires_at))
 }
 
+/// What a bearer token looks like, before any check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Three dot-separated parts whose first is a base64url JSON object:
+    /// a JWT, and the `iss` its (unverified) payload names.
+    Jwt { issuer: Option<String> },
+    /// Anything else: a reference to be introspected.
+    Opaque,
+}
+
+/// Tells a JWT from an opaque token, without trusting either.
+pub fn shape(token: &str) -> Shape {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Shape::Opaque;
+    };
+    if header.len() > MAX_TOKEN_BYTES || decode_object(header).is_none() {
+        return Shape::Opaque;
+    }
+    let issuer = decode_object(payload).and_then(|claims| {
+        claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Shape::Jwt { issuer }
+}
+
 /// A `typ` value as compared: lower-case, without the `application/` prefix
 /// that RFC 7515 4.1.9 makes optional (`application/at+jwt` is `at+jwt`).
 pub fn fold_token_type(typ: &str) -> String {

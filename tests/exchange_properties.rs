@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
+use mcp_authz::authorization_server::shared::{MemoryShared, SharedData};
 use mcp_authz::config::Policy;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
 use mcp_authz::gate::{KeyRing, RequestHead};
@@ -334,6 +335,7 @@ fn must_forward(r: &Request) -> bool {
 // A model of Envoy around the machine
 
 struct FakeHost {
+    shared: MemoryShared,
     request_body: Vec<u8>,
     response_buffer: Vec<u8>,
     fetch_asked: bool,
@@ -341,7 +343,22 @@ struct FakeHost {
     refetch_asked: bool,
 }
 
+impl SharedData for FakeHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.shared.shared_get(key)
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
+}
+
 impl Host for FakeHost {
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+    fn digest_key(&self) -> [u8; 32] {
+        [9; 32]
+    }
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.request_body[..len.min(self.request_body.len())].to_vec()
     }
@@ -395,6 +412,9 @@ fn apply_request_effects(world: &mut World, output: &Output) {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
+            Effect::CallAuthorizationServer(_) | Effect::AwaitAuthorizationServer => {
+                panic!("no authorization server is configured: {effect:?}")
+            }
         }
     }
 }
@@ -475,6 +495,7 @@ fn drive_request(r: &Request) -> (World, Run) {
     let mut run = Run {
         exchange: Exchange::new(),
         host: FakeHost {
+            shared: MemoryShared::default(),
             request_body: body.clone(),
             response_buffer: Vec::new(),
             fetch_asked: false,

@@ -1,0 +1,571 @@
+//! The step "ask the authorization server, and resume with its answer":
+//! introspecting an opaque token before the body is read, and exchanging
+//! the caller's token for the upstream's after the verdict. While it runs,
+//! the request is held like during a key wait: every callback answers
+//! hold, and only a usable answer lets the request go on.
+//!
+//! One token's answer is shared by every request and worker of the proxy
+//! (`authorization_server::shared`): a request finds it cached, waits for
+//! the call another request made, or makes the call itself (discovering the
+//! endpoint first when none is configured).
+
+use serde_json::Value;
+
+use super::output::{Action, Effect, Level, Output};
+use super::{Env, Exchange, Forward, Stage};
+use crate::authorization_server::shared::{self, Digest, Lookup, Outcome as Shared};
+use crate::authorization_server::{
+    self as server, introspection, token_exchange, CallAnswer, Purpose,
+};
+use crate::config::Endpoint;
+use crate::counters::{CallEvent, Counter};
+use crate::gate::{self, Expect};
+use crate::token::{self, TokenErrorKind};
+
+/// A request's business with the authorization server.
+pub(super) struct Pending {
+    purpose: Purpose,
+    /// The provider whose authorization server is asked.
+    provider: usize,
+    /// The token's slot in the shared table (`None`: not shared, e.g.
+    /// exchange with `cache: false`).
+    digest: Option<Digest>,
+    /// This request claimed the call: it publishes the answer.
+    claimed: bool,
+    step: Step,
+    pub(super) job: Job,
+}
+
+/// What the answer is for.
+pub(super) enum Job {
+    /// The token's verdict, then the body (read with this expectation).
+    Introspect { expect: Expect },
+    /// The upstream's token, then the request goes on as decided.
+    Exchange(Box<Forward>),
+}
+
+enum Step {
+    /// Fetching the n-th metadata document, for the endpoint.
+    Discover(usize),
+    /// The call is under way.
+    Call,
+    /// Another request's call for the same token is under way.
+    Wait { deadline_ms: u64 },
+}
+
+/// What the authorization server's answer comes to.
+enum Settled {
+    /// An answer to use: introspected claims (JSON), or the exchanged token.
+    Ready(Vec<u8>),
+    /// A refusal: the class of an introspection refusal, or why an exchange
+    /// was refused.
+    Refused(Vec<u8>),
+    /// No answer: the server down, slow, busy, or answering garbage.
+    Unavailable(String),
+}
+
+impl Exchange {
+    /// Starts asking the authorization server for `job`.
+    pub(super) fn ask_authorization_server(
+        &mut self,
+        env: &mut Env,
+        purpose: Purpose,
+        provider: usize,
+        job: Job,
+    ) -> Output {
+        let token = self.bearer().unwrap_or_default();
+        let digest = match purpose {
+            Purpose::Introspection => Some(Digest::of(
+                &env.host.digest_key(),
+                purpose,
+                &[&env.policy.providers[provider].issuer, &token],
+            )),
+            Purpose::TokenExchange => env.policy.upstream_token.as_ref().and_then(|u| {
+                u.cache.then(|| {
+                    Digest::of(
+                        &env.host.digest_key(),
+                        purpose,
+                        &[
+                            &token,
+                            u.audience.as_deref().unwrap_or_default(),
+                            u.resource.as_deref().unwrap_or_default(),
+                            u.scope.as_deref().unwrap_or_default(),
+                        ],
+                    )
+                })
+            }),
+        };
+        let pending = Pending {
+            purpose,
+            provider,
+            digest,
+            claimed: false,
+            step: Step::Call,
+            job,
+        };
+        self.look_up_or_call(env, pending, false)
+    }
+
+    /// The answer to this request's call: `None` when it failed (could not
+    /// start, timed out, reset). [`Action::Continue`] means "resume".
+    pub fn on_authorization_server_answer(
+        &mut self,
+        env: &mut Env,
+        answer: Option<CallAnswer>,
+    ) -> Output {
+        let mut pending = match std::mem::replace(&mut self.stage, Stage::Start) {
+            Stage::AuthorizationServer(pending) => *pending,
+            other => {
+                // Not waiting for a call (an answer after a refusal, say):
+                // nothing changes.
+                self.stage = other;
+                return self.request_action();
+            }
+        };
+        match pending.step {
+            Step::Discover(i) => self.discovered(env, pending, i, answer),
+            Step::Call => {
+                let settled = self.read_answer(env, &pending, answer);
+                if let Some(digest) = pending.digest.filter(|_| pending.claimed) {
+                    publish(env, pending.purpose, &digest, &settled);
+                }
+                pending.claimed = false;
+                self.settle(env, pending, settled)
+            }
+            Step::Wait { .. } => {
+                self.stage = Stage::AuthorizationServer(Box::new(pending));
+                Output::hold()
+            }
+        }
+    }
+
+    /// A waiting request looks again at the shared answer (the host calls
+    /// this while the request waits for another's call).
+    pub fn on_authorization_server_wait(&mut self, env: &mut Env) -> Output {
+        match std::mem::replace(&mut self.stage, Stage::Start) {
+            Stage::AuthorizationServer(pending) if matches!(pending.step, Step::Wait { .. }) => {
+                self.look_up_or_call(env, *pending, true)
+            }
+            other => {
+                self.stage = other;
+                Output::hold()
+            }
+        }
+    }
+
+    fn look_up_or_call(&mut self, env: &mut Env, mut pending: Pending, waited: bool) -> Output {
+        let name = pending.purpose.name();
+        let Some(digest) = pending.digest else {
+            return self.call(env, pending);
+        };
+        let endpoint = endpoint_of(env, &pending).clone();
+        let lease_ms = endpoint.timeout_ms * 3 + 1000;
+        let found = shared::look_up(env.host, pending.purpose, &digest, env.now_ms, lease_ms);
+        let purpose = pending.purpose;
+        let count = move |event| Effect::Count(Counter::AuthorizationServer(purpose, event), 1);
+        let mut output = match found {
+            Lookup::Ready(payload) => {
+                let hit = count(CallEvent::CacheHit);
+                let mut output = self.settle(env, pending, Settled::Ready(payload));
+                output.effects.insert(0, hit);
+                return output;
+            }
+            Lookup::Refused(payload) => {
+                let hit = count(CallEvent::CacheHit);
+                let mut output = self.settle(env, pending, Settled::Refused(payload));
+                output.effects.insert(0, hit);
+                return output;
+            }
+            Lookup::Failed => {
+                return self.settle(
+                    env,
+                    pending,
+                    Settled::Unavailable("the last call failed a moment ago".into()),
+                )
+            }
+            Lookup::Pending => {
+                let deadline_ms = match pending.step {
+                    Step::Wait { deadline_ms } => deadline_ms,
+                    _ => env.now_ms + lease_ms + endpoint.timeout_ms + 500,
+                };
+                if env.now_ms >= deadline_ms {
+                    return self.settle(
+                        env,
+                        pending,
+                        Settled::Unavailable("waited too long for another request's call".into()),
+                    );
+                }
+                let first = !matches!(pending.step, Step::Wait { .. });
+                pending.step = Step::Wait { deadline_ms };
+                self.stage = Stage::AuthorizationServer(Box::new(pending));
+                let mut effects = Vec::new();
+                if first {
+                    effects.push(count(CallEvent::Wait));
+                }
+                effects.push(Effect::AwaitAuthorizationServer);
+                return Output {
+                    effects,
+                    action: Action::Hold,
+                };
+            }
+            Lookup::Claimed => {
+                pending.claimed = true;
+                self.call(env, pending)
+            }
+            Lookup::Unshared => self.call(env, pending),
+        };
+        if waited {
+            // The call it waited for was abandoned; this request now makes
+            // its own.
+            output.effects.insert(
+                0,
+                Effect::Log(
+                    Level::Info,
+                    format!("mcp_authz: {name} call of another request lapsed; calling again"),
+                ),
+            );
+        }
+        output
+    }
+
+    /// Makes the call (or, without a known endpoint, the first discovery
+    /// call).
+    fn call(&mut self, env: &mut Env, mut pending: Pending) -> Output {
+        let purpose = pending.purpose;
+        let count = move |event| Effect::Count(Counter::AuthorizationServer(purpose, event), 1);
+        if env.host.calls_in_flight() >= server::MAX_CALLS_IN_FLIGHT {
+            let busy = count(CallEvent::Busy);
+            release(env, &pending);
+            pending.claimed = false;
+            let mut output = self.settle(
+                env,
+                pending,
+                Settled::Unavailable("too many calls in flight".into()),
+            );
+            output.effects.insert(0, busy);
+            return output;
+        }
+        let issuer = env.policy.providers[pending.provider].issuer.clone();
+        let endpoint = endpoint_of(env, &pending).clone();
+        let url = endpoint
+            .url
+            .clone()
+            .or_else(|| shared::endpoint(env.host, pending.purpose, &issuer, &endpoint.cluster));
+        let Some(url) = url else {
+            return self.discover(env, pending, 0);
+        };
+        let token = self.bearer().unwrap_or_default();
+        let call = match pending.purpose {
+            Purpose::Introspection => env.policy.providers[pending.provider]
+                .introspection
+                .as_ref()
+                .and_then(|c| introspection::request(c, &url, &token)),
+            Purpose::TokenExchange => env
+                .policy
+                .upstream_token
+                .as_ref()
+                .and_then(|c| token_exchange::request(c, &url, &token)),
+        };
+        let Some(call) = call else {
+            let why = format!("cannot call {url:?}");
+            return self.fail_call(env, pending, why);
+        };
+        pending.step = Step::Call;
+        self.stage = Stage::AuthorizationServer(Box::new(pending));
+        Output {
+            effects: vec![
+                count(CallEvent::Call),
+                Effect::CallAuthorizationServer(call),
+            ],
+            action: Action::Hold,
+        }
+    }
+
+    fn discover(&mut self, env: &mut Env, mut pending: Pending, i: usize) -> Output {
+        let issuer = &env.policy.providers[pending.provider].issuer;
+        match server::metadata_request(endpoint_of(env, &pending), issuer, i) {
+            Some(call) => {
+                pending.step = Step::Discover(i);
+                self.stage = Stage::AuthorizationServer(Box::new(pending));
+                Output {
+                    effects: vec![Effect::CallAuthorizationServer(call)],
+                    action: Action::Hold,
+                }
+            }
+            None => {
+                let why = format!(
+                    "no usable metadata names the {} of issuer {issuer}",
+                    pending.purpose.metadata_field()
+                );
+                self.fail_call(env, pending, why)
+            }
+        }
+    }
+
+    fn discovered(
+        &mut self,
+        env: &mut Env,
+        pending: Pending,
+        i: usize,
+        answer: Option<CallAnswer>,
+    ) -> Output {
+        let issuer = env.policy.providers[pending.provider].issuer.clone();
+        let found = match &answer {
+            Some(answer) => server::discovered_endpoint(answer, &issuer, pending.purpose),
+            None => Err("no answer".into()),
+        };
+        match found {
+            Ok(url) => {
+                let cluster = endpoint_of(env, &pending).cluster.clone();
+                shared::remember_endpoint(env.host, pending.purpose, &issuer, &cluster, &url);
+                self.call(env, pending)
+            }
+            Err(why) => {
+                let mut output = self.discover(env, pending, i + 1);
+                output.effects.insert(
+                    0,
+                    Effect::Log(
+                        Level::Warn,
+                        format!("mcp_authz: metadata of issuer {issuer} (document {i}): {why}"),
+                    ),
+                );
+                output
+            }
+        }
+    }
+
+    /// The call could not be made or answered: shared as a failure, so the
+    /// requests waiting on it get their answer now.
+    fn fail_call(&mut self, env: &mut Env, mut pending: Pending, why: String) -> Output {
+        let settled = Settled::Unavailable(why);
+        if let Some(digest) = pending.digest.filter(|_| pending.claimed) {
+            publish(env, pending.purpose, &digest, &settled);
+        }
+        pending.claimed = false;
+        self.settle(env, pending, settled)
+    }
+
+    fn read_answer(&self, env: &mut Env, pending: &Pending, answer: Option<CallAnswer>) -> Settled {
+        let Some(answer) = answer else {
+            return Settled::Unavailable("no answer (unreachable or timed out)".into());
+        };
+        let provider = &env.policy.providers[pending.provider];
+        match pending.purpose {
+            Purpose::Introspection => match introspection::read(&answer, provider, env.now_ms) {
+                introspection::Verdict::Active { claims, until_ms } => {
+                    let mut payload = until_ms.to_string().into_bytes();
+                    payload.push(b'\n');
+                    payload.extend(Value::Object(claims).to_string().into_bytes());
+                    Settled::Ready(payload)
+                }
+                introspection::Verdict::Refused(kind) => {
+                    Settled::Refused(kind.name().as_bytes().to_vec())
+                }
+                introspection::Verdict::Unusable(why) => Settled::Unavailable(why),
+            },
+            Purpose::TokenExchange => {
+                let Some(config) = env.policy.upstream_token.as_ref() else {
+                    return Settled::Unavailable("no upstream_token configured".into());
+                };
+                match token_exchange::read(&answer, config, &provider.issuer, env.now_ms) {
+                    token_exchange::Verdict::Issued { token, until_ms } => {
+                        let mut payload = until_ms.to_string().into_bytes();
+                        payload.push(b'\n');
+                        payload.extend(token.into_bytes());
+                        Settled::Ready(payload)
+                    }
+                    token_exchange::Verdict::Refused(why) => Settled::Refused(why.into_bytes()),
+                    token_exchange::Verdict::Unavailable(why) => Settled::Unavailable(why),
+                }
+            }
+        }
+    }
+
+    /// The request goes on with what the authorization server said.
+    fn settle(&mut self, env: &mut Env, pending: Pending, settled: Settled) -> Output {
+        let purpose = pending.purpose;
+        let provider = pending.provider;
+        let mut failed = Vec::new();
+        if let Settled::Unavailable(why) = &settled {
+            failed.push(Effect::Count(
+                Counter::AuthorizationServer(purpose, CallEvent::Failed),
+                1,
+            ));
+            failed.push(Effect::Log(
+                Level::Warn,
+                format!(
+                    "mcp_authz: {} at issuer {} failed: {why}",
+                    purpose.name(),
+                    env.policy.providers[provider].issuer
+                ),
+            ));
+        }
+        let mut output = match pending.job {
+            Job::Introspect { expect } => {
+                self.stage = Stage::AwaitingKeys;
+                match settled {
+                    Settled::Ready(payload) => {
+                        let claims = payload_body(&payload).and_then(|b| {
+                            match crate::json::parse_strict(b) {
+                                Ok(Value::Object(map)) => Some(map),
+                                _ => None,
+                            }
+                        });
+                        let provider = &env.policy.providers[provider];
+                        match claims
+                            .map(|c| introspection::identity(&c, provider, env.now_ms / 1000))
+                        {
+                            Some(Ok(identity)) => self.read_body(env, identity, expect),
+                            Some(Err(kind)) => {
+                                self.refuse(env, gate::token_refused(env.policy, kind), None)
+                            }
+                            None => self.refuse(
+                                env,
+                                gate::introspection_unavailable("unreadable shared answer".into()),
+                                None,
+                            ),
+                        }
+                    }
+                    Settled::Refused(payload) => {
+                        let kind = refused_kind(&payload);
+                        self.refuse(env, gate::token_refused(env.policy, kind), None)
+                    }
+                    Settled::Unavailable(why) => {
+                        self.refuse(env, gate::introspection_unavailable(why), None)
+                    }
+                }
+            }
+            Job::Exchange(forward) => {
+                let audience = env
+                    .policy
+                    .upstream_token
+                    .as_ref()
+                    .map_or(String::new(), |u| {
+                        u.audience
+                            .clone()
+                            .or(u.resource.clone())
+                            .unwrap_or_default()
+                    });
+                match settled {
+                    Settled::Ready(payload) => {
+                        match payload_body(&payload).and_then(|b| std::str::from_utf8(b).ok()) {
+                            Some(token) => self.finish_forward(env, *forward, Some(token)),
+                            None => self.refuse_forward(
+                                *forward,
+                                gate::upstream_token_unavailable(
+                                    false,
+                                    format!("exchange for {audience}: unreadable shared answer"),
+                                ),
+                            ),
+                        }
+                    }
+                    Settled::Refused(why) => self.refuse_forward(
+                        *forward,
+                        gate::upstream_token_unavailable(
+                            false,
+                            format!(
+                                "exchange for {audience} refused: {}",
+                                String::from_utf8_lossy(&why)
+                            ),
+                        ),
+                    ),
+                    Settled::Unavailable(why) => self.refuse_forward(
+                        *forward,
+                        gate::upstream_token_unavailable(
+                            true,
+                            format!("exchange for {audience}: {why}"),
+                        ),
+                    ),
+                }
+            }
+        };
+        failed.append(&mut output.effects);
+        output.effects = failed;
+        output
+    }
+
+    /// The caller's bearer token (checked before any call is made).
+    fn bearer(&self) -> Option<String> {
+        token::bearer_token(&self.head.header_values("authorization"))
+            .ok()
+            .map(str::to_string)
+    }
+}
+
+/// The endpoint the call of `pending` goes to.
+fn endpoint_of<'a>(env: &'a Env, pending: &Pending) -> &'a Endpoint {
+    match pending.purpose {
+        Purpose::Introspection => env.policy.providers[pending.provider]
+            .introspection
+            .as_ref()
+            .map(|c| &c.endpoint),
+        Purpose::TokenExchange => env.policy.upstream_token.as_ref().map(|c| &c.endpoint),
+    }
+    .unwrap_or(&FALLBACK)
+}
+
+/// Never used: the machine only asks for a purpose that is configured.
+static FALLBACK: Endpoint = Endpoint {
+    cluster: String::new(),
+    url: None,
+    timeout_ms: 1,
+};
+
+fn publish(env: &mut Env, purpose: Purpose, digest: &Digest, settled: &Settled) {
+    let now = env.now_ms;
+    let outcome = match settled {
+        Settled::Ready(payload) => Shared::Ready {
+            until_ms: payload_until(payload).unwrap_or(now),
+            payload: payload.clone(),
+        },
+        Settled::Refused(payload) => Shared::Refused {
+            payload: payload.clone(),
+            until_ms: now + introspection::NEGATIVE_CACHE_MS,
+        },
+        Settled::Unavailable(_) => Shared::Failed {
+            until_ms: now + server::FAILURE_MEMORY_MS,
+        },
+    };
+    shared::publish(env.host, purpose, digest, outcome, now);
+}
+
+/// Gives a claimed call back without an answer (it was never made).
+fn release(env: &mut Env, pending: &Pending) {
+    if let Some(digest) = pending.digest.filter(|_| pending.claimed) {
+        shared::publish(
+            env.host,
+            pending.purpose,
+            &digest,
+            Shared::Released,
+            env.now_ms,
+        );
+    }
+}
+
+/// A ready payload: `<until_ms>\n<body>`.
+fn payload_until(payload: &[u8]) -> Option<u64> {
+    let end = payload.iter().position(|b| *b == b'\n')?;
+    std::str::from_utf8(&payload[..end]).ok()?.parse().ok()
+}
+
+fn payload_body(payload: &[u8]) -> Option<&[u8]> {
+    let end = payload.iter().position(|b| *b == b'\n')?;
+    Some(&payload[end + 1..])
+}
+
+/// The class of a shared introspection refusal.
+fn refused_kind(payload: &[u8]) -> TokenErrorKind {
+    const KINDS: [TokenErrorKind; 7] = [
+        TokenErrorKind::Inactive,
+        TokenErrorKind::Audience,
+        TokenErrorKind::Issuer,
+        TokenErrorKind::Expired,
+        TokenErrorKind::NotYetValid,
+        TokenErrorKind::TokenType,
+        TokenErrorKind::Malformed,
+    ];
+    KINDS
+        .into_iter()
+        .find(|k| k.name().as_bytes() == payload)
+        .unwrap_or(TokenErrorKind::Inactive)
+}
