@@ -281,3 +281,191 @@ fn is_scope_token(scope: &str) -> bool {
             .bytes()
             .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn base() -> Value {
+        json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp.example.com/realms/mcp",
+                           "introspection": {"cluster": "idp", "client_id": "gw", "client_secret": "s"}}],
+            "rules": [{"effect": "allow", "methods": ["tools/list"]}]
+        })
+    }
+
+    fn with_exchange(exchange: Value) -> Value {
+        let mut config = base();
+        config["upstream_token"] = exchange;
+        config
+    }
+
+    fn exchange() -> Value {
+        json!({"cluster": "idp", "client_id": "gw", "client_secret": "s", "audience": "api"})
+    }
+
+    fn refused(config: Value) -> ConfigError {
+        Policy::from_value(&config).expect_err("configuration should be refused")
+    }
+
+    #[test]
+    fn an_introspecting_provider_needs_no_keys_and_gets_defaults() {
+        let policy = Policy::from_value(&base()).expect("valid");
+        let p = &policy.providers[0];
+        assert!(p.jwks.is_none());
+        let i = p.introspection.as_ref().expect("introspection");
+        assert_eq!(i.endpoint.url, None, "discovered");
+        assert_eq!(i.endpoint.timeout_ms, defaults::TIMEOUT_MS);
+        assert_eq!(i.cache_seconds, defaults::INTROSPECTION_CACHE_SECONDS);
+        assert_eq!(i.client.auth, ClientAuth::SecretBasic(Secret::new("s")));
+        assert!(policy.upstream_token.is_none());
+    }
+
+    #[test]
+    fn a_provider_needs_keys_or_introspection() {
+        let mut config = base();
+        config["providers"][0]
+            .as_object_mut()
+            .map(|p| p.remove("introspection"));
+        assert_eq!(refused(config).field, "providers[0].jwks");
+    }
+
+    #[test]
+    fn only_one_provider_may_introspect() {
+        let mut config = base();
+        let mut second = config["providers"][0].clone();
+        second["issuer"] = json!("https://other.example.com");
+        config["providers"] = json!([config["providers"][0].clone(), second]);
+        assert_eq!(refused(config).field, "providers[1].introspection");
+    }
+
+    #[test]
+    fn the_secret_comes_inline_or_from_the_environment_never_both() {
+        let set = |edit: &dyn Fn(&mut Value)| {
+            let mut config = base();
+            edit(&mut config["providers"][0]["introspection"]);
+            config
+        };
+        let both = set(&|i| i["client_secret_env"] = json!("PATH"));
+        assert_eq!(
+            refused(both).field,
+            "providers[0].introspection.client_secret"
+        );
+        let none = set(&|i| {
+            i.as_object_mut().map(|o| o.remove("client_secret"));
+        });
+        assert_eq!(
+            refused(none).field,
+            "providers[0].introspection.client_secret"
+        );
+        let missing = set(&|i| {
+            i.as_object_mut().map(|o| o.remove("client_secret"));
+            i["client_secret_env"] = json!("MCP_AUTHZ_TEST_UNSET_VARIABLE");
+        });
+        let error = refused(missing);
+        assert_eq!(error.field, "providers[0].introspection.client_secret_env");
+        assert!(error.message.contains("MCP_AUTHZ_TEST_UNSET_VARIABLE"));
+        // A variable every test process has: its value becomes the secret.
+        let from_env = set(&|i| {
+            i.as_object_mut().map(|o| o.remove("client_secret"));
+            i["client_secret_env"] = json!("PATH");
+        });
+        let policy = Policy::from_value(&from_env).expect("valid");
+        let path = std::env::var("PATH").expect("PATH");
+        let auth = &policy.providers[0]
+            .introspection
+            .as_ref()
+            .expect("i")
+            .client
+            .auth;
+        assert_eq!(auth, &ClientAuth::SecretBasic(Secret::new(&path)));
+        assert!(
+            !format!("{policy:?}").contains(&path),
+            "never in debug output"
+        );
+    }
+
+    #[test]
+    fn introspection_fields_are_checked() {
+        for (key, value, field) in [
+            ("cache_seconds", json!(3601), "cache_seconds"),
+            ("timeout_ms", json!(0), "timeout_ms"),
+            ("url", json!("ftp://idp/introspect"), "url"),
+            ("cluster", json!(""), "cluster"),
+            ("client_auth", json!("private_key_jwt"), "client_auth"),
+            ("client_id", json!(""), "client_id"),
+            ("colour", json!("blue"), "colour"),
+        ] {
+            let mut config = base();
+            config["providers"][0]["introspection"][key] = value;
+            assert_eq!(
+                refused(config).field,
+                format!("providers[0].introspection.{field}")
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_token_defaults_to_the_only_provider_and_authorization() {
+        let policy = Policy::from_value(&with_exchange(exchange())).expect("valid");
+        let u = policy.upstream_token.expect("upstream_token");
+        assert_eq!(u.provider, 0);
+        assert_eq!(u.header, "authorization");
+        assert!(u.cache);
+        assert_eq!(u.audience.as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn upstream_token_fields_are_checked() {
+        let cases: Vec<(Value, &str)> = vec![
+            (json!({"audience": null}), "upstream_token"),
+            (json!({"audience": ""}), "upstream_token.audience"),
+            (
+                json!({"provider": "https://nobody"}),
+                "upstream_token.provider",
+            ),
+            (json!({"resource": "not a url"}), "upstream_token.resource"),
+            (json!({"scope": "a  b"}), "upstream_token.scope"),
+            (json!({"header": "content-length"}), "upstream_token.header"),
+            (json!({"header": "x bad"}), "upstream_token.header"),
+            (json!({"header": ":path"}), "upstream_token.header"),
+            (json!({"cache": "yes"}), "upstream_token.cache"),
+            (json!({"colour": 1}), "upstream_token.colour"),
+        ];
+        for (edit, field) in cases {
+            let mut exchange = exchange();
+            for (k, v) in edit.as_object().expect("object") {
+                exchange[k] = v.clone();
+            }
+            assert_eq!(refused(with_exchange(exchange)).field, field, "{edit}");
+        }
+    }
+
+    #[test]
+    fn upstream_token_never_goes_with_the_callers_token() {
+        let mut config = with_exchange(exchange());
+        config["token_forwarding"] = json!("forward");
+        assert!(refused(config).message.contains("token_forwarding"));
+        let mut config = with_exchange(exchange());
+        config["upstream_token"]["header"] = json!("X-Who");
+        config["identity_headers"] = json!({"x-who": "sub"});
+        assert_eq!(refused(config).field, "upstream_token.header");
+    }
+
+    #[test]
+    fn with_several_providers_upstream_token_names_one() {
+        let mut config = with_exchange(exchange());
+        let mut jwt = config["providers"][0].clone();
+        jwt["issuer"] = json!("https://other.example.com");
+        jwt.as_object_mut().map(|p| p.remove("introspection"));
+        jwt["jwks"] = json!({"remote": {"cluster": "idp"}});
+        config["providers"] = json!([config["providers"][0].clone(), jwt]);
+        assert_eq!(refused(config.clone()).field, "upstream_token.provider");
+        config["upstream_token"]["provider"] = json!("https://other.example.com");
+        let policy = Policy::from_value(&config).expect("valid");
+        assert_eq!(policy.upstream_token.map(|u| u.provider), Some(1));
+    }
+}
