@@ -23,7 +23,8 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use mcp_authz::authorization_server::shared::{MemoryShared, SharedData};
+use mcp_authz::authorization_server::shared::{self, MemoryShared, SharedData};
+use mcp_authz::authorization_server::{Call, CallAnswer, Purpose};
 use mcp_authz::config::Policy;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
 use mcp_authz::gate::{KeyRing, RequestHead};
@@ -387,6 +388,10 @@ struct World {
     headers: Vec<(String, String)>,
     /// Request trailers as they stand (removals applied).
     trailers: Vec<String>,
+    /// Calls to the authorization server the filter asked for, in order.
+    calls: Vec<Call>,
+    /// The request waits for another request's call.
+    call_wait: bool,
 }
 
 fn apply_request_effects(world: &mut World, output: &Output) {
@@ -412,9 +417,14 @@ fn apply_request_effects(world: &mut World, output: &Output) {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
-            Effect::CallAuthorizationServer(_) | Effect::AwaitAuthorizationServer => {
-                panic!("no authorization server is configured: {effect:?}")
+            Effect::CallAuthorizationServer(call) => {
+                assert!(
+                    world.forwarded.is_none(),
+                    "a call after the request went on"
+                );
+                world.calls.push(call.clone());
             }
+            Effect::AwaitAuthorizationServer => world.call_wait = true,
         }
     }
 }
@@ -893,6 +903,447 @@ fn watched_request() -> impl Strategy<Value = Request> {
         r.payload = payload;
         r
     })
+}
+
+// ---------------------------------------------------------------------------
+// Calls to the authorization server: introspection before the body is read,
+// token exchange after the verdict
+
+/// The caller's token, in the scenarios with an authorization server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    /// Provider A's JWT (verified locally, never introspected).
+    Jwt,
+    /// An opaque token, introspected.
+    Opaque,
+    None,
+}
+
+/// What introspection answers (or how it fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Introspected {
+    Active,
+    Inactive,
+    WrongAudience,
+    /// `"active": "true"`.
+    ActiveAsString,
+    Garbage,
+    /// The call fails (unreachable, timed out, reset).
+    NoAnswer,
+}
+
+/// What the exchange answers (or how it fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exchanged {
+    Issued,
+    /// A JWT for the MCP server itself, not the upstream's audience.
+    WrongAudience,
+    Refused,
+    ServerError,
+    Garbage,
+    NoAnswer,
+}
+
+#[derive(Debug, Clone)]
+struct CallScenario {
+    method: &'static str,
+    caller: Caller,
+    payload: Payload,
+    cuts: Vec<u8>,
+    trailers: bool,
+    introspected: Introspected,
+    /// Where introspection's answer falls among the request's events
+    /// (past the last: after the stream ended).
+    answer_at: u8,
+    exchange: Option<Exchanged>,
+    /// Shared data has its slots (as in Envoy), so answers are kept.
+    shared_slots: bool,
+    /// The same request again, after the first one's verdict.
+    again: bool,
+}
+
+fn call_scenario() -> impl Strategy<Value = CallScenario> {
+    (
+        (
+            prop::sample::select(vec!["POST", "POST", "POST", "GET", "DELETE"]),
+            prop::sample::select(vec![
+                Caller::Opaque,
+                Caller::Opaque,
+                Caller::Jwt,
+                Caller::None,
+            ]),
+            prop::sample::select(vec![
+                Payload::List,
+                Payload::AllowedCall,
+                Payload::DeniedCall,
+                Payload::Malformed,
+                Payload::Oversize,
+                Payload::Empty,
+            ]),
+            prop::collection::vec(any::<u8>(), 0..4),
+            any::<bool>(),
+        ),
+        (
+            prop::sample::select(vec![
+                Introspected::Active,
+                Introspected::Active,
+                Introspected::Inactive,
+                Introspected::WrongAudience,
+                Introspected::ActiveAsString,
+                Introspected::Garbage,
+                Introspected::NoAnswer,
+            ]),
+            any::<u8>(),
+            prop::option::of(prop::sample::select(vec![
+                Exchanged::Issued,
+                Exchanged::Issued,
+                Exchanged::WrongAudience,
+                Exchanged::Refused,
+                Exchanged::ServerError,
+                Exchanged::Garbage,
+                Exchanged::NoAnswer,
+            ])),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (method, caller, payload, cuts, trailers),
+                (introspected, answer_at, exchange, shared_slots, again),
+            )| CallScenario {
+                method,
+                caller,
+                payload: if method == "POST" {
+                    payload
+                } else {
+                    Payload::Empty
+                },
+                cuts,
+                trailers,
+                introspected,
+                answer_at,
+                exchange,
+                shared_slots,
+                again,
+            },
+        )
+}
+
+const OPAQUE: &str = "opaque-caller-token-7f3a";
+const UPSTREAM_AUDIENCE: &str = "downstream-api";
+
+fn call_policy(exchange: bool) -> Policy {
+    let mut config = json!({
+        "resource": RESOURCE,
+        "providers": [{
+            "issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}},
+            "introspection": {"cluster": "idp", "url": "https://a.example/introspect",
+                              "client_id": "gw", "client_secret": "gw-secret"}
+        }],
+        "rules": [
+            {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
+            {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader"]},
+            {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]}
+        ],
+        "identity_headers": {"x-mcp-roles": "$roles"},
+        "max_body_bytes": MAX_BODY,
+    });
+    if exchange {
+        config["upstream_token"] = json!({"cluster": "idp", "token_endpoint": "https://a.example/token",
+            "client_id": "gw", "client_secret": "gw-secret", "audience": UPSTREAM_AUDIENCE});
+    }
+    Policy::from_value(&config).expect("test policy")
+}
+
+fn json_answer(status: u32, body: &str) -> Option<CallAnswer> {
+    Some(CallAnswer {
+        status,
+        content_types: vec!["application/json".into()],
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+fn introspection_answer(i: Introspected) -> Option<CallAnswer> {
+    let active = |aud: &str| {
+        json!({"active": true, "iss": A, "aud": aud, "exp": NOW + 300, "sub": "bob",
+               "roles": ["reader"], "token_type": "Bearer"})
+        .to_string()
+    };
+    match i {
+        Introspected::Active => json_answer(200, &active(RESOURCE)),
+        Introspected::Inactive => json_answer(200, r#"{"active":false}"#),
+        Introspected::WrongAudience => json_answer(200, &active("https://other.example")),
+        Introspected::ActiveAsString => json_answer(
+            200,
+            &json!({"active": "true", "aud": RESOURCE, "exp": NOW + 300}).to_string(),
+        ),
+        Introspected::Garbage => json_answer(200, "<html>"),
+        Introspected::NoAnswer => None,
+    }
+}
+
+fn exchanged_token(aud: &str) -> String {
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2ln",
+        part(json!({"alg": "RS256"})),
+        part(json!({"iss": A, "aud": aud, "exp": NOW + 600}))
+    )
+}
+
+fn exchange_answer(e: Exchanged) -> Option<CallAnswer> {
+    let issued = |aud: &str| {
+        json!({"access_token": exchanged_token(aud), "token_type": "Bearer", "expires_in": 300,
+               "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+        .to_string()
+    };
+    match e {
+        Exchanged::Issued => json_answer(200, &issued(UPSTREAM_AUDIENCE)),
+        Exchanged::WrongAudience => json_answer(200, &issued(RESOURCE)),
+        Exchanged::Refused => json_answer(400, r#"{"error":"invalid_grant"}"#),
+        Exchanged::ServerError => json_answer(502, "{}"),
+        Exchanged::Garbage => json_answer(200, "{\"access_token\":"),
+        Exchanged::NoAnswer => None,
+    }
+}
+
+/// The oracle: whether the request reaches the upstream, from the
+/// scenario alone.
+fn call_must_forward(c: &CallScenario) -> bool {
+    let identity = match c.caller {
+        Caller::Jwt => true,
+        Caller::Opaque => c.introspected == Introspected::Active,
+        Caller::None => false,
+    };
+    let has_body = !body_of(c.payload).is_empty() || c.trailers;
+    let decided = identity
+        && match c.method {
+            "POST" => matches!(c.payload, Payload::List | Payload::AllowedCall),
+            _ => !has_body || body_of(c.payload).is_empty(),
+        };
+    decided && c.exchange.is_none_or(|e| e == Exchanged::Issued)
+}
+
+fn purpose_of(call: &Call) -> Purpose {
+    let path = call
+        .headers
+        .iter()
+        .find(|(n, _)| n == ":path")
+        .map(|(_, v)| v.as_str());
+    if path == Some("/introspect") {
+        Purpose::Introspection
+    } else {
+        Purpose::TokenExchange
+    }
+}
+
+/// Drives one request of the scenario through the machine, answering the
+/// calls it asks for when the scenario says; returns what the world saw.
+fn drive_with_calls(c: &CallScenario, run: &mut Run) -> World {
+    let body = body_of(c.payload);
+    run.host.request_body = body.clone();
+    run.exchange = Exchange::new();
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    match c.caller {
+        Caller::Jwt => headers.push((
+            "authorization".into(),
+            format!("Bearer {}", sign(&keys().a, A, &["reader"], None)),
+        )),
+        Caller::Opaque => headers.push(("authorization".into(), format!("Bearer {OPAQUE}"))),
+        Caller::None => {}
+    }
+    headers.push(("X-MCP-Roles".into(), "admin".into()));
+    let mut world = World {
+        headers: headers.clone(),
+        trailers: REQUEST_TRAILERS.iter().map(|t| t.to_string()).collect(),
+        ..World::default()
+    };
+    let head = RequestHead::new(c.method, "/mcp", headers);
+    let eos_at_headers = body.is_empty() && !c.trailers;
+    let points = cut_points(body.len(), &c.cuts);
+    let n_events = 1 + points.len() + usize::from(c.trailers);
+    let answer_after = c.answer_at as usize % (n_events + 1);
+    let mut answered = 0;
+    // Answers the calls asked for so far (in order), once their moment came.
+    let answer_calls = |run: &mut Run, world: &mut World, answered: &mut usize, ended: bool| {
+        while *answered < world.calls.len() {
+            let call = world.calls[*answered].clone();
+            *answered += 1;
+            let answer = match purpose_of(&call) {
+                Purpose::Introspection => introspection_answer(c.introspected),
+                Purpose::TokenExchange => exchange_answer(c.exchange.unwrap_or(Exchanged::Issued)),
+            };
+            let body = String::from_utf8_lossy(&call.body).to_string();
+            match purpose_of(&call) {
+                Purpose::Introspection => {
+                    assert!(body.contains(OPAQUE), "introspects the caller's token")
+                }
+                Purpose::TokenExchange => assert!(
+                    body.contains("subject_token="),
+                    "exchanges the caller's token"
+                ),
+            }
+            let output = run.event(|ex, env| ex.on_authorization_server_answer(env, answer));
+            after_request_callback(world, &output, ended);
+        }
+    };
+    let output = run.event(|ex, env| ex.on_request_headers(env, head, eos_at_headers));
+    after_request_callback(&mut world, &output, eos_at_headers);
+    if answer_after == 0 {
+        answer_calls(run, &mut world, &mut answered, eos_at_headers);
+    }
+    let mut event = 1;
+    if !eos_at_headers {
+        for (i, &point) in points.iter().enumerate() {
+            let last = i + 1 == points.len() && !c.trailers;
+            let output = run.event(|ex, env| ex.on_request_body(env, point, last));
+            after_request_callback(&mut world, &output, last);
+            if answer_after == event {
+                answer_calls(run, &mut world, &mut answered, last);
+            }
+            event += 1;
+        }
+        if c.trailers {
+            let names = world.trailers.clone();
+            let output = run.event(|ex, env| ex.on_request_trailers(env, &names));
+            after_request_callback(&mut world, &output, true);
+        }
+    }
+    // Late answers (slow), and the exchange's, which follows the verdict.
+    for _ in 0..3 {
+        answer_calls(run, &mut world, &mut answered, true);
+    }
+    world
+}
+
+fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
+    let forwarded = world.forwarded.is_some();
+    assert!(
+        forwarded != world.answered.is_some(),
+        "forwarded {forwarded}, answered {:?}",
+        world.answered
+    );
+    assert_eq!(
+        forwarded,
+        call_must_forward(c),
+        "forwarded? answered {:?}",
+        world.answered
+    );
+    assert!(
+        !world.call_wait,
+        "one request alone never waits for another's call"
+    );
+    let introspections = world
+        .calls
+        .iter()
+        .filter(|call| purpose_of(call) == Purpose::Introspection)
+        .count();
+    // Every answer is kept a while (a failure for a second), so the same
+    // request again makes no second call when shared data has its slots.
+    let cached = !first && c.shared_slots;
+    let expected = match c.caller {
+        Caller::Opaque if !cached => 1,
+        _ => 0,
+    };
+    assert_eq!(introspections, expected, "introspection calls");
+    if let Some(status) = world.answered {
+        if c.caller == Caller::Opaque
+            && matches!(
+                c.introspected,
+                Introspected::Garbage | Introspected::NoAnswer | Introspected::ActiveAsString
+            )
+        {
+            let expected = if c.payload == Payload::Oversize {
+                [413, 503]
+            } else {
+                [503, 503]
+            };
+            assert!(
+                expected.contains(&status),
+                "an unusable introspection answer is 503, got {status}"
+            );
+        }
+    }
+    let Some(headers) = &world.forwarded else {
+        return;
+    };
+    assert!(
+        world.forwarded_after_end,
+        "went upstream before the body ended"
+    );
+    let authorization: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("authorization")
+                || n.replace('_', "-").eq_ignore_ascii_case("authorization")
+        })
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        !headers.iter().any(|(_, v)| v.contains(OPAQUE)
+            || v.contains("eyJ") && !v.contains(&exchanged_token(UPSTREAM_AUDIENCE))),
+        "the caller's token went upstream: {headers:?}"
+    );
+    match c.exchange {
+        Some(_) => assert_eq!(
+            authorization,
+            vec![format!("Bearer {}", exchanged_token(UPSTREAM_AUDIENCE)).as_str()],
+            "the upstream gets the exchanged token, once"
+        ),
+        None => assert!(
+            authorization.is_empty(),
+            "no token upstream: {authorization:?}"
+        ),
+    }
+    let roles: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == "x-mcp-roles")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        vec!["reader"],
+        "the verified roles, never the client's"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
+        let policy = call_policy(c.exchange.is_some());
+        let mut host = FakeHost {
+            shared: MemoryShared::default(),
+            request_body: Vec::new(),
+            response_buffer: Vec::new(),
+            fetch_asked: false,
+            refetch_granted: false,
+            refetch_asked: false,
+        };
+        if c.shared_slots {
+            shared::prepare(&mut host.shared, Purpose::Introspection);
+            shared::prepare(&mut host.shared, Purpose::TokenExchange);
+        }
+        let mut run = Run {
+            exchange: Exchange::new(),
+            host,
+            ring: KeyRing {
+                sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
+                generations: vec![1],
+            },
+            cache: VerifiedTokenCache::new(8),
+            policy,
+        };
+        let world = drive_with_calls(&c, &mut run);
+        check_with_calls(&c, &world, true);
+        prop_assert!(!run.host.shared.contains(OPAQUE.as_bytes()), "a token was stored in shared data");
+        if c.again {
+            let world = drive_with_calls(&c, &mut run);
+            check_with_calls(&c, &world, false);
+        }
+    }
 }
 
 proptest! {

@@ -116,9 +116,12 @@ impl Exchange {
         let mut pending = match std::mem::replace(&mut self.stage, Stage::Start) {
             Stage::AuthorizationServer(pending) => *pending,
             other => {
-                // Not waiting for a call (an answer after a refusal, say):
-                // nothing changes.
+                // Not waiting for a call any more (refused meanwhile): the
+                // answer still serves the requests waiting for it.
                 self.stage = other;
+                if let Some(orphan) = self.orphan.take() {
+                    self.share_orphan_answer(env, *orphan, answer);
+                }
                 return self.request_action();
             }
         };
@@ -136,6 +139,18 @@ impl Exchange {
                 self.stage = Stage::AuthorizationServer(Box::new(pending));
                 Output::hold()
             }
+        }
+    }
+
+    fn share_orphan_answer(&mut self, env: &mut Env, pending: Pending, answer: Option<CallAnswer>) {
+        let Some(digest) = pending.digest.filter(|_| pending.claimed) else {
+            return;
+        };
+        if matches!(pending.step, Step::Call) {
+            let settled = self.read_answer(env, &pending, answer);
+            publish(env, pending.purpose, &digest, &settled);
+        } else {
+            release(env, &pending);
         }
     }
 

@@ -130,6 +130,9 @@ pub struct Exchange {
     refetched: bool,
     answer: Option<AnswerWatch>,
     verdict: Option<Verdict>,
+    /// A call this request made and no longer waits for (it was refused
+    /// meanwhile): its answer is still shared when it comes.
+    orphan: Option<Box<authorization_server::Pending>>,
 }
 
 impl Default for Exchange {
@@ -149,6 +152,7 @@ impl Exchange {
             refetched: false,
             answer: None,
             verdict: None,
+            orphan: None,
         }
     }
 
@@ -269,6 +273,11 @@ impl Exchange {
             Stage::AwaitingKeys | Stage::AuthorizationServer(_) => {
                 // Keep buffering, but not beyond the limit.
                 if self.body_len > env.policy.max_body_bytes {
+                    if let Stage::AuthorizationServer(pending) =
+                        std::mem::replace(&mut self.stage, Stage::AwaitingKeys)
+                    {
+                        self.orphan = Some(pending);
+                    }
                     return self.refuse(env, gate::too_large(env.policy), None);
                 }
                 Output::hold()
