@@ -386,7 +386,11 @@ pub fn check_token(
 /// JWT of an issuer with keys keeps the local path; a JWT of an unknown
 /// issuer is refused locally, never sent to an authorization server.
 fn introspecting_provider(policy: &Policy, token: &str) -> Option<usize> {
-    if !policy.providers.iter().any(|p| p.introspection.is_some()) {
+    // An oversized token is refused as malformed by verification, before
+    // any authorization server sees it.
+    if token.len() > token::MAX_TOKEN_BYTES
+        || !policy.providers.iter().any(|p| p.introspection.is_some())
+    {
         return None;
     }
     match token::shape(token) {

@@ -19,6 +19,10 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// upstream never gets one about to lapse.
 pub const EXPIRY_MARGIN_MS: u64 = 30_000;
 
+/// An exchanged token is reused at most this long, however long it lives:
+/// one revoked at the authorization server stops being used within it.
+pub const MAX_REUSE_MS: u64 = 3_600_000;
+
 /// The exchange request for the caller's `subject_token` to `url`.
 pub fn request(config: &UpstreamToken, url: &str, subject_token: &str) -> Option<Call> {
     let mut params = vec![
@@ -114,7 +118,10 @@ fn check(
     if expires_ms <= now_ms {
         return Err("the token issued has already expired".into());
     }
-    let until_ms = expires_ms.saturating_sub(EXPIRY_MARGIN_MS).max(now_ms);
+    let until_ms = expires_ms
+        .saturating_sub(EXPIRY_MARGIN_MS)
+        .min(now_ms.saturating_add(MAX_REUSE_MS))
+        .max(now_ms);
     Ok((token.to_string(), until_ms))
 }
 
@@ -247,6 +254,18 @@ mod tests {
             Verdict::Issued {
                 token: "opaque-token".into(),
                 until_ms: NOW_MS + 300_000 - EXPIRY_MARGIN_MS
+            }
+        );
+    }
+
+    #[test]
+    fn a_long_lived_token_is_reused_an_hour_at_most() {
+        let long = with(issued("opaque-token"), "expires_in", json!(u64::MAX / 1000));
+        assert_eq!(
+            verdict(&long),
+            Verdict::Issued {
+                token: "opaque-token".into(),
+                until_ms: NOW_MS + MAX_REUSE_MS
             }
         );
     }

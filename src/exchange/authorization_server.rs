@@ -154,6 +154,19 @@ impl Exchange {
         }
     }
 
+    /// The stream is over (answered, or reset by the client): a call it
+    /// claimed and will never publish is given back at once, so the requests
+    /// waiting for it do not wait for its whole lease.
+    pub fn on_stream_done(&mut self, env: &mut Env) {
+        if let Stage::AuthorizationServer(pending) = &self.stage {
+            release(env, pending);
+            self.stage = Stage::Answered;
+        }
+        if let Some(orphan) = self.orphan.take() {
+            release(env, &orphan);
+        }
+    }
+
     /// A waiting request looks again at the shared answer (the host calls
     /// this while the request waits for another's call).
     pub fn on_authorization_server_wait(&mut self, env: &mut Env) -> Output {

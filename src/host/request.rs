@@ -107,6 +107,16 @@ impl HttpContext for RequestFilter {
         let names = names_of(Map::ResponseTrailers);
         self.run(|ex, env| ex.on_response_trailers(env, &names))
     }
+
+    /// The stream is over, whichever way it ended.
+    fn on_log(&mut self) {
+        if let Some(worker) = &self.worker {
+            drive(worker, &self.exchange, |ex, env| {
+                ex.on_stream_done(env);
+                Output::hold()
+            });
+        }
+    }
 }
 
 /// The host as the machine sees it while it decides: Envoy's buffers and

@@ -261,3 +261,38 @@ def test_a_missing_secret_variable_refuses_the_configuration(envoy_version, upst
               filters=[filter_with_secret(c, env={})]).start()
     assert f"environment variable \\\"{SECRET_ENV}\\\"" in exited.value.logs or \
         f'environment variable "{SECRET_ENV}"' in exited.value.logs
+
+
+# --- shapes found by attacking it -------------------------------------------------
+
+
+def test_an_oversized_opaque_token_is_refused_without_a_call(e, server, upstream):
+    token = "A" * (16 * 1024 + 1)
+    status, headers, _ = post(e, LIST, token)
+    assert status == 401
+    assert 'error_description="token malformed"' in headers["www-authenticate"][0]
+    assert server.calls_to(INTROSPECT_PATH) == [], "the authorization server never sees it"
+
+
+def test_a_client_that_goes_away_mid_call_does_not_stall_the_others(envoy_version, upstream, server):
+    """The first request for a token claims its call and disconnects while
+    the call is under way; the next request for that token must not wait for
+    the abandoned claim's whole lease (three timeouts)."""
+    import socket
+    import time
+    token = unique("abandoned")
+    answers = iter([Reply(200, active(ISSUER, RESOURCE), delay=1.0)])
+    server.introspect[token] = lambda call: next(answers, Reply(200, active(ISSUER, RESOURCE)))
+    with envoy(envoy_version, upstream, server.port, timeout_ms=10_000) as slow:
+        upstream.clear()
+        body = json.dumps(LIST).encode()
+        gone = socket.create_connection(("127.0.0.1", slow.port))
+        gone.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + token.encode() + b"\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert harness.poll(lambda: len(server.calls_to(INTROSPECT_PATH)) == 1, 5)
+        gone.close()
+        time.sleep(0.2)
+        # Without the claim given back, this would wait some 30 s.
+        status, _, _ = post(slow, LIST, token, timeout=8)
+        assert status == 200
