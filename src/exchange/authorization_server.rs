@@ -74,22 +74,40 @@ impl Exchange {
         job: Job,
     ) -> Output {
         let token = self.bearer().unwrap_or_default();
+        // What the answer depends on besides the token: a listener that
+        // accepts other audiences, or asks another client or endpoint, has
+        // answers of its own (a refusal for want of its audience must not
+        // refuse the token where that audience is accepted).
+        let provider_config = &env.policy.providers[provider];
         let digest = match purpose {
-            Purpose::Introspection => Some(Digest::of(
-                &env.host.digest_key(),
-                purpose,
-                &[&env.policy.providers[provider].issuer, &token],
-            )),
+            Purpose::Introspection => provider_config.introspection.as_ref().map(|c| {
+                let audiences =
+                    serde_json::to_string(&provider_config.audiences).unwrap_or_default();
+                Digest::of(
+                    &env.host.digest_key(),
+                    purpose,
+                    &[
+                        &provider_config.issuer,
+                        &audiences,
+                        &c.client.id,
+                        &c.endpoint.cluster,
+                        &token,
+                    ],
+                )
+            }),
             Purpose::TokenExchange => env.policy.upstream_token.as_ref().and_then(|u| {
                 u.cache.then(|| {
                     Digest::of(
                         &env.host.digest_key(),
                         purpose,
                         &[
-                            &token,
+                            &provider_config.issuer,
+                            &u.client.id,
+                            &u.endpoint.cluster,
                             u.audience.as_deref().unwrap_or_default(),
                             u.resource.as_deref().unwrap_or_default(),
                             u.scope.as_deref().unwrap_or_default(),
+                            &token,
                         ],
                     )
                 })
@@ -596,4 +614,123 @@ fn refused_kind(payload: &[u8]) -> TokenErrorKind {
         .into_iter()
         .find(|k| k.name().as_bytes() == payload)
         .unwrap_or(TokenErrorKind::Inactive)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::authorization_server::shared::{MemoryShared, SharedData};
+    use crate::config::Policy;
+    use crate::exchange::Host;
+    use crate::gate::{KeyRing, RequestHead};
+    use crate::token_cache::VerifiedTokenCache;
+
+    struct TestHost {
+        shared: MemoryShared,
+    }
+
+    impl SharedData for TestHost {
+        fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.shared.shared_get(key)
+        }
+        fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            self.shared.shared_set(key, value, cas)
+        }
+    }
+
+    impl Host for TestHost {
+        fn request_body(&self, _len: usize) -> Vec<u8> {
+            Vec::new()
+        }
+        fn response_body(&self, _len: usize) -> Vec<u8> {
+            Vec::new()
+        }
+        fn fetch_keys(&mut self, _provider: usize) {}
+        fn refetch_keys(&mut self, _provider: usize) -> bool {
+            false
+        }
+        fn calls_in_flight(&self) -> usize {
+            0
+        }
+        fn digest_key(&self) -> [u8; 32] {
+            [3; 32]
+        }
+    }
+
+    const ISS: &str = "https://idp.example.com";
+    const NOW_MS: u64 = 1_750_000_000_000;
+
+    fn policy(resource: &str) -> Policy {
+        Policy::from_value(&json!({
+            "resource": resource,
+            "providers": [{"issuer": ISS, "introspection": {"cluster": "idp",
+                "url": "https://idp.example.com/introspect", "client_id": "gw", "client_secret": "s"}}],
+            "rules": [{"effect": "allow", "methods": ["*"]}]
+        }))
+        .expect("policy")
+    }
+
+    /// A GET to `policy`'s listener with `token`; the introspection call,
+    /// if one is made, answered with `aud`. The status answered, or 200.
+    fn get(policy: &Policy, host: &mut TestHost, token: &str, aud: &str) -> u32 {
+        let ring = KeyRing {
+            sets: vec![None],
+            generations: vec![0],
+        };
+        let mut cache = VerifiedTokenCache::new(0);
+        let mut env = Env {
+            policy,
+            keys: &ring,
+            cache: &mut cache,
+            now_ms: NOW_MS,
+            host,
+        };
+        let head = RequestHead::new(
+            "GET",
+            "/mcp",
+            vec![("authorization".into(), format!("Bearer {token}"))],
+        );
+        let mut exchange = Exchange::new();
+        let mut output = exchange.on_request_headers(&mut env, head, true);
+        if output
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallAuthorizationServer(_)))
+        {
+            let body = json!({"active": true, "iss": ISS, "aud": aud, "exp": NOW_MS / 1000 + 300});
+            let answer = CallAnswer {
+                status: 200,
+                content_types: vec!["application/json".into()],
+                body: body.to_string().into_bytes(),
+            };
+            output = exchange.on_authorization_server_answer(&mut env, Some(answer));
+        }
+        output
+            .effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::SendAnswer(a) => Some(a.status),
+                _ => None,
+            })
+            .unwrap_or(200)
+    }
+
+    #[test]
+    fn listeners_with_other_audiences_never_share_a_refusal() {
+        let mut host = TestHost {
+            shared: MemoryShared::default(),
+        };
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        let (a, b) = (
+            policy("https://a.example/mcp"),
+            policy("https://b.example/mcp"),
+        );
+        // The token is for A: B refuses it, and must not make A refuse it.
+        assert_eq!(get(&b, &mut host, "tok", "https://a.example/mcp"), 401);
+        assert_eq!(get(&a, &mut host, "tok", "https://a.example/mcp"), 200);
+        // And A's acceptance is no acceptance at B.
+        assert_eq!(get(&b, &mut host, "tok", "https://a.example/mcp"), 401);
+    }
 }
