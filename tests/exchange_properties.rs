@@ -1060,6 +1060,7 @@ fn json_answer(status: u32, body: &str) -> Option<CallAnswer> {
     Some(CallAnswer {
         status,
         content_types: vec!["application/json".into()],
+        content_encodings: Vec::new(),
         body: body.as_bytes().to_vec(),
     })
 }

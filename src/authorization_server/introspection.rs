@@ -175,6 +175,7 @@ mod tests {
         CallAnswer {
             status: 200,
             content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
             body: body.to_string().into_bytes(),
         }
     }
@@ -259,6 +260,7 @@ mod tests {
         let answer = CallAnswer {
             status: 200,
             content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
             body: body.to_vec(),
         };
         assert!(matches!(

@@ -60,6 +60,8 @@ pub struct CallAnswer {
     pub status: u32,
     /// Every `Content-Type` value.
     pub content_types: Vec<String>,
+    /// Every `Content-Encoding` value.
+    pub content_encodings: Vec<String>,
     /// The body, at most [`MAX_ANSWER_BYTES`] + 1 bytes of it.
     pub body: Vec<u8>,
 }
@@ -74,6 +76,16 @@ impl CallAnswer {
         match self.content_types.as_slice() {
             [one] if media::essence(one) == media::JSON => {}
             _ => return Err("answer is not declared application/json".into()),
+        }
+        // Bytes in an encoding are not the JSON they may happen to parse as.
+        let encoded = self
+            .content_encodings
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+        if encoded {
+            return Err("answer has a content-encoding".into());
         }
         match crate::json::parse_strict(&self.body) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
@@ -227,6 +239,7 @@ mod tests {
         CallAnswer {
             status,
             content_types: vec!["application/json; charset=utf-8".into()],
+            content_encodings: Vec::new(),
             body: body.as_bytes().to_vec(),
         }
     }
@@ -321,6 +334,11 @@ mod tests {
         assert!(plain.json_object().is_err());
         let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_ANSWER_BYTES));
         assert!(answer(200, &big).json_object().is_err());
+        let mut encoded = answer(200, r#"{"a":1}"#);
+        encoded.content_encodings = vec!["gzip".into()];
+        assert!(encoded.json_object().is_err());
+        encoded.content_encodings = vec!["identity".into()];
+        assert!(encoded.json_object().is_ok());
     }
 
     #[test]

@@ -221,6 +221,7 @@ mod tests {
         CallAnswer {
             status,
             content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
             body: body.to_string().into_bytes(),
         }
     }
@@ -347,6 +348,7 @@ mod tests {
         let garbage = CallAnswer {
             status: 200,
             content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
             body: b"<html>".to_vec(),
         };
         assert!(matches!(

@@ -703,6 +703,7 @@ mod tests {
             let answer = CallAnswer {
                 status: 200,
                 content_types: vec!["application/json".into()],
+                content_encodings: Vec::new(),
                 body: body.to_string().into_bytes(),
             };
             output = exchange.on_authorization_server_answer(&mut env, Some(answer));

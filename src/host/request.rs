@@ -299,6 +299,11 @@ pub fn call_answered(worker: &Worker, token: u32, body_size: usize) -> bool {
             .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
             .map(|(_, v)| v.clone())
             .collect(),
+        content_encodings: headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, v)| v.clone())
+            .collect(),
         body: abi::buffer(
             Buffer::CallResponseBody,
             body_size.min(MAX_ANSWER_BYTES + 1),

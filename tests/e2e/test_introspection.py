@@ -178,11 +178,14 @@ def test_a_refusal_is_remembered_briefly(e, server, upstream):
     Reply(200, {"active": "true", "aud": RESOURCE, "exp": 9999999999}),
     Reply(200, b'{"active": false, "active": true, "aud": "' + RESOURCE.encode() + b'", "exp": 9999999999}'),
     Reply(200, json.dumps({**active(ISSUER, RESOURCE), "pad": "x" * 100_000}).encode()),
+    Reply(200, json.dumps({**active(ISSUER, RESOURCE), "pad": "x" * 5_000_000}).encode()),
+    Reply(200, json.dumps([active(ISSUER, RESOURCE)]).encode()),
+    Reply(200, active(ISSUER, RESOURCE), headers={"content-encoding": "gzip"}),
     Reply(200, active(ISSUER, RESOURCE), content_type=None),
     Reply(200, active(ISSUER, RESOURCE), delay=1.5),
     Reply(reset=True),
 ], ids=["500", "401-bad-client", "redirect", "html", "truncated", "active-as-string",
-        "duplicate-active", "huge", "no-content-type", "slow", "reset"])
+        "duplicate-active", "huge", "5-mib", "array", "claims-gzip", "no-content-type", "slow", "reset"])
 def test_misbehaving_server_gets_503_and_nothing_is_forwarded(e, server, upstream, reply):
     token = unique("fault")
     server.introspect[token] = reply

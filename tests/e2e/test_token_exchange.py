@@ -139,8 +139,12 @@ def test_a_refused_call_makes_no_exchange(e, server, upstream):
     Reply(200, exchanged("opaque", expires_in=0)),
     Reply(200, exchanged("two words")),
     Reply(200, b"not json", content_type="text/plain"),
+    Reply(200, ('{"access_token": "%s", "access_token": "second", "issued_token_type": "%s", '
+                '"token_type": "Bearer", "expires_in": 300}' % (upstream_jwt(), ACCESS_TOKEN_TYPE)).encode()),
+    Reply(302, b"", headers={"location": "http://127.0.0.1:1/token"}),
 ], ids=["invalid-grant", "access-denied", "aud-is-the-mcp-server", "aud-of-another-api", "refresh-token",
-        "token-type-na", "no-lifetime", "header-unsafe", "garbage"])
+        "token-type-na", "no-lifetime", "header-unsafe", "garbage", "duplicate-token",
+        "redirect"])
 def test_a_refused_or_unusable_exchange_is_502(e, server, upstream, reply):
     server.exchange = lambda c: reply
     before = e.counters()
