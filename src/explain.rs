@@ -154,6 +154,15 @@ pub fn explain(
     let outcome = write_decision(&mut out, &verdict.outcome, head.verb());
     if let Some(edits) = &verdict.edits {
         write_edits(&mut out, edits);
+        if let (Some(upstream), Some(_)) = (&policy.upstream_token, &verdict.identity) {
+            let audience = upstream.audience.as_ref().or(upstream.resource.as_ref());
+            let _ = writeln!(
+                out,
+                "  set: {}: a token exchanged for {} (the filter asks the authorization server; explain does not)",
+                upstream.header,
+                audience.map_or("?", String::as_str)
+            );
+        }
     }
     Ok((outcome, out))
 }
@@ -199,7 +208,7 @@ fn decide(
     if !empty && exchange.verdict().is_none() {
         called |= calls(&exchange.on_request_body(&mut env, request.body.len(), true));
     }
-    if called {
+    if called && exchange.verdict().is_none() {
         return Err(ExplainError::AuthorizationServerNeeded);
     }
     if let Some(provider) = host.fetch_asked {

@@ -447,6 +447,13 @@ impl Exchange {
             return self.finish_forward(env, forward, None);
         };
         let provider = upstream.provider;
+        // The verdict is given; only the upstream's token is still to come
+        // (`explain` shows it; a failed exchange replaces it).
+        self.verdict = Some(Verdict {
+            outcome: forward.outcome.clone(),
+            identity: forward.identity.clone(),
+            edits: Some(forward.edits.clone()),
+        });
         if env.policy.providers[provider].issuer != identity.issuer {
             let refusal = gate::upstream_token_unavailable(
                 false,
