@@ -300,3 +300,21 @@ def test_a_client_that_goes_away_mid_call_does_not_stall_the_others(envoy_versio
         # Without the claim given back, this would wait some 30 s.
         status, _, _ = post(slow, LIST, token, timeout=8)
         assert status == 200
+
+
+def test_the_secret_may_come_from_envoys_own_environment(envoy_version, upstream, server, monkeypatch):
+    """`host_env_keys`: the variable is Envoy's (a Kubernetes Secret set on
+    the container), passed on to the VM by name."""
+    monkeypatch.setenv(SECRET_ENV, "from-the-container-env")
+    c = plugin(server.port)
+    f = harness.wasm_filter(c)
+    f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"host_env_keys": [SECRET_ENV]}
+    with Envoy(envoy_version, c, upstream.port, clusters=[harness.cluster("as", server.port)],
+               filters=[f]) as host_env:
+        token = unique("hostenv")
+        server.introspect[token] = Reply(200, {"active": False})
+        post(host_env, LIST, token)
+        import base64
+        [asked] = server.calls_to(INTROSPECT_PATH)
+        basic = base64.b64decode(asked["headers"]["authorization"].split()[1]).decode()
+        assert basic == "mcp-gateway:from-the-container-env"
