@@ -48,7 +48,7 @@ fn readme_lists_every_configuration_key_and_no_other() {
     assert_eq!(
         keys(&table(
             &text,
-            "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env` — are the same in `upstream_token`):"
+            "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env`, `client_key`, `client_key_env` — are the same in `upstream_token`):"
         )),
         INTROSPECTION_KEYS
     );
@@ -99,7 +99,7 @@ fn readme_defaults_match_the_code() {
     );
     let introspection = table(
         &text,
-        "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env` — are the same in `upstream_token`):",
+        "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env`, `client_key`, `client_key_env` — are the same in `upstream_token`):",
     );
     let upstream = table(&text, "`upstream_token`:");
     for rows in [&introspection, &upstream] {

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value};
 
+use super::client_auth::Assertion;
 use super::{form_post, Call, CallAnswer};
 use crate::config::{Introspection, Provider};
 use crate::identity::Identity;
@@ -18,12 +19,18 @@ use crate::token::{self, TokenErrorKind};
 pub const NEGATIVE_CACHE_MS: u64 = 5_000;
 
 /// The introspection request for `token` to `url`.
-pub fn request(config: &Introspection, url: &str, token: &str) -> Option<Call> {
+pub fn request(
+    config: &Introspection,
+    url: &str,
+    token: &str,
+    assertion: &Assertion,
+) -> Option<Call> {
     form_post(
         &config.endpoint,
         url,
         &config.client,
         &[("token", token), ("token_type_hint", "access_token")],
+        assertion,
     )
 }
 
@@ -198,7 +205,12 @@ mod tests {
     fn the_request_posts_the_token_with_a_hint() {
         let p = introspecting();
         let config = p.introspection.as_ref().expect("introspection");
-        let call = request(config, "https://idp/introspect", "op/aque+").expect("call");
+        let assertion = Assertion {
+            audience: ISS,
+            now_s: NOW,
+            jti: "j",
+        };
+        let call = request(config, "https://idp/introspect", "op/aque+", &assertion).expect("call");
         assert_eq!(
             String::from_utf8_lossy(&call.body),
             "token=op%2Faque%2B&token_type_hint=access_token"

@@ -127,9 +127,10 @@ pub fn form_post(
     url: &str,
     client: &Client,
     params: &[(&str, &str)],
+    assertion: &client_auth::Assertion,
 ) -> Option<Call> {
     let (authority, path) = discovery::authority_and_path(url)?;
-    let mut params = params.to_vec();
+    let mut params: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.to_string())).collect();
     let mut headers = vec![
         (":method".to_string(), "POST".to_string()),
         (":path".to_string(), path),
@@ -140,8 +141,9 @@ pub fn form_post(
         ),
         ("accept".to_string(), "application/json".to_string()),
     ];
-    let authorization = client_auth::apply(client, &mut params);
+    let authorization = client_auth::apply(client, &mut params, assertion);
     headers.extend(authorization.map(|value| ("authorization".to_string(), value)));
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Some(Call {
         cluster: endpoint.cluster.clone(),
         headers,
@@ -268,6 +270,11 @@ mod tests {
             "https://idp.example:8443/realms/x/introspect?a=1",
             &client,
             &[("token", "t")],
+            &client_auth::Assertion {
+                audience: "https://idp.example:8443/realms/x",
+                now_s: 0,
+                jti: "j",
+            },
         )
         .expect("a URL");
         assert_eq!(call.cluster, "idp");

@@ -48,6 +48,11 @@ impl Digest {
         self.0[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The digest's first 128 bits as text (hex).
+    pub fn text(&self) -> String {
+        self.hex()
+    }
+
     fn slot(&self) -> usize {
         usize::from(u16::from_be_bytes([self.0[30], self.0[31]])) % SLOTS
     }

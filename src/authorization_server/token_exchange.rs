@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
+use super::client_auth::Assertion;
 use super::{error_code, form_post, Call, CallAnswer};
 use crate::config::UpstreamToken;
 use crate::token::{self, MAX_TOKEN_BYTES};
@@ -24,7 +25,12 @@ pub const EXPIRY_MARGIN_MS: u64 = 30_000;
 pub const MAX_REUSE_MS: u64 = 3_600_000;
 
 /// The exchange request for the caller's `subject_token` to `url`.
-pub fn request(config: &UpstreamToken, url: &str, subject_token: &str) -> Option<Call> {
+pub fn request(
+    config: &UpstreamToken,
+    url: &str,
+    subject_token: &str,
+    assertion: &Assertion,
+) -> Option<Call> {
     let mut params = vec![
         ("grant_type", GRANT_TYPE),
         ("subject_token", subject_token),
@@ -40,7 +46,7 @@ pub fn request(config: &UpstreamToken, url: &str, subject_token: &str) -> Option
     if let Some(scope) = &config.scope {
         params.push(("scope", scope));
     }
-    form_post(&config.endpoint, url, &config.client, &params)
+    form_post(&config.endpoint, url, &config.client, &params, assertion)
 }
 
 /// What an exchange answer says.
@@ -237,7 +243,13 @@ mod tests {
 
     #[test]
     fn the_request_names_the_grant_the_subject_and_the_audience() {
-        let call = request(&config(), "https://idp.example/token", "caller").expect("call");
+        let assertion = Assertion {
+            audience: ISS,
+            now_s: 0,
+            jti: "j",
+        };
+        let call =
+            request(&config(), "https://idp.example/token", "caller", &assertion).expect("call");
         assert_eq!(
             String::from_utf8_lossy(&call.body),
             "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\

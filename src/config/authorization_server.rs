@@ -35,6 +35,45 @@ pub enum ClientAuth {
     SecretBasic(Secret),
     /// `client_id` and `client_secret` in the form body.
     SecretPost(Secret),
+    /// A JWT signed with the client's key (RFC 7523), in the form body.
+    PrivateKeyJwt(ClientKey),
+}
+
+/// The client's ES256 signing key (a P-256 private JWK): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The private scalar `d`, 32 bytes.
+    pub d: Vec<u8>,
+    pub kid: Option<String>,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientKey(kid {:?}, <redacted>)", self.kid)
+    }
+}
+
+impl ClientKey {
+    /// Reads a private P-256 JWK (`kty` EC, `crv` P-256, `d`).
+    pub fn from_jwk(jwk: &serde_json::Value) -> Result<ClientKey, String> {
+        use base64::Engine;
+        let text = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+        if text("kty") != Some("EC") || text("crv") != Some("P-256") {
+            return Err("must be a private EC P-256 JWK (kty \"EC\", crv \"P-256\", d)".into());
+        }
+        let d = text("d")
+            .and_then(|d| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(d)
+                    .ok()
+            })
+            .filter(|d| p256::ecdsa::SigningKey::from_slice(d).is_ok())
+            .ok_or("has no usable private key \"d\"")?;
+        Ok(ClientKey {
+            d,
+            kid: text("kid").map(str::to_string),
+        })
+    }
 }
 
 /// The filter as a client of the authorization server.
@@ -224,14 +263,68 @@ fn parse_endpoint(obj: &Obj, url_key: &str) -> Result<Endpoint, ConfigError> {
     })
 }
 
-/// `client_id`, `client_auth` and the secret: inline (`client_secret`) or,
-/// better, from the VM's environment (`client_secret_env`, which Envoy fills
-/// from `vm_config.environment_variables`), so that the configuration text
-/// holds no secret.
+/// `client_id`, `client_auth` and the secret (or key): inline
+/// (`client_secret`, `client_key`) or, better, from the VM's environment
+/// (`client_secret_env`, `client_key_env`, which Envoy fills from
+/// `vm_config.environment_variables`), so that the configuration text holds
+/// no secret.
 fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
     let id = obj.required_str("client_id")?.to_string();
     if id.is_empty() {
         return Err(obj.error("client_id", "must not be empty".into()));
+    }
+    if obj.optional_str("client_auth")? == Some("private_key_jwt") {
+        for key in ["client_secret", "client_secret_env"] {
+            if obj.get(key).is_some() {
+                return Err(obj.error(key, "is not used with \"private_key_jwt\"".into()));
+            }
+        }
+        let jwk = match (obj.get("client_key"), obj.optional_str("client_key_env")?) {
+            (Some(_), Some(_)) => {
+                return Err(obj.error(
+                    "client_key",
+                    "give either \"client_key\" or \"client_key_env\", not both".into(),
+                ))
+            }
+            (Some(serde_json::Value::String(text)), None) => serde_json::from_str(text)
+                .map_err(|_| obj.error("client_key", "is not a JWK".into()))?,
+            (Some(value), None) => value.clone(),
+            (None, Some(name)) => {
+                let text = std::env::var(name).map_err(|_| {
+                    obj.error(
+                        "client_key_env",
+                        format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
+                    )
+                })?;
+                serde_json::from_str(&text).map_err(|_| {
+                    obj.error(
+                        "client_key_env",
+                        format!("environment variable {name:?} holds no JWK"),
+                    )
+                })?
+            }
+            (None, None) => {
+                return Err(obj.error(
+                    "client_key",
+                    "is required with \"private_key_jwt\" (or \"client_key_env\")".into(),
+                ))
+            }
+        };
+        let field = if obj.get("client_key").is_some() {
+            "client_key"
+        } else {
+            "client_key_env"
+        };
+        let key = ClientKey::from_jwk(&jwk).map_err(|m| obj.error(field, m))?;
+        return Ok(Client {
+            id,
+            auth: ClientAuth::PrivateKeyJwt(key),
+        });
+    }
+    for key in ["client_key", "client_key_env"] {
+        if obj.get(key).is_some() {
+            return Err(obj.error(key, "is only used with \"private_key_jwt\"".into()));
+        }
     }
     let secret = match (
         obj.optional_str("client_secret")?,
@@ -267,7 +360,7 @@ fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
         Some(other) => {
             return Err(obj.error(
                 "client_auth",
-                format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\""),
+                format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\""),
             ))
         }
     };
@@ -395,7 +488,8 @@ mod tests {
             ("timeout_ms", json!(0), "timeout_ms"),
             ("url", json!("ftp://idp/introspect"), "url"),
             ("cluster", json!(""), "cluster"),
-            ("client_auth", json!("private_key_jwt"), "client_auth"),
+            ("client_auth", json!("tls_client_auth"), "client_auth"),
+            ("client_key", json!({"kty": "EC"}), "client_key"),
             ("client_id", json!(""), "client_id"),
             ("colour", json!("blue"), "colour"),
         ] {
@@ -467,5 +561,85 @@ mod tests {
         config["upstream_token"]["provider"] = json!("https://other.example.com");
         let policy = Policy::from_value(&config).expect("valid");
         assert_eq!(policy.upstream_token.map(|u| u.provider), Some(1));
+    }
+}
+
+#[cfg(test)]
+mod private_key_jwt {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A P-256 private JWK (RFC 7515 appendix A.3's key).
+    fn jwk() -> serde_json::Value {
+        json!({"kty": "EC", "crv": "P-256", "kid": "gw-1",
+               "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+               "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+               "d": "jpsQnnGQmL-YBIffH1136cLyjuNdewPbBmxkUrS6mZw"})
+    }
+
+    fn config(introspection: serde_json::Value) -> serde_json::Value {
+        json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp.example.com", "introspection": introspection}],
+            "rules": [{"effect": "allow", "methods": ["tools/list"]}]
+        })
+    }
+
+    #[test]
+    fn a_private_jwk_is_read_and_never_shown() {
+        let policy = Policy::from_value(&config(json!({"cluster": "idp", "client_id": "gw",
+            "client_auth": "private_key_jwt", "client_key": jwk()})))
+        .expect("valid");
+        let client = &policy.providers[0]
+            .introspection
+            .as_ref()
+            .expect("i")
+            .client;
+        let ClientAuth::PrivateKeyJwt(key) = &client.auth else {
+            panic!("private_key_jwt expected");
+        };
+        assert_eq!(key.kid.as_deref(), Some("gw-1"));
+        assert_eq!(key.d.len(), 32);
+        assert!(!format!("{policy:?}").contains("jpsQnn"));
+    }
+
+    #[test]
+    fn keys_and_secrets_go_with_their_own_method() {
+        let refused =
+            |i: serde_json::Value| Policy::from_value(&config(i)).expect_err("refused").field;
+        assert_eq!(
+            refused(
+                json!({"cluster": "idp", "client_id": "gw", "client_auth": "private_key_jwt",
+                           "client_key": jwk(), "client_secret": "s"})
+            ),
+            "providers[0].introspection.client_secret"
+        );
+        assert_eq!(
+            refused(json!({"cluster": "idp", "client_id": "gw", "client_auth": "private_key_jwt"})),
+            "providers[0].introspection.client_key"
+        );
+        assert_eq!(
+            refused(
+                json!({"cluster": "idp", "client_id": "gw", "client_secret": "s", "client_key": jwk()})
+            ),
+            "providers[0].introspection.client_key"
+        );
+        let mut public = jwk();
+        public.as_object_mut().map(|o| o.remove("d"));
+        assert_eq!(
+            refused(
+                json!({"cluster": "idp", "client_id": "gw", "client_auth": "private_key_jwt",
+                           "client_key": public})
+            ),
+            "providers[0].introspection.client_key"
+        );
+        assert_eq!(
+            refused(
+                json!({"cluster": "idp", "client_id": "gw", "client_auth": "private_key_jwt",
+                           "client_key_env": "MCP_AUTHZ_TEST_UNSET_KEY"})
+            ),
+            "providers[0].introspection.client_key_env"
+        );
     }
 }

@@ -7,7 +7,7 @@ mod object;
 mod parse;
 
 pub use authorization_server::{
-    Client, ClientAuth, Endpoint, Introspection, Secret, UpstreamToken,
+    Client, ClientAuth, ClientKey, Endpoint, Introspection, Secret, UpstreamToken,
 };
 
 use crate::glob::Glob;
@@ -216,6 +216,8 @@ pub const INTROSPECTION_KEYS: &[&str] = &[
     "client_auth",
     "client_secret",
     "client_secret_env",
+    "client_key",
+    "client_key_env",
     "timeout_ms",
     "cache_seconds",
 ];
@@ -229,6 +231,8 @@ pub const UPSTREAM_TOKEN_KEYS: &[&str] = &[
     "client_auth",
     "client_secret",
     "client_secret_env",
+    "client_key",
+    "client_key_env",
     "audience",
     "resource",
     "scope",

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::output::{Action, Effect, Level, Output};
 use super::{Env, Exchange, Forward, Stage};
+use crate::authorization_server::client_auth::Assertion;
 use crate::authorization_server::shared::{self, Digest, Lookup, Outcome as Shared};
 use crate::authorization_server::{
     self as server, introspection, token_exchange, CallAnswer, Purpose,
@@ -301,16 +302,22 @@ impl Exchange {
             return self.discover(env, pending, 0);
         };
         let token = self.bearer().unwrap_or_default();
+        let jti = jti(env, purpose);
+        let assertion = Assertion {
+            audience: &issuer,
+            now_s: env.now_ms / 1000,
+            jti: &jti,
+        };
         let call = match pending.purpose {
             Purpose::Introspection => env.policy.providers[pending.provider]
                 .introspection
                 .as_ref()
-                .and_then(|c| introspection::request(c, &url, &token)),
+                .and_then(|c| introspection::request(c, &url, &token, &assertion)),
             Purpose::TokenExchange => env
                 .policy
                 .upstream_token
                 .as_ref()
-                .and_then(|c| token_exchange::request(c, &url, &token)),
+                .and_then(|c| token_exchange::request(c, &url, &token, &assertion)),
         };
         let Some(call) = call else {
             let why = format!("cannot call {url:?}");
@@ -536,6 +543,20 @@ impl Exchange {
             .ok()
             .map(str::to_string)
     }
+}
+
+/// A `jti` for a client assertion that no other call of this proxy uses: a
+/// keyed digest of the time and a count.
+fn jti(env: &Env, purpose: Purpose) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    Digest::of(
+        &env.host.digest_key(),
+        purpose,
+        &["jti", &env.now_ms.to_string(), &n.to_string()],
+    )
+    .text()
 }
 
 /// The endpoint the call of `pending` goes to.

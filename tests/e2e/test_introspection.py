@@ -32,8 +32,9 @@ RULES = [
 
 
 def introspection(port, **extra):
-    return {"cluster": "as", "url": f"http://127.0.0.1:{port}{INTROSPECT_PATH}", "client_id": "mcp-gateway",
-            "client_secret_env": SECRET_ENV, "timeout_ms": 500, "cache_seconds": 60, **extra}
+    config = {"cluster": "as", "url": f"http://127.0.0.1:{port}{INTROSPECT_PATH}", "client_id": "mcp-gateway",
+              "client_secret_env": SECRET_ENV, "timeout_ms": 500, "cache_seconds": 60, **extra}
+    return {k: v for k, v in config.items() if v is not None}
 
 
 def plugin(port, with_jwks=False, **extra):
@@ -318,3 +319,47 @@ def test_the_secret_may_come_from_envoys_own_environment(envoy_version, upstream
         [asked] = server.calls_to(INTROSPECT_PATH)
         basic = base64.b64decode(asked["headers"]["authorization"].split()[1]).decode()
         assert basic == "mcp-gateway:from-the-container-env"
+
+
+def test_private_key_jwt_authenticates_with_a_signed_assertion(envoy_version, upstream, server):
+    """`client_auth: private_key_jwt`: the key comes from the VM's
+    environment; the authorization server sees an ES256 assertion by the
+    client, for its issuer, that verifies with the client's public key."""
+    import jwt as pyjwt
+    from tokens import EcKey
+    key = EcKey("gw-key-1")
+    number = key.private.private_numbers().private_value
+    private_jwk = {**key.jwk, "d": base64url(number.to_bytes(32, "big"))}
+    c = plugin(server.port, client_auth="private_key_jwt", client_key_env="MCP_AUTHZ_CLIENT_KEY",
+               client_secret_env=None)
+    f = harness.wasm_filter(c)
+    f["typed_config"]["config"]["vm_config"]["environment_variables"] = {
+        "key_values": {"MCP_AUTHZ_CLIENT_KEY": json.dumps(private_jwk)}}
+    with Envoy(envoy_version, c, upstream.port, clusters=[harness.cluster("as", server.port)],
+               filters=[f]) as signed:
+        upstream.clear()
+        tokens = [unique("pkjwt"), unique("pkjwt")]
+        for token in tokens:
+            server.introspect[token] = Reply(200, active(ISSUER, RESOURCE))
+            assert post(signed, LIST, token)[0] == 200
+        calls = server.calls_to(INTROSPECT_PATH)
+        assert len(calls) == 2
+        jtis = set()
+        for asked in calls:
+            form = asked["form"]
+            assert "authorization" not in asked["headers"] and "client_secret" not in form
+            assert form["client_id"] == "mcp-gateway"
+            assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            assertion = form["client_assertion"]
+            assert pyjwt.get_unverified_header(assertion) == {"alg": "ES256", "typ": "JWT", "kid": "gw-key-1"}
+            claims = pyjwt.decode(assertion, key.private.public_key(), algorithms=["ES256"], audience=ISSUER)
+            assert claims["iss"] == claims["sub"] == "mcp-gateway"
+            assert claims["exp"] - claims["iat"] == 60
+            jtis.add(claims["jti"])
+        assert len(jtis) == 2, "every assertion has its own jti"
+        assert private_jwk["d"] not in signed.logs()
+
+
+def base64url(raw):
+    import base64
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -23,8 +23,10 @@
 //     opaque access tokens (client metadata `mcp_token_format: opaque`),
 //     side by side with the JWTs of the others;
 //   - token introspection (RFC 7662, oidc-provider's own), open only to the
-//     gateway's client `mcp-gateway` (secret `mcp-gateway-secret`), and
-//     token revocation;
+//     gateway's clients: `mcp-gateway` (secret `mcp-gateway-secret`) and,
+//     when the environment variable GATEWAY_PUBLIC_JWK holds a public P-256
+//     JWK, `mcp-gateway-pkjwt`, which authenticates with `private_key_jwt`
+//     (ES256) under that key; and token revocation;
 //   - RFC 8693 token exchange for `mcp-gateway`. This grant is CUSTOM: the
 //     test's own code below, registered through oidc-provider's grant-type
 //     extension API (`provider.registerGrantType`), since oidc-provider has
@@ -116,6 +118,15 @@ const configuration = {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
     },
+    ...(process.env.GATEWAY_PUBLIC_JWK ? [{
+      client_id: `${GATEWAY}-pkjwt`,
+      grant_types: [TOKEN_EXCHANGE],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks: { keys: [JSON.parse(process.env.GATEWAY_PUBLIC_JWK)] },
+    }] : []),
   ],
   extraClientMetadata: {
     properties: ['mcp_role', 'mcp_token_format'],
@@ -139,7 +150,7 @@ const configuration = {
     introspection: {
       enabled: true,
       // Only the gateway may learn what a token is worth.
-      allowedPolicy: async (ctx, client) => client.clientId === GATEWAY,
+      allowedPolicy: async (ctx, client) => [GATEWAY, `${GATEWAY}-pkjwt`].includes(client.clientId),
     },
     resourceIndicators: {
       enabled: true,

@@ -20,6 +20,7 @@ both Envoy versions.
 
 import base64
 import json
+import os
 import threading
 import urllib.error
 import urllib.parse
@@ -31,10 +32,12 @@ from harness import ENVOY_VERSIONS, Envoy, RecordingUpstream, bootstrap, cluster
 from mcp_client import LIST, modern_call, post, tool_call
 from mcp_upstream import McpUpstream
 from stack import AuthorizationServer, plugin_config, run_client
+from tokens import EcKey
 
 SECRET_ENV = "MCP_AUTHZ_CLIENT_SECRET"
+KEY_ENV = "MCP_AUTHZ_CLIENT_KEY"
 GATEWAY_SECRET = "mcp-gateway-secret"
-ROLES = ["main", "burst", "exchange", "refused", "misissued", "down"]
+ROLES = ["main", "burst", "exchange", "refused", "misissued", "down", "pkjwt"]
 CACHE_SECONDS = 4
 
 
@@ -49,10 +52,18 @@ def resource(port):
     return f"http://127.0.0.1:{port}/mcp"
 
 
+GATEWAY_KEY = EcKey("mcp-gateway-key")
+
+
 @pytest.fixture(scope="module")
 def auth(ports):
-    with AuthorizationServer(free_port(), [resource(p) for p in ports.values()]) as server:
-        yield server
+    # The gateway's public key, for its `private_key_jwt` client.
+    os.environ["GATEWAY_PUBLIC_JWK"] = json.dumps(GATEWAY_KEY.jwk)
+    try:
+        with AuthorizationServer(free_port(), [resource(p) for p in ports.values()]) as server:
+            yield server
+    finally:
+        os.environ.pop("GATEWAY_PUBLIC_JWK", None)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +87,10 @@ class GatewayEnvoy(Envoy):
     def __init__(self, version, port, plugin, upstream_port, idp_port, concurrency=1):
         clusters = [cluster("idp", idp_port), cluster("dead", free_port())]
         f = wasm_filter(plugin)
+        number = GATEWAY_KEY.private.private_numbers().private_value
+        private_jwk = {**GATEWAY_KEY.jwk, "d": base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode()}
         f["typed_config"]["config"]["vm_config"]["environment_variables"] = {
-            "key_values": {SECRET_ENV: GATEWAY_SECRET}}
+            "key_values": {SECRET_ENV: GATEWAY_SECRET, KEY_ENV: json.dumps(private_jwk)}}
         super().__init__(version, plugin, upstream_port, clusters, concurrency=concurrency, filters=[f])
         self.port = port
         with open(self.config_path, "w") as out:
@@ -90,11 +103,15 @@ class GatewayEnvoy(Envoy):
         return self
 
 
-def gateway_config(port, issuer, upstream_token=None, cache_seconds=CACHE_SECONDS):
+def gateway_config(port, issuer, upstream_token=None, cache_seconds=CACHE_SECONDS, private_key_jwt=False):
     config = plugin_config(resource(port), issuer)
     config["providers"][0]["introspection"] = {
         "cluster": "idp", "client_id": "mcp-gateway", "client_secret_env": SECRET_ENV,
         "timeout_ms": 2000, "cache_seconds": cache_seconds}
+    if private_key_jwt:
+        config["providers"][0]["introspection"].update(
+            {"client_id": "mcp-gateway-pkjwt", "client_auth": "private_key_jwt", "client_key_env": KEY_ENV})
+        del config["providers"][0]["introspection"]["client_secret_env"]
     if upstream_token:
         config["upstream_token"] = {"cluster": "idp", "client_id": "mcp-gateway",
                                     "client_secret_env": SECRET_ENV, "scope": "mcp:read", **upstream_token}
@@ -242,6 +259,16 @@ def test_the_python_sdk_drives_a_flow_with_an_opaque_token(main, auth, mcp_serve
     assert called == ["get_weather"], "the refused call never reached the server"
     assert all(r["authorization"] is False for r in mcp_server.seen())
     assert len(events(auth, "introspection", since)) == 1, "one introspection for the whole session"
+
+
+def test_the_gateway_may_authenticate_with_private_key_jwt(envoy_version, ports, auth, mcp_server):
+    with gateway(envoy_version, "pkjwt", ports, auth, mcp_server.port, private_key_jwt=True) as e:
+        token = token_for(auth, "svc-opaque-reader", e.port)
+        since = len(auth.events())
+        assert modern_call(e, "tools/list", token=token)[0] == 200
+        [asked] = events(auth, "introspection", since)
+        assert asked["client_id"] == "mcp-gateway-pkjwt" and asked["active"] is True
+        assert [x for x in auth.events()[since:] if x.get("event") == "error"] == []
 
 
 # --- token exchange -----------------------------------------------------------------
