@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-request_body token jwks config list_answer}
+TARGETS=${FUZZ_TARGETS:-request_body token jwks config list_answer condition dpop_proof}
 export RUSTC_BOOTSTRAP=1
 LOGS=fuzz/target/logs
 mkdir -p "$LOGS"

@@ -3,6 +3,7 @@
 //! token, so no answer can echo one; claim values never reach it either.
 
 use crate::config::Policy;
+use crate::dpop::{self, Scheme};
 use serde_json::{json, Value};
 
 /// JSON-RPC error codes used in answers. The -32000..-32019 range is the
@@ -51,15 +52,15 @@ impl Answer {
     }
 }
 
-/// A `WWW-Authenticate: Bearer` challenge with these auth-params, in order
-/// (RFC 6750 section 3). Every value is built by the filter from its
-/// configuration or a fixed text, never from the request.
-fn bearer_challenge(params: &[(&str, &str)]) -> String {
+/// A `WWW-Authenticate` challenge of `scheme` with these auth-params, in
+/// order (RFC 6750 §3, RFC 9449 §7.1). Every value is built by the filter
+/// from its configuration or a fixed text, never from the request.
+fn challenge(scheme: Scheme, params: &[(&str, &str)]) -> String {
     let params: Vec<String> = params
         .iter()
         .map(|(name, value)| format!("{name}=\"{value}\""))
         .collect();
-    format!("Bearer {}", params.join(", "))
+    format!("{} {}", scheme.name(), params.join(", "))
 }
 
 /// The `scope` hint of a 401: `scopes_supported`, when configured.
@@ -67,49 +68,154 @@ fn scope_hint(policy: &Policy) -> Option<String> {
     (!policy.scopes_supported.is_empty()).then(|| policy.scopes_supported.join(" "))
 }
 
-/// 401 for a request that carried no token: the discovery challenge.
-pub fn token_required(policy: &Policy) -> Answer {
-    let hint = scope_hint(policy);
-    let mut params = vec![("resource_metadata", policy.metadata_url.as_str())];
-    params.extend(hint.as_deref().map(|scope| ("scope", scope)));
-    Answer::json_rpc_error(401, codes::UNAUTHORIZED, "Authorization required", None)
-        .with_header("www-authenticate", bearer_challenge(&params))
+/// The `algs` of a DPoP challenge: the proof algorithms some provider takes.
+fn dpop_algs(policy: &Policy) -> String {
+    let names: Vec<&str> = dpop::algorithms(&policy.providers)
+        .iter()
+        .map(|a| a.name())
+        .collect();
+    names.join(" ")
 }
 
-/// 401 for a token that failed verification. `description` is a fixed,
-/// class-level text (it never holds token or claim data).
-pub fn invalid_token(policy: &Policy, description: &str) -> Answer {
+/// What went wrong, for a 401's challenge: the OAuth error code and a
+/// fixed, class-level description (never token, proof or claim data).
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    pub error: &'a str,
+    pub description: &'a str,
+}
+
+/// The challenges of a 401: one per scheme the filter takes (`Bearer` when
+/// some provider takes bearer tokens, `DPoP` with its `algs` when some takes
+/// DPoP), each with `resource_metadata` and the `scope` hint. `problem`
+/// goes on the challenge of the scheme the request `used` (or the first
+/// taken), which comes first.
+fn unauthorized_challenges(
+    policy: &Policy,
+    used: Option<Scheme>,
+    problem: Option<Problem>,
+) -> Vec<String> {
+    let mut schemes = Vec::new();
+    if dpop::bearer_accepted(&policy.providers) {
+        schemes.push(Scheme::Bearer);
+    }
+    if dpop::dpop_accepted(&policy.providers) {
+        schemes.push(Scheme::DPoP);
+    }
+    if let Some(i) = used.and_then(|u| schemes.iter().position(|s| *s == u)) {
+        schemes.swap(0, i);
+    }
     let hint = scope_hint(policy);
-    let mut params = vec![
-        ("error", "invalid_token"),
-        ("error_description", description),
-        ("resource_metadata", policy.metadata_url.as_str()),
-    ];
-    params.extend(hint.as_deref().map(|scope| ("scope", scope)));
-    Answer::json_rpc_error(
-        401,
-        codes::UNAUTHORIZED,
+    let algs = dpop_algs(policy);
+    schemes
+        .iter()
+        .enumerate()
+        .map(|(i, scheme)| {
+            let mut params = Vec::new();
+            if let (0, Some(problem)) = (i, problem) {
+                params.push(("error", problem.error));
+                params.push(("error_description", problem.description));
+            }
+            if *scheme == Scheme::DPoP {
+                params.push(("algs", algs.as_str()));
+            }
+            params.push(("resource_metadata", policy.metadata_url.as_str()));
+            params.extend(hint.as_deref().map(|scope| ("scope", scope)));
+            challenge(*scheme, &params)
+        })
+        .collect()
+}
+
+/// A 401 with its challenges and the JSON-RPC error -32001.
+fn unauthorized(
+    policy: &Policy,
+    used: Option<Scheme>,
+    problem: Option<Problem>,
+    message: &str,
+) -> Answer {
+    let mut answer = Answer::json_rpc_error(401, codes::UNAUTHORIZED, message, None);
+    for value in unauthorized_challenges(policy, used, problem) {
+        answer = answer.with_header("www-authenticate", value);
+    }
+    answer
+}
+
+/// 401 for a request that carried no token: the discovery challenge(s).
+pub fn token_required(policy: &Policy) -> Answer {
+    unauthorized(policy, None, None, "Authorization required")
+}
+
+/// 401 for a token that failed verification (or came with a scheme it
+/// may not). `description` is a fixed, class-level text (it never holds
+/// token or claim data).
+pub fn invalid_token(policy: &Policy, used: Scheme, description: &str) -> Answer {
+    let problem = Problem {
+        error: "invalid_token",
+        description,
+    };
+    unauthorized(
+        policy,
+        Some(used),
+        Some(problem),
         &format!("Invalid access token: {description}"),
-        None,
     )
-    .with_header("www-authenticate", bearer_challenge(&params))
+}
+
+/// 401 for a DPoP proof that failed its checks (`invalid_dpop_proof`).
+pub fn invalid_dpop_proof(policy: &Policy, description: &str) -> Answer {
+    let problem = Problem {
+        error: "invalid_dpop_proof",
+        description,
+    };
+    unauthorized(
+        policy,
+        Some(Scheme::DPoP),
+        Some(problem),
+        &format!("Invalid DPoP proof: {description}"),
+    )
+}
+
+/// 401 asking for a proof with the server's nonce (`use_dpop_nonce`,
+/// RFC 9449 §9), which comes in the `DPoP-Nonce` header.
+pub fn use_dpop_nonce(policy: &Policy, nonce: &str) -> Answer {
+    let problem = Problem {
+        error: "use_dpop_nonce",
+        description: "DPoP proof needs a fresh server nonce",
+    };
+    unauthorized(
+        policy,
+        Some(Scheme::DPoP),
+        Some(problem),
+        "DPoP nonce required: retry with the nonce in DPoP-Nonce",
+    )
+    .with_header("dpop-nonce", nonce.to_string())
 }
 
 /// 403 step-up challenge: the caller's role fits but it lacks `scopes`.
-pub fn insufficient_scope(policy: &Policy, scopes: &[String], id: Option<&Value>) -> Answer {
+/// The challenge is in the scheme the token came with.
+pub fn insufficient_scope(
+    policy: &Policy,
+    used: Scheme,
+    scopes: &[String],
+    id: Option<&Value>,
+) -> Answer {
     let needed = scopes.join(" ");
-    let challenge = bearer_challenge(&[
+    let algs = dpop_algs(policy);
+    let mut params = vec![
         ("error", "insufficient_scope"),
-        ("scope", &needed),
-        ("resource_metadata", &policy.metadata_url),
-    ]);
+        ("scope", needed.as_str()),
+        ("resource_metadata", policy.metadata_url.as_str()),
+    ];
+    if used == Scheme::DPoP {
+        params.push(("algs", algs.as_str()));
+    }
     Answer::json_rpc_error(
         403,
         codes::INSUFFICIENT_SCOPE,
         &format!("Insufficient scope: this call needs {}", scopes.join(" ")),
         id,
     )
-    .with_header("www-authenticate", challenge)
+    .with_header("www-authenticate", challenge(used, &params))
 }
 
 /// 403: the rules deny this call.
@@ -266,6 +372,17 @@ pub fn metadata_document(policy: &Policy) -> Answer {
         doc.insert("scopes_supported".into(), json!(policy.scopes_supported));
     }
     doc.insert("bearer_methods_supported".into(), json!(["header"]));
+    if dpop::dpop_accepted(&policy.providers) {
+        let algs: Vec<&str> = dpop::algorithms(&policy.providers)
+            .iter()
+            .map(|a| a.name())
+            .collect();
+        doc.insert("dpop_signing_alg_values_supported".into(), json!(algs));
+        doc.insert(
+            "dpop_bound_access_tokens_required".into(),
+            json!(!dpop::bearer_accepted(&policy.providers)),
+        );
+    }
     if let Some(name) = &policy.resource_name {
         doc.insert("resource_name".into(), json!(name));
     }

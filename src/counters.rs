@@ -4,6 +4,7 @@
 //! table.
 
 use crate::authorization_server::Purpose;
+use crate::dpop::ProofErrorKind;
 use crate::gate::{BadRequestKind, Reason};
 use crate::token::TokenErrorKind;
 
@@ -19,12 +20,21 @@ pub enum Counter {
     InvalidToken(TokenErrorKind),
     /// A malformed request, by class.
     BadRequest(BadRequestKind),
+    /// A refused DPoP proof, by class.
+    InvalidDpopProof(ProofErrorKind),
+    /// Requests whose DPoP proof passed every check.
+    DpopAccepted,
+    /// Proofs the replay memory forgot before they expired, to make room.
+    DpopReplayEvicted,
     /// Refusals let through because the mode is `audit`.
     AuditWouldDeny,
     /// List items hidden from callers.
     ListItemsRemoved,
     /// Answers replaced by an error because the filter could not read them.
     ListUnfilterable,
+    /// Rule conditions that could not be evaluated (they count against the
+    /// caller).
+    ConditionError,
     JwksFetchOk,
     JwksFetchFailed,
     JwksUnknownKeyRefetch,
@@ -63,7 +73,7 @@ impl CallEvent {
 
 impl Counter {
     /// Every counter, in the order the README lists them.
-    pub const ALL: [Counter; 44] = [
+    pub const ALL: [Counter; 62] = [
         Counter::Allowed,
         Counter::Denied(Reason::NoToken),
         Counter::Denied(Reason::InvalidToken),
@@ -77,6 +87,23 @@ impl Counter {
         Counter::InvalidToken(TokenErrorKind::Issuer),
         Counter::InvalidToken(TokenErrorKind::Audience),
         Counter::InvalidToken(TokenErrorKind::Inactive),
+        Counter::InvalidToken(TokenErrorKind::DpopBound),
+        Counter::InvalidToken(TokenErrorKind::KeyBinding),
+        Counter::InvalidToken(TokenErrorKind::Scheme),
+        Counter::Denied(Reason::InvalidDpopProof),
+        Counter::InvalidDpopProof(ProofErrorKind::Missing),
+        Counter::InvalidDpopProof(ProofErrorKind::Malformed),
+        Counter::InvalidDpopProof(ProofErrorKind::Algorithm),
+        Counter::InvalidDpopProof(ProofErrorKind::Key),
+        Counter::InvalidDpopProof(ProofErrorKind::Signature),
+        Counter::InvalidDpopProof(ProofErrorKind::Method),
+        Counter::InvalidDpopProof(ProofErrorKind::Uri),
+        Counter::InvalidDpopProof(ProofErrorKind::Time),
+        Counter::InvalidDpopProof(ProofErrorKind::TokenHash),
+        Counter::InvalidDpopProof(ProofErrorKind::Replay),
+        Counter::Denied(Reason::UseDpopNonce),
+        Counter::DpopAccepted,
+        Counter::DpopReplayEvicted,
         Counter::Denied(Reason::KeysUnavailable),
         Counter::Denied(Reason::IntrospectionUnavailable),
         Counter::Denied(Reason::Forbidden),
@@ -93,6 +120,7 @@ impl Counter {
         Counter::AuditWouldDeny,
         Counter::ListItemsRemoved,
         Counter::ListUnfilterable,
+        Counter::ConditionError,
         Counter::JwksFetchOk,
         Counter::JwksFetchFailed,
         Counter::JwksUnknownKeyRefetch,
@@ -118,8 +146,12 @@ impl Counter {
             Counter::Denied(reason) => format!("denied.{}", reason.name()),
             Counter::InvalidToken(kind) => format!("invalid_token.{}", kind.name()),
             Counter::BadRequest(kind) => format!("bad_request.{}", kind.name()),
+            Counter::InvalidDpopProof(kind) => format!("invalid_dpop_proof.{}", kind.name()),
+            Counter::DpopAccepted => "dpop.accepted".into(),
+            Counter::DpopReplayEvicted => "dpop.replay_evicted".into(),
             Counter::ListItemsRemoved => "list_items_removed".into(),
             Counter::ListUnfilterable => "list_unfilterable".into(),
+            Counter::ConditionError => "condition_error".into(),
             Counter::JwksFetchOk => "jwks_fetch.ok".into(),
             Counter::JwksFetchFailed => "jwks_fetch.failed".into(),
             Counter::JwksUnknownKeyRefetch => "jwks_fetch.unknown_key_refetch".into(),

@@ -8,14 +8,16 @@
 use std::fmt::Write;
 
 use crate::answer::Answer;
-use crate::authorization_server::shared::{MemoryShared, SharedData};
+use crate::condition::EvalError;
 use crate::config::{Effect, Policy};
+use crate::dpop::replay;
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
 use crate::jwks::KeySet;
 use crate::mcp::{self, Message};
 use crate::policy;
+use crate::shared_data::{SharedData, SharedMap};
 use crate::token::TokenErrorKind;
 use crate::token_cache::VerifiedTokenCache;
 
@@ -85,7 +87,8 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
 struct Offline<'a> {
     body: &'a [u8],
     fetch_asked: Option<usize>,
-    shared: MemoryShared,
+    /// Shared data of this one request: no DPoP proof was used before it.
+    shared: SharedMap,
 }
 
 impl SharedData for Offline<'_> {
@@ -122,6 +125,10 @@ impl exchange::Host for Offline<'_> {
     fn digest_key(&self) -> [u8; 32] {
         [0; 32]
     }
+
+    fn tool_headers(&self, _tool: &str) -> Option<Vec<crate::mcp::param_headers::ParamHeader>> {
+        None
+    }
 }
 
 /// Runs the request through the filter's state machine and describes the
@@ -145,7 +152,7 @@ pub fn explain(
                 if matches!(r.reason, Reason::UnsupportedMediaType | Reason::TooLarge)
         );
     match identity {
-        Some(identity) if body_read => write_calls(&mut out, policy, identity, &request.body),
+        Some(identity) if body_read => write_calls(&mut out, policy, identity, request, now_s),
         Some(_) if head.verb() != Verb::Post => {
             out.push_str("body: none (a GET or DELETE takes no body): a valid token is enough\n")
         }
@@ -184,10 +191,12 @@ fn decide(
     };
     // A fresh cache: every explanation verifies the token itself.
     let mut cache = VerifiedTokenCache::new(1);
+    let mut shared = SharedMap::default();
+    replay::prepare(&mut shared, [0; 32]);
     let mut host = Offline {
         body: &request.body,
         fetch_asked: None,
-        shared: MemoryShared::default(),
+        shared,
     };
     let mut exchange = Exchange::new();
     let mut env = exchange::Env {
@@ -312,7 +321,15 @@ fn write_identity(out: &mut String, identity: &Identity) {
 }
 
 /// Each message of the body, and for each call every rule's verdict.
-fn write_calls(out: &mut String, policy: &Policy, identity: &Identity, body: &[u8]) {
+fn write_calls(
+    out: &mut String,
+    policy: &Policy,
+    identity: &Identity,
+    request: &Request,
+    now_s: u64,
+) {
+    let headers = &request.head.headers;
+    let body = &request.body;
     let Ok(body) = mcp::parse_body(body) else {
         out.push_str("body: not a valid JSON-RPC message (see the answer)\n");
         return;
@@ -337,7 +354,14 @@ fn write_calls(out: &mut String, policy: &Policy, identity: &Identity, body: &[u
             .as_ref()
             .map_or("(none)".to_string(), |n| format!("{n:?}"));
         let _ = writeln!(out, "call: method {:?}, name {name}, id {id}", call.method);
-        let traces = policy::trace(&policy.rules, &call.method, call.name.as_deref(), identity);
+        let facts = policy::Call {
+            method: &call.method,
+            name: call.name.as_deref(),
+            arguments: policy::Arguments::Known(call.arguments.as_ref()),
+            headers,
+            now_s,
+        };
+        let traces = policy::trace(&policy.rules, &facts, identity);
         for (i, (t, rule)) in traces.iter().zip(&policy.rules).enumerate() {
             let effect = match t.effect {
                 Effect::Allow => "allow",
@@ -359,20 +383,31 @@ fn write_calls(out: &mut String, policy: &Policy, identity: &Identity, body: &[u
                 format!("matches, caller does not satisfy it: {}", lacks.join("; "))
             };
             let _ = writeln!(out, "  rule {i} {effect} {:?}: {verdict}", t.rule);
+            if let Some((source, value)) = &t.condition {
+                let value = match value {
+                    Ok(value) => value.to_string(),
+                    Err(EvalError::Failed) => {
+                        "could not be evaluated (counts against the caller)".into()
+                    }
+                    Err(EvalError::NotBoolean) => {
+                        "not true or false (counts against the caller)".into()
+                    }
+                };
+                let _ = writeln!(out, "    when {source} => {value}");
+            }
         }
-        let decision =
-            match policy::decide(&policy.rules, &call.method, call.name.as_deref(), identity) {
-                policy::Decision::Allow { rule } => format!("allow ({})", rule.unwrap_or_default()),
-                policy::Decision::Forbidden { rule: Some(rule) } => {
-                    format!("forbidden by {rule:?}")
-                }
-                policy::Decision::Forbidden { rule: None } => {
-                    "forbidden: no rule allows it (default deny)".into()
-                }
-                policy::Decision::NeedScopes { rule, scopes } => {
-                    format!("needs scopes {} (rule {rule:?})", scopes.join(" "))
-                }
-            };
+        let decision = match policy::decide(&policy.rules, &facts, identity, &mut Vec::new()) {
+            policy::Decision::Allow { rule } => format!("allow ({})", rule.unwrap_or_default()),
+            policy::Decision::Forbidden { rule: Some(rule) } => {
+                format!("forbidden by {rule:?}")
+            }
+            policy::Decision::Forbidden { rule: None } => {
+                "forbidden: no rule allows it (default deny)".into()
+            }
+            policy::Decision::NeedScopes { rule, scopes } => {
+                format!("needs scopes {} (rule {rule:?})", scopes.join(" "))
+            }
+        };
         let _ = writeln!(out, "  => {decision}");
     }
 }

@@ -6,11 +6,14 @@
 use std::rc::Rc;
 
 use crate::answer::{self, codes, Answer};
-use crate::config::{Mode, Policy, TokenForwarding};
+use crate::authorization_server::introspection;
+use crate::config::{Mode, Policy, Provider, TokenForwarding};
 use crate::counters::Counter;
+use crate::dpop::{self, Mode as DpopMode, ProofError, ProofErrorKind, Scheme};
 use crate::identity::{HeaderValueError, Identity};
 use crate::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
+use crate::mcp::param_headers::{self, ParamHeader};
 use crate::mcp::{self, Body, BodyError};
 use crate::policy::{self, Decision};
 use crate::token::{self, BearerError, TokenError, TokenErrorKind};
@@ -115,6 +118,10 @@ pub enum Reason {
     IntrospectionUnavailable,
     /// No token for the upstream could be had by exchange: 502 or 503.
     UpstreamTokenUnavailable,
+    /// A DPoP proof that failed its checks.
+    InvalidDpopProof,
+    /// A DPoP proof without a fresh server nonce.
+    UseDpopNonce,
 }
 
 /// The classes of malformed request, each with its own counter.
@@ -154,6 +161,8 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::IntrospectionUnavailable => "introspection_unavailable",
             Reason::UpstreamTokenUnavailable => "upstream_token_unavailable",
+            Reason::InvalidDpopProof => "invalid_dpop_proof",
+            Reason::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -163,6 +172,7 @@ impl Reason {
 pub enum Class {
     Token(TokenErrorKind),
     Request(BadRequestKind),
+    Proof(ProofErrorKind),
 }
 
 impl Class {
@@ -171,6 +181,7 @@ impl Class {
         match self {
             Class::Token(kind) => kind.name(),
             Class::Request(kind) => kind.name(),
+            Class::Proof(kind) => kind.name(),
         }
     }
 }
@@ -189,6 +200,8 @@ pub struct Refusal {
     /// What went wrong with a call to the authorization server (for the
     /// log; never a token or a secret).
     pub detail: Option<String>,
+    /// Rules whose condition could not be evaluated on the way.
+    pub condition_errors: Vec<String>,
 }
 
 impl Refusal {
@@ -201,6 +214,7 @@ impl Refusal {
             method: None,
             name: None,
             detail: None,
+            condition_errors: Vec::new(),
         }
     }
 
@@ -215,6 +229,7 @@ impl Refusal {
         match self.class {
             Some(Class::Token(kind)) => counters.push(Counter::InvalidToken(kind)),
             Some(Class::Request(kind)) => counters.push(Counter::BadRequest(kind)),
+            Some(Class::Proof(kind)) => counters.push(Counter::InvalidDpopProof(kind)),
             None => {}
         }
         counters
@@ -302,11 +317,14 @@ pub struct KeyRing {
 /// The outcome of checking a request's token.
 #[derive(Debug)]
 pub enum TokenVerdict {
-    /// The token is good.
+    /// The token is good (and so is its DPoP proof, when it is bound).
     Verified {
         identity: Identity,
         /// It was found in the verified-token cache.
         cached: bool,
+        /// The DPoP proof that came with a bound token: its `jti` is still
+        /// to be checked against replay.
+        proof: Option<dpop::Accepted>,
     },
     /// Refuse the request.
     Refuse(Refusal),
@@ -321,8 +339,11 @@ pub enum TokenVerdict {
     Introspect { provider: usize },
 }
 
-/// Checks the bearer token: exactly one `Authorization: Bearer` header, a JWT
-/// that verifies with the provider's keys (the verified-token cache first).
+/// Checks the access token: exactly one `Authorization: Bearer` or `DPoP`
+/// header, a JWT that verifies with the provider's keys (the verified-token
+/// cache first), presented with a scheme its provider takes; and for a
+/// token bound to a key, the request's DPoP proof, on every request (a
+/// cached token needs a proof as much as a new one).
 pub fn check_token(
     policy: &Policy,
     head: &RequestHead,
@@ -330,8 +351,8 @@ pub fn check_token(
     cache: &mut VerifiedTokenCache,
     now_s: u64,
 ) -> TokenVerdict {
-    let token = match token::bearer_token(&head.header_values("authorization")) {
-        Ok(token) => token,
+    let (scheme, token) = match token::credentials(&head.header_values("authorization")) {
+        Ok(credentials) => credentials,
         Err(BearerError::Missing) => {
             return TokenVerdict::Refuse(Refusal::new(
                 answer::token_required(policy),
@@ -339,21 +360,126 @@ pub fn check_token(
             ))
         }
         Err(BearerError::Malformed) => {
-            return TokenVerdict::Refuse(invalid_token(policy, TokenErrorKind::Malformed))
+            return TokenVerdict::Refuse(invalid_token(
+                policy,
+                Scheme::Bearer,
+                TokenErrorKind::Malformed,
+            ))
         }
     };
     if let Some(provider) = introspecting_provider(policy, token) {
-        return TokenVerdict::Introspect { provider };
-    }
-    if let Some(identity) = cache.get(token, now_s, &keys.generations) {
-        return TokenVerdict::Verified {
-            identity,
-            cached: true,
+        // The scheme is checked before any call: whether the token is bound
+        // to a key is only known from the answer (`introspected`).
+        return match (scheme, policy.providers[provider].dpop.mode) {
+            (Scheme::DPoP, DpopMode::Off) | (Scheme::Bearer, DpopMode::Required) => {
+                TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Scheme))
+            }
+            _ => TokenVerdict::Introspect { provider },
         };
     }
+    let (identity, cached) = match cache.get(token, now_s, &keys.generations) {
+        Some(identity) => (identity, true),
+        None => match verify(policy, token, scheme, keys, cache, now_s) {
+            Ok(identity) => (identity, false),
+            Err(verdict) => return *verdict,
+        },
+    };
+    let Some(provider) = policy
+        .providers
+        .iter()
+        .find(|p| p.issuer == identity.issuer)
+    else {
+        return TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Issuer));
+    };
+    match check_binding(policy, head, (scheme, token), provider, &identity, now_s) {
+        Ok(proof) => TokenVerdict::Verified {
+            identity,
+            cached,
+            proof,
+        },
+        Err(refusal) => TokenVerdict::Refuse(*refusal),
+    }
+}
+
+/// The scheme a token came with against its binding and its provider's
+/// DPoP mode; for a token bound to a key (`cnf.jkt`, from the JWT or the
+/// introspection answer), the request's DPoP proof.
+fn check_binding(
+    policy: &Policy,
+    head: &RequestHead,
+    (scheme, token): (Scheme, &str),
+    provider: &Provider,
+    identity: &Identity,
+    now_s: u64,
+) -> Result<Option<dpop::Accepted>, Box<Refusal>> {
+    let refuse = |kind| Err(Box::new(invalid_token(policy, scheme, kind)));
+    let config = &provider.dpop;
+    match (scheme, identity.jkt.as_deref(), config.mode) {
+        // A bound token without its proof: refused, whatever the mode.
+        (Scheme::Bearer, Some(_), _) => refuse(TokenErrorKind::DpopBound),
+        (Scheme::Bearer, None, DpopMode::Required) => refuse(TokenErrorKind::Scheme),
+        (Scheme::Bearer, None, _) => Ok(None),
+        (Scheme::DPoP, _, DpopMode::Off) => refuse(TokenErrorKind::Scheme),
+        (Scheme::DPoP, None, _) => refuse(TokenErrorKind::KeyBinding),
+        (Scheme::DPoP, Some(jkt), _) => {
+            let origin = crate::uri::HttpUri::parse(&policy.resource)
+                .map(|u| u.origin())
+                .unwrap_or_default();
+            let request = dpop::proof::Request {
+                method: &head.method,
+                path: &head.path,
+                resource_origin: &origin,
+                token,
+                jkt,
+                now_s,
+            };
+            dpop::proof::check(&head.header_values("dpop"), &request, config)
+                .map(Some)
+                .map_err(|e| Box::new(proof_refusal(policy, e)))
+        }
+    }
+}
+
+/// The caller, from claims introspection accepted (checked again at
+/// `now_s`: a shared answer is checked each time it is used), with the
+/// scopes its scopes imply; and, for a token bound to a key, the request's
+/// DPoP proof, as for a JWT.
+pub fn introspected(
+    policy: &Policy,
+    head: &RequestHead,
+    provider: usize,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now_s: u64,
+) -> Result<(Identity, Option<dpop::Accepted>), Box<Refusal>> {
+    // The token was taken from this very header before the call was made.
+    let credentials = token::credentials(&head.header_values("authorization")).map_err(|_| {
+        Box::new(invalid_token(
+            policy,
+            Scheme::Bearer,
+            TokenErrorKind::Malformed,
+        ))
+    })?;
+    let provider = &policy.providers[provider];
+    let mut identity = introspection::identity(claims, provider, now_s)
+        .map_err(|kind| Box::new(invalid_token(policy, credentials.0, kind)))?;
+    identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
+    let proof = check_binding(policy, head, credentials, provider, &identity, now_s)?;
+    Ok((identity, proof))
+}
+
+/// Verifies a token the cache did not hold, and caches it.
+fn verify(
+    policy: &Policy,
+    token: &str,
+    scheme: Scheme,
+    keys: &KeyRing,
+    cache: &mut VerifiedTokenCache,
+    now_s: u64,
+) -> Result<Identity, Box<TokenVerdict>> {
     let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
     match token::verify(token, &policy.providers, &sets, now_s) {
-        Ok(identity) => {
+        Ok(mut identity) => {
+            identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
             if let Some(provider) = policy
                 .providers
                 .iter()
@@ -362,23 +488,40 @@ pub fn check_token(
                 let generation = keys.generations.get(provider).copied().unwrap_or(0);
                 cache.insert(token, provider, generation, identity.clone());
             }
-            TokenVerdict::Verified {
-                identity,
-                cached: false,
-            }
+            Ok(identity)
         }
         Err(TokenError {
             kind: TokenErrorKind::KeysUnavailable,
             provider: Some(provider),
-        }) => TokenVerdict::KeysPending { provider },
+        }) => Err(Box::new(TokenVerdict::KeysPending { provider })),
         Err(TokenError {
             kind: TokenErrorKind::UnknownKey,
             provider: Some(provider),
-        }) => TokenVerdict::UnknownKey {
+        }) => Err(Box::new(TokenVerdict::UnknownKey {
             provider,
-            refusal: invalid_token(policy, TokenErrorKind::UnknownKey),
-        },
-        Err(e) => TokenVerdict::Refuse(invalid_token(policy, e.kind)),
+            refusal: invalid_token(policy, scheme, TokenErrorKind::UnknownKey),
+        })),
+        Err(e) => Err(Box::new(TokenVerdict::Refuse(invalid_token(
+            policy, scheme, e.kind,
+        )))),
+    }
+}
+
+/// The refusal of a DPoP proof: `invalid_dpop_proof`, `invalid_token` when
+/// the proof's key is not the token's, `use_dpop_nonce` with a new nonce.
+pub fn proof_refusal(policy: &Policy, error: ProofError) -> Refusal {
+    match (error.kind, error.nonce) {
+        (ProofErrorKind::KeyBinding, _) => {
+            invalid_token(policy, Scheme::DPoP, TokenErrorKind::KeyBinding)
+        }
+        (ProofErrorKind::Nonce, Some(nonce)) => {
+            Refusal::new(answer::use_dpop_nonce(policy, &nonce), Reason::UseDpopNonce)
+        }
+        (kind, _) => Refusal::new(
+            answer::invalid_dpop_proof(policy, kind.description()),
+            Reason::InvalidDpopProof,
+        )
+        .with_class(Class::Proof(kind)),
     }
 }
 
@@ -431,9 +574,12 @@ pub fn upstream_token_unavailable(unreachable: bool, detail: String) -> Refusal 
     refusal
 }
 
-/// 401 for a token introspection refused.
-pub fn token_refused(policy: &Policy, kind: TokenErrorKind) -> Refusal {
-    invalid_token(policy, kind)
+/// 401 for a token introspection refused (the challenge on the scheme the
+/// token came with).
+pub fn token_refused(policy: &Policy, head: &RequestHead, kind: TokenErrorKind) -> Refusal {
+    let scheme = token::credentials(&head.header_values("authorization"))
+        .map_or(Scheme::Bearer, |(scheme, _)| scheme);
+    invalid_token(policy, scheme, kind)
 }
 
 /// 503 once the wait for keys is over and none arrived.
@@ -444,9 +590,9 @@ pub fn keys_unavailable() -> Refusal {
     )
 }
 
-fn invalid_token(policy: &Policy, kind: TokenErrorKind) -> Refusal {
+fn invalid_token(policy: &Policy, scheme: Scheme, kind: TokenErrorKind) -> Refusal {
     Refusal::new(
-        answer::invalid_token(policy, kind.description()),
+        answer::invalid_token(policy, scheme, kind.description()),
         Reason::InvalidToken,
     )
     .with_class(Class::Token(kind))
@@ -478,7 +624,13 @@ pub struct Allowed {
     pub body: Body,
     /// The deciding rule (None for a JSON-RPC response, which needs none).
     pub rule: Option<String>,
+    /// Rules whose condition could not be evaluated on the way.
+    pub condition_errors: Vec<String>,
 }
+
+/// What a tool's `Mcp-Param-*` headers stand for, as far as the filter
+/// learned it from `tools/list` answers (`None`: never seen).
+pub type ToolHeaders<'a> = &'a dyn Fn(&str) -> Option<Vec<ParamHeader>>;
 
 /// Parses the body, checks the MCP headers against it, and decides.
 pub fn check_body(
@@ -486,6 +638,8 @@ pub fn check_body(
     head: &RequestHead,
     identity: &Identity,
     bytes: &[u8],
+    now_s: u64,
+    tool_headers: ToolHeaders,
 ) -> Result<Allowed, Box<Refusal>> {
     let body = mcp::parse_body(bytes).map_err(|e| {
         let kind = match e {
@@ -510,6 +664,7 @@ pub fn check_body(
         method: method.clone(),
         name: name.clone(),
         detail: None,
+        condition_errors: Vec::new(),
     };
     // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
     let (mcp_method, mcp_name) = (
@@ -524,11 +679,16 @@ pub fn check_body(
             reason: "Mcp-Method or Mcp-Name header appears more than once",
         })
     } else {
+        let modern = head
+            .header_values_any_spelling("mcp-protocol-version")
+            .contains(&MODERN_PROTOCOL);
         mcp::check_mcp_headers(
             &body,
             mcp_method.first().copied(),
             mcp_name.first().copied(),
+            modern,
         )
+        .and_then(|()| check_param_headers(&body, head, modern, tool_headers))
     };
     if let Err(mismatch) = checked {
         return Err(Box::new(
@@ -544,19 +704,70 @@ pub fn check_body(
             .with_class(Class::Request(BadRequestKind::HeaderMismatch)),
         ));
     }
-    match policy::decide_body(&policy.rules, &body, identity) {
-        Decision::Allow { rule } => Ok(Allowed { body, rule }),
-        Decision::Forbidden { rule } => Err(Box::new(refusal(
-            answer::forbidden(id.as_ref()),
-            Reason::Forbidden,
+    let mut condition_errors = Vec::new();
+    let decision = policy::decide_body(
+        &policy.rules,
+        &body,
+        identity,
+        &head.headers,
+        now_s,
+        &mut condition_errors,
+    );
+    let refused = |answer, reason, rule| {
+        let mut refused = refusal(answer, reason, rule);
+        refused.condition_errors = condition_errors.clone();
+        Err(Box::new(refused))
+    };
+    match decision {
+        Decision::Allow { rule } => Ok(Allowed {
+            body,
             rule,
-        ))),
-        Decision::NeedScopes { rule, scopes } => Err(Box::new(refusal(
-            answer::insufficient_scope(policy, &scopes, id.as_ref()),
+            condition_errors,
+        }),
+        Decision::Forbidden { rule } => {
+            refused(answer::forbidden(id.as_ref()), Reason::Forbidden, rule)
+        }
+        Decision::NeedScopes { rule, scopes } => refused(
+            // A token bound to a key only ever comes with the DPoP scheme.
+            answer::insufficient_scope(
+                policy,
+                if identity.jkt.is_some() {
+                    Scheme::DPoP
+                } else {
+                    Scheme::Bearer
+                },
+                &scopes,
+                id.as_ref(),
+            ),
             Reason::InsufficientScope,
             Some(rule),
-        ))),
+        ),
     }
+}
+
+/// The protocol revision whose requests must carry their routing headers.
+const MODERN_PROTOCOL: &str = "2026-07-28";
+
+/// Each `tools/call`'s `Mcp-Param-*` headers, for tools whose declarations
+/// are known.
+fn check_param_headers(
+    body: &Body,
+    head: &RequestHead,
+    modern: bool,
+    tool_headers: ToolHeaders,
+) -> Result<(), mcp::HeaderMismatch> {
+    for message in body.messages() {
+        let mcp::Message::Call(call) = message else {
+            continue;
+        };
+        let (true, Some(tool)) = (call.method == "tools/call", &call.name) else {
+            continue;
+        };
+        if let Some(declared) = tool_headers(tool) {
+            param_headers::check(&declared, call.arguments.as_ref(), &head.headers, modern)?;
+        }
+    }
+    Ok(())
 }
 
 /// The method and name of a body's first call, for logs.
@@ -619,6 +830,14 @@ pub fn upstream_headers(
             }
         }
     }
+    // A DPoP proof is for this hop alone: never forwarded.
+    if head
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("dpop"))
+    {
+        edits.remove.push("dpop".into());
+    }
     let Some(identity) = identity else {
         return edits;
     };
@@ -647,13 +866,14 @@ pub fn upstream_headers(
 /// The request trailers that may not go upstream. The MCP endpoint takes
 /// none (MCP carries nothing in trailers, so none can smuggle a token, an
 /// identity or a routing header past the checks); elsewhere the token (unless
-/// forwarded) and every spelling of an identity header are removed, as from
-/// the headers.
+/// forwarded), a DPoP proof and every spelling of an identity header are
+/// removed, as from the headers.
 pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> Vec<String> {
     names
         .iter()
         .filter(|name| {
             endpoint
+                || name.eq_ignore_ascii_case("dpop")
                 || policy
                     .identity_headers
                     .iter()
@@ -705,6 +925,8 @@ pub fn pending_lists(body: &Body) -> PendingLists {
 pub fn may_use(
     policy: &Policy,
     identity: &Identity,
+    headers: &[(String, String)],
+    now_s: u64,
     kind: ListKind,
     item: &serde_json::Value,
 ) -> bool {
@@ -715,7 +937,7 @@ pub fn may_use(
         ListKind::ResourceTemplates => ("resources/read", "uriTemplate"),
     };
     match item.get(field).and_then(|v| v.as_str()) {
-        Some(name) => policy::may_call(&policy.rules, method, name, identity),
+        Some(name) => policy::may_call(&policy.rules, method, name, identity, headers, now_s),
         None => false,
     }
 }
@@ -742,5 +964,319 @@ mod tests {
         assert_eq!(verb("options"), Verb::Options);
         assert_eq!(verb("PUT"), Verb::Other);
         assert_eq!(verb("POSTX"), Verb::Other);
+    }
+
+    // --- the token step with DPoP ---
+
+    use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
+    use crate::dpop::proof::token_hash;
+    use crate::token::tests::{claims, key_sets, provider, sign, Signer, ISS, NOW};
+    use serde_json::json;
+
+    fn policy_with(mode: DpopMode) -> Policy {
+        let mut policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "scopes_supported": ["mcp:read"],
+            "providers": [{"issuer": ISS, "jwks": {"remote": {"cluster": "idp"}}}],
+            "rules": [{"effect": "allow", "methods": ["*"]}]
+        }))
+        .expect("policy");
+        let mut p = provider(ISS);
+        p.dpop.mode = mode;
+        policy.providers = vec![p];
+        policy
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing {
+            sets: vec![Some(Rc::new(key_sets().remove(0)))],
+            generations: vec![1],
+        }
+    }
+
+    fn bound_token(key: &ClientKey) -> String {
+        let mut c = claims();
+        c["cnf"] = json!({"jkt": key.jkt()});
+        sign(Signer::RS256, Some("rsa1"), c)
+    }
+
+    fn proof(key: &ClientKey, token: &str, jti: &str) -> String {
+        let mut c = proof_claims(jti);
+        c["ath"] = json!(token_hash(token));
+        key.sign(&key.header(), &c)
+    }
+
+    fn head(authorization: &str, proofs: &[&str]) -> RequestHead {
+        let mut headers = vec![("authorization".to_string(), authorization.to_string())];
+        headers.extend(proofs.iter().map(|p| ("dpop".to_string(), p.to_string())));
+        RequestHead::new("POST", "/mcp", headers)
+    }
+
+    fn outcome(
+        policy: &Policy,
+        head: &RequestHead,
+        cache: &mut VerifiedTokenCache,
+    ) -> Result<bool, Box<Refusal>> {
+        match check_token(policy, head, &ring(), cache, NOW) {
+            TokenVerdict::Verified { proof, .. } => Ok(proof.is_some()),
+            TokenVerdict::Refuse(refusal) => Err(Box::new(refusal)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn challenges(refusal: &Refusal) -> Vec<&str> {
+        refusal
+            .answer
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_bound_token_needs_its_proof_on_every_request_cached_or_not() {
+        let key = ClientKey::es256(21);
+        let token = bound_token(&key);
+        let policy = policy_with(DpopMode::Allowed);
+        let mut cache = VerifiedTokenCache::new(8);
+        let auth = format!("DPoP {token}");
+        assert!(matches!(
+            outcome(
+                &policy,
+                &head(&auth, &[&proof(&key, &token, "a")]),
+                &mut cache
+            ),
+            Ok(true)
+        ));
+        // Now cached: still no entry without a proof, nor with a bad one.
+        let refused = outcome(&policy, &head(&auth, &[]), &mut cache).expect_err("no proof");
+        assert_eq!(refused.class, Some(Class::Proof(ProofErrorKind::Missing)));
+        assert_eq!(
+            challenges(&refused),
+            vec![
+                "DPoP error=\"invalid_dpop_proof\", error_description=\"DPoP proof missing\", algs=\"RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\"",
+                "Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:read\"",
+            ]
+        );
+        let other = ClientKey::es256(22);
+        let refused = outcome(
+            &policy,
+            &head(&auth, &[&proof(&other, &token, "b")]),
+            &mut cache,
+        )
+        .expect_err("another key");
+        assert_eq!(
+            refused.class,
+            Some(Class::Token(TokenErrorKind::KeyBinding))
+        );
+        assert!(challenges(&refused)[0].starts_with("DPoP error=\"invalid_token\""));
+        assert!(matches!(
+            outcome(
+                &policy,
+                &head(&auth, &[&proof(&key, &token, "c")]),
+                &mut cache
+            ),
+            Ok(true)
+        ));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_bound_token_as_bearer_is_refused_in_every_mode() {
+        let key = ClientKey::es256(23);
+        let token = bound_token(&key);
+        for mode in [DpopMode::Off, DpopMode::Allowed, DpopMode::Required] {
+            let policy = policy_with(mode);
+            let mut cache = VerifiedTokenCache::new(8);
+            // Even with a valid proof alongside.
+            let h = head(&format!("Bearer {token}"), &[&proof(&key, &token, "a")]);
+            let refused = outcome(&policy, &h, &mut cache).expect_err("downgrade");
+            assert_eq!(
+                refused.class,
+                Some(Class::Token(TokenErrorKind::DpopBound)),
+                "{mode:?}"
+            );
+            // The error goes on the scheme the client used, where it is
+            // taken; `required` takes only DPoP.
+            let expected = if mode == DpopMode::Required {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            let first = challenges(&refused)[0];
+            assert!(
+                first.starts_with(&format!("{expected} error=\"invalid_token\"")),
+                "{first}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_mode_takes_its_schemes() {
+        let key = ClientKey::es256(24);
+        let bound = bound_token(&key);
+        let plain = sign(Signer::RS256, Some("rsa1"), claims());
+        let dpop = |token: &str| head(&format!("DPoP {token}"), &[&proof(&key, token, "x")]);
+        let bearer = |token: &str| head(&format!("Bearer {token}"), &[]);
+        let class = |mode, h: &RequestHead| {
+            outcome(&policy_with(mode), h, &mut VerifiedTokenCache::new(8)).map_err(|r| r.class)
+        };
+        let scheme = Err(Some(Class::Token(TokenErrorKind::Scheme)));
+        assert_eq!(class(DpopMode::Off, &bearer(&plain)), Ok(false));
+        assert_eq!(class(DpopMode::Off, &dpop(&bound)), scheme);
+        assert_eq!(class(DpopMode::Allowed, &bearer(&plain)), Ok(false));
+        assert_eq!(class(DpopMode::Allowed, &dpop(&bound)), Ok(true));
+        assert_eq!(class(DpopMode::Required, &bearer(&plain)), scheme);
+        assert_eq!(class(DpopMode::Required, &dpop(&bound)), Ok(true));
+        // The DPoP scheme with a token bound to no key.
+        assert_eq!(
+            class(DpopMode::Required, &dpop(&plain)),
+            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+        );
+        // `required`: the challenges name DPoP alone.
+        let refused = outcome(
+            &policy_with(DpopMode::Required),
+            &bearer(&plain),
+            &mut VerifiedTokenCache::new(8),
+        )
+        .expect_err("bearer");
+        let c = challenges(&refused);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].starts_with("DPoP error=\"invalid_token\""), "{c:?}");
+    }
+
+    // --- introspected tokens with DPoP ---
+
+    fn introspecting_policy(mode: DpopMode) -> Policy {
+        let mut policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "scopes_supported": ["mcp:read"],
+            "providers": [{"issuer": ISS, "introspection": {"cluster": "idp",
+                "url": "https://idp/introspect", "client_id": "gw", "client_secret": "s"}}],
+            "scope_implies": {"mcp:write": ["mcp:read"]},
+            "rules": [{"effect": "allow", "methods": ["*"]}]
+        }))
+        .expect("policy");
+        policy.providers[0].dpop.mode = mode;
+        policy.providers[0].audiences = vec![crate::token::tests::AUD.to_string()];
+        policy
+    }
+
+    /// An introspection answer's claims, bound to `key` when given.
+    fn answer(key: Option<&ClientKey>) -> serde_json::Map<String, serde_json::Value> {
+        let mut c = claims();
+        c["active"] = json!(true);
+        c["scope"] = json!("mcp:write");
+        if let Some(key) = key {
+            c["cnf"] = json!({"jkt": key.jkt()});
+            c["token_type"] = json!("DPoP");
+        }
+        c.as_object().cloned().expect("object")
+    }
+
+    const OPAQUE: &str = "opaque-token-7";
+
+    fn introspect(
+        policy: &Policy,
+        head: &RequestHead,
+        key: Option<&ClientKey>,
+    ) -> Result<(Identity, bool), Option<Class>> {
+        introspected(policy, head, 0, &answer(key), NOW)
+            .map(|(identity, proof)| (identity, proof.is_some()))
+            .map_err(|r| r.class)
+    }
+
+    #[test]
+    fn the_scheme_of_an_opaque_token_is_checked_before_any_call() {
+        let verdict = |mode, auth: &str| {
+            let policy = introspecting_policy(mode);
+            check_token(
+                &policy,
+                &head(auth, &[]),
+                &KeyRing::default(),
+                &mut VerifiedTokenCache::new(8),
+                NOW,
+            )
+        };
+        let refused_for_scheme = |v: TokenVerdict| match v {
+            TokenVerdict::Refuse(r) => r.class == Some(Class::Token(TokenErrorKind::Scheme)),
+            _ => false,
+        };
+        let dpop = format!("DPoP {OPAQUE}");
+        let bearer = format!("Bearer {OPAQUE}");
+        assert!(refused_for_scheme(verdict(DpopMode::Off, &dpop)));
+        assert!(refused_for_scheme(verdict(DpopMode::Required, &bearer)));
+        for (mode, auth) in [
+            (DpopMode::Off, &bearer),
+            (DpopMode::Allowed, &bearer),
+            (DpopMode::Allowed, &dpop),
+            (DpopMode::Required, &dpop),
+        ] {
+            assert!(
+                matches!(
+                    verdict(mode, auth),
+                    TokenVerdict::Introspect { provider: 0 }
+                ),
+                "{mode:?} {auth}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_introspected_bound_token_needs_the_dpop_scheme_and_its_proof() {
+        let key = ClientKey::es256(31);
+        let policy = introspecting_policy(DpopMode::Allowed);
+        let auth = format!("DPoP {OPAQUE}");
+        let good = head(&auth, &[&proof(&key, OPAQUE, "a")]);
+        let (identity, proved) = introspect(&policy, &good, Some(&key)).expect("bound and proved");
+        assert!(proved);
+        assert_eq!(identity.jkt, Some(key.jkt()));
+        // The scope hierarchy holds for introspected tokens as for JWTs.
+        assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+        // Without a proof, with another key's, or as a bearer token: refused.
+        assert_eq!(
+            introspect(&policy, &head(&auth, &[]), Some(&key)).map(|_| ()),
+            Err(Some(Class::Proof(ProofErrorKind::Missing)))
+        );
+        let other = ClientKey::es256(32);
+        assert_eq!(
+            introspect(
+                &policy,
+                &head(&auth, &[&proof(&other, OPAQUE, "b")]),
+                Some(&key)
+            )
+            .map(|_| ()),
+            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+        );
+        let bearer = head(&format!("Bearer {OPAQUE}"), &[&proof(&key, OPAQUE, "c")]);
+        assert_eq!(
+            introspect(&policy, &bearer, Some(&key)).map(|_| ()),
+            Err(Some(Class::Token(TokenErrorKind::DpopBound)))
+        );
+        // The DPoP scheme with an unbound token.
+        assert_eq!(
+            introspect(&policy, &good, None).map(|_| ()),
+            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+        );
+        // An unbound token as a bearer token: as ever.
+        let (identity, proved) =
+            introspect(&policy, &head(&format!("Bearer {OPAQUE}"), &[]), None).expect("bearer");
+        assert!(!proved);
+        assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+    }
+
+    #[test]
+    fn no_dpop_header_goes_upstream_on_any_path() {
+        let policy = policy_with(DpopMode::Allowed);
+        let h = head("Bearer x", &["proof"]);
+        assert!(upstream_headers(&policy, &h, None)
+            .remove
+            .contains(&"dpop".to_string()));
+        let names = vec!["DPoP".to_string(), "x-other".to_string()];
+        assert_eq!(
+            trailers_to_remove(&policy, false, &names),
+            vec!["DPoP".to_string()]
+        );
     }
 }

@@ -16,10 +16,16 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Scopes from the configured `scopes_claim`.
     pub scopes: Vec<String>,
+    /// Scopes the held ones imply (`scope_implies`) and that are not held
+    /// themselves.
+    pub implied_scopes: Vec<String>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
     /// All claims, for `identity_headers` that name a claim path.
     pub claims: Map<String, Value>,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to (DPoP,
+    /// RFC 9449 §6.1). A bound token is only good with a proof by that key.
+    pub jkt: Option<String>,
 }
 
 /// The claim at a dot-path (`realm_access.roles` as `["realm_access",
@@ -40,8 +46,10 @@ impl Identity {
             client_id: None,
             roles: Vec::new(),
             scopes: Vec::new(),
+            implied_scopes: Vec::new(),
             expires_at: 0,
             claims: Map::new(),
+            jkt: None,
         }
     }
 
@@ -49,8 +57,22 @@ impl Identity {
         self.roles.iter().any(|r| r == role)
     }
 
+    /// Whether the caller holds `scope`, itself or through a broader scope
+    /// that implies it.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
+        self.scopes
+            .iter()
+            .chain(&self.implied_scopes)
+            .any(|s| s == scope)
+    }
+
+    /// Every scope the caller holds, implied ones included.
+    pub fn granted_scopes(&self) -> Vec<String> {
+        self.scopes
+            .iter()
+            .chain(&self.implied_scopes)
+            .cloned()
+            .collect()
     }
 }
 

@@ -1,7 +1,10 @@
 //! The authorization decision (README "Configuration reference", rules): a pure function
 //! of the configured rules, the call and the verified identity.
 
-use crate::config::{Effect, Rule};
+use serde_json::Value;
+
+use crate::condition::{EvalError, Facts};
+use crate::config::{Effect, Rule, OFFLINE_ACCESS};
 use crate::identity::Identity;
 use crate::mcp::{Body, Message};
 
@@ -27,29 +30,85 @@ impl Decision {
     }
 }
 
-/// Decides one call. A deny rule that matches and that the caller satisfies
-/// wins wherever it stands; otherwise the first satisfied matching allow rule
-/// allows; otherwise, if some matching allow rule failed only for want of
-/// scopes, the first such rule's scopes are challenged for; otherwise deny.
-pub fn decide(rules: &[Rule], method: &str, name: Option<&str>, identity: &Identity) -> Decision {
+/// A call as the rules see it: what the body says, and what conditions
+/// may look at besides.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub name: Option<&'a str>,
+    pub arguments: Arguments<'a>,
+    /// Request headers (names lower-case), for conditions.
+    pub headers: &'a [(String, String)],
+    pub now_s: u64,
+}
+
+/// A call's arguments as far as they are known.
+#[derive(Debug, Clone, Copy)]
+pub enum Arguments<'a> {
+    /// The call's `params.arguments` (`None`: it has none).
+    Known(Option<&'a Value>),
+    /// A list being filtered: the item is judged for a call with arguments
+    /// not yet known.
+    Unknown,
+}
+
+impl<'a> Call<'a> {
+    /// A call with nothing but a method and a name (for tests and tools).
+    pub fn plain(method: &'a str, name: Option<&'a str>) -> Call<'a> {
+        Call {
+            method,
+            name,
+            arguments: Arguments::Known(None),
+            headers: &[],
+            now_s: 0,
+        }
+    }
+}
+
+/// Decides one call. A rule takes part when its `methods` (and `names`)
+/// match and its `when` condition, if any, holds. A deny rule that takes
+/// part and that the caller satisfies wins wherever it stands; otherwise the
+/// first satisfied allow rule allows; otherwise, if some allow rule failed
+/// only for want of scopes, the first such rule's scopes are challenged for,
+/// together with the scopes the caller holds (one re-authorization then
+/// keeps what it could do before); otherwise deny. A condition that cannot
+/// be evaluated counts against the caller (false for an allow rule, true for
+/// a deny rule) and its rule's name goes to `errors`.
+pub fn decide(
+    rules: &[Rule],
+    call: &Call,
+    identity: &Identity,
+    errors: &mut Vec<String>,
+) -> Decision {
     let mut allowed_by: Option<&Rule> = None;
     let mut short_of_scopes: Option<&Rule> = None;
-    for rule in rules.iter().filter(|rule| matches(rule, method, name)) {
+    for rule in rules
+        .iter()
+        .filter(|rule| matches(rule, call.method, call.name))
+    {
         let (has_role, has_scopes) = satisfies(rule, identity);
+        let relevant = match rule.effect {
+            Effect::Deny => has_role && has_scopes,
+            // Once one allow rule allows, or one is short of scopes, later
+            // ones of that kind cannot change the decision.
+            Effect::Allow if has_scopes => has_role && allowed_by.is_none(),
+            Effect::Allow => has_role && allowed_by.is_none() && short_of_scopes.is_none(),
+        };
+        if !relevant || !condition_holds(rule, call, identity, errors) {
+            continue;
+        }
         match rule.effect {
-            Effect::Deny if has_role && has_scopes => {
+            Effect::Deny => {
                 return Decision::Forbidden {
                     rule: Some(rule.name.clone()),
                 }
             }
-            Effect::Deny => {}
-            Effect::Allow if has_role && has_scopes => {
+            Effect::Allow if has_scopes => {
                 allowed_by.get_or_insert(rule);
             }
-            Effect::Allow if has_role => {
+            Effect::Allow => {
                 short_of_scopes.get_or_insert(rule);
             }
-            Effect::Allow => {}
         }
     }
     if let Some(rule) = allowed_by {
@@ -58,14 +117,58 @@ pub fn decide(rules: &[Rule], method: &str, name: Option<&str>, identity: &Ident
         };
     }
     if let Some(rule) = short_of_scopes {
-        // The rule's whole list, not just the missing ones: the client
+        // The rule's whole list, and what the caller holds: the client
         // re-authorizes and the new token must carry all of them.
+        let mut scopes: Vec<String> = Vec::new();
+        for scope in rule.scopes.iter().flatten().chain(&identity.scopes) {
+            if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
         return Decision::NeedScopes {
             rule: rule.name.clone(),
-            scopes: rule.scopes.clone().unwrap_or_default(),
+            scopes,
         };
     }
     Decision::Forbidden { rule: None }
+}
+
+/// Whether a rule's `when` condition holds for the call.
+fn condition_holds(
+    rule: &Rule,
+    call: &Call,
+    identity: &Identity,
+    errors: &mut Vec<String>,
+) -> bool {
+    let Some(condition) = &rule.when else {
+        return true;
+    };
+    let arguments = match call.arguments {
+        Arguments::Known(arguments) => arguments,
+        // A list: the item stays when some call to it could be allowed, and
+        // a deny rule hides it only when it denies whatever the arguments.
+        Arguments::Unknown if condition.uses_arguments() => return rule.effect == Effect::Allow,
+        Arguments::Unknown => None,
+    };
+    match condition.eval(&facts(call, arguments, identity)) {
+        Ok(holds) => holds,
+        Err(_) => {
+            errors.push(rule.name.clone());
+            rule.effect == Effect::Deny
+        }
+    }
+}
+
+/// What a condition sees of a call.
+fn facts<'a>(call: &Call<'a>, arguments: Option<&'a Value>, identity: &'a Identity) -> Facts<'a> {
+    Facts {
+        method: call.method,
+        name: call.name,
+        arguments,
+        headers: call.headers,
+        identity,
+        now_s: call.now_s,
+    }
 }
 
 /// Decides a whole body. Responses need no rule. A batch passes only if every
@@ -73,13 +176,29 @@ pub fn decide(rules: &[Rule], method: &str, name: Option<&str>, identity: &Ident
 /// element needs scopes, the challenge names the first such rule and asks for
 /// the union of all needed scopes (first-seen order), so one re-authorization
 /// covers the batch; else the first element's decision stands.
-pub fn decide_body(rules: &[Rule], body: &Body, identity: &Identity) -> Decision {
+pub fn decide_body(
+    rules: &[Rule],
+    body: &Body,
+    identity: &Identity,
+    headers: &[(String, String)],
+    now_s: u64,
+    errors: &mut Vec<String>,
+) -> Decision {
     let mut first: Option<Decision> = None;
     let mut challenge: Option<(String, Vec<String>)> = None;
     for message in body.messages() {
         let decision = match message {
             Message::Response { .. } => Decision::Allow { rule: None },
-            Message::Call(call) => decide(rules, &call.method, call.name.as_deref(), identity),
+            Message::Call(call) => {
+                let call = Call {
+                    method: &call.method,
+                    name: call.name.as_deref(),
+                    arguments: Arguments::Known(call.arguments.as_ref()),
+                    headers,
+                    now_s,
+                };
+                decide(rules, &call, identity, errors)
+            }
         };
         match &decision {
             Decision::Forbidden { .. } => return decision,
@@ -103,9 +222,24 @@ pub fn decide_body(rules: &[Rule], body: &Body, identity: &Identity) -> Decision
     first.unwrap_or(Decision::Forbidden { rule: None })
 }
 
-/// Whether the caller may make this call: used to filter list results.
-pub fn may_call(rules: &[Rule], method: &str, name: &str, identity: &Identity) -> bool {
-    decide(rules, method, Some(name), identity).is_allow()
+/// Whether the caller may make some call to a listed item, whatever its
+/// arguments: used to filter list results.
+pub fn may_call(
+    rules: &[Rule],
+    method: &str,
+    name: &str,
+    identity: &Identity,
+    headers: &[(String, String)],
+    now_s: u64,
+) -> bool {
+    let call = Call {
+        method,
+        name: Some(name),
+        arguments: Arguments::Unknown,
+        headers,
+        now_s,
+    };
+    decide(rules, &call, identity, &mut Vec::new()).is_allow()
 }
 
 /// How one rule stands towards one call, for explaining a decision.
@@ -121,31 +255,41 @@ pub struct RuleTrace {
     pub has_scopes: bool,
     /// The rule's `scopes` the caller lacks, for the explanation.
     pub missing_scopes: Vec<String>,
+    /// The rule's condition and what it gave, when it has one and matched.
+    pub condition: Option<(String, Result<bool, EvalError>)>,
 }
 
 impl RuleTrace {
-    /// The caller satisfies the rule (roles and all scopes).
+    /// The caller satisfies the rule (roles, all scopes, its condition).
     pub fn satisfied(&self) -> bool {
-        self.has_role && self.has_scopes
+        self.has_role
+            && self.has_scopes
+            && self
+                .condition
+                .as_ref()
+                .is_none_or(|(_, value)| *value == Ok(true))
     }
 }
 
 /// Every rule, in configuration order, with whether it matches the call and
 /// whether the caller satisfies it: the same tests [`decide`] applies.
-pub fn trace(
-    rules: &[Rule],
-    method: &str,
-    name: Option<&str>,
-    identity: &Identity,
-) -> Vec<RuleTrace> {
+pub fn trace(rules: &[Rule], call: &Call, identity: &Identity) -> Vec<RuleTrace> {
     rules
         .iter()
         .map(|rule| {
             let (has_role, has_scopes) = satisfies(rule, identity);
+            let matched = matches(rule, call.method, call.name);
+            let condition = match (&rule.when, matched, call.arguments) {
+                (Some(condition), true, Arguments::Known(arguments)) => Some((
+                    condition.source().to_string(),
+                    condition.eval(&facts(call, arguments, identity)),
+                )),
+                _ => None,
+            };
             RuleTrace {
                 rule: rule.name.clone(),
                 effect: rule.effect,
-                matched: matches(rule, method, name),
+                matched,
                 has_role,
                 has_scopes,
                 missing_scopes: rule
@@ -155,6 +299,7 @@ pub fn trace(
                     .filter(|scope| !identity.has_scope(scope))
                     .cloned()
                     .collect(),
+                condition,
             }
         })
         .collect()
@@ -216,6 +361,7 @@ mod tests {
             names: names.map(globs),
             roles: roles.map(strings),
             scopes: scopes.map(strings),
+            when: None,
         }
     }
 
@@ -346,12 +492,12 @@ mod tests {
                 allow("admins write"),
             ),
             (
-                "admin without mcp:write",
+                "admin without mcp:write: the challenge keeps what it holds",
                 &["admin"],
                 &["mcp:read"],
                 "tools/call",
                 Some("set_x"),
-                need("admins write", &["mcp:write"]),
+                need("admins write", &["mcp:write", "mcp:read"]),
             ),
             (
                 "admin with no scopes: first rule in order is asked for",
@@ -459,7 +605,12 @@ mod tests {
             ),
         ];
         for (what, roles, scopes, method, name, expected) in cases {
-            let got = decide(&rules, method, *name, &identity(roles, scopes));
+            let got = decide(
+                &rules,
+                &Call::plain(method, *name),
+                &identity(roles, scopes),
+                &mut Vec::new(),
+            );
             assert_eq!(&got, expected, "{what}");
         }
     }
@@ -680,7 +831,12 @@ mod tests {
             ),
         ];
         for (what, rules, roles, scopes, method, name, expected) in cases {
-            let got = decide(rules, method, *name, &identity(roles, scopes));
+            let got = decide(
+                rules,
+                &Call::plain(method, *name),
+                &identity(roles, scopes),
+                &mut Vec::new(),
+            );
             assert_eq!(&got, expected, "{what}");
         }
     }
@@ -699,11 +855,21 @@ mod tests {
             rule("open", Effect::Allow, &["tools/call"], None, None, None),
         ];
         assert_eq!(
-            decide(&rules, "tools/call", Some("t"), &identity(&[], &[])),
+            decide(
+                &rules,
+                &Call::plain("tools/call", Some("t")),
+                &identity(&[], &[]),
+                &mut Vec::new()
+            ),
             allow("open")
         );
         assert_eq!(
-            decide(&rules, "tools/call", Some("t"), &identity(&[], &["s"])),
+            decide(
+                &rules,
+                &Call::plain("tools/call", Some("t")),
+                &identity(&[], &["s"]),
+                &mut Vec::new()
+            ),
             allow("scoped")
         );
     }
@@ -771,7 +937,11 @@ mod tests {
         ];
         for (what, body, identity, expected) in cases {
             let body = parse_body(body.as_bytes()).unwrap();
-            assert_eq!(&decide_body(&rules, &body, identity), expected, "{what}");
+            assert_eq!(
+                &decide_body(&rules, &body, identity, &[], 0, &mut Vec::new()),
+                expected,
+                "{what}"
+            );
         }
     }
 
@@ -780,7 +950,7 @@ mod tests {
         let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
         let got: Vec<(bool, bool, bool, Vec<String>)> =
-            trace(&rules, "tools/call", Some("get_x"), &reader)
+            trace(&rules, &Call::plain("tools/call", Some("get_x")), &reader)
                 .into_iter()
                 .map(|t| (t.matched, t.has_role, t.satisfied(), t.missing_scopes))
                 .collect();
@@ -799,20 +969,221 @@ mod tests {
     fn may_call_filters_lists() {
         let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
-        assert!(may_call(&rules, "tools/call", "get_x", &reader));
-        assert!(!may_call(&rules, "tools/call", "set_x", &reader));
+        assert!(may_call(&rules, "tools/call", "get_x", &reader, &[], 0));
+        assert!(!may_call(&rules, "tools/call", "set_x", &reader, &[], 0));
         assert!(!may_call(
             &rules,
             "tools/call",
             "get_x",
-            &identity(&["reader"], &[])
+            &identity(&["reader"], &[]),
+            &[],
+            0
         ));
         assert!(!may_call(
             &rules,
             "tools/call",
             "delete_x",
-            &identity(&["admin"], &["mcp:read", "mcp:write"])
+            &identity(&["admin"], &["mcp:read", "mcp:write"]),
+            &[],
+            0
         ));
-        assert!(!may_call(&rules, "prompts/get", "p", &reader));
+        assert!(!may_call(&rules, "prompts/get", "p", &reader, &[], 0));
+    }
+
+    fn when(mut rule: Rule, source: &str) -> Rule {
+        rule.when = Some(crate::condition::Condition::compile(source).expect(source));
+        rule
+    }
+
+    fn with_arguments<'a>(method: &'a str, name: &'a str, arguments: &'a Value) -> Call<'a> {
+        Call {
+            method,
+            name: Some(name),
+            arguments: Arguments::Known(Some(arguments)),
+            headers: &[],
+            now_s: 0,
+        }
+    }
+
+    /// Anyone may transfer less than 100.
+    fn small_transfers() -> Rule {
+        when(
+            rule(
+                "small transfers",
+                Effect::Allow,
+                &["tools/call"],
+                Some(&["transfer"]),
+                None,
+                None,
+            ),
+            "request.arguments.amount < 100",
+        )
+    }
+
+    #[test]
+    fn a_condition_limits_an_allow_rule_to_the_calls_it_holds_for() {
+        let rules = vec![small_transfers()];
+        let caller = identity(&[], &[]);
+        let small = serde_json::json!({"amount": 50});
+        let big = serde_json::json!({"amount": 500});
+        let mut errors = Vec::new();
+        assert_eq!(
+            decide(
+                &rules,
+                &with_arguments("tools/call", "transfer", &small),
+                &caller,
+                &mut errors
+            ),
+            allow("small transfers")
+        );
+        assert_eq!(
+            decide(
+                &rules,
+                &with_arguments("tools/call", "transfer", &big),
+                &caller,
+                &mut errors
+            ),
+            Decision::Forbidden { rule: None }
+        );
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_counts_against_the_caller() {
+        let rules = vec![
+            when(
+                rule(
+                    "allow small",
+                    Effect::Allow,
+                    &["tools/call"],
+                    None,
+                    None,
+                    None,
+                ),
+                "request.arguments.amount < 100",
+            ),
+            when(
+                rule(
+                    "deny other tenants",
+                    Effect::Deny,
+                    &["tools/call"],
+                    None,
+                    None,
+                    None,
+                ),
+                "request.arguments.tenant != token.claims.tenant",
+            ),
+        ];
+        let caller = identity(&[], &[]);
+        // `amount` is missing (the allow rule fails) and so is `tenant` (the
+        // deny rule fails, which denies).
+        let args = serde_json::json!({"other": 1});
+        let mut errors = Vec::new();
+        assert_eq!(
+            decide(
+                &rules,
+                &with_arguments("tools/call", "t", &args),
+                &caller,
+                &mut errors
+            ),
+            Decision::Forbidden {
+                rule: Some("deny other tenants".into())
+            }
+        );
+        assert_eq!(
+            errors,
+            vec!["allow small".to_string(), "deny other tenants".to_string()]
+        );
+    }
+
+    #[test]
+    fn lists_keep_what_some_arguments_could_allow() {
+        let rules = vec![
+            small_transfers(),
+            when(
+                rule(
+                    "no big",
+                    Effect::Deny,
+                    &["tools/call"],
+                    Some(&["transfer"]),
+                    None,
+                    None,
+                ),
+                "request.arguments.amount > 1000",
+            ),
+            when(
+                rule(
+                    "admins only",
+                    Effect::Allow,
+                    &["tools/call"],
+                    Some(&["audit"]),
+                    None,
+                    None,
+                ),
+                "'admin' in token.roles",
+            ),
+        ];
+        let reader = identity(&["reader"], &[]);
+        assert!(may_call(&rules, "tools/call", "transfer", &reader, &[], 0));
+        // A condition on the token alone is decided at list time too.
+        assert!(!may_call(&rules, "tools/call", "audit", &reader, &[], 0));
+        assert!(may_call(
+            &rules,
+            "tools/call",
+            "audit",
+            &identity(&["admin"], &[]),
+            &[],
+            0
+        ));
+    }
+
+    #[test]
+    fn a_challenge_names_the_rule_scopes_and_what_the_caller_holds_never_offline_access() {
+        let rules = vec![rule(
+            "write",
+            Effect::Allow,
+            &["tools/call"],
+            None,
+            None,
+            Some(&["mcp:write"]),
+        )];
+        let caller = identity(&[], &["mcp:read", "offline_access", "profile"]);
+        assert_eq!(
+            decide(
+                &rules,
+                &Call::plain("tools/call", Some("x")),
+                &caller,
+                &mut Vec::new()
+            ),
+            need("write", &["mcp:write", "mcp:read", "profile"])
+        );
+    }
+
+    #[test]
+    fn a_broad_scope_stands_in_for_the_narrow_ones_it_implies() {
+        let rules = vec![rule(
+            "read",
+            Effect::Allow,
+            &["tools/call"],
+            None,
+            None,
+            Some(&["mcp:read"]),
+        )];
+        let mut caller = identity(&[], &["mcp:admin"]);
+        assert!(!decide(
+            &rules,
+            &Call::plain("tools/call", Some("x")),
+            &caller,
+            &mut Vec::new()
+        )
+        .is_allow());
+        caller.implied_scopes = vec!["mcp:write".into(), "mcp:read".into()];
+        assert!(decide(
+            &rules,
+            &Call::plain("tools/call", Some("x")),
+            &caller,
+            &mut Vec::new()
+        )
+        .is_allow());
     }
 }

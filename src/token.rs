@@ -14,6 +14,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use crate::config::Provider;
+use crate::dpop::Scheme;
 use crate::identity::{claim_at, Identity};
 use crate::jwks::{Algorithm, KeySet, LookupError};
 
@@ -21,36 +22,42 @@ use crate::jwks::{Algorithm, KeySet, LookupError};
 /// limit bounds the work an anonymous caller can cause before any check.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Why no bearer token could be taken from the request.
+/// Why no access token could be taken from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BearerError {
     /// No `Authorization` header: answer with a plain challenge.
     Missing,
     /// An `Authorization` header that is not exactly one well-formed
-    /// `Bearer <token>`: answer with `invalid_token`.
+    /// `Bearer <token>` or `DPoP <token>`: answer with `invalid_token`.
     Malformed,
 }
 
-/// Takes the bearer token from every `Authorization` header value the request
-/// carried. More than one header is refused rather than guessed at.
-pub fn bearer_token<'a>(authorization: &[&'a str]) -> Result<&'a str, BearerError> {
+/// Takes the access token, and the scheme it came with (`Bearer`, RFC 6750,
+/// or `DPoP`, RFC 9449 §7.1; either in any case), from every
+/// `Authorization` header value the request carried. More than one header
+/// is refused rather than guessed at.
+pub fn credentials<'a>(authorization: &[&'a str]) -> Result<(Scheme, &'a str), BearerError> {
     let value = match authorization {
         [] => return Err(BearerError::Missing),
         [value] => *value,
         _ => return Err(BearerError::Malformed),
     };
-    // credentials = auth-scheme 1*SP b64token (RFC 7235, RFC 6750 2.1); the
-    // scheme is case-insensitive.
+    // credentials = auth-scheme 1*SP token68 (RFC 7235, RFC 6750 2.1,
+    // RFC 9449 7.1); the scheme is case-insensitive.
     let value = value.trim_matches([' ', '\t']);
     let (scheme, token) = value.split_once(' ').ok_or(BearerError::Malformed)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::DPoP
+    } else {
         return Err(BearerError::Malformed);
-    }
+    };
     let token = token.trim_start_matches(' ');
     if !is_b64token(token) {
         return Err(BearerError::Malformed);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
@@ -80,6 +87,15 @@ pub enum TokenErrorKind {
     /// The authorization server says the token is not active (revoked,
     /// expired, or never issued): introspection's answer.
     Inactive,
+    /// A token bound to a key (`cnf.jkt`) sent as a bearer token: the
+    /// downgrade RFC 9449 §7.2 forbids.
+    DpopBound,
+    /// Sent with the `DPoP` scheme but not bound to the proof's key (or to
+    /// no key at all).
+    KeyBinding,
+    /// Sent with a scheme its provider does not take (`DPoP` where `dpop`
+    /// is off, `Bearer` where it is required).
+    Scheme,
 }
 
 impl TokenErrorKind {
@@ -98,6 +114,11 @@ impl TokenErrorKind {
             TokenErrorKind::TokenType => "token type not accepted",
             TokenErrorKind::KeysUnavailable => "signing keys not available",
             TokenErrorKind::Inactive => "token not active",
+            TokenErrorKind::DpopBound => {
+                "token is bound to a key: send it with the DPoP scheme and a proof"
+            }
+            TokenErrorKind::KeyBinding => "token is not bound to the DPoP proof's key",
+            TokenErrorKind::Scheme => "authorization scheme not accepted for this token",
         }
     }
 
@@ -115,6 +136,9 @@ impl TokenErrorKind {
             TokenErrorKind::TokenType => "token_type",
             TokenErrorKind::KeysUnavailable => "keys_unavailable",
             TokenErrorKind::Inactive => "inactive",
+            TokenErrorKind::DpopBound => "dpop_bound",
+            TokenErrorKind::KeyBinding => "key_binding",
+            TokenErrorKind::Scheme => "scheme",
         }
     }
 }
@@ -325,6 +349,12 @@ fn check_claims(
     if !["iss", "sub", "jti"].into_iter().all(string_or_null) || !audience_shape {
         return Err(TokenErrorKind::Malformed);
     }
+    // RFC 7800 `cnf` is an object; its DPoP member `jkt` a thumbprint.
+    match payload.get("cnf") {
+        None => {}
+        Some(Value::Object(cnf)) if cnf.get("jkt").is_none_or(Value::is_string) => {}
+        Some(_) => return Err(TokenErrorKind::Malformed),
+    }
     let skew = provider.clock_skew_seconds;
     let exp = payload
         .get("exp")
@@ -382,7 +412,11 @@ pub(crate) fn identity(
         client_id: text("client_id").or_else(|| text("azp")),
         roles,
         scopes,
+        implied_scopes: Vec::new(),
         expires_at,
+        jkt: claim_at(&claims, &["cnf".to_string(), "jkt".to_string()])
+            .and_then(Value::as_str)
+            .map(str::to_string),
         claims,
     }
 }
@@ -438,6 +472,7 @@ pub(crate) mod tests {
             scopes_claim: "scope".to_string(),
             token_types: vec!["at+jwt".into(), "jwt".into()],
             require_token_type: false,
+            dpop: crate::dpop::DpopPolicy::default(),
         }
     }
 
@@ -562,20 +597,39 @@ pub(crate) mod tests {
 
     #[test]
     fn bearer_token_is_taken_from_the_one_authorization_header() {
-        assert_eq!(bearer_token(&["Bearer abc.def.ghi"]), Ok("abc.def.ghi"));
-        assert_eq!(bearer_token(&["bearer abc-_~+/="]), Ok("abc-_~+/="));
-        assert_eq!(bearer_token(&["BEARER  abc"]), Ok("abc"));
+        let bearer = |t| Ok((Scheme::Bearer, t));
+        assert_eq!(credentials(&["Bearer abc.def.ghi"]), bearer("abc.def.ghi"));
+        assert_eq!(credentials(&["bearer abc-_~+/="]), bearer("abc-_~+/="));
+        assert_eq!(credentials(&["BEARER  abc"]), bearer("abc"));
+    }
+
+    #[test]
+    fn dpop_scheme_is_recognised_in_any_case() {
+        for value in ["DPoP a.b.c", "dpop a.b.c", "DPOP  a.b.c"] {
+            assert_eq!(
+                credentials(&[value]),
+                Ok((Scheme::DPoP, "a.b.c")),
+                "{value}"
+            );
+        }
+        for value in ["DPoP", "DPoP-x a.b.c", "DPoPa.b.c", "DPoP a b"] {
+            assert_eq!(
+                credentials(&[value]),
+                Err(BearerError::Malformed),
+                "{value}"
+            );
+        }
     }
 
     #[test]
     fn no_authorization_header_is_missing() {
-        assert_eq!(bearer_token(&[]), Err(BearerError::Missing));
+        assert_eq!(credentials(&[]), Err(BearerError::Missing));
     }
 
     #[test]
     fn two_authorization_headers_are_malformed() {
         assert_eq!(
-            bearer_token(&["Bearer a", "Bearer a"]),
+            credentials(&["Bearer a", "DPoP a"]),
             Err(BearerError::Malformed)
         );
     }
@@ -595,7 +649,7 @@ pub(crate) mod tests {
             "Bearerabc",
         ] {
             assert_eq!(
-                bearer_token(&[value]),
+                credentials(&[value]),
                 Err(BearerError::Malformed),
                 "{value:?}"
             );

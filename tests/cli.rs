@@ -426,3 +426,100 @@ fn explain_names_the_exchange_and_stops_at_an_opaque_token() {
         assert!(!text.contains("s3cr3t-value"), "the secret was printed");
     }
 }
+
+#[test]
+fn check_lists_each_rule_condition_as_compiled() {
+    let mut conditional = config();
+    conditional["rules"][1]["when"] = json!("request.arguments.city != 'Atlantis'");
+    conditional["rules"][2]["when"] = json!("'admin' in token.roles");
+    conditional["scope_implies"] = json!({"mcp:write": ["mcp:read"]});
+    let path = temp_file("conditional.json", &conditional.to_string());
+    let listed = run(&["check", &path]);
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains(
+        "rules[1] \"readers read\" when request.arguments.city != 'Atlantis' (reads the arguments: lists keep the item, calls decide)\n"
+    ), "{}", listed.stdout);
+    assert!(listed.stdout.contains(
+        "rules[2] \"admins write\" when 'admin' in token.roles (decided in lists and calls alike)\n"
+    ), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("scope mcp:write implies mcp:read\n"),
+        "{}",
+        listed.stdout
+    );
+    // A misspelt variable is refused, naming the rule.
+    conditional["rules"][1]["when"] = json!("request.argument.city != 'Atlantis'");
+    let path = temp_file("misspelt.json", &conditional.to_string());
+    let refused = run(&["check", &path]);
+    assert_eq!(refused.status, 1);
+    assert!(
+        refused.stderr.contains("`rules[1].when`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("has no field `argument`"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn explain_shows_the_condition_that_decided_and_its_value() {
+    let mut conditional = config();
+    conditional["rules"][1]["when"] = json!("request.arguments.city != 'Atlantis'");
+    let path = temp_file("conditional-explain.json", &conditional.to_string());
+    let token = sign(&keys().inline, claims(ISS, &["reader"], "mcp:read"));
+    let body = |city: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "get_weather", "arguments": {"city": city}}})
+        .to_string()
+    };
+    let explain_with = |body: String| {
+        run(&[
+            "explain",
+            "--config",
+            &path,
+            "--token",
+            &token,
+            "--body",
+            &body,
+            "--now",
+            &NOW.to_string(),
+        ])
+    };
+    let run_ok = explain_with(body("Oslo"));
+    assert_eq!(run_ok.status, 0, "{}{}", run_ok.stdout, run_ok.stderr);
+    assert!(
+        run_ok
+            .stdout
+            .contains("    when request.arguments.city != 'Atlantis' => true\n"),
+        "{}",
+        run_ok.stdout
+    );
+    assert!(run_ok
+        .stdout
+        .contains("decision: allowed by rule \"readers read\"\n"));
+    let refused = explain_with(body("Atlantis"));
+    assert_eq!(refused.status, 1, "{}", refused.stdout);
+    assert!(
+        refused
+            .stdout
+            .contains("    when request.arguments.city != 'Atlantis' => false\n"),
+        "{}",
+        refused.stdout
+    );
+    let missing = explain_with(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_weather", "arguments": {}}})
+        .to_string(),
+    );
+    assert_eq!(missing.status, 1);
+    assert!(
+        missing
+            .stdout
+            .contains("could not be evaluated (counts against the caller)"),
+        "{}",
+        missing.stdout
+    );
+}

@@ -9,8 +9,12 @@
 //!   "allowed" (or the mode is audit, or it needs no token), and never after
 //!   a local answer; an allowed request goes on only once its body ended;
 //! - every request ends answered or forwarded, never both, never neither;
-//! - what goes upstream carries no client token and no client-sent identity
-//!   header in any spelling, and the verified identity's own;
+//! - what goes upstream carries no client token, no DPoP proof (in headers
+//!   or trailers) and no client-sent identity header in any spelling, and
+//!   the verified identity's own;
+//! - a token bound to a DPoP key passes only with the `DPoP` scheme and a
+//!   proof good for the request (right method and key, never taken
+//!   before); sent as a bearer token it never passes;
 //! - no byte of a list answer reaches the client before it was filtered: a
 //!   tool nobody may call never shows, whatever the media type, encoding,
 //!   chunking, trailers or echoed id; an error replacing an answer has
@@ -23,12 +27,15 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use mcp_authz::authorization_server::shared::{self, MemoryShared, SharedData};
+use mcp_authz::authorization_server::shared;
 use mcp_authz::authorization_server::{Call, CallAnswer, Purpose};
 use mcp_authz::config::Policy;
-use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead};
+use mcp_authz::dpop::replay;
+use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
 use mcp_authz::jwks::KeySet;
+use mcp_authz::mcp::param_headers::ParamHeader;
+use mcp_authz::shared_data::SharedMap;
 use mcp_authz::token_cache::VerifiedTokenCache;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -75,7 +82,7 @@ fn policy(audit: bool, filter_lists: bool) -> Policy {
     Policy::from_value(&json!({
         "resource": RESOURCE,
         "providers": [
-            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}},
+            {"issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}}, "dpop": "allowed"},
             {"issuer": B, "jwks": {"remote": {"cluster": "idp", "url": "https://b.example/keys"}}}
         ],
         "rules": [
@@ -94,13 +101,27 @@ fn policy(audit: bool, filter_lists: bool) -> Policy {
 }
 
 fn sign(pair: &Ed25519KeyPair, iss: &str, roles: &[&str], typ: Option<&str>) -> String {
-    let custom: Map<String, Value> = json!({
+    sign_bound(pair, iss, roles, typ, None)
+}
+
+/// A token; bound to the key with thumbprint `jkt` when given.
+fn sign_bound(
+    pair: &Ed25519KeyPair,
+    iss: &str,
+    roles: &[&str],
+    typ: Option<&str>,
+    jkt: Option<&str>,
+) -> String {
+    let mut custom: Map<String, Value> = json!({
         "iss": iss, "aud": RESOURCE, "sub": "alice", "roles": roles,
         "iat": NOW - 10, "exp": NOW + 300,
     })
     .as_object()
     .cloned()
     .unwrap_or_default();
+    if let Some(jkt) = jkt {
+        custom.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
     let mut claims = Claims::with_custom_claims(custom, Duration::from_secs(1));
     claims.issued_at = None;
     claims.expires_at = None;
@@ -126,6 +147,27 @@ enum Token {
     ReaderB,
     /// Provider B's key `b2`, which only a refetch may bring.
     NewKidB,
+    /// Provider A (`dpop: allowed`), an admin, bound to the client's DPoP
+    /// key, sent with the `DPoP` scheme.
+    BoundA,
+    /// The same, sent as a bearer token (the downgrade).
+    BoundAsBearer,
+}
+
+/// The `DPoP` header(s) a request carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Proof {
+    None,
+    /// Right for the request and the token.
+    Valid,
+    /// Signed for another method.
+    WrongMethod,
+    /// By another key than the token's.
+    OtherKey,
+    /// Valid, but the proxy took it before.
+    Replayed,
+    /// Two headers.
+    Two,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,6 +190,7 @@ struct Request {
     preflight_headers: bool,
     content_type: &'static [&'static str],
     token: Token,
+    proof: Proof,
     payload: Payload,
     /// Where the body is cut (fractions of its length).
     cuts: Vec<u8>,
@@ -192,6 +235,19 @@ fn request() -> impl Strategy<Value = Request> {
         Token::LogoutA,
         Token::ReaderB,
         Token::NewKidB,
+        Token::BoundA,
+        Token::BoundA,
+        Token::BoundAsBearer,
+    ]);
+    let proof = prop::sample::select(vec![
+        Proof::None,
+        Proof::Valid,
+        Proof::Valid,
+        Proof::Valid,
+        Proof::WrongMethod,
+        Proof::OtherKey,
+        Proof::Replayed,
+        Proof::Two,
     ]);
     let payload = prop::sample::select(vec![
         Payload::List,
@@ -212,7 +268,7 @@ fn request() -> impl Strategy<Value = Request> {
                 path,
                 prop::bool::weighted(0.2),
             ),
-            (content_type, token, payload),
+            (content_type, token, payload, proof),
         ),
         (
             prop::collection::vec(any::<u8>(), 0..4),
@@ -227,10 +283,11 @@ fn request() -> impl Strategy<Value = Request> {
             |(
                 (
                     (audit, filter_lists, method, path, preflight_headers),
-                    (content_type, token, payload),
+                    (content_type, token, payload, proof),
                 ),
                 (cuts, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
             )| Request {
+                proof,
                 audit: audit && path != "/healthz",
                 filter_lists,
                 method,
@@ -280,6 +337,78 @@ fn token_text(token: Token) -> Option<String> {
         Token::LogoutA => Some(sign(&k.a, A, &["admin"], Some("logout+jwt"))),
         Token::ReaderB => Some(sign(&k.b1, B, &["reader"], None)),
         Token::NewKidB => Some(sign(&k.b2, B, &["admin"], None)),
+        Token::BoundA | Token::BoundAsBearer => {
+            let jkt = client_jkt(&client_key());
+            Some(sign_bound(&k.a, A, &["admin"], None, Some(&jkt)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// DPoP proofs, made here with p256 (the client's key) and RFC 7638 by hand
+
+fn client_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).expect("scalar")
+}
+
+fn other_client_key() -> p256::ecdsa::SigningKey {
+    p256::ecdsa::SigningKey::from_slice(&[0x43; 32]).expect("scalar")
+}
+
+fn client_jwk(key: &p256::ecdsa::SigningKey) -> (String, String) {
+    let point = key.verifying_key().to_sec1_point(false);
+    let bytes = point.as_bytes();
+    (
+        URL_SAFE_NO_PAD.encode(&bytes[1..33]),
+        URL_SAFE_NO_PAD.encode(&bytes[33..65]),
+    )
+}
+
+fn client_jkt(key: &p256::ecdsa::SigningKey) -> String {
+    use sha2::Digest;
+    let (x, y) = client_jwk(key);
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+const JTI: &str = "proof-1";
+
+fn proof_for(key: &p256::ecdsa::SigningKey, htm: &str, path: &str, token: &str) -> String {
+    proof_with_jti(key, htm, path, token, JTI)
+}
+
+fn proof_with_jti(
+    key: &p256::ecdsa::SigningKey,
+    htm: &str,
+    path: &str,
+    token: &str,
+    jti: &str,
+) -> String {
+    use p256::ecdsa::signature::Signer;
+    use sha2::Digest;
+    let (x, y) = client_jwk(key);
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256",
+                        "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+    let claims = json!({"jti": jti, "htm": htm, "htu": format!("https://mcp.example.com{path}"),
+                        "iat": NOW, "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+/// The `DPoP` headers of a request (a client may send one with any token).
+fn proofs_of(r: &Request, token: &str) -> Vec<String> {
+    let valid = || proof_for(&client_key(), r.method, r.path, token);
+    match r.proof {
+        Proof::None => vec![],
+        Proof::Valid | Proof::Replayed => vec![valid()],
+        Proof::WrongMethod => vec![proof_for(&client_key(), "PATCH", r.path, token)],
+        Proof::OtherKey => vec![proof_for(&other_client_key(), r.method, r.path, token)],
+        Proof::Two => vec![valid(), valid()],
     }
 }
 
@@ -293,6 +422,9 @@ fn verified_roles(r: &Request) -> Option<&'static str> {
         Token::ReaderB => (r.b_fetched || r.b_after_wait.is_some()).then_some("reader"),
         // Only a granted refetch brings `b2`.
         Token::NewKidB => (r.refetch_granted && r.b_after_wait == Some(true)).then_some("admin"),
+        // Only with the DPoP scheme and a proof good for this request.
+        Token::BoundA => (r.proof == Proof::Valid).then_some("admin"),
+        Token::BoundAsBearer => None,
     }
 }
 
@@ -336,12 +468,14 @@ fn must_forward(r: &Request) -> bool {
 // A model of Envoy around the machine
 
 struct FakeHost {
-    shared: MemoryShared,
     request_body: Vec<u8>,
     response_buffer: Vec<u8>,
     fetch_asked: bool,
     refetch_granted: bool,
     refetch_asked: bool,
+    /// The proxy's shared data (the DPoP replay memory, the authorization
+    /// server's answers).
+    shared: SharedMap,
 }
 
 impl SharedData for FakeHost {
@@ -372,6 +506,9 @@ impl Host for FakeHost {
     fn refetch_keys(&mut self, _provider: usize) -> bool {
         self.refetch_asked = true;
         self.refetch_granted
+    }
+    fn tool_headers(&self, _tool: &str) -> Option<Vec<ParamHeader>> {
+        None
     }
 }
 
@@ -413,7 +550,8 @@ fn apply_request_effects(world: &mut World, output: &Output) {
             Effect::RemoveRequestTrailers(names) => world.trailers.retain(|t| !names.contains(t)),
             Effect::ReplaceResponseBody { .. }
             | Effect::SetResponseHeader { .. }
-            | Effect::RemoveResponseTrailers(_) => {
+            | Effect::RemoveResponseTrailers(_)
+            | Effect::LearnToolHeaders(_) => {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
@@ -478,7 +616,15 @@ fn drive_request(r: &Request) -> (World, Run) {
         .map(|t| ("content-type".to_string(), t.to_string()))
         .collect();
     if let Some(token) = token_text(r.token) {
-        headers.push(("authorization".into(), format!("Bearer {token}")));
+        let scheme = if r.token == Token::BoundA {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        headers.push(("authorization".into(), format!("{scheme} {token}")));
+        for proof in proofs_of(r, &token) {
+            headers.push(("dpop".into(), proof));
+        }
     }
     if r.preflight_headers {
         headers.push(("origin".into(), "https://app.example".into()));
@@ -505,12 +651,21 @@ fn drive_request(r: &Request) -> (World, Run) {
     let mut run = Run {
         exchange: Exchange::new(),
         host: FakeHost {
-            shared: MemoryShared::default(),
             request_body: body.clone(),
             response_buffer: Vec::new(),
             fetch_asked: false,
             refetch_granted: r.refetch_granted,
             refetch_asked: false,
+            shared: {
+                let mut shared = SharedMap::default();
+                replay::prepare(&mut shared, [1; 32]);
+                if r.proof == Proof::Replayed {
+                    // The proxy took this very proof before.
+                    let jkt = client_jkt(&client_key());
+                    replay::remember(&mut shared, &jkt, JTI, NOW + 301, NOW);
+                }
+                shared
+            },
         },
         ring,
         cache: VerifiedTokenCache::new(8),
@@ -577,7 +732,7 @@ fn drive_request(r: &Request) -> (World, Run) {
 }
 
 /// Trailers a client sends along: a token, identity and routing headers.
-const REQUEST_TRAILERS: &[&str] = &["x-foo", "authorization", "x_mcp_roles", "mcp-name"];
+const REQUEST_TRAILERS: &[&str] = &["x-foo", "authorization", "x_mcp_roles", "mcp-name", "dpop"];
 
 fn check_request(r: &Request, world: &World) {
     let forwarded = world.forwarded.is_some();
@@ -615,7 +770,7 @@ fn check_request(r: &Request, world: &World) {
         for name in &world.trailers {
             let folded = name.replace('_', "-");
             assert!(
-                folded != "authorization" && folded != "x-mcp-roles",
+                folded != "authorization" && folded != "x-mcp-roles" && folded != "dpop",
                 "{name} went upstream in trailers"
             );
         }
@@ -623,6 +778,7 @@ fn check_request(r: &Request, world: &World) {
     for (name, value) in headers {
         let folded = name.to_ascii_lowercase().replace('_', "-");
         assert_ne!(folded, "authorization", "the token went upstream");
+        assert_ne!(folded, "dpop", "a DPoP proof went upstream");
         if folded == "x-mcp-roles" {
             assert_eq!(name, "x-mcp-roles", "a client spelling went upstream");
             assert_eq!(Some(value.as_str()), verified_roles(r), "roles upstream");
@@ -761,7 +917,10 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
                     *held = bytes.clone();
                     held.extend(rest);
                 }
-                Effect::Count(..) | Effect::Log(..) | Effect::RemoveResponseTrailers(_) => {}
+                Effect::Count(..)
+                | Effect::Log(..)
+                | Effect::RemoveResponseTrailers(_)
+                | Effect::LearnToolHeaders(_) => {}
                 other => panic!("a request effect on the response side: {other:?}"),
             }
         }
@@ -916,6 +1075,9 @@ enum Caller {
     Jwt,
     /// An opaque token, introspected.
     Opaque,
+    /// An opaque token bound to the client's key, with the `DPoP` scheme
+    /// and a fresh proof: introspected, then its proof checked.
+    OpaqueDpop,
     None,
 }
 
@@ -969,6 +1131,7 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
             prop::sample::select(vec![
                 Caller::Opaque,
                 Caller::Opaque,
+                Caller::OpaqueDpop,
                 Caller::Jwt,
                 Caller::None,
             ]),
@@ -1039,7 +1202,8 @@ fn call_policy(exchange: bool) -> Policy {
         "providers": [{
             "issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}},
             "introspection": {"cluster": "idp", "url": "https://a.example/introspect",
-                              "client_id": "gw", "client_secret": "gw-secret"}
+                              "client_id": "gw", "client_secret": "gw-secret"},
+            "dpop": "allowed"
         }],
         "rules": [
             {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
@@ -1065,11 +1229,16 @@ fn json_answer(status: u32, body: &str) -> Option<CallAnswer> {
     })
 }
 
-fn introspection_answer(i: Introspected) -> Option<CallAnswer> {
+/// Introspection's answer; an active one `bound` to the client's key.
+fn introspection_answer(i: Introspected, bound: bool) -> Option<CallAnswer> {
     let active = |aud: &str| {
-        json!({"active": true, "iss": A, "aud": aud, "exp": NOW + 300, "sub": "bob",
-               "roles": ["reader"], "token_type": "Bearer"})
-        .to_string()
+        let mut claims = json!({"active": true, "iss": A, "aud": aud, "exp": NOW + 300,
+                                "sub": "bob", "roles": ["reader"], "token_type": "Bearer"});
+        if bound {
+            claims["token_type"] = json!("DPoP");
+            claims["cnf"] = json!({"jkt": client_jkt(&client_key())});
+        }
+        claims.to_string()
     };
     match i {
         Introspected::Active => json_answer(200, &active(RESOURCE)),
@@ -1114,7 +1283,7 @@ fn exchange_answer(e: Exchanged) -> Option<CallAnswer> {
 fn call_must_forward(c: &CallScenario) -> bool {
     let identity = match c.caller {
         Caller::Jwt => true,
-        Caller::Opaque => c.introspected == Introspected::Active,
+        Caller::Opaque | Caller::OpaqueDpop => c.introspected == Introspected::Active,
         Caller::None => false,
     };
     let has_body = !body_of(c.payload).is_empty() || c.trailers;
@@ -1141,7 +1310,8 @@ fn purpose_of(call: &Call) -> Purpose {
 
 /// Drives one request of the scenario through the machine, answering the
 /// calls it asks for when the scenario says; returns what the world saw.
-fn drive_with_calls(c: &CallScenario, run: &mut Run) -> World {
+/// `jti`: the request's DPoP proof's, where it has one.
+fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
     let body = body_of(c.payload);
     run.host.request_body = body.clone();
     run.exchange = Exchange::new();
@@ -1152,6 +1322,11 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run) -> World {
             format!("Bearer {}", sign(&keys().a, A, &["reader"], None)),
         )),
         Caller::Opaque => headers.push(("authorization".into(), format!("Bearer {OPAQUE}"))),
+        Caller::OpaqueDpop => {
+            headers.push(("authorization".into(), format!("DPoP {OPAQUE}")));
+            let proof = proof_with_jti(&client_key(), c.method, "/mcp", OPAQUE, jti);
+            headers.push(("dpop".into(), proof));
+        }
         Caller::None => {}
     }
     headers.push(("X-MCP-Roles".into(), "admin".into()));
@@ -1172,7 +1347,9 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run) -> World {
             let call = world.calls[*answered].clone();
             *answered += 1;
             let answer = match purpose_of(&call) {
-                Purpose::Introspection => introspection_answer(c.introspected),
+                Purpose::Introspection => {
+                    introspection_answer(c.introspected, c.caller == Caller::OpaqueDpop)
+                }
                 Purpose::TokenExchange => exchange_answer(c.exchange.unwrap_or(Exchanged::Issued)),
             };
             let body = String::from_utf8_lossy(&call.body).to_string();
@@ -1244,12 +1421,12 @@ fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
     // request again makes no second call when shared data has its slots.
     let cached = !first && c.shared_slots;
     let expected = match c.caller {
-        Caller::Opaque if !cached => 1,
+        Caller::Opaque | Caller::OpaqueDpop if !cached => 1,
         _ => 0,
     };
     assert_eq!(introspections, expected, "introspection calls");
     if let Some(status) = world.answered {
-        if c.caller == Caller::Opaque
+        if matches!(c.caller, Caller::Opaque | Caller::OpaqueDpop)
             && matches!(
                 c.introspected,
                 Introspected::Garbage | Introspected::NoAnswer | Introspected::ActiveAsString
@@ -1286,6 +1463,10 @@ fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
             || v.contains("eyJ") && !v.contains(&exchanged_token(UPSTREAM_AUDIENCE))),
         "the caller's token went upstream: {headers:?}"
     );
+    assert!(
+        !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("dpop")),
+        "a DPoP proof went upstream: {headers:?}"
+    );
     match c.exchange {
         Some(_) => assert_eq!(
             authorization,
@@ -1316,7 +1497,7 @@ proptest! {
     fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
         let policy = call_policy(c.exchange.is_some());
         let mut host = FakeHost {
-            shared: MemoryShared::default(),
+            shared: SharedMap::default(),
             request_body: Vec::new(),
             response_buffer: Vec::new(),
             fetch_asked: false,
@@ -1327,6 +1508,7 @@ proptest! {
             shared::prepare(&mut host.shared, Purpose::Introspection);
             shared::prepare(&mut host.shared, Purpose::TokenExchange);
         }
+        replay::prepare(&mut host.shared, [2; 32]);
         let mut run = Run {
             exchange: Exchange::new(),
             host,
@@ -1337,11 +1519,12 @@ proptest! {
             cache: VerifiedTokenCache::new(8),
             policy,
         };
-        let world = drive_with_calls(&c, &mut run);
+        let world = drive_with_calls(&c, &mut run, "call-1");
         check_with_calls(&c, &world, true);
         prop_assert!(!run.host.shared.contains(OPAQUE.as_bytes()), "a token was stored in shared data");
         if c.again {
-            let world = drive_with_calls(&c, &mut run);
+            // A fresh proof, as a client makes for every request.
+            let world = drive_with_calls(&c, &mut run, "call-2");
             check_with_calls(&c, &world, false);
         }
     }

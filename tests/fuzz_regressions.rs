@@ -59,6 +59,50 @@ fn list_answer_inputs_filter_without_panic() {
 }
 
 #[test]
+fn dpop_proof_inputs_check_without_panic() {
+    assert!(replay("dpop_proof", checks::dpop_proof) > 0);
+}
+
+#[test]
+fn seed_proofs_check_as_minted() {
+    // The valid seeds must keep passing, or the target would only ever
+    // exercise the failure paths; the others fail for their own reason.
+    use mcp_authz::dpop::{self, proof, ProofErrorKind};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dpop_proof");
+    let policy = dpop::DpopPolicy {
+        mode: dpop::Mode::Required,
+        ..dpop::DpopPolicy::default()
+    };
+    let request = proof::Request {
+        method: "POST",
+        path: "/mcp",
+        resource_origin: "https://mcp.example.com",
+        token: checks::DPOP_TOKEN,
+        jkt: checks::DPOP_JKT,
+        now_s: checks::NOW,
+    };
+    for (name, expected) in [
+        ("es256_valid", None),
+        ("es256_htu_uppercase_port", None),
+        ("es256_iat_float", None),
+        ("es256_with_nonce", None),
+        ("es256_wrong_htm", Some(ProofErrorKind::Method)),
+        ("es256_old_iat", Some(ProofErrorKind::Time)),
+        ("eddsa_other_key", Some(ProofErrorKind::KeyBinding)),
+        ("two_headers", Some(ProofErrorKind::Malformed)),
+        ("private_jwk", Some(ProofErrorKind::Key)),
+        ("hs256", Some(ProofErrorKind::Algorithm)),
+        ("none_alg", Some(ProofErrorKind::Algorithm)),
+        ("duplicate_typ", Some(ProofErrorKind::Malformed)),
+    ] {
+        let text = fs::read_to_string(root.join(name)).expect("seed proof");
+        let values: Vec<&str> = text.split('\n').collect();
+        let outcome = proof::check(&values, &request, &policy).map_err(|e| e.kind);
+        assert_eq!(outcome.err(), expected, "{name}");
+    }
+}
+
+#[test]
 fn seed_tokens_verify_as_minted() {
     // The valid seeds must keep verifying, or the token target would only
     // ever exercise the failure paths.
@@ -79,4 +123,9 @@ fn seed_tokens_verify_as_minted() {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(identity.issuer, checks::ISSUER);
     }
+}
+
+#[test]
+fn condition_inputs_evaluate_without_panic() {
+    assert!(replay("condition", checks::condition) > 0);
 }

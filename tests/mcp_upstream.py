@@ -3,7 +3,7 @@ the end-to-end tests, with a recorder in front of it.
 
 Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
 
-    python mcp_upstream.py --port P --record FILE [--json-response] [--stateless] [--event-store]
+    python mcp_upstream.py --port P --record FILE [--json-response] [--stateless] [--event-store] [--conditions]
 
 - `--json-response`: answers are `application/json`; without it the SDK
   answers handshake-era (2025-xx) requests with `text/event-stream`, and
@@ -13,6 +13,10 @@ Run as a script it serves streamable HTTP at `/mcp` on 127.0.0.1:<port>:
   no `Mcp-Session-Id`); without it they run in sessions.
 - `--event-store`: resumability: every event is kept in memory, and a `GET`
   with `Last-Event-ID` replays the rest of that event's stream.
+- `--conditions`: three more tools for the argument-level rules
+  (README "Conditions"): `transfer(amount, to)`, `query(tenant, sql)`, and
+  `get_forecast(region, days)` whose `region` is mirrored into an
+  `Mcp-Param-Region` header (`x-mcp-header`).
 - 2026-07-28 requests (a `MCP-Protocol-Version: 2026-07-28` header) are
   served statelessly by the SDK in every mode.
 
@@ -41,14 +45,14 @@ HERE = Path(__file__).resolve().parent
 
 # Headers the recorder keeps (lower-case).
 RECORDED_HEADERS = ("x-mcp-subject", "x-mcp-roles", "x-mcp-client-id", "x-mcp-scopes",
-                    "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name",
+                    "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-param-region",
                     "content-type", "accept")
 
 
 # ---------------------------------------------------------------------------
 # The server (runs in the subprocess)
 
-def build_server():
+def build_server(conditions=False):
     from mcp.server.mcpserver import Context, MCPServer
 
     server = MCPServer("mcp-authz-e2e", version="1.0.0")
@@ -94,7 +98,31 @@ def build_server():
         """Keys nobody should read."""
         return "TOP SECRET KEYS"
 
+    if conditions:
+        add_condition_tools(server)
     return server
+
+
+def add_condition_tools(server):
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @server.tool()
+    def transfer(amount: int, to: str) -> str:
+        """Moves money."""
+        return f"transferred {amount} to {to}"
+
+    @server.tool()
+    def query(tenant: str, sql: str) -> str:
+        """Runs a query in one tenant's database."""
+        return f"rows of {tenant} for {sql}"
+
+    @server.tool()
+    def get_forecast(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+                     days: int = 3) -> str:
+        """The forecast of a region; the region travels in an Mcp-Param-Region header too."""
+        return f"forecast for {region}: {days} days of sun"
 
 
 def describe(message):
@@ -189,11 +217,11 @@ def memory_event_store():
     return MemoryEventStore()
 
 
-def serve(port, record, json_response, stateless, event_store=False):
+def serve(port, record, json_response, stateless, event_store=False, conditions=False):
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
-    app = build_server().streamable_http_app(
+    app = build_server(conditions).streamable_http_app(
         streamable_http_path="/mcp",
         json_response=json_response,
         stateless_http=stateless,
@@ -213,7 +241,8 @@ class McpUpstream(ManagedProcess):
     label = "MCP server"
     cwd = str(HERE)
 
-    def __init__(self, json_response=False, stateless=False, event_store=False):
+    def __init__(self, json_response=False, stateless=False, event_store=False, conditions=False):
+        self.conditions = conditions
         self.json_response = json_response
         self.stateless = stateless
         self.event_store = event_store
@@ -232,6 +261,8 @@ class McpUpstream(ManagedProcess):
             cmd.append("--stateless")
         if self.event_store:
             cmd.append("--event-store")
+        if self.conditions:
+            cmd.append("--conditions")
         return cmd
 
     def ready(self):
@@ -262,8 +293,10 @@ def main():
     parser.add_argument("--stateless", action="store_true", help="no sessions for handshake-era requests")
     parser.add_argument("--event-store", action="store_true",
                         help="keep every event in memory, so GET with Last-Event-ID replays them")
+    parser.add_argument("--conditions", action="store_true",
+                        help="add the tools of the argument-level rules (transfer, query, get_forecast)")
     args = parser.parse_args()
-    serve(args.port, args.record, args.json_response, args.stateless, args.event_store)
+    serve(args.port, args.record, args.json_response, args.stateless, args.event_store, args.conditions)
 
 
 if __name__ == "__main__":

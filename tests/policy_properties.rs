@@ -5,7 +5,7 @@ use mcp_authz::config::{Effect, Policy};
 use mcp_authz::gate;
 use mcp_authz::identity::Identity;
 use mcp_authz::lists::{self, ListKind, PendingLists};
-use mcp_authz::policy::{decide, Decision};
+use mcp_authz::policy::{decide, Arguments, Call, Decision};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -50,6 +50,56 @@ fn rule() -> impl Strategy<Value = Value> {
                 r["scopes"] = json!(x);
             }
             r
+        })
+}
+
+/// Conditions reading the arguments, the token and the call.
+const CONDITIONS: &[&str] = &[
+    "request.arguments.amount < 100",
+    "request.arguments.tenant == token.claims.tenant",
+    "has(request.arguments.dry) && request.arguments.dry",
+    "'admin' in token.roles",
+    "request.name.startsWith('get_')",
+    "size(token.scopes) > 1",
+];
+
+/// A rule that may carry a condition.
+fn rule_with_condition() -> impl Strategy<Value = Value> {
+    (
+        rule(),
+        proptest::option::of(proptest::sample::select(CONDITIONS)),
+    )
+        .prop_map(|(mut r, when)| {
+            if let Some(when) = when {
+                r["when"] = json!(when);
+            }
+            r
+        })
+}
+
+/// Arguments of every shape the conditions meet: fitting, wrong types, missing.
+fn arguments() -> impl Strategy<Value = Option<Value>> {
+    proptest::option::of(prop_oneof![
+        (0i64..200).prop_map(|n| json!({"amount": n})),
+        Just(json!({"amount": "many"})),
+        proptest::sample::select(&["acme", "globex"][..]).prop_map(|t| json!({"tenant": t})),
+        any::<bool>().prop_map(|b| json!({"dry": b})),
+        Just(json!({"dry": "yes"})),
+        Just(json!({})),
+        Just(json!([1, 2])),
+    ])
+}
+
+fn tenant_identity() -> impl Strategy<Value = Identity> {
+    (
+        identity(),
+        proptest::option::of(proptest::sample::select(&["acme", "globex"][..])),
+    )
+        .prop_map(|(mut id, tenant)| {
+            if let Some(t) = tenant {
+                id.claims.insert("tenant".into(), json!(t));
+            }
+            id
         })
 }
 
@@ -108,7 +158,7 @@ proptest! {
     #[test]
     fn deny_always_wins(rules in proptest::collection::vec(rule(), 1..6), id in identity(), (method, name) in call()) {
         let p = policy(&rules);
-        let decision = decide(&p.rules, &method, name.as_deref(), &id);
+        let decision = decide(&p.rules, &Call::plain(&method, name.as_deref()), &id, &mut Vec::new());
         if satisfied_matching_deny(&p, &id, &method, name.as_deref()) {
             prop_assert!(matches!(decision, Decision::Forbidden { rule: Some(_) }), "{decision:?}");
         }
@@ -120,7 +170,7 @@ proptest! {
     ) {
         let p = policy(&rules);
         let nobody = Identity::anonymous("https://idp");
-        if let Decision::Allow { rule: Some(rule) } = decide(&p.rules, &method, name.as_deref(), &nobody) {
+        if let Decision::Allow { rule: Some(rule) } = decide(&p.rules, &Call::plain(&method, name.as_deref()), &nobody, &mut Vec::new()) {
             let r = p.rules.iter().find(|r| r.name == rule).expect("deciding rule exists");
             prop_assert!(r.roles.is_none() && r.scopes.is_none());
         }
@@ -134,8 +184,8 @@ proptest! {
         let mut deny = extra;
         deny["effect"] = json!("deny");
         with_deny.push(deny);
-        let before = decide(&policy(&rules).rules, &method, name.as_deref(), &id).is_allow();
-        let after = decide(&policy(&with_deny).rules, &method, name.as_deref(), &id).is_allow();
+        let before = decide(&policy(&rules).rules, &Call::plain(&method, name.as_deref()), &id, &mut Vec::new()).is_allow();
+        let after = decide(&policy(&with_deny).rules, &Call::plain(&method, name.as_deref()), &id, &mut Vec::new()).is_allow();
         prop_assert!(!after || before);
     }
 
@@ -148,13 +198,60 @@ proptest! {
         let items: Vec<Value> = tools.iter().map(|n| json!({"name": n})).collect();
         let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": items}}).to_string();
         let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
-        let keep = |kind: ListKind, item: &Value| gate::may_use(&p, &id, kind, item);
+        let keep = |kind: ListKind, item: &Value| gate::may_use(&p, &id, &[], 0, kind, item);
         let filtered = lists::filter_json(answer.as_bytes(), &pending, &keep).expect("valid answer");
         let out: Value = serde_json::from_slice(&filtered.body).expect("json");
         let kept: Vec<&str> = out["result"]["tools"].as_array().expect("tools").iter()
             .map(|t| t["name"].as_str().expect("name")).collect();
         let expected: Vec<&str> = tools.iter().copied()
-            .filter(|n| decide(&p.rules, "tools/call", Some(n), &id).is_allow()).collect();
+            .filter(|n| decide(&p.rules, &Call::plain("tools/call", Some(n)), &id, &mut Vec::new()).is_allow()).collect();
         prop_assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn a_tool_some_call_may_reach_is_listed(
+        rules in proptest::collection::vec(rule_with_condition(), 1..6), id in tenant_identity(),
+        name in proptest::sample::select(NAMES), args in arguments()
+    ) {
+        let p = policy(&rules);
+        let call = Call {
+            method: "tools/call",
+            name: Some(name),
+            arguments: Arguments::Known(args.as_ref()),
+            headers: &[],
+            now_s: 0,
+        };
+        if decide(&p.rules, &call, &id, &mut Vec::new()).is_allow() {
+            let item = json!({"name": name});
+            prop_assert!(gate::may_use(&p, &id, &[], 0, ListKind::Tools, &item));
+        }
+    }
+
+    #[test]
+    fn a_condition_never_allows_more_than_its_rule_without_it(
+        rules in proptest::collection::vec(rule_with_condition(), 1..6), id in tenant_identity(),
+        (method, name) in call(), args in arguments()
+    ) {
+        // Dropping the conditions of the allow rules can only allow more;
+        // dropping those of the deny rules, only less.
+        let strip = |effect: &str| -> Vec<Value> {
+            rules.iter().cloned().map(|mut r| {
+                if r["effect"] == effect {
+                    r.as_object_mut().expect("rule").remove("when");
+                }
+                r
+            }).collect()
+        };
+        let call = Call {
+            method: &method,
+            name: name.as_deref(),
+            arguments: Arguments::Known(args.as_ref()),
+            headers: &[],
+            now_s: 0,
+        };
+        let allowed = |rules: &[Value]| decide(&policy(rules).rules, &call, &id, &mut Vec::new()).is_allow();
+        let with = allowed(&rules);
+        prop_assert!(!with || allowed(&strip("allow")));
+        prop_assert!(!allowed(&strip("deny")) || with);
     }
 }

@@ -2,8 +2,8 @@
 //! configuration types, so the two cannot drift apart.
 
 use mcp_authz::config::{
-    defaults, Policy, INTROSPECTION_KEYS, PROVIDER_KEYS, REMOTE_JWKS_KEYS, RULE_KEYS,
-    TOP_LEVEL_KEYS, UPSTREAM_TOKEN_KEYS,
+    defaults, Policy, DPOP_NONCE_KEYS, INTROSPECTION_KEYS, PROVIDER_KEYS, REMOTE_JWKS_KEYS,
+    RULE_KEYS, TOP_LEVEL_KEYS, UPSTREAM_TOKEN_KEYS,
 };
 
 fn readme() -> String {
@@ -45,6 +45,10 @@ fn readme_lists_every_configuration_key_and_no_other() {
         REMOTE_JWKS_KEYS
     );
     assert_eq!(keys(&table(&text, "`rules[]`:")), RULE_KEYS);
+    assert_eq!(
+        keys(&table(&text, "`providers[].dpop_nonce`:")),
+        DPOP_NONCE_KEYS
+    );
     assert_eq!(
         keys(&table(
             &text,
@@ -89,6 +93,18 @@ fn readme_defaults_match_the_code() {
         format!("`[{}]`", types.join(", "))
     );
     assert_eq!(default_of(&provider, "require_token_type"), "`false`");
+    assert_eq!(default_of(&provider, "dpop"), "`\"off\"`");
+    assert_eq!(
+        default_of(&provider, "dpop_iat_window_seconds"),
+        format!("`{}`", defaults::DPOP_IAT_WINDOW_SECONDS)
+    );
+    assert_eq!(
+        default_of(
+            &table(&text, "`providers[].dpop_nonce`:"),
+            "lifetime_seconds"
+        ),
+        format!("`{}`", defaults::DPOP_NONCE_LIFETIME_SECONDS)
+    );
     assert_eq!(
         default_of(&remote, "refresh_seconds"),
         format!("`{}`", defaults::REFRESH_SECONDS)

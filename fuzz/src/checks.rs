@@ -12,10 +12,17 @@
 //! - `jwks`, `config`: JSON text.
 //! - `list_answer`: three control bytes (keep predicate and pending ids;
 //!   split offset; chunk size), then the answer body.
+//! - `condition`: `expression NUL arguments [NUL claims]`: a CEL condition,
+//!   then the call's `params.arguments` and the token's claims as JSON text.
+//! - `dpop_proof`: the `DPoP` header values, one per line, of a `POST /mcp`
+//!   to `https://mcp.example.com` with the token [`DPOP_TOKEN`], bound to
+//!   [`DPOP_JKT`], at [`NOW`].
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use mcp_authz::condition::{Condition, EvalError, Facts};
 use mcp_authz::config::{JwksSource, Policy};
+use mcp_authz::dpop::{self, htu, DpopPolicy};
 use mcp_authz::gate::{self, RequestHead};
 use mcp_authz::identity::Identity;
 use mcp_authz::jwks::{Algorithm, KeySet};
@@ -100,19 +107,22 @@ pub fn request_body(data: &[u8]) {
         }
     }
 
-    assert_eq!(mcp::check_mcp_headers(&body, None, None), Ok(()));
+    assert_eq!(mcp::check_mcp_headers(&body, None, None, false), Ok(()));
     if let [Message::Call(call)] = body.messages() {
         // Headers saying what the body says match, in either Mcp-Name form.
         assert_eq!(
-            mcp::check_mcp_headers(&body, Some(&call.method), call.name.as_deref()),
+            mcp::check_mcp_headers(&body, Some(&call.method), call.name.as_deref(), true),
             Ok(())
         );
         if let Some(name) = &call.name {
             let encoded = format!("=?base64?{}?=", STANDARD.encode(name));
-            assert_eq!(mcp::check_mcp_headers(&body, None, Some(&encoded)), Ok(()));
+            assert_eq!(
+                mcp::check_mcp_headers(&body, None, Some(&encoded), false),
+                Ok(())
+            );
         }
         let other = format!("{}/x", call.method);
-        assert!(mcp::check_mcp_headers(&body, Some(&other), None).is_err());
+        assert!(mcp::check_mcp_headers(&body, Some(&other), None, false).is_err());
     }
 
     // Headers from the input ("=" copies the first call's own value).
@@ -128,7 +138,12 @@ pub fn request_body(data: &[u8]) {
         Some("=") => first.and_then(|c| c.name.clone()),
         other => other.map(str::to_string),
     };
-    let checked = mcp::check_mcp_headers(&body, method_header.as_deref(), name_header.as_deref());
+    let checked = mcp::check_mcp_headers(
+        &body,
+        method_header.as_deref(),
+        name_header.as_deref(),
+        false,
+    );
     if checked.is_ok() && (method_header.is_some() || name_header.is_some()) {
         for message in body.messages() {
             let Message::Call(call) = message else {
@@ -149,9 +164,69 @@ pub fn request_body(data: &[u8]) {
         headers.push(("mcp-name".to_string(), name.clone()));
     }
     let head = RequestHead::new("POST", "/mcp", headers);
-    let allowed = gate::check_body(policy(), &head, &reader(), bytes);
+    let allowed = gate::check_body(policy(), &head, &reader(), bytes, NOW, &|_| None);
     if allowed.is_ok() {
         assert!(checked.is_ok(), "body allowed despite a header mismatch");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// dpop_proof
+
+/// The access token the seed proofs were made for (`ath`).
+pub const DPOP_TOKEN: &str = "fuzz.access.token";
+/// The thumbprint of the throwaway P-256 key that signed the valid seeds.
+pub const DPOP_JKT: &str = "Vuy3veDxqLvrT23jbLwJxyETR31NcIZHLjOqaWwRSZo";
+
+/// Checks the input's lines as the `DPoP` headers of one request. An
+/// accepted proof came alone, is bound to the token's key, for this
+/// request; `htu` normalisation is idempotent.
+pub fn dpop_proof(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let values: Vec<&str> = text.split('\n').collect();
+    for value in &values {
+        if let Ok(parsed) = dpop::proof::parse(value) {
+            assert!(value.len() <= dpop::proof::MAX_PROOF_BYTES);
+            assert!(parsed.signing_input.len() < value.len());
+        }
+        if let Some(normal) = htu::normalize(value) {
+            assert_eq!(htu::normalize(normal.as_str()), Some(normal.clone()));
+        }
+    }
+    let policy = DpopPolicy {
+        mode: dpop::Mode::Required,
+        ..DpopPolicy::default()
+    };
+    let request = dpop::proof::Request {
+        method: "POST",
+        path: "/mcp",
+        resource_origin: "https://mcp.example.com",
+        token: DPOP_TOKEN,
+        jkt: DPOP_JKT,
+        now_s: NOW,
+    };
+    if let Ok(accepted) = dpop::proof::check(&values, &request, &policy) {
+        assert_eq!(values.len(), 1);
+        assert_eq!(accepted.jkt, DPOP_JKT);
+        assert!(!accepted.jti.is_empty() && accepted.jti.len() <= dpop::proof::MAX_JTI_BYTES);
+        assert!(accepted.remember_until > NOW);
+        let parsed = dpop::proof::parse(values[0].trim_matches([' ', '\t'])).expect("accepted");
+        assert_eq!(parsed.claims["htm"], "POST");
+        assert_eq!(
+            parsed.claims["ath"].as_str(),
+            Some(dpop::proof::token_hash(DPOP_TOKEN).as_str())
+        );
+        // Another request, token or key is refused with the same proof.
+        let other_path = dpop::proof::Request {
+            path: "/mcp/",
+            ..request
+        };
+        assert!(dpop::proof::check(&values, &other_path, &policy).is_err());
+        let other_key = dpop::proof::Request {
+            jkt: "another",
+            ..request
+        };
+        assert!(dpop::proof::check(&values, &other_key, &policy).is_err());
     }
 }
 
@@ -159,12 +234,12 @@ pub fn request_body(data: &[u8]) {
 // token
 
 /// The input is a compact JWT for `verify`, and the `Authorization` header
-/// values (one per line) for `bearer_token`.
+/// values (one per line) for `credentials`.
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     check_verify(&text);
     let values: Vec<&str> = text.split('\n').collect();
-    if let Ok(token) = token::bearer_token(&values) {
+    if let Ok((_, token)) = token::credentials(&values) {
         assert_eq!(values.len(), 1);
         assert!(!token.is_empty());
         assert!(values[0].contains(token));
@@ -173,7 +248,7 @@ pub fn token(data: &[u8]) {
     }
     // Several header values are never guessed at.
     let twice = [text.as_ref(), text.as_ref()];
-    assert!(token::bearer_token(&twice).is_err());
+    assert!(token::credentials(&twice).is_err());
 }
 
 fn check_verify(token: &str) {
@@ -263,12 +338,27 @@ pub fn config(data: &[u8]) {
             assert!(glob.matches(glob.as_str()), "glob {:?}", glob.as_str());
         }
         for glob in &rule.methods {
-            policy::decide(&policy.rules, glob.as_str(), Some("get_x"), &anonymous);
+            policy::decide(
+                &policy.rules,
+                &policy::Call::plain(glob.as_str(), Some("get_x")),
+                &anonymous,
+                &mut Vec::new(),
+            );
         }
     }
     for method in ["tools/call", "tools/list", "initialize", ""] {
-        policy::decide(&policy.rules, method, Some("delete_all"), &anonymous);
-        policy::decide(&policy.rules, method, None, &anonymous);
+        policy::decide(
+            &policy.rules,
+            &policy::Call::plain(method, Some("delete_all")),
+            &anonymous,
+            &mut Vec::new(),
+        );
+        policy::decide(
+            &policy.rules,
+            &policy::Call::plain(method, None),
+            &anonymous,
+            &mut Vec::new(),
+        );
     }
 }
 
@@ -451,4 +541,118 @@ fn reader() -> Identity {
     identity.roles = vec!["reader".to_string()];
     identity.expires_at = NOW + 3600;
     identity
+}
+
+// ---------------------------------------------------------------------------
+// condition
+
+pub fn condition(data: &[u8]) {
+    let mut parts = data.splitn(3, |b| *b == 0);
+    let Some(Ok(source)) = parts.next().map(std::str::from_utf8) else {
+        return;
+    };
+    let arguments: Option<Value> = parts.next().and_then(|a| serde_json::from_slice(a).ok());
+    let claims = parts
+        .next()
+        .and_then(|c| serde_json::from_slice::<Value>(c).ok())
+        .and_then(|c| c.as_object().cloned())
+        .unwrap_or_default();
+
+    let condition = match Condition::compile(source) {
+        Ok(condition) => condition,
+        Err(reason) => {
+            assert!(!reason.is_empty());
+            return;
+        }
+    };
+    assert_eq!(condition.source(), source);
+
+    let mut identity = reader();
+    identity.subject = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    identity.scopes = vec!["mcp:read".to_string()];
+    identity.claims = claims;
+    let headers = [("x-tenant".to_string(), "acme".to_string())];
+    let facts = Facts {
+        method: "tools/call",
+        name: Some("get_x"),
+        arguments: arguments.as_ref(),
+        headers: &headers,
+        identity: &identity,
+        now_s: NOW,
+    };
+    let value = condition.eval(&facts);
+    assert_eq!(condition.eval(&facts), value, "evaluation is deterministic");
+
+    // The negation decides the other way, and fails where the condition fails.
+    if let Ok(negated) = Condition::compile(&format!("!({source})")) {
+        match (&value, negated.eval(&facts)) {
+            (Ok(b), Ok(n)) => assert_eq!(n, !b, "!({source})"),
+            (Ok(_), Err(e)) => panic!("{source} is a boolean but its negation failed: {e:?}"),
+            (Err(_), _) => {}
+        }
+    }
+
+    // In rules: an allow rule lets the call through only when the condition
+    // is true; a deny rule refuses it unless the condition is false.
+    let Some(rules) = rules_with(source) else {
+        return;
+    };
+    let call = policy::Call {
+        method: "tools/call",
+        name: Some("get_x"),
+        arguments: policy::Arguments::Known(arguments.as_ref()),
+        headers: &headers,
+        now_s: NOW,
+    };
+    let mut errors = Vec::new();
+    let allowed = policy::decide(&rules.allow, &call, &identity, &mut errors).is_allow();
+    assert_eq!(
+        allowed,
+        value == Ok(true),
+        "allow rule, condition {value:?}"
+    );
+    assert_eq!(errors.is_empty(), value.is_ok(), "errors are reported");
+    let mut errors = Vec::new();
+    let allowed = policy::decide(&rules.deny, &call, &identity, &mut errors).is_allow();
+    assert_eq!(
+        allowed,
+        value == Ok(false),
+        "deny rule, condition {value:?}"
+    );
+    if value == Err(EvalError::NotBoolean) {
+        assert!(!errors.is_empty());
+    }
+}
+
+struct ConditionRules {
+    /// `allow tools/call when <condition>`.
+    allow: Vec<mcp_authz::config::Rule>,
+    /// `deny tools/call when <condition>`, then `allow tools/call`.
+    deny: Vec<mcp_authz::config::Rule>,
+}
+
+fn rules_with(when: &str) -> Option<ConditionRules> {
+    let jwks: Value = serde_json::from_str(JWKS).expect("fixture JWKS");
+    let policy = |rules: Value| {
+        Policy::from_value(&json!({
+            "resource": RESOURCE,
+            "providers": [{"issuer": ISSUER, "jwks": {"inline": jwks.clone()}}],
+            "rules": rules,
+        }))
+        .map(|p| p.rules)
+    };
+    let allow = policy(json!([{"effect": "allow", "methods": ["tools/call"], "when": when}]));
+    let deny = policy(json!([
+        {"effect": "deny", "methods": ["tools/call"], "when": when},
+        {"effect": "allow", "methods": ["tools/call"]}
+    ]));
+    // The configuration compiles the condition the same way.
+    assert_eq!(allow.is_ok(), deny.is_ok());
+    Some(ConditionRules {
+        allow: allow.ok()?,
+        deny: deny.ok()?,
+    })
 }

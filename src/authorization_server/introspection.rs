@@ -1,9 +1,10 @@
 //! Token introspection (RFC 7662): the request for one token, and what the
 //! filter accepts of the answer. Only `"active": true` (the JSON boolean)
 //! with an accepted `aud`, the provider's `iss` (when given), an `exp` still
-//! ahead, nothing not yet valid, and a bearer token (`token_type` Bearer when
-//! given, no `cnf` binding) makes an identity; its `scope`, `client_id`,
-//! `sub` and role claims are read as a JWT's are.
+//! ahead, nothing not yet valid, and a bearer or DPoP token (`token_type`
+//! Bearer or DPoP when given; no `cnf` binding but DPoP's `jkt`) makes an
+//! identity; its `scope`, `client_id`, `sub`, role claims and `cnf.jkt` are
+//! read as a JWT's are (a bound token then needs its proof, as a JWT does).
 
 use serde_json::{Map, Value};
 
@@ -101,13 +102,26 @@ fn check(
     {
         return Err(TokenErrorKind::Malformed);
     }
-    // A sender-constrained token (DPoP, mTLS) is no bearer token: accepting
-    // it without its proof would undo the binding.
-    let bearer = claims
-        .get("token_type")
-        .and_then(Value::as_str)
-        .is_none_or(|t| t.eq_ignore_ascii_case("bearer"));
-    if !bearer || claims.contains_key("cnf") {
+    // A token bound to a key: DPoP's binding (`cnf` holding `jkt` alone) is
+    // checked against the request's proof once the answer is used
+    // (`gate::introspected`); any other (mTLS's `x5t#S256`) cannot be, and
+    // accepting the token without it would undo the binding.
+    let jkt = match claims.get("cnf") {
+        None => None,
+        Some(Value::Object(cnf)) if cnf.len() == 1 => match cnf.get("jkt") {
+            Some(Value::String(jkt)) if !jkt.is_empty() => Some(jkt),
+            _ => return Err(TokenErrorKind::TokenType),
+        },
+        Some(_) => return Err(TokenErrorKind::TokenType),
+    };
+    let type_ok = match claims.get("token_type").and_then(Value::as_str) {
+        None => true,
+        Some(t) if t.eq_ignore_ascii_case("bearer") => true,
+        // RFC 9449 §6.2: a DPoP token says so, and names its key.
+        Some(t) if t.eq_ignore_ascii_case("dpop") => jkt.is_some(),
+        Some(_) => false,
+    };
+    if !type_ok {
         return Err(TokenErrorKind::TokenType);
     }
     if let Some(iss) = claims.get("iss").and_then(Value::as_str) {
@@ -341,14 +355,36 @@ mod tests {
             refused(with(active(), "token_type", json!("refresh_token"))),
             TokenErrorKind::TokenType
         );
+        // DPoP says so and names its key; no other binding is taken.
         assert_eq!(
             refused(with(active(), "token_type", json!("DPoP"))),
             TokenErrorKind::TokenType
         );
-        assert_eq!(
-            refused(with(active(), "cnf", json!({"jkt": "abc"}))),
-            TokenErrorKind::TokenType
-        );
+        for cnf in [
+            json!({"x5t#S256": "abc"}),
+            json!({"jkt": "abc", "x5t#S256": "abc"}),
+            json!({"jkt": 7}),
+            json!({"jkt": ""}),
+            json!("abc"),
+        ] {
+            assert_eq!(
+                refused(with(active(), "cnf", cnf.clone())),
+                TokenErrorKind::TokenType,
+                "{cnf}"
+            );
+        }
+        for token_type in ["DPoP", "Bearer", "dpop"] {
+            let bound = with(
+                with(active(), "cnf", json!({"jkt": "abc"})),
+                "token_type",
+                json!(token_type),
+            );
+            let Verdict::Active { claims, .. } = verdict(&bound) else {
+                panic!("{token_type}: a DPoP-bound token is active");
+            };
+            let identity = identity(&claims, &introspecting(), NOW).expect("identity");
+            assert_eq!(identity.jkt.as_deref(), Some("abc"));
+        }
         assert_eq!(
             refused(with(active(), "sub", json!(7))),
             TokenErrorKind::Malformed

@@ -15,18 +15,10 @@
 use sha2::{Digest as _, Sha256};
 
 use super::Purpose;
+use crate::shared_data::SharedData;
 
 /// Slots per purpose.
 pub const SLOTS: usize = 1024;
-
-/// Shared data, as the core sees it.
-pub trait SharedData {
-    /// An entry's value and version, `(None, None)` when absent.
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes an entry; with `cas`, only if its version is still `cas`.
-    /// Whether it was written.
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
 
 /// A keyed digest of a token (and what else a cached answer depends on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -340,53 +332,16 @@ pub fn remember_endpoint(
     );
 }
 
-/// Shared data in memory, with versions as Envoy keeps them: for tests and
-/// for `explain`.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryShared {
-    entries: std::collections::HashMap<String, (Vec<u8>, u32)>,
-}
-
-impl SharedData for MemoryShared {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.entries.get(key) {
-            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.entries.get(key).map(|(_, c)| *c);
-        if let (Some(expected), Some(current)) = (cas, current) {
-            if expected != current {
-                return false;
-            }
-        }
-        let next = current.unwrap_or(0) + 1;
-        self.entries.insert(key.to_string(), (value.to_vec(), next));
-        true
-    }
-}
-
-impl MemoryShared {
-    /// Whether any entry holds `needle` (tests: a token must never be stored).
-    pub fn contains(&self, needle: &[u8]) -> bool {
-        self.entries.iter().any(|(k, (v, _))| {
-            k.as_bytes().windows(needle.len()).any(|w| w == needle)
-                || v.windows(needle.len()).any(|w| w == needle)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_data::SharedMap;
 
     const KEY: [u8; 32] = [7; 32];
     const NOW: u64 = 1_750_000_000_000;
 
-    fn prepared() -> MemoryShared {
-        let mut shared = MemoryShared::default();
+    fn prepared() -> SharedMap {
+        let mut shared = SharedMap::default();
         prepare(&mut shared, Purpose::Introspection);
         shared
     }
@@ -421,7 +376,7 @@ mod tests {
     fn one_claim_per_token_then_everyone_reads_the_answer() {
         let mut shared = prepared();
         let d = Digest::of(&KEY, Purpose::Introspection, &["tok"]);
-        let look = |s: &mut MemoryShared, now| look_up(s, Purpose::Introspection, &d, now, 3000);
+        let look = |s: &mut SharedMap, now| look_up(s, Purpose::Introspection, &d, now, 3000);
         assert_eq!(look(&mut shared, NOW), Lookup::Claimed);
         assert_eq!(
             look(&mut shared, NOW),
@@ -563,7 +518,7 @@ mod tests {
 
     #[test]
     fn without_prepared_slots_nothing_is_shared() {
-        let mut shared = MemoryShared::default();
+        let mut shared = SharedMap::default();
         let d = Digest::of(&KEY, Purpose::Introspection, &["tok"]);
         assert_eq!(
             look_up(&mut shared, Purpose::Introspection, &d, NOW, 3000),
@@ -573,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_digest_key_is_made_once_and_shared() {
-        let mut shared = MemoryShared::default();
+        let mut shared = SharedMap::default();
         let first = digest_key(&mut shared, [1; 32]);
         assert_eq!(first, [1; 32]);
         assert_eq!(

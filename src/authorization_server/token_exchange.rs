@@ -105,8 +105,7 @@ fn check(
     }
     let token = text("access_token").ok_or("no access_token")?;
     // It goes in a header: b64token characters only (no CR, LF, space).
-    if token.len() > MAX_TOKEN_BYTES || token::bearer_token(&[&format!("Bearer {token}")]).is_err()
-    {
+    if token.len() > MAX_TOKEN_BYTES || token::credentials(&[&format!("Bearer {token}")]).is_err() {
         return Err("access_token is not a token a header can carry".into());
     }
     let expires_in = doc

@@ -115,6 +115,24 @@ fn check(args: &[String]) -> Result<u8, Failure> {
                 policy.providers.len(),
                 policy.rules.len()
             );
+            // Conditions as compiled, and whether lists can decide them.
+            for (i, rule) in policy.rules.iter().enumerate() {
+                if let Some(when) = &rule.when {
+                    let lists = if when.uses_arguments() {
+                        "reads the arguments: lists keep the item, calls decide"
+                    } else {
+                        "decided in lists and calls alike"
+                    };
+                    println!(
+                        "rules[{i}] {:?} when {} ({lists})",
+                        rule.name,
+                        when.source()
+                    );
+                }
+            }
+            for (scope, implied) in &policy.scope_implies.closure {
+                println!("scope {scope} implies {}", implied.join(" "));
+            }
             Ok(0)
         }
         Err(e) => {

@@ -36,7 +36,34 @@ pub struct Policy {
     /// The token the upstream gets in place of the caller's, by token
     /// exchange (RFC 8693); `None`: the upstream gets none.
     pub upstream_token: Option<UpstreamToken>,
+    pub scope_implies: ScopeImplies,
 }
+
+/// The scope hierarchy: what each broad scope stands for, transitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeImplies {
+    pub closure: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ScopeImplies {
+    /// The scopes `held` implies and that are not held themselves, in
+    /// first-seen order.
+    pub fn implied_by(&self, held: &[String]) -> Vec<String> {
+        let mut implied: Vec<String> = Vec::new();
+        for scope in held {
+            for narrower in self.closure.get(scope).into_iter().flatten() {
+                if !held.contains(narrower) && !implied.contains(narrower) {
+                    implied.push(narrower.clone());
+                }
+            }
+        }
+        implied
+    }
+}
+
+/// The refresh-token scope: never advertised, never asked for in a
+/// challenge (MCP 2026-07-28).
+pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// One trusted issuer.
 #[derive(Debug, Clone)]
@@ -60,6 +87,8 @@ pub struct Provider {
     pub token_types: Vec<String>,
     /// Whether a token without `typ` is refused.
     pub require_token_type: bool,
+    /// DPoP (RFC 9449): whether its tokens may or must be bound to a key.
+    pub dpop: crate::dpop::DpopPolicy,
 }
 
 /// Where a provider's keys come from.
@@ -97,6 +126,8 @@ pub struct Rule {
     pub roles: Option<Vec<String>>,
     /// `None`: no scope needed. Otherwise all of them.
     pub scopes: Option<Vec<String>>,
+    /// `None`: no condition. Otherwise the rule matches only when it is true.
+    pub when: Option<crate::condition::Condition>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +202,14 @@ pub mod defaults {
     /// The header the exchanged token goes upstream in.
     pub const UPSTREAM_TOKEN_HEADER: &str = "authorization";
     pub const MAX_REFRESH_SECONDS: u64 = 7 * 24 * 3600;
+    /// A DPoP proof's `iat` may be this far from now, either way (the MCP
+    /// DPoP extension's ±5 minutes), and at most the maximum.
+    pub const DPOP_IAT_WINDOW_SECONDS: u64 = 300;
+    pub const MAX_DPOP_IAT_WINDOW_SECONDS: u64 = 600;
+    /// How long a DPoP server nonce is good, and its bounds.
+    pub const DPOP_NONCE_LIFETIME_SECONDS: u64 = 60;
+    pub const MIN_DPOP_NONCE_LIFETIME_SECONDS: u64 = 5;
+    pub const MAX_DPOP_NONCE_LIFETIME_SECONDS: u64 = 600;
 }
 
 /// The top-level keys, in the order the README's reference lists them.
@@ -189,6 +228,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mode",
     "public_paths",
     "upstream_token",
+    "scope_implies",
 ];
 
 /// Keys of one `providers[]` entry.
@@ -203,7 +243,14 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "token_types",
     "require_token_type",
     "introspection",
+    "dpop",
+    "dpop_algorithms",
+    "dpop_iat_window_seconds",
+    "dpop_nonce",
 ];
+
+/// Keys of `providers[].dpop_nonce`.
+pub const DPOP_NONCE_KEYS: &[&str] = &["keys", "lifetime_seconds"];
 
 /// Keys of `providers[].jwks.remote`.
 pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];
@@ -242,7 +289,9 @@ pub const UPSTREAM_TOKEN_KEYS: &[&str] = &[
 ];
 
 /// Keys of one `rules[]` entry.
-pub const RULE_KEYS: &[&str] = &["name", "effect", "methods", "names", "roles", "scopes"];
+pub const RULE_KEYS: &[&str] = &[
+    "name", "effect", "methods", "names", "roles", "scopes", "when",
+];
 
 /// Headers an operator may not have the filter set from claims: they carry
 /// the request's framing, routing or credentials.
@@ -261,6 +310,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "mcp-name",
     "mcp-session-id",
     "mcp-protocol-version",
+    "dpop",
 ];
 
 #[cfg(test)]

@@ -2,11 +2,17 @@
 //! every error naming its field.
 
 use super::authorization_server::{parse_introspection, parse_upstream_token};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use super::object::Obj;
 use super::*;
+use crate::condition::Condition;
+use crate::dpop::{DpopPolicy, Mode as DpopMode, NonceKeys};
 use crate::glob::Glob;
 use crate::jwks::{Algorithm, KeySet};
 use crate::uri::HttpUri;
+use std::collections::BTreeMap;
 
 impl Policy {
     /// Parses and validates the plugin configuration.
@@ -27,12 +33,14 @@ impl Policy {
             metadata_locations(&resource).map_err(|m| top.error("resource", m))?;
         let providers = parse_providers(&top, &resource)?;
         let authorization_servers = parse_authorization_servers(&top, &providers)?;
-        let scopes_supported = top
+        let mut scopes_supported = top
             .optional_str_list("scopes_supported")?
             .unwrap_or_default();
         for (i, s) in scopes_supported.iter().enumerate() {
             check_scope_token(s).map_err(|m| top.error(&format!("scopes_supported[{i}]"), m))?;
         }
+        // Never advertised (MCP 2026-07-28: clients ask for it themselves).
+        scopes_supported.retain(|s| s != OFFLINE_ACCESS);
         let resource_documentation = match top.optional_str("resource_documentation")? {
             Some(url) => {
                 check_absolute_url(url).map_err(|m| top.error("resource_documentation", m))?;
@@ -76,6 +84,7 @@ impl Policy {
             )?,
             public_paths: parse_public_paths(&top)?,
             upstream_token,
+            scope_implies: parse_scope_implies(&top)?,
         })
     }
 }
@@ -135,6 +144,45 @@ fn parse_authorization_servers(
             Ok(list)
         }
     }
+}
+
+/// `scope_implies`: each broad scope and the narrower ones it stands for,
+/// closed transitively; a scope that implies itself (a cycle) is refused.
+fn parse_scope_implies(top: &Obj) -> Result<ScopeImplies, ConfigError> {
+    let Some(obj) = top.optional_obj("scope_implies")? else {
+        return Ok(ScopeImplies::default());
+    };
+    let mut direct: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for scope in obj.map.keys() {
+        check_scope_token(scope).map_err(|m| obj.error(scope, m))?;
+        let implied = obj.required_str_list(scope)?;
+        for (i, s) in implied.iter().enumerate() {
+            check_scope_token(s).map_err(|m| obj.error(&format!("{scope}[{i}]"), m))?;
+        }
+        direct.insert(scope.clone(), implied);
+    }
+    let mut closure = BTreeMap::new();
+    for scope in direct.keys() {
+        let mut reached: Vec<String> = Vec::new();
+        let mut todo: Vec<&String> = direct
+            .get(scope)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        while let Some(next) = todo.pop() {
+            if next == scope {
+                return Err(obj.error(
+                    scope,
+                    format!("{scope:?} implies itself (a cycle): a scope hierarchy must not loop"),
+                ));
+            }
+            if !reached.contains(next) {
+                reached.push(next.clone());
+                todo.extend(direct.get(next).into_iter().flatten());
+            }
+        }
+        closure.insert(scope.clone(), reached);
+    }
+    Ok(ScopeImplies { closure })
 }
 
 fn parse_max_body_bytes(top: &Obj) -> Result<usize, ConfigError> {
@@ -215,7 +263,7 @@ fn parse_provider(
     } else {
         Some(parse_jwks(&obj)?)
     };
-    let algorithms = parse_algorithms(&obj)?;
+    let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
         .optional_u64("clock_skew_seconds")?
         .unwrap_or(defaults::CLOCK_SKEW_SECONDS);
@@ -241,6 +289,7 @@ fn parse_provider(
     }
     let token_types = parse_token_types(&obj)?;
     let require_token_type = obj.optional_bool("require_token_type")?.unwrap_or(false);
+    let dpop = parse_dpop(&obj)?;
     Ok(Provider {
         issuer,
         audiences,
@@ -252,18 +301,85 @@ fn parse_provider(
         scopes_claim,
         token_types,
         require_token_type,
+        dpop,
     })
 }
 
-fn parse_algorithms(obj: &Obj) -> Result<Vec<Algorithm>, ConfigError> {
-    Ok(match obj.optional_str_list("algorithms")? {
+/// `dpop`, `dpop_algorithms`, `dpop_iat_window_seconds`, `dpop_nonce`.
+fn parse_dpop(obj: &Obj) -> Result<DpopPolicy, ConfigError> {
+    let mode = obj.choice(
+        "dpop",
+        &[
+            ("off", DpopMode::Off),
+            ("allowed", DpopMode::Allowed),
+            ("required", DpopMode::Required),
+        ],
+    )?;
+    let algorithms = match obj.optional_str_list("dpop_algorithms")? {
+        None => Algorithm::ALL.to_vec(),
+        Some(_) => parse_algorithms(obj, "dpop_algorithms")?,
+    };
+    let iat_window_seconds = obj
+        .optional_u64("dpop_iat_window_seconds")?
+        .unwrap_or(defaults::DPOP_IAT_WINDOW_SECONDS);
+    if !(1..=defaults::MAX_DPOP_IAT_WINDOW_SECONDS).contains(&iat_window_seconds) {
+        return Err(obj.error(
+            "dpop_iat_window_seconds",
+            format!(
+                "must be between 1 and {}",
+                defaults::MAX_DPOP_IAT_WINDOW_SECONDS
+            ),
+        ));
+    }
+    let nonce = match obj.optional_obj("dpop_nonce")? {
+        None => None,
+        Some(nonce) => {
+            nonce.only(DPOP_NONCE_KEYS)?;
+            let keys = nonce
+                .required_str_list("keys")?
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    URL_SAFE_NO_PAD
+                        .decode(k.trim_end_matches('='))
+                        .map_err(|_| nonce.error(&format!("keys[{i}]"), "is not base64url".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let lifetime = nonce
+                .optional_u64("lifetime_seconds")?
+                .unwrap_or(defaults::DPOP_NONCE_LIFETIME_SECONDS);
+            let bounds = defaults::MIN_DPOP_NONCE_LIFETIME_SECONDS
+                ..=defaults::MAX_DPOP_NONCE_LIFETIME_SECONDS;
+            if !bounds.contains(&lifetime) {
+                return Err(nonce.error(
+                    "lifetime_seconds",
+                    format!("must be between {} and {}", bounds.start(), bounds.end()),
+                ));
+            }
+            Some(NonceKeys::new(keys, lifetime).map_err(|m| nonce.error("keys", m))?)
+        }
+    };
+    if mode == DpopMode::Off && nonce.is_some() {
+        return Err(obj.error(
+            "dpop_nonce",
+            "is only used with \"dpop\": \"allowed\" or \"required\"".into(),
+        ));
+    }
+    Ok(DpopPolicy {
+        mode,
+        algorithms,
+        iat_window_seconds,
+        nonce,
+    })
+}
+
+fn parse_algorithms(obj: &Obj, key: &str) -> Result<Vec<Algorithm>, ConfigError> {
+    Ok(match obj.optional_str_list(key)? {
         None => Algorithm::ALL.to_vec(),
         Some(names) => names
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                Algorithm::parse(n).map_err(|m| obj.error(&format!("algorithms[{i}]"), m))
-            })
+            .map(|(i, n)| Algorithm::parse(n).map_err(|m| obj.error(&format!("{key}[{i}]"), m)))
             .collect::<Result<Vec<_>, _>>()?,
     })
 }
@@ -396,6 +512,10 @@ fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError
             check_scope_token(s).map_err(|m| obj.error(&format!("scopes[{i}]"), m))?;
         }
     }
+    let when = match obj.optional_str("when")? {
+        Some(source) => Some(Condition::compile(source).map_err(|m| obj.error("when", m))?),
+        None => None,
+    };
     Ok(Rule {
         name,
         effect,
@@ -403,6 +523,7 @@ fn parse_rule(value: &serde_json::Value, path: &str) -> Result<Rule, ConfigError
         names,
         roles,
         scopes,
+        when,
     })
 }
 

@@ -218,6 +218,34 @@ fn each_error_class_is_refused_naming_the_field() {
             Box::new(|c| c["public_paths"] = json!(["healthz"])),
         ),
         (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.argument.x > 1")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.arguments.x >")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!("request.method")),
+        ),
+        (
+            "rules[0].when",
+            Box::new(|c| c["rules"][0]["when"] = json!(true)),
+        ),
+        (
+            "scope_implies.a",
+            Box::new(|c| c["scope_implies"] = json!({"a": ["b"], "b": ["c"], "c": ["a"]})),
+        ),
+        (
+            "scope_implies.a",
+            Box::new(|c| c["scope_implies"] = json!({"a": "b"})),
+        ),
+        (
+            "scope_implies.a[0]",
+            Box::new(|c| c["scope_implies"] = json!({"a": ["b c"]})),
+        ),
+        (
             "identity_headers.authorization",
             Box::new(|c| c["identity_headers"] = json!({"authorization": "sub"})),
         ),
@@ -262,4 +290,111 @@ fn inline_jwks_may_be_a_json_string() {
     let text = config["providers"][0]["jwks"]["inline"].to_string();
     config["providers"][0]["jwks"]["inline"] = json!(text);
     assert!(Policy::from_value(&config).is_ok());
+}
+
+#[test]
+fn scope_hierarchies_close_transitively() {
+    let mut config = base();
+    config["scope_implies"] =
+        json!({"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"], "x": ["mcp:read"]});
+    let policy = Policy::from_value(&config).expect("accepted");
+    let held = vec!["mcp:admin".to_string(), "mcp:read".to_string()];
+    assert_eq!(
+        policy.scope_implies.implied_by(&held),
+        vec!["mcp:write".to_string()]
+    );
+    assert_eq!(
+        policy.scope_implies.closure.get("mcp:admin"),
+        Some(&vec!["mcp:write".to_string(), "mcp:read".to_string()])
+    );
+}
+
+#[test]
+fn offline_access_is_never_advertised() {
+    let mut config = base();
+    config["scopes_supported"] = json!(["mcp:read", "offline_access"]);
+    let policy = Policy::from_value(&config).expect("accepted");
+    assert_eq!(policy.scopes_supported, vec!["mcp:read".to_string()]);
+}
+
+#[test]
+fn rule_conditions_compile_once() {
+    let mut config = base();
+    config["rules"][0]["when"] = json!("request.arguments.amount < 100");
+    let policy = Policy::from_value(&config).expect("accepted");
+    let when = policy.rules[0].when.as_ref().expect("a condition");
+    assert_eq!(when.source(), "request.arguments.amount < 100");
+    assert!(when.uses_arguments());
+}
+
+#[test]
+fn dpop_settings_are_read_and_bounded() {
+    let policy = Policy::from_value(&base()).expect("valid");
+    let dpop = &policy.providers[0].dpop;
+    assert_eq!(dpop.mode, crate::dpop::Mode::Off);
+    assert_eq!(dpop.iat_window_seconds, defaults::DPOP_IAT_WINDOW_SECONDS);
+    assert!(dpop.nonce.is_none());
+
+    let mut config = base();
+    config["providers"][0]["dpop"] = json!("required");
+    config["providers"][0]["dpop_algorithms"] = json!(["ES256", "EdDSA"]);
+    config["providers"][0]["dpop_iat_window_seconds"] = json!(60);
+    config["providers"][0]["dpop_nonce"] =
+        json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "lifetime_seconds": 30});
+    let policy = Policy::from_value(&config).expect("valid");
+    let dpop = &policy.providers[0].dpop;
+    assert_eq!(dpop.mode, crate::dpop::Mode::Required);
+    assert_eq!(dpop.algorithms, vec![Algorithm::ES256, Algorithm::EdDSA]);
+    assert_eq!(dpop.iat_window_seconds, 60);
+    assert_eq!(dpop.nonce.as_ref().map(|n| n.lifetime_seconds), Some(30));
+
+    let field = |edit: &dyn Fn(&mut Value)| refused(edit).field;
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop"] = json!("on")),
+        "providers[0].dpop"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_algorithms"] = json!(["HS256"])),
+        "providers[0].dpop_algorithms[0]"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_iat_window_seconds"] = json!(601)),
+        "providers[0].dpop_iat_window_seconds"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_iat_window_seconds"] = json!(0)),
+        "providers[0].dpop_iat_window_seconds"
+    );
+    // Nonces need DPoP on, keys of at least 32 bytes, a bounded lifetime.
+    let nonce = |n: Value| {
+        move |c: &mut Value| {
+            c["providers"][0]["dpop"] = json!("allowed");
+            c["providers"][0]["dpop_nonce"] = n.clone();
+        }
+    };
+    assert_eq!(
+        field(&nonce(json!({"keys": ["c2hvcnQ"]}))),
+        "providers[0].dpop_nonce.keys"
+    );
+    assert_eq!(
+        field(&nonce(json!({"keys": ["not base64!"]}))),
+        "providers[0].dpop_nonce.keys[0]"
+    );
+    assert_eq!(
+        field(&nonce(
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "lifetime_seconds": 1})
+        )),
+        "providers[0].dpop_nonce.lifetime_seconds"
+    );
+    assert_eq!(
+        field(&nonce(
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "other": 1})
+        )),
+        "providers[0].dpop_nonce.other"
+    );
+    assert_eq!(
+        field(&|c| c["providers"][0]["dpop_nonce"] =
+            json!({"keys": ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]})),
+        "providers[0].dpop_nonce"
+    );
 }

@@ -74,7 +74,7 @@ impl Exchange {
         provider: usize,
         job: Job,
     ) -> Output {
-        let token = self.bearer().unwrap_or_default();
+        let token = self.access_token().unwrap_or_default();
         // What the answer depends on besides the token: a listener that
         // accepts other audiences, or asks another client or endpoint, has
         // answers of its own (a refusal for want of its audience must not
@@ -301,7 +301,7 @@ impl Exchange {
         let Some(url) = url else {
             return self.discover(env, pending, 0);
         };
-        let token = self.bearer().unwrap_or_default();
+        let token = self.access_token().unwrap_or_default();
         let jti = jti(env, purpose);
         let assertion = Assertion {
             audience: &issuer,
@@ -464,14 +464,14 @@ impl Exchange {
                                 _ => None,
                             }
                         });
-                        let provider = &env.policy.providers[provider];
-                        match claims
-                            .map(|c| introspection::identity(&c, provider, env.now_ms / 1000))
-                        {
-                            Some(Ok(identity)) => self.read_body(env, identity, expect),
-                            Some(Err(kind)) => {
-                                self.refuse(env, gate::token_refused(env.policy, kind), None)
+                        let now_s = env.now_ms / 1000;
+                        match claims.map(|c| {
+                            gate::introspected(env.policy, &self.head, provider, &c, now_s)
+                        }) {
+                            Some(Ok((identity, proof))) => {
+                                self.verified(env, identity, proof, Vec::new(), expect)
                             }
+                            Some(Err(refusal)) => self.refuse(env, *refusal, None),
                             None => self.refuse(
                                 env,
                                 gate::introspection_unavailable("unreadable shared answer".into()),
@@ -481,7 +481,8 @@ impl Exchange {
                     }
                     Settled::Refused(payload) => {
                         let kind = refused_kind(&payload);
-                        self.refuse(env, gate::token_refused(env.policy, kind), None)
+                        let refusal = gate::token_refused(env.policy, &self.head, kind);
+                        self.refuse(env, refusal, None)
                     }
                     Settled::Unavailable(why) => {
                         self.refuse(env, gate::introspection_unavailable(why), None)
@@ -537,11 +538,12 @@ impl Exchange {
         output
     }
 
-    /// The caller's bearer token (checked before any call is made).
-    fn bearer(&self) -> Option<String> {
-        token::bearer_token(&self.head.header_values("authorization"))
+    /// The caller's access token, either scheme (checked before any call is
+    /// made).
+    fn access_token(&self) -> Option<String> {
+        token::credentials(&self.head.header_values("authorization"))
             .ok()
-            .map(str::to_string)
+            .map(|(_, token)| token.to_string())
     }
 }
 
@@ -642,14 +644,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::authorization_server::shared::{MemoryShared, SharedData};
     use crate::config::Policy;
     use crate::exchange::Host;
     use crate::gate::{KeyRing, RequestHead};
+    use crate::mcp::param_headers::ParamHeader;
+    use crate::shared_data::{SharedData, SharedMap};
     use crate::token_cache::VerifiedTokenCache;
 
     struct TestHost {
-        shared: MemoryShared,
+        shared: SharedMap,
+        /// The request body Envoy holds.
+        body: Vec<u8>,
     }
 
     impl SharedData for TestHost {
@@ -662,8 +667,8 @@ mod tests {
     }
 
     impl Host for TestHost {
-        fn request_body(&self, _len: usize) -> Vec<u8> {
-            Vec::new()
+        fn request_body(&self, len: usize) -> Vec<u8> {
+            self.body[..len.min(self.body.len())].to_vec()
         }
         fn response_body(&self, _len: usize) -> Vec<u8> {
             Vec::new()
@@ -677,6 +682,9 @@ mod tests {
         }
         fn digest_key(&self) -> [u8; 32] {
             [3; 32]
+        }
+        fn tool_headers(&self, _tool: &str) -> Option<Vec<ParamHeader>> {
+            None
         }
     }
 
@@ -693,13 +701,21 @@ mod tests {
         .expect("policy")
     }
 
-    /// A GET to `policy`'s listener with `token`; the introspection call,
-    /// if one is made, answered with `aud`. The status answered, or 200.
-    fn get(policy: &Policy, host: &mut TestHost, token: &str, aud: &str) -> u32 {
+    /// Drives one request, `head` then `body` (none when empty), through
+    /// `policy`'s listener; the introspection call, if one is made, answered
+    /// with `claims`. Every effect, in order.
+    fn run(
+        policy: &Policy,
+        host: &mut TestHost,
+        head: RequestHead,
+        body: &[u8],
+        claims: &Value,
+    ) -> Vec<Effect> {
         let ring = KeyRing {
             sets: vec![None],
             generations: vec![0],
         };
+        host.body = body.to_vec();
         let mut cache = VerifiedTokenCache::new(0);
         let mut env = Env {
             policy,
@@ -708,29 +724,35 @@ mod tests {
             now_ms: NOW_MS,
             host,
         };
-        let head = RequestHead::new(
-            "GET",
-            "/mcp",
-            vec![("authorization".into(), format!("Bearer {token}"))],
-        );
         let mut exchange = Exchange::new();
-        let mut output = exchange.on_request_headers(&mut env, head, true);
-        if output
-            .effects
+        let mut effects = exchange
+            .on_request_headers(&mut env, head, body.is_empty())
+            .effects;
+        if effects
             .iter()
             .any(|e| matches!(e, Effect::CallAuthorizationServer(_)))
         {
-            let body = json!({"active": true, "iss": ISS, "aud": aud, "exp": NOW_MS / 1000 + 300});
             let answer = CallAnswer {
                 status: 200,
                 content_types: vec!["application/json".into()],
                 content_encodings: Vec::new(),
-                body: body.to_string().into_bytes(),
+                body: claims.to_string().into_bytes(),
             };
-            output = exchange.on_authorization_server_answer(&mut env, Some(answer));
+            effects.extend(
+                exchange
+                    .on_authorization_server_answer(&mut env, Some(answer))
+                    .effects,
+            );
         }
-        output
-            .effects
+        if !body.is_empty() {
+            effects.extend(exchange.on_request_body(&mut env, body.len(), true).effects);
+        }
+        effects
+    }
+
+    /// The status the filter answered, or 200 when it let the request on.
+    fn status_of(effects: &[Effect]) -> u32 {
+        effects
             .iter()
             .find_map(|e| match e {
                 Effect::SendAnswer(a) => Some(a.status),
@@ -739,10 +761,83 @@ mod tests {
             .unwrap_or(200)
     }
 
+    /// A GET to `policy`'s listener with `token`; the introspection call,
+    /// if one is made, answered with `aud`. The status answered, or 200.
+    fn get(policy: &Policy, host: &mut TestHost, token: &str, aud: &str) -> u32 {
+        let head = RequestHead::new(
+            "GET",
+            "/mcp",
+            vec![("authorization".into(), format!("Bearer {token}"))],
+        );
+        let claims = json!({"active": true, "iss": ISS, "aud": aud, "exp": NOW_MS / 1000 + 300});
+        status_of(&run(policy, host, head, b"", &claims))
+    }
+
+    /// A POST of `tools/list` with `token` as DPoP and `proofs`, to a
+    /// provider with `dpop: allowed`; the introspection call, if made,
+    /// answered with `claims`. Every effect.
+    fn dpop_post(host: &mut TestHost, token: &str, proofs: &[&str], claims: &Value) -> Vec<Effect> {
+        let mut policy = policy("https://mcp.example.com/mcp");
+        policy.providers[0].dpop.mode = crate::dpop::Mode::Allowed;
+        let mut headers = vec![
+            ("authorization".to_string(), format!("DPoP {token}")),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        headers.extend(proofs.iter().map(|p| ("dpop".to_string(), p.to_string())));
+        let head = RequestHead::new("POST", "/mcp", headers);
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        run(&policy, host, head, body, claims)
+    }
+
+    #[test]
+    fn an_introspected_dpop_bound_token_passes_with_a_fresh_proof_once() {
+        use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
+        use crate::dpop::proof::token_hash;
+        let mut host = TestHost {
+            shared: SharedMap::default(),
+            body: Vec::new(),
+        };
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        crate::dpop::replay::prepare(&mut host.shared, [5; 32]);
+        let key = ClientKey::es256(41);
+        let token = "opaque-bound-1";
+        let now_s = NOW_MS / 1000;
+        let proof = |jti: &str| {
+            let mut c = proof_claims(jti);
+            c["ath"] = json!(token_hash(token));
+            c["iat"] = json!(now_s);
+            key.sign(&key.header(), &c)
+        };
+        let answer = json!({"active": true, "iss": ISS, "aud": "https://mcp.example.com/mcp",
+            "exp": now_s + 300, "token_type": "DPoP", "cnf": {"jkt": key.jkt()}});
+        let first = dpop_post(&mut host, token, &[&proof("p1")], &answer);
+        assert_eq!(status_of(&first), 200, "{first:?}");
+        assert!(first
+            .iter()
+            .any(|e| matches!(e, Effect::Count(Counter::DpopAccepted, 1))));
+        // The shared answer is reused: the proof is still checked, and a
+        // proof taken before is a replay.
+        let again = dpop_post(&mut host, token, &[&proof("p1")], &answer);
+        assert_eq!(status_of(&again), 401, "{again:?}");
+        assert!(again.iter().any(|e| matches!(
+            e,
+            Effect::Count(
+                Counter::AuthorizationServer(Purpose::Introspection, CallEvent::CacheHit),
+                1
+            )
+        )));
+        assert_eq!(status_of(&dpop_post(&mut host, token, &[], &answer)), 401);
+        assert_eq!(
+            status_of(&dpop_post(&mut host, token, &[&proof("p2")], &answer)),
+            200
+        );
+    }
+
     #[test]
     fn listeners_with_other_audiences_never_share_a_refusal() {
         let mut host = TestHost {
-            shared: MemoryShared::default(),
+            shared: SharedMap::default(),
+            body: Vec::new(),
         };
         shared::prepare(&mut host.shared, Purpose::Introspection);
         let (a, b) = (

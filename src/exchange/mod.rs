@@ -20,21 +20,25 @@ mod decision_log;
 mod output;
 mod response;
 
+pub use crate::shared_data::SharedData;
 pub use output::{Action, Effect, Level, Output};
 pub use response::{AnswerWatch, ResponseHead};
 
 use crate::answer::{self, Answer};
-use crate::authorization_server::shared::SharedData;
 use crate::authorization_server::Purpose;
 use crate::config::Policy;
 use crate::counters::Counter;
+use crate::dpop::replay::{self, Seen};
+use crate::dpop::{self, ProofErrorKind};
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
 use crate::identity::Identity;
+use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
-/// What the exchange needs from the host, synchronously, while it decides
-/// (shared data: the authorization server's answers, shared by workers).
+/// What the exchange needs from the host, synchronously, while it decides;
+/// shared data ([`SharedData`]) holds the authorization server's answers
+/// and the proxy's memory of DPoP proofs already used, shared by workers.
 pub trait Host: SharedData {
     /// The first `len` bytes of the request body Envoy holds.
     fn request_body(&self, len: usize) -> Vec<u8>;
@@ -50,6 +54,9 @@ pub trait Host: SharedData {
     fn calls_in_flight(&self) -> usize;
     /// The proxy's key for digests of tokens (the same in every worker).
     fn digest_key(&self) -> [u8; 32];
+    /// A tool's `x-mcp-header` declarations, learned from `tools/list`
+    /// answers (by any worker); `None` when never seen.
+    fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>>;
 }
 
 /// What every callback is decided with.
@@ -105,7 +112,10 @@ enum Stage {
     /// Held until a provider's keys arrive.
     AwaitingKeys,
     /// Token good; held until the body has ended.
-    ReadingBody { identity: Identity, expect: Expect },
+    ReadingBody {
+        identity: Box<Identity>,
+        expect: Expect,
+    },
     /// Held while the authorization server is asked (introspection before
     /// the body is read, or token exchange after the verdict).
     AuthorizationServer(Box<authorization_server::Pending>),
@@ -129,6 +139,8 @@ pub struct Exchange {
     /// An unknown `kid` already caused one refetch for this request.
     refetched: bool,
     answer: Option<AnswerWatch>,
+    /// A new DPoP nonce for the client, sent with the upstream's answer.
+    dpop_nonce: Option<String>,
     verdict: Option<Verdict>,
     /// A call this request made and no longer waits for (it was refused
     /// meanwhile): its answer is still shared when it comes.
@@ -151,6 +163,7 @@ impl Exchange {
             endpoint: false,
             refetched: false,
             answer: None,
+            dpop_nonce: None,
             verdict: None,
             orphan: None,
         }
@@ -228,18 +241,29 @@ impl Exchange {
         head: &ResponseHead,
         end_of_stream: bool,
     ) -> Output {
-        match self.answer.as_mut() {
+        let mut output = match self.answer.as_mut() {
             Some(watch) => watch.on_headers(env.policy, head, end_of_stream),
             None => Output::go_on(),
+        };
+        if let Some(nonce) = self.dpop_nonce.take() {
+            output.effects.insert(
+                0,
+                Effect::SetResponseHeader {
+                    name: "dpop-nonce".into(),
+                    value: Some(nonce),
+                },
+            );
         }
+        output
     }
 
     pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
         let host = &*env.host;
+        let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => {
-                watch.on_body(env.policy, len, end_of_stream, &|n| host.response_body(n))
-            }
+            Some(watch) => watch.on_body(env.policy, now_s, len, end_of_stream, &|n| {
+                host.response_body(n)
+            }),
             None => Output::go_on(),
         }
     }
@@ -247,8 +271,9 @@ impl Exchange {
     /// `names`: the trailers' names.
     pub fn on_response_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
         let host = &*env.host;
+        let now_s = env.now_ms / 1000;
         match self.answer.as_mut() {
-            Some(watch) => watch.on_trailers(env.policy, names, &|n| host.response_body(n)),
+            Some(watch) => watch.on_trailers(env.policy, now_s, names, &|n| host.response_body(n)),
             None => Output::go_on(),
         }
     }
@@ -288,7 +313,7 @@ impl Exchange {
                 else {
                     return Output::hold();
                 };
-                self.read_body(env, identity, expect)
+                self.read_body(env, *identity, expect)
             }
         }
     }
@@ -306,15 +331,23 @@ impl Exchange {
     fn check_token(&mut self, env: &mut Env, expect: Expect) -> Output {
         let now_s = env.now_ms / 1000;
         match gate::check_token(env.policy, &self.head, env.keys, env.cache, now_s) {
-            TokenVerdict::Verified { identity, cached } => {
+            TokenVerdict::Verified {
+                identity,
+                cached,
+                proof,
+            } => {
                 let counter = if cached {
                     Counter::TokenCacheHit
                 } else {
                     Counter::TokenCacheMiss
                 };
-                let mut output = self.read_body(env, identity, expect);
-                output.effects.insert(0, Effect::Count(counter, 1));
-                output
+                self.verified(
+                    env,
+                    identity,
+                    proof,
+                    vec![Effect::Count(counter, 1)],
+                    expect,
+                )
             }
             TokenVerdict::Refuse(refusal) => self.refuse(env, refusal, None),
             TokenVerdict::Introspect { provider } => self.ask_authorization_server(
@@ -344,6 +377,52 @@ impl Exchange {
         }
     }
 
+    /// A good token (a verified JWT, or an introspection answer): its DPoP
+    /// proof, if any, is checked against replay last, then the body is read.
+    /// `counts` go first.
+    fn verified(
+        &mut self,
+        env: &mut Env,
+        identity: Identity,
+        proof: Option<dpop::Accepted>,
+        mut counts: Vec<Effect>,
+        expect: Expect,
+    ) -> Output {
+        if let Some(proof) = proof {
+            let now_s = env.now_ms / 1000;
+            // Last of the proof's checks: was it used before?
+            let seen = replay::remember(
+                env.host,
+                &proof.jkt,
+                &proof.jti,
+                proof.remember_until,
+                now_s,
+            );
+            match seen {
+                Seen::Fresh { evicted } => {
+                    counts.push(Effect::Count(Counter::DpopAccepted, 1));
+                    if evicted {
+                        counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
+                    }
+                    self.dpop_nonce = proof.next_nonce;
+                }
+                Seen::Replayed | Seen::Unavailable => {
+                    let refusal = gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
+                    // Like every other failed proof: no identity (audit
+                    // mode lets it on without one).
+                    let mut output = self.refuse(env, refusal, None);
+                    counts.append(&mut output.effects);
+                    output.effects = counts;
+                    return output;
+                }
+            }
+        }
+        let mut output = self.read_body(env, identity, expect);
+        counts.append(&mut output.effects);
+        output.effects = counts;
+        output
+    }
+
     fn await_keys(&mut self, provider: usize, mut effects: Vec<Effect>) -> Output {
         self.stage = Stage::AwaitingKeys;
         effects.push(Effect::AwaitKeys { provider });
@@ -362,7 +441,10 @@ impl Exchange {
                     return self.refuse(env, gate::unexpected_body(), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody { identity, expect };
+                    self.stage = Stage::ReadingBody {
+                        identity: Box::new(identity),
+                        expect,
+                    };
                     return Output::hold();
                 }
                 self.allow(env, identity, None, None)
@@ -375,16 +457,32 @@ impl Exchange {
                     return self.refuse(env, gate::too_large(policy), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody { identity, expect };
+                    self.stage = Stage::ReadingBody {
+                        identity: Box::new(identity),
+                        expect,
+                    };
                     return Output::hold();
                 }
                 let bytes = env.host.request_body(self.body_len);
-                match gate::check_body(policy, &self.head, &identity, &bytes) {
+                let now_s = env.now_ms / 1000;
+                let host = &*env.host;
+                let tool_headers = |tool: &str| host.tool_headers(tool);
+                let checked =
+                    gate::check_body(policy, &self.head, &identity, &bytes, now_s, &tool_headers);
+                match checked {
                     Ok(allowed) => {
-                        let rule = allowed.rule;
-                        self.allow(env, identity, rule, Some(allowed.body))
+                        let errors = condition_errors(&allowed.condition_errors);
+                        let mut output =
+                            self.allow(env, identity, allowed.rule, Some(allowed.body));
+                        output.effects.splice(0..0, errors);
+                        output
                     }
-                    Err(refusal) => self.refuse(env, *refusal, Some(identity)),
+                    Err(refusal) => {
+                        let errors = condition_errors(&refusal.condition_errors);
+                        let mut output = self.refuse(env, *refusal, Some(identity));
+                        output.effects.splice(0..0, errors);
+                        output
+                    }
                 }
             }
         }
@@ -420,7 +518,11 @@ impl Exchange {
             // saw, and a POST that asked for a list.
             let pending = body.as_ref().map(gate::pending_lists).unwrap_or_default();
             if body.is_none() || !pending.is_empty() {
-                watch = Some(AnswerWatch::new(pending, identity.clone()));
+                watch = Some(AnswerWatch::new(
+                    pending,
+                    identity.clone(),
+                    self.head.headers.clone(),
+                ));
             }
         }
         self.forward(
@@ -604,6 +706,23 @@ impl Exchange {
 /// such a configuration before any request comes.
 pub fn unconfigured_answer() -> Answer {
     answer::keys_unavailable(answer::RETRY_AFTER_SECONDS)
+}
+
+/// Counts and logs the rules whose condition could not be evaluated: their
+/// names only, never the values they met.
+fn condition_errors(rules: &[String]) -> Vec<Effect> {
+    rules
+        .iter()
+        .flat_map(|rule| {
+            [
+                Effect::Count(Counter::ConditionError, 1),
+                Effect::Log(
+                    Level::Warn,
+                    format!("mcp_authz: the condition of rule {rule:?} could not be evaluated; it counted against the caller"),
+                ),
+            ]
+        })
+        .collect()
 }
 
 fn skipped_headers(edits: &gate::UpstreamHeaders) -> Vec<Effect> {

@@ -5,6 +5,7 @@ use crate::answer::Answer;
 use crate::authorization_server::Call;
 use crate::counters::Counter;
 use crate::gate::UpstreamHeaders;
+use crate::mcp::param_headers::ParamHeader;
 
 /// Whether Envoy may move the stream on after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub enum Effect {
     ReplaceResponseBody { len: usize, bytes: Vec<u8> },
     /// Set a response header, or remove it (`None`).
     SetResponseHeader { name: String, value: Option<String> },
+    /// Remember what these tools declare as `Mcp-Param-*` headers (read
+    /// from a `tools/list` answer), for every worker.
+    LearnToolHeaders(Vec<(String, Vec<ParamHeader>)>),
     /// Add to a counter.
     Count(Counter, u64),
     /// Write a line to Envoy's log.

@@ -13,7 +13,9 @@ use crate::counters::Counter;
 use crate::gate;
 use crate::identity::Identity;
 use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
+use crate::mcp::param_headers::{self, ParamHeader};
 use crate::media;
+use std::cell::RefCell;
 
 /// What the filter reads of a response's headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +64,8 @@ enum Reading {
 pub struct AnswerWatch {
     pending: PendingLists,
     identity: Identity,
+    /// The request's headers, for rule conditions.
+    headers: Vec<(String, String)>,
     reading: Reading,
     /// Bytes Envoy holds of a JSON answer (the last body callback's size).
     held: usize,
@@ -71,10 +75,15 @@ impl AnswerWatch {
     /// A watch for the answer to an allowed request whose `pending` list
     /// requests (empty for a GET stream, whose requests the filter never saw)
     /// are answered for `identity`.
-    pub fn new(pending: PendingLists, identity: Identity) -> AnswerWatch {
+    pub fn new(
+        pending: PendingLists,
+        identity: Identity,
+        headers: Vec<(String, String)>,
+    ) -> AnswerWatch {
         AnswerWatch {
             pending,
             identity,
+            headers,
             reading: Reading::Headers,
             held: 0,
         }
@@ -117,6 +126,7 @@ impl AnswerWatch {
     pub fn on_body(
         &mut self,
         policy: &Policy,
+        now_s: u64,
         len: usize,
         end: bool,
         read: &dyn Fn(usize) -> Vec<u8>,
@@ -143,11 +153,12 @@ impl AnswerWatch {
                 if !end {
                     return Output::hold();
                 }
-                self.finish_json(policy, read)
+                self.finish_json(policy, now_s, read)
             }
             Reading::Sse(filter) => {
                 let chunk = read(len);
-                let keep = keeper(policy, &self.identity);
+                let learned = Learned::default();
+                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
                 let before = filter.removed();
                 let mut out = filter.push(&chunk, &keep);
                 if end {
@@ -156,10 +167,12 @@ impl AnswerWatch {
                         Ok(bytes)
                     });
                 }
+                drop(keep);
                 let removed = filter.removed() - before;
                 match out {
                     Ok(bytes) => {
                         let mut effects = removed_count(removed);
+                        effects.extend(learn(learned));
                         if bytes != chunk {
                             effects.push(Effect::ReplaceResponseBody { len, bytes });
                         }
@@ -193,12 +206,13 @@ impl AnswerWatch {
     pub fn on_trailers(
         &mut self,
         policy: &Policy,
+        now_s: u64,
         names: &[String],
         read: &dyn Fn(usize) -> Vec<u8>,
     ) -> Output {
         match &mut self.reading {
             Reading::Json => {
-                let mut output = self.finish_json(policy, read);
+                let mut output = self.finish_json(policy, now_s, read);
                 if matches!(self.reading, Reading::Replacing { .. }) && !names.is_empty() {
                     output
                         .effects
@@ -207,7 +221,8 @@ impl AnswerWatch {
                 output
             }
             Reading::Sse(filter) => {
-                let keep = keeper(policy, &self.identity);
+                let learned = Learned::default();
+                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
                 let left = filter.finish(&keep);
                 self.reading = Reading::Done;
                 let mut output = Output::go_on();
@@ -229,21 +244,28 @@ impl AnswerWatch {
         }
     }
 
-    fn finish_json(&mut self, policy: &Policy, read: &dyn Fn(usize) -> Vec<u8>) -> Output {
+    fn finish_json(
+        &mut self,
+        policy: &Policy,
+        now_s: u64,
+        read: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Output {
         if self.held == 0 {
             // Trailers with no body: nothing to read or hide.
             self.reading = Reading::Done;
             return Output::go_on();
         }
         let body = read(self.held);
+        let learned = Learned::default();
         let filtered = {
-            let keep = keeper(policy, &self.identity);
+            let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
             lists::filter_json(&body, &self.pending, &keep)
         };
         match filtered {
             Ok(filtered) => {
                 self.reading = Reading::Done;
                 let mut effects = removed_count(filtered.removed);
+                effects.extend(learn(learned));
                 if filtered.changed {
                     effects.push(set_header(
                         "content-length",
@@ -353,9 +375,32 @@ fn set_header(name: &str, value: Option<String>) -> Effect {
 }
 
 /// The item predicate: the caller may use the item (same rule engine).
+/// Every listed tool also tells what it declares as `Mcp-Param-*`
+/// headers: that goes to `learned`.
 fn keeper<'a>(
     policy: &'a Policy,
     identity: &'a Identity,
+    headers: &'a [(String, String)],
+    now_s: u64,
+    learned: &'a Learned,
 ) -> impl Fn(ListKind, &Value) -> bool + 'a {
-    move |kind, item| gate::may_use(policy, identity, kind, item)
+    move |kind, item| {
+        if kind == ListKind::Tools {
+            if let Some(name) = item.get("name").and_then(Value::as_str) {
+                learned
+                    .borrow_mut()
+                    .push((name.to_string(), param_headers::declarations(item)));
+            }
+        }
+        gate::may_use(policy, identity, headers, now_s, kind, item)
+    }
+}
+
+/// Tools' `Mcp-Param-*` declarations seen while filtering.
+type Learned = RefCell<Vec<(String, Vec<ParamHeader>)>>;
+
+/// The effect that shares what was learned, if anything was.
+fn learn(learned: Learned) -> Option<Effect> {
+    let learned = learned.into_inner();
+    (!learned.is_empty()).then_some(Effect::LearnToolHeaders(learned))
 }

@@ -4,17 +4,18 @@
 use super::abi;
 use super::log;
 use super::stats::Stats;
-use crate::authorization_server::shared::SharedData;
 use crate::counters::Counter;
 use crate::exchange::Level;
 use crate::keys::fetch::Proxy;
+use crate::shared_data::SharedData;
 use proxy_wasm::types::LogLevel;
 
 pub struct HostProxy<'a> {
     pub stats: &'a Stats,
 }
 
-/// Shared data through proxy-wasm, for the authorization server's answers.
+/// Shared data through proxy-wasm: the authorization server's answers and
+/// the DPoP replay memory.
 pub struct HostShared;
 
 impl SharedData for HostShared {

@@ -7,10 +7,11 @@
 use super::abi::{self, Buffer, Map};
 use super::worker::{Request, Worker};
 use super::{log, now_ms};
-use crate::authorization_server::shared::SharedData;
 use crate::authorization_server::{Call, CallAnswer, MAX_ANSWER_BYTES};
 use crate::exchange::{self, Action, Effect, Env, Exchange, Level, Output, ResponseHead};
 use crate::gate::RequestHead;
+use crate::mcp::param_headers::ParamHeader;
+use crate::shared_data::SharedData;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{self, LogLevel};
 use std::cell::RefCell;
@@ -166,6 +167,10 @@ impl exchange::Host for Live<'_> {
             .get_mut(provider)
             .is_some_and(|slot| slot.unknown_key(self.now_ms))
     }
+
+    fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
+        self.worker.tool_headers(tool)
+    }
 }
 
 /// Feeds one event to the machine with this VM's policy, keys and cache.
@@ -240,6 +245,7 @@ pub fn carry_out(
             Effect::SetResponseHeader { name, value } => {
                 let _ = abi::set_header(Map::ResponseHeaders, &name, value.as_deref());
             }
+            Effect::LearnToolHeaders(tools) => worker.learn_tool_headers(tools),
             Effect::Count(counter, n) => worker.stats.add(counter, n),
             Effect::Log(level, line) => log(
                 match level {

@@ -3,6 +3,7 @@
 //! the requests waiting for keys or for another request's call to the
 //! authorization server, and the calls in flight.
 
+use super::abi;
 use super::keys::{HostProxy, HostShared};
 use super::stats::Stats;
 use crate::authorization_server::{shared, Purpose};
@@ -10,17 +11,27 @@ use crate::config::Policy;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
 use crate::keys::fetch::KeySlot;
+use crate::mcp::param_headers::{self, ParamHeader};
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::rc::{Rc, Weak};
 
 /// Verified tokens remembered per VM.
 const TOKEN_CACHE_CAPACITY: usize = 1024;
+/// Tools whose `Mcp-Param-*` declarations a VM keeps in memory.
+const TOOL_HEADERS_CAPACITY: usize = 4096;
+
+fn tool_headers_key(tool: &str) -> String {
+    format!("mcp_authz.tool_headers.{tool}")
+}
 
 pub struct Worker {
     pub policy: Rc<Policy>,
+    /// Tools' `Mcp-Param-*` declarations this worker learned or read from
+    /// shared data (bounded).
+    tool_headers: RefCell<BTreeMap<String, Vec<ParamHeader>>>,
     pub slots: RefCell<Vec<KeySlot>>,
     pub cache: RefCell<VerifiedTokenCache>,
     pub stats: Stats,
@@ -60,8 +71,12 @@ impl Worker {
         if policy.upstream_token.as_ref().is_some_and(|u| u.cache) {
             shared::prepare(&mut HostShared, Purpose::TokenExchange);
         }
+        if crate::dpop::dpop_accepted(&policy.providers) {
+            crate::dpop::replay::prepare(&mut HostShared, random_key(now_ms));
+        }
         Worker {
             policy: Rc::new(policy),
+            tool_headers: RefCell::new(BTreeMap::new()),
             slots: RefCell::new(slots),
             cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
             stats,
@@ -78,6 +93,45 @@ impl Worker {
         let mut calls = self.calls.borrow_mut();
         calls.retain(|_, r| r.exchange.strong_count() > 0);
         calls.len()
+    }
+
+    /// What a tool declares as `Mcp-Param-*` headers: this worker's
+    /// memory, else what another worker shared.
+    pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
+        if let Some(known) = self.tool_headers.borrow().get(tool) {
+            return Some(known.clone());
+        }
+        let (bytes, _) = abi::shared_get(&tool_headers_key(tool));
+        let declared = param_headers::decode(&bytes?)?;
+        self.remember(tool, declared.clone());
+        Some(declared)
+    }
+
+    /// Remembers, and shares with the other workers, what listed tools
+    /// declare (a list is the newest word on a tool's schema).
+    pub fn learn_tool_headers(&self, tools: Vec<(String, Vec<ParamHeader>)>) {
+        for (tool, declared) in tools {
+            let known = self.tool_headers.borrow().get(&tool) == Some(&declared);
+            if !known {
+                let _ = abi::shared_set(
+                    &tool_headers_key(&tool),
+                    &param_headers::encode(&declared),
+                    None,
+                );
+                self.remember(&tool, declared);
+            }
+        }
+    }
+
+    fn remember(&self, tool: &str, declared: Vec<ParamHeader>) {
+        let mut known = self.tool_headers.borrow_mut();
+        if known.len() >= TOOL_HEADERS_CAPACITY && !known.contains_key(tool) {
+            // Forget one: shared data still holds it for a later look-up.
+            if let Some(first) = known.keys().next().cloned() {
+                known.remove(&first);
+            }
+        }
+        known.insert(tool.to_string(), declared);
     }
 
     /// The keys as the core wants them: a snapshot, so that asking for a

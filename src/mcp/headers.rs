@@ -35,16 +35,35 @@ impl fmt::Display for HeaderMismatch {
 impl std::error::Error for HeaderMismatch {}
 
 /// Checks the 2026-07-28 `Mcp-Method` / `Mcp-Name` request headers against
-/// the body. An absent header is not checked; a present one must equal the
-/// method / name of every message. `Mcp-Name` is first decoded from its
-/// `=?base64?...?=` form when the whole value has that form. A header present
-/// with a response body, or `Mcp-Name` with a call that has no name, is a
-/// mismatch.
+/// the body. A present header must equal the method / name of every message;
+/// `Mcp-Name` is first decoded from its `=?base64?...?=` form when the whole
+/// value has that form. A header present with a response body, or
+/// `Mcp-Name` with a call that has no name, is a mismatch. An absent header
+/// is a mismatch only on a 2026-07-28 request (`modern`), where every call
+/// carries `Mcp-Method` and every named call `Mcp-Name`; older clients do
+/// not send them.
 pub fn check_mcp_headers(
     body: &Body,
     mcp_method: Option<&str>,
     mcp_name: Option<&str>,
+    modern: bool,
 ) -> Result<(), HeaderMismatch> {
+    if modern {
+        for message in body.messages() {
+            if let Message::Call(call) = message {
+                if mcp_method.is_none() {
+                    return Err(HeaderMismatch {
+                        reason: "Mcp-Method header missing on a 2026-07-28 request",
+                    });
+                }
+                if call.name.is_some() && mcp_name.is_none() {
+                    return Err(HeaderMismatch {
+                        reason: "Mcp-Name header missing on a 2026-07-28 request",
+                    });
+                }
+            }
+        }
+    }
     if mcp_method.is_none() && mcp_name.is_none() {
         return Ok(());
     }
@@ -102,7 +121,7 @@ const HEADER_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Decodes `=?base64?...?=` when the whole value has that form; any other
 /// value is taken as is. `None` when the encoded form is not valid base64 or
 /// not UTF-8.
-fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
+pub(super) fn decode_header_value(value: &str) -> Option<Cow<'_, str>> {
     let Some(encoded) = value
         .strip_prefix(BASE64_PREFIX)
         .and_then(|rest| rest.strip_suffix(BASE64_SUFFIX))

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::answer::codes;
 use crate::json::keys::{KeyCheck, KeySeed, ObjectKeys};
-use crate::json::walk::{scalars_are, Skip};
+use crate::json::walk::{scalars_are, Skip, ValueSeed};
 use crate::media;
 
 /// A JSON-RPC request or notification.
@@ -35,6 +35,9 @@ pub struct Call {
     pub name: Option<String>,
     /// The request id (a string or an integer); `None` for a notification.
     pub id: Option<Value>,
+    /// `params.arguments` (a tool's or a prompt's arguments), as parsed:
+    /// what rule conditions and `Mcp-Param-*` headers are checked against.
+    pub arguments: Option<Value>,
 }
 
 /// One message of a POSTed body.
@@ -214,6 +217,7 @@ enum RawParams<'de> {
     Object {
         name: Option<Text<'de>>,
         uri: Option<Text<'de>>,
+        arguments: Option<Value>,
     },
     Array,
     Other,
@@ -258,9 +262,17 @@ impl RawMessage<'_> {
             // Neither request nor response: parsers would disagree on which.
             return Err(invalid("a request cannot carry result or error"));
         }
+        let mut call_arguments = None;
         let (name, uri) = match self.params {
             None | Some(RawParams::Array) => (None, None),
-            Some(RawParams::Object { name, uri }) => (name, uri),
+            Some(RawParams::Object {
+                name,
+                uri,
+                arguments,
+            }) => {
+                call_arguments = arguments;
+                (name, uri)
+            }
             Some(RawParams::Other) => return Err(invalid("params must be an object or an array")),
         };
         let name = match name_field(&method) {
@@ -291,6 +303,7 @@ impl RawMessage<'_> {
             method: method.into_owned(),
             name,
             id,
+            arguments: call_arguments.filter(|a| !a.is_null()),
         }))
     }
 }
@@ -548,21 +561,27 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let check = self.0;
         let mut keys = ObjectKeys::new(check);
-        let (mut name, mut uri) = (None, None);
+        let (mut name, mut uri, mut arguments) = (None, None, None);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key.as_ref() {
                 "name" => name = Some(map.next_value_seed(TextSeed(check))?),
                 "uri" => uri = Some(map.next_value_seed(TextSeed(check))?),
+                "arguments" => arguments = Some(map.next_value_seed(ValueSeed(check))?),
                 _ => map.next_value_seed(Skip(check))?,
             }
             keys.insert(key, check);
         }
         keys.finish(check);
-        Ok(RawParams::Object { name, uri })
+        Ok(RawParams::Object {
+            name,
+            uri,
+            arguments,
+        })
     }
 }
 
 mod headers;
+pub mod param_headers;
 mod resource_uri;
 pub use headers::{check_mcp_headers, HeaderMismatch};
 

@@ -3,7 +3,7 @@ Envoy with the built filter, against an authorization server the test
 scripts (`authorization_server.py`): an opaque token accepted and mapped
 like a JWT, one call per token reused by every later request (and by
 concurrent ones, across workers), refusals (inactive, wrong audience or
-issuer, not a bearer token), and every way the server can fail — down,
+issuer, not a bearer token, a DPoP-bound one sent as a bearer token), and every way the server can fail — down,
 slow, reset, garbage, duplicate keys, `"active": "true"`, a redirect, a huge
 answer — answered 503 with `Retry-After`, nothing forwarded. The client
 secret comes from the VM's environment, never from the configuration
@@ -43,6 +43,7 @@ def plugin(port, with_jwks=False, **extra):
     if with_jwks:
         provider["jwks"] = {"inline": jwks(KEY)}
     return base_config([provider], RULES, scopes_supported=SCOPES,
+                       scope_implies={"mcp:write": ["mcp:read"]},
                        identity_headers={"x-mcp-subject": "sub", "x-mcp-roles": "$roles",
                                          "x-mcp-scopes": "$scopes"})
 
@@ -139,6 +140,13 @@ def test_rules_see_the_introspected_roles_and_scopes(e, server, upstream):
     assert upstream.requests == []
 
 
+def test_the_scope_hierarchy_holds_for_introspected_tokens(e, server, upstream):
+    token = unique("writer")
+    server.introspect[token] = Reply(200, active(ISSUER, RESOURCE, scope="mcp:write"))
+    body = call("get_weather", city="Oslo")
+    assert_allowed(post(e, body, token), upstream, body)  # mcp:write implies mcp:read
+
+
 # --- refused -------------------------------------------------------------------
 
 
@@ -149,10 +157,13 @@ def test_rules_see_the_introspected_roles_and_scopes(e, server, upstream):
     (active("https://evil.example.com", RESOURCE), "token issuer not accepted"),
     (active(ISSUER, RESOURCE, token_type="refresh_token"), "token type not accepted"),
     (active(ISSUER, RESOURCE, cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+     "token is bound to a key: send it with the DPoP scheme and a proof"),
+    (active(ISSUER, RESOURCE, token_type="DPoP"), "token type not accepted"),
+    (active(ISSUER, RESOURCE, cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
      "token type not accepted"),
     (active(ISSUER, RESOURCE, ttl=-120), "token expired"),
-], ids=["inactive", "wrong-audience", "no-audience", "wrong-issuer", "refresh-token", "dpop-bound",
-        "expired"])
+], ids=["inactive", "wrong-audience", "no-audience", "wrong-issuer", "refresh-token", "dpop-bound-as-bearer",
+        "dpop-without-key", "mtls-bound", "expired"])
 def test_refused_answers_are_401(e, server, upstream, answer, description):
     token = unique("refused")
     server.introspect[token] = Reply(200, answer)

@@ -10,6 +10,9 @@
 //     space-separated, roles in `realm_access.roles`;
 //   - grants: authorization_code with PKCE, refresh_token,
 //     client_credentials; open dynamic client registration (RFC 7591);
+//   - DPoP (RFC 9449): a token request that carries a DPoP proof gets an
+//     access token bound to the proof's key (`cnf.jkt`, token_type DPoP);
+//     proofs in ES256, ES384, EdDSA, RS256 and PS256;
 //   - headless login: the interaction pages finish login and consent at
 //     once, for the user the "browser" names. A test's browser sends
 //     `X-Test-Account: alice|carol` (alice is a reader, carol an admin;
@@ -142,7 +145,11 @@ const configuration = {
   scopes: ['openid', 'offline_access', 'mcp:read', 'mcp:write'],
   claims: { openid: ['sub'], profile: ['name'] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  enabledJWA: {
+    dPoPSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'],
+  },
   features: {
+    dPoP: { enabled: true },
     devInteractions: { enabled: false },
     registration: { enabled: true },
     clientCredentials: { enabled: true },
@@ -299,6 +306,7 @@ provider.on('grant.success', (ctx) => {
     aud: token?.aud ?? token?.resourceServer?.audience,
     scope: token?.scope,
     format: token?.resourceServer?.accessTokenFormat ?? 'opaque',
+    dpop_jkt: token?.jkt,
     refresh_token: Boolean(entities.RefreshToken),
   });
 });

@@ -32,12 +32,13 @@ from harness import ENVOY_VERSIONS, Envoy, RecordingUpstream, bootstrap, cluster
 from mcp_client import LIST, modern_call, post, tool_call
 from mcp_upstream import McpUpstream
 from stack import AuthorizationServer, plugin_config, run_client
+from dpop_client import DpopKey
 from tokens import EcKey
 
 SECRET_ENV = "MCP_AUTHZ_CLIENT_SECRET"
 KEY_ENV = "MCP_AUTHZ_CLIENT_KEY"
 GATEWAY_SECRET = "mcp-gateway-secret"
-ROLES = ["main", "burst", "exchange", "refused", "misissued", "down", "pkjwt"]
+ROLES = ["main", "burst", "exchange", "refused", "misissued", "down", "pkjwt", "dpop"]
 CACHE_SECONDS = 4
 
 
@@ -103,8 +104,11 @@ class GatewayEnvoy(Envoy):
         return self
 
 
-def gateway_config(port, issuer, upstream_token=None, cache_seconds=CACHE_SECONDS, private_key_jwt=False):
+def gateway_config(port, issuer, upstream_token=None, cache_seconds=CACHE_SECONDS, private_key_jwt=False,
+                   dpop=None):
     config = plugin_config(resource(port), issuer)
+    if dpop:
+        config["providers"][0]["dpop"] = dpop
     config["providers"][0]["introspection"] = {
         "cluster": "idp", "client_id": "mcp-gateway", "client_secret_env": SECRET_ENV,
         "timeout_ms": 2000, "cache_seconds": cache_seconds}
@@ -130,16 +134,22 @@ def main(envoy_version, ports, auth, mcp_server):
         yield e
 
 
-def token_for(auth, client_id, port):
-    """A client-credentials access token of `client_id` for the Envoy on `port`."""
+def token_for(auth, client_id, port, dpop_key=None):
+    """A client-credentials access token of `client_id` for the Envoy on
+    `port`; bound to `dpop_key` when given (the token request carries a
+    proof by it, RFC 9449 §5)."""
     form = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "mcp:read",
                                    "resource": resource(port)}).encode()
     basic = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
     req = urllib.request.Request(auth.issuer + "/token", data=form,
                                  headers={"authorization": f"Basic {basic}",
                                           "content-type": "application/x-www-form-urlencoded"})
+    if dpop_key is not None:
+        req.add_header("DPoP", dpop_key.proof("POST", auth.issuer + "/token"))
     with urllib.request.urlopen(req, timeout=5) as r:
-        return json.loads(r.read())["access_token"]
+        answer = json.loads(r.read())
+    assert answer["token_type"] == ("DPoP" if dpop_key else "Bearer"), answer
+    return answer["access_token"]
 
 
 def revoke(auth, client_id, token):
@@ -194,7 +204,8 @@ def test_the_rules_see_an_opaque_admins_role(main, auth):
     assert tool_call(main, "set_config", {"key": "a", "value": "b"}, token=reader)[0] == 403
     assert tool_call(main, "get_weather", {"city": "Oslo"}, token=admin)[0] == 200
     status, headers, _ = tool_call(main, "set_config", {"key": "a", "value": "b"}, token=admin)
-    assert status == 403 and 'scope="mcp:write"' in headers["www-authenticate"][0], \
+    # The scope asked for, then the ones held (kept across the step-up).
+    assert status == 403 and 'scope="mcp:write mcp:read"' in headers["www-authenticate"][0], \
         "the admin's role is read; its token was issued with mcp:read only"
 
 
@@ -269,6 +280,49 @@ def test_the_gateway_may_authenticate_with_private_key_jwt(envoy_version, ports,
         [asked] = events(auth, "introspection", since)
         assert asked["client_id"] == "mcp-gateway-pkjwt" and asked["active"] is True
         assert [x for x in auth.events()[since:] if x.get("event") == "error"] == []
+
+
+def test_a_dpop_bound_opaque_token_needs_its_proof(envoy_version, ports, auth, recording, main):
+    """oidc-provider binds an opaque token to the client's key and says so in
+    its introspection answer (`cnf.jkt`, `token_type` DPoP): the filter
+    takes it only with the DPoP scheme and a fresh proof by that key."""
+    key = DpopKey("ES256")
+    with gateway(envoy_version, "dpop", ports, auth, recording.port, dpop="allowed") as e:
+        token = token_for(auth, "svc-opaque-reader", e.port, dpop_key=key)
+        assert "." not in token, "oidc-provider issued an opaque token"
+        htu = resource(e.port)
+
+        def send(scheme, proofs):
+            headers = [("Authorization", f"{scheme} {token}")] + [("DPoP", p) for p in proofs]
+            return post(e, LIST, headers=headers)
+
+        since = len(auth.events())
+        recording.clear()
+        proof = key.proof("POST", htu, token=token)
+        assert send("DPoP", [proof])[0] == 200
+        [seen] = recording.requests
+        assert "dpop" not in seen["headers"] and "authorization" not in seen["headers"]
+        [asked] = events(auth, "introspection", since)
+        assert asked["active"] is True
+        refusals = [
+            (send("DPoP", [proof]), "invalid_dpop_proof"),  # the same proof again
+            (send("DPoP", []), "invalid_dpop_proof"),
+            (send("DPoP", [DpopKey("ES256").proof("POST", htu, token=token)]), "invalid_token"),
+            (send("Bearer", []), "invalid_token"),  # the downgrade
+        ]
+        for (status, headers, body), error in refusals:
+            assert status == 401, body
+            assert f'error="{error}"' in " ".join(headers["www-authenticate"]), headers
+        assert send("DPoP", [key.proof("POST", htu, token=token)])[0] == 200
+        assert len(events(auth, "introspection", since)) == 1, "the answer is reused; the proof never is"
+        counters = e.counters()
+        assert counters["dpop.accepted"] == 2
+        assert counters["invalid_token.dpop_bound"] == 1
+    # Where `dpop` is off, the DPoP scheme is refused before any call.
+    since = len(auth.events())
+    status, headers, _ = post(main, LIST, headers=[("Authorization", f"DPoP {token}")])
+    assert status == 401 and "authorization scheme not accepted" in headers["www-authenticate"][0]
+    assert events(auth, "introspection", since) == []
 
 
 # --- token exchange -----------------------------------------------------------------

@@ -267,9 +267,10 @@ def test_reader_discovers_lists_calls_and_is_refused(stack, client):
 @pytest.mark.parametrize("client", CLIENTS)
 def test_admin_steps_up_on_insufficient_scope(stack, client):
     """Carol (an admin) first approves only `mcp:read`: she sees the read
-    tools; `set_config` is answered 403 insufficient_scope (scope mcp:write)
-    without reaching the MCP server; the SDK re-authorizes, Carol approves
-    the extra scope, and the call goes through. Deleting stays refused."""
+    tools; `set_config` is answered 403 insufficient_scope naming the rule's
+    `mcp:write` and the `mcp:read` she holds, without reaching the MCP
+    server; the SDK re-authorizes, Carol approves, and the call goes
+    through with a token that still reads. Deleting stays refused."""
     record(stack, client, F_STEP_UP, "FAILED")
     kind, _ = client
     reports, seen, events = run(stack, client, [{
@@ -289,10 +290,11 @@ def test_admin_steps_up_on_insufficient_scope(stack, client):
 
     challenge = [h for h in report["http"] if h["status"] == 403 and h["url"] == stack.resource]
     assert challenge[0]["www_authenticate"] == (
-        f'Bearer error="insufficient_scope", scope="mcp:write", resource_metadata="{stack.metadata_url}"')
+        f'Bearer error="insufficient_scope", scope="mcp:write mcp:read", '
+        f'resource_metadata="{stack.metadata_url}"')
     assert len(report["authorizations"]) == 2
-    assert "mcp:write" in report["authorizations"][1]["scope"].split()
-    assert "mcp:write" in second["scope"].split() and second["aud"] == stack.resource
+    assert {"mcp:read", "mcp:write"} <= set(report["authorizations"][1]["scope"].split())
+    assert set(second["scope"].split()) == {"mcp:read", "mcp:write"} and second["aud"] == stack.resource
 
     assert call_step(report, "set_config")["result"] == {"is_error": False, "text": "config mode set to fast"}
     rpc = assert_reached(seen, ["get_weather", "set_config"], "carol")
@@ -304,15 +306,13 @@ def test_admin_steps_up_on_insufficient_scope(stack, client):
 
     if kind == "python-sdk-2":
         # SEP-2350: the new request is the union of what was granted and what is challenged.
-        assert second["scope"] == "mcp:read mcp:write"
         note = "re-authorizes for the union of granted and challenged scopes"
     else:
-        assert report["authorizations"][1]["scope"] == "mcp:write"
-        assert second["scope"] == "mcp:write"
-        note = ("re-authorizes for the challenged scope only (`mcp:write`): the new token drops `mcp:read` "
-                "(no union of scopes); it works here because the admin rule covers reads")
-        note_limitation(label(client), "step-up asks for the challenged scope alone, not the union with "
-                        "the scopes already granted; a token that then lacks mcp:read is the result")
+        # The challenge names the scopes already held, so asking for the
+        # challenged ones alone keeps them.
+        assert report["authorizations"][1]["scope"] == "mcp:write mcp:read"
+        note = ("re-authorizes for the challenged scopes alone (`mcp:write mcp:read`); the challenge names "
+                "the held `mcp:read` too, so the new token keeps it")
     if kind == "typescript-sdk":
         # The SDK leaves the browser round trip to the application: it throws
         # UnauthorizedError; the application calls finishAuth(code) and retries.

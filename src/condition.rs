@@ -1,0 +1,361 @@
+//! Rule conditions: a `when` expression in CEL (Common Expression Language)
+//! that a rule needs to be true to match. Compiled once when the
+//! configuration loads — parsed, its variables and functions checked, and
+//! tried on a sample request so an expression that cannot yield a boolean is
+//! refused — and evaluated per call against what the filter verified: the
+//! body's method, name and arguments, the request headers, the token.
+//!
+//! The variables (README "Conditions"):
+//! `request.method`, `request.name`, `request.arguments`, `request.headers`,
+//! `token.claims`, `token.sub`, `token.client_id`, `token.roles`,
+//! `token.scopes` (with the scopes they imply), `token.issuer`, `now`
+//! (seconds since the Unix epoch).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::objects::{Key, Map};
+use cel::parser::PrattParser;
+use cel::{Context, Value as Cel};
+use serde_json::Value;
+
+use crate::identity::Identity;
+
+/// The fields each variable has.
+const REQUEST_FIELDS: &[&str] = &["method", "name", "arguments", "headers"];
+const TOKEN_FIELDS: &[&str] = &["claims", "sub", "client_id", "roles", "scopes", "issuer"];
+const VARIABLES: &[&str] = &["request", "token", "now"];
+/// Type names, which CEL reads as identifiers (`type(x) == int`).
+const TYPE_NAMES: &[&str] = &[
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
+
+/// The functions an expression may call: CEL's standard library as built
+/// here (no regular expressions, no time types). A test checks each one
+/// works, and that those left out do not.
+pub const FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "string",
+    "int",
+    "uint",
+    "double",
+    "bytes",
+    "bool",
+    "dyn",
+    "type",
+];
+
+/// Deepest nesting of an expression the parser accepts.
+const MAX_DEPTH: u16 = 32;
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    source: String,
+    expr: Arc<IdedExpr>,
+    uses_arguments: bool,
+}
+
+/// What a condition is evaluated against.
+pub struct Facts<'a> {
+    pub method: &'a str,
+    pub name: Option<&'a str>,
+    /// The call's arguments (`params.arguments`); `None` when the call has
+    /// none.
+    pub arguments: Option<&'a Value>,
+    /// Request headers, names lower-case.
+    pub headers: &'a [(String, String)],
+    pub identity: &'a Identity,
+    pub now_s: u64,
+}
+
+/// Why a condition could not be evaluated to a boolean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvalError {
+    /// The expression failed (a missing key, a wrong type, …).
+    Failed,
+    /// It yielded something other than a boolean.
+    NotBoolean,
+}
+
+impl Condition {
+    /// Compiles `source`. Refused: a syntax error, a variable or field that
+    /// does not exist (`request.argument`), a function this build lacks, an
+    /// expression that yields something other than a boolean on a sample
+    /// request.
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        let expr = PrattParser::new()
+            .max_recursion_depth(MAX_DEPTH)
+            .parse(source)
+            .map_err(|e| format!("does not parse: {}", first_line(&e.to_string())))?;
+        let mut uses_arguments = false;
+        check(&expr, &mut Vec::new(), &mut uses_arguments)?;
+        let condition = Condition {
+            source: source.to_string(),
+            expr: Arc::new(expr),
+            uses_arguments,
+        };
+        condition.try_on_a_sample()?;
+        Ok(condition)
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition reads the call's arguments (so it cannot be
+    /// decided when a list is filtered).
+    pub fn uses_arguments(&self) -> bool {
+        self.uses_arguments
+    }
+
+    /// Evaluates the condition.
+    pub fn eval(&self, facts: &Facts) -> Result<bool, EvalError> {
+        let mut context = Context::default();
+        context.add_variable_from_value("request", request_value(facts));
+        context.add_variable_from_value("token", token_value(facts.identity));
+        context.add_variable_from_value("now", Cel::Int(clamp(facts.now_s)));
+        match Cel::resolve(&self.expr, &context) {
+            Ok(Cel::Bool(value)) => Ok(value),
+            Ok(_) => Err(EvalError::NotBoolean),
+            Err(_) => Err(EvalError::Failed),
+        }
+    }
+
+    /// A sample request every well-formed condition can run on: a value of
+    /// another type than a boolean means the expression can never decide.
+    fn try_on_a_sample(&self) -> Result<(), String> {
+        let identity = Identity::anonymous("https://issuer.example");
+        let arguments = Value::Object(serde_json::Map::new());
+        let facts = Facts {
+            method: "tools/call",
+            name: Some("sample"),
+            arguments: Some(&arguments),
+            headers: &[],
+            identity: &identity,
+            now_s: 0,
+        };
+        match self.eval(&facts) {
+            Err(EvalError::NotBoolean) => Err("must yield true or false".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Checks every variable, field and function an expression names.
+/// `bound`: the comprehension variables in scope (`x` in `list.all(x, …)`).
+fn check(
+    expr: &IdedExpr,
+    bound: &mut Vec<String>,
+    uses_arguments: &mut bool,
+) -> Result<(), String> {
+    match &expr.expr {
+        Expr::Ident(name) => {
+            if bound.iter().any(|b| b == name) || TYPE_NAMES.contains(&name.as_str()) {
+                return Ok(());
+            }
+            if !VARIABLES.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown variable `{name}`; the variables are request, token and now"
+                ));
+            }
+            if name == "request" {
+                // The whole request, arguments included.
+                *uses_arguments = true;
+            }
+            Ok(())
+        }
+        Expr::Select(select) => {
+            if let Expr::Ident(root) = &select.operand.expr {
+                if !bound.iter().any(|b| b == root) {
+                    if !VARIABLES.contains(&root.as_str()) {
+                        return Err(format!(
+                            "unknown variable `{root}`; the variables are request, token and now"
+                        ));
+                    }
+                    let fields = match root.as_str() {
+                        "request" => REQUEST_FIELDS,
+                        "token" => TOKEN_FIELDS,
+                        _ => &[][..], // `now` is a number
+                    };
+                    if !fields.contains(&select.field.as_str()) {
+                        return Err(format!(
+                            "`{root}` has no field `{}`; it has {}",
+                            select.field,
+                            if fields.is_empty() {
+                                "none".to_string()
+                            } else {
+                                fields.join(", ")
+                            }
+                        ));
+                    }
+                    if root == "request" && select.field == "arguments" {
+                        *uses_arguments = true;
+                    }
+                    return Ok(());
+                }
+            }
+            check(&select.operand, bound, uses_arguments)
+        }
+        Expr::Call(call) => {
+            let operator = call.func_name.starts_with(['_', '@', '!', '-']);
+            if !operator && !FUNCTIONS.contains(&call.func_name.as_str()) {
+                return Err(format!("unknown function `{}`", call.func_name));
+            }
+            if let Some(target) = &call.target {
+                check(target, bound, uses_arguments)?;
+            }
+            for arg in &call.args {
+                check(arg, bound, uses_arguments)?;
+            }
+            Ok(())
+        }
+        Expr::Comprehension(comprehension) => {
+            check(&comprehension.iter_range, bound, uses_arguments)?;
+            check(&comprehension.accu_init, bound, uses_arguments)?;
+            let before = bound.len();
+            bound.push(comprehension.iter_var.clone());
+            bound.extend(comprehension.iter_var2.clone());
+            bound.push(comprehension.accu_var.clone());
+            let inner = [
+                &comprehension.loop_cond,
+                &comprehension.loop_step,
+                &comprehension.result,
+            ]
+            .into_iter()
+            .try_for_each(|e| check(e, bound, uses_arguments));
+            bound.truncate(before);
+            inner
+        }
+        Expr::List(list) => list
+            .elements
+            .iter()
+            .try_for_each(|e| check(e, bound, uses_arguments)),
+        Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => {
+                check(&e.key, bound, uses_arguments)?;
+                check(&e.value, bound, uses_arguments)
+            }
+            EntryExpr::StructField(_) => Err("message literals are not supported".into()),
+        }),
+        Expr::Struct(_) => Err("message literals are not supported".into()),
+        Expr::Literal(_) => Ok(()),
+        Expr::Unspecified => Err("incomplete expression".into()),
+    }
+}
+
+fn request_value(facts: &Facts) -> Cel {
+    let mut headers: HashMap<Key, Cel> = HashMap::new();
+    for (name, value) in facts.headers {
+        headers
+            .entry(Key::String(Arc::new(name.to_ascii_lowercase())))
+            .or_insert_with(|| Cel::String(Arc::new(value.clone())));
+    }
+    let mut request: HashMap<Key, Cel> = HashMap::new();
+    request.insert(
+        key("method"),
+        Cel::String(Arc::new(facts.method.to_string())),
+    );
+    request.insert(
+        key("name"),
+        facts
+            .name
+            .map_or(Cel::Null, |n| Cel::String(Arc::new(n.to_string()))),
+    );
+    request.insert(key("arguments"), facts.arguments.map_or(Cel::Null, to_cel));
+    request.insert(
+        key("headers"),
+        Cel::Map(Map {
+            map: Arc::new(headers),
+        }),
+    );
+    Cel::Map(Map {
+        map: Arc::new(request),
+    })
+}
+
+fn token_value(identity: &Identity) -> Cel {
+    let strings = |items: &[String]| {
+        Cel::List(Arc::new(
+            items
+                .iter()
+                .map(|s| Cel::String(Arc::new(s.clone())))
+                .collect(),
+        ))
+    };
+    let text = |s: &Option<String>| {
+        s.as_ref()
+            .map_or(Cel::Null, |s| Cel::String(Arc::new(s.clone())))
+    };
+    let mut token: HashMap<Key, Cel> = HashMap::new();
+    token.insert(
+        key("claims"),
+        to_cel(&Value::Object(identity.claims.clone())),
+    );
+    token.insert(key("sub"), text(&identity.subject));
+    token.insert(key("client_id"), text(&identity.client_id));
+    token.insert(key("roles"), strings(&identity.roles));
+    token.insert(key("scopes"), strings(&identity.granted_scopes()));
+    token.insert(
+        key("issuer"),
+        Cel::String(Arc::new(identity.issuer.clone())),
+    );
+    Cel::Map(Map {
+        map: Arc::new(token),
+    })
+}
+
+fn key(name: &str) -> Key {
+    Key::String(Arc::new(name.to_string()))
+}
+
+/// JSON as CEL values: integers stay integers (`int`, or `uint` beyond
+/// i64), other numbers are doubles.
+pub fn to_cel(value: &Value) -> Cel {
+    match value {
+        Value::Null => Cel::Null,
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Cel::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Cel::UInt(u)
+            } else {
+                Cel::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => Cel::String(Arc::new(s.clone())),
+        Value::Array(items) => Cel::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => Cel::Map(Map {
+            map: Arc::new(
+                map.iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! `Mcp-Param-{Name}` headers (MCP 2026-07-28, SEP-2243): a tool may mark a
+//! parameter with `x-mcp-header` in its `inputSchema`, and clients mirror its
+//! value into a header so that intermediaries can route on it. Anything that
+//! processes the body must check those headers against it: a rate limiter
+//! keyed on `Mcp-Param-Tenant` must never count a call for another tenant
+//! than the one the server acts for.
+//!
+//! What a tool declares is learned from the `tools/list` answers the filter
+//! reads ([`declarations`]); a call to a tool whose declarations are known
+//! has its headers checked ([`check`]).
+
+use serde_json::Value;
+
+use super::headers::{decode_header_value, HeaderMismatch};
+
+/// One parameter mirrored into a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    /// The header's name part (`Region` in `Mcp-Param-Region`), compared
+    /// case-insensitively.
+    pub name: String,
+    /// The property path from the arguments' root (`["region"]`).
+    pub path: Vec<String>,
+    pub kind: ParamKind,
+}
+
+/// The JSON types a mirrored parameter may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String,
+    Integer,
+    Boolean,
+}
+
+/// Every valid `x-mcp-header` declaration of one listed tool: on a property
+/// reached from the schema's root through `properties` keys only, of type
+/// string, integer or boolean, with a token name unique (ignoring case)
+/// within the tool. A tool with an invalid declaration declares nothing: the
+/// spec has clients drop such a tool, so no conforming client sends its
+/// headers.
+pub fn declarations(tool: &Value) -> Vec<ParamHeader> {
+    let mut found = Vec::new();
+    let Some(schema) = tool.get("inputSchema") else {
+        return found;
+    };
+    if walk(schema, &mut Vec::new(), &mut found).is_err() {
+        return Vec::new();
+    }
+    let names: Vec<String> = found.iter().map(|p| p.name.to_ascii_lowercase()).collect();
+    if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
+        return Vec::new();
+    }
+    found
+}
+
+struct Invalid;
+
+fn walk(
+    schema: &Value,
+    path: &mut Vec<String>,
+    found: &mut Vec<ParamHeader>,
+) -> Result<(), Invalid> {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (property, sub) in properties {
+        // Shared between workers as tab-separated lines (`encode`).
+        if property.contains(['\t', '\n', '\r']) {
+            return Err(Invalid);
+        }
+        path.push(property.clone());
+        if let Some(declared) = sub.get("x-mcp-header") {
+            let name = declared.as_str().filter(|n| is_token(n)).ok_or(Invalid)?;
+            let kind = match sub.get("type").and_then(Value::as_str) {
+                Some("string") => ParamKind::String,
+                Some("integer") => ParamKind::Integer,
+                Some("boolean") => ParamKind::Boolean,
+                _ => return Err(Invalid),
+            };
+            found.push(ParamHeader {
+                name: name.to_string(),
+                path: path.clone(),
+                kind,
+            });
+        }
+        walk(sub, path, found)?;
+        path.pop();
+    }
+    Ok(())
+}
+
+/// RFC 9110 `token`: the characters of a header field name.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks a call's `Mcp-Param-*` headers against its arguments. For each
+/// declared parameter: a value in the body needs exactly one header that
+/// equals it (after decoding the base64 form; integers compared as numbers)
+/// — on a 2026-07-28 request (`modern`), a missing header is a mismatch too;
+/// no value in the body means no header. Headers nobody declared are left
+/// alone (the spec has intermediaries forward them).
+pub fn check(
+    declared: &[ParamHeader],
+    arguments: Option<&Value>,
+    headers: &[(String, String)],
+    modern: bool,
+) -> Result<(), HeaderMismatch> {
+    let mismatch = |reason| Err(HeaderMismatch { reason });
+    for param in declared {
+        let wanted = format!("mcp-param-{}", param.name.to_ascii_lowercase());
+        let values: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == wanted)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let value = arguments
+            .and_then(|a| param.path.iter().try_fold(a, |v, key| v.get(key)))
+            .filter(|v| !v.is_null());
+        match (value, values.as_slice()) {
+            (None, []) => {}
+            (None, _) => return mismatch("Mcp-Param header sent for a parameter the body lacks"),
+            (Some(_), []) if modern => {
+                return mismatch("Mcp-Param header missing for a parameter in the body")
+            }
+            (Some(_), []) => {}
+            (Some(value), [header]) => {
+                if header.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                    return mismatch("Mcp-Param header holds invalid characters");
+                }
+                let Some(text) = decode_header_value(header) else {
+                    return mismatch("Mcp-Param header is not valid base64 UTF-8");
+                };
+                if !agrees(param.kind, value, &text) {
+                    return mismatch("Mcp-Param header does not match the body's argument");
+                }
+            }
+            (Some(_), _) => return mismatch("Mcp-Param header appears more than once"),
+        }
+    }
+    Ok(())
+}
+
+/// Declarations as shared between workers (proxy-wasm shared data): one
+/// line per parameter, `name`, `kind` and the path, separated by tabs.
+pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
+    let mut out = String::new();
+    for param in declared {
+        let kind = match param.kind {
+            ParamKind::String => "string",
+            ParamKind::Integer => "integer",
+            ParamKind::Boolean => "boolean",
+        };
+        out.push_str(&param.name);
+        out.push('\t');
+        out.push_str(kind);
+        for segment in &param.path {
+            out.push('\t');
+            out.push_str(segment);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// Reads back [`encode`]'s output; `None` when it is not that.
+pub fn decode(bytes: &[u8]) -> Option<Vec<ParamHeader>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    text.lines()
+        .map(|line| {
+            let mut parts = line.split('\t');
+            let name = parts.next().filter(|n| is_token(n))?.to_string();
+            let kind = match parts.next()? {
+                "string" => ParamKind::String,
+                "integer" => ParamKind::Integer,
+                "boolean" => ParamKind::Boolean,
+                _ => return None,
+            };
+            let path: Vec<String> = parts.map(str::to_string).collect();
+            (!path.is_empty()).then_some(ParamHeader { name, path, kind })
+        })
+        .collect()
+}
+
+/// Whether a header's text stands for the body's value.
+fn agrees(kind: ParamKind, value: &Value, text: &str) -> bool {
+    match (kind, value) {
+        (ParamKind::String, Value::String(s)) => s == text,
+        (ParamKind::Integer, Value::Number(n)) => match (n.as_f64(), text.trim().parse::<f64>()) {
+            (Some(body), Ok(header)) => body == header,
+            _ => false,
+        },
+        (ParamKind::Boolean, Value::Bool(b)) => text == if *b { "true" } else { "false" },
+        // The body's value is not of the declared type: the server refuses
+        // the call anyway; refusing here too is the safe side.
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tool() -> Value {
+        json!({"name": "execute_sql", "inputSchema": {"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "limit": {"type": "integer", "x-mcp-header": "Limit"},
+            "dry": {"type": "boolean", "x-mcp-header": "Dry-Run"},
+            "target": {"type": "object", "properties": {
+                "tenant": {"type": "string", "x-mcp-header": "Tenant"}}},
+            "query": {"type": "string"}}}})
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn declarations_are_read_from_the_schema() {
+        let found = declarations(&tool());
+        let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["Dry-Run", "Limit", "Region", "Tenant"]);
+        let tenant = found.iter().find(|p| p.name == "Tenant").unwrap();
+        assert_eq!(tenant.path, ["target", "tenant"]);
+        for bad in [
+            json!({"inputSchema": {"properties": {"a": {"type": "number", "x-mcp-header": "A"}}}}),
+            json!({"inputSchema": {"properties": {"a": {"type": "string", "x-mcp-header": "A B"}}}}),
+            json!({"inputSchema": {"properties": {"a": {"type": "string", "x-mcp-header": ""}}}}),
+            json!({"inputSchema": {"properties": {
+                "a": {"type": "string", "x-mcp-header": "X"},
+                "b": {"type": "string", "x-mcp-header": "x"}}}}),
+        ] {
+            assert!(declarations(&bad).is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn declarations_read_back_what_was_shared() {
+        let declared = declarations(&tool());
+        assert_eq!(decode(&encode(&declared)), Some(declared));
+        assert_eq!(decode(b""), Some(Vec::new()));
+        assert_eq!(decode(b"Bad Name\tstring\ta"), None);
+        assert_eq!(decode(b"A\tnumber\ta"), None);
+        assert_eq!(decode(b"A\tstring"), None);
+    }
+
+    #[test]
+    fn headers_must_equal_the_arguments() {
+        let declared = declarations(&tool());
+        let args = json!({"region": "us-west1", "limit": 42, "dry": false,
+                          "target": {"tenant": "Grüße"}, "query": "SELECT 1"});
+        let ok = headers(&[
+            ("mcp-param-region", "us-west1"),
+            ("mcp-param-limit", "42.0"),
+            ("mcp-param-dry-run", "false"),
+            ("mcp-param-tenant", "=?base64?R3LDvMOfZQ==?="),
+        ]);
+        assert_eq!(check(&declared, Some(&args), &ok, true), Ok(()));
+        for (header, value) in [
+            ("mcp-param-region", "us-east1"),
+            ("mcp-param-limit", "41"),
+            ("mcp-param-dry-run", "False"),
+            ("mcp-param-tenant", "Gruesse"),
+        ] {
+            let mut wrong = ok.clone();
+            wrong.retain(|(n, _)| n != header);
+            wrong.push((header.to_string(), value.to_string()));
+            assert!(
+                check(&declared, Some(&args), &wrong, true).is_err(),
+                "{header}"
+            );
+        }
+        // Missing: a mismatch on 2026-07-28, tolerated before.
+        let missing: Vec<_> = ok
+            .iter()
+            .filter(|(n, _)| n != "mcp-param-limit")
+            .cloned()
+            .collect();
+        assert!(check(&declared, Some(&args), &missing, true).is_err());
+        assert!(check(&declared, Some(&args), &missing, false).is_ok());
+        // A header for a value the body lacks, twice, or in another spelling.
+        let no_limit = json!({"region": "us-west1", "dry": false, "target": {"tenant": "Grüße"}});
+        assert!(check(&declared, Some(&no_limit), &ok, false).is_err());
+        let mut twice = ok.clone();
+        twice.push(("Mcp_Param_Region".into(), "us-west1".into()));
+        assert!(check(&declared, Some(&args), &twice, true).is_err());
+        // Undeclared headers are not ours to judge.
+        let mut extra = ok;
+        extra.push(("mcp-param-other".into(), "x".into()));
+        assert_eq!(check(&declared, Some(&args), &extra, true), Ok(()));
+    }
+}
