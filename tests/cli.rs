@@ -428,6 +428,28 @@ fn explain_names_the_exchange_and_stops_at_an_opaque_token() {
 }
 
 #[test]
+fn check_names_introspection_dpop_and_the_exchange_but_no_secret() {
+    let mut c: Value =
+        serde_json::from_str(&std::fs::read_to_string(exchanging_config_file()).expect("config"))
+            .expect("json");
+    c["providers"][0]["dpop"] = json!("allowed");
+    let path = temp_file("exchanging-dpop.json", &c.to_string());
+    let listed = run(&["check", &path]);
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    for line in [
+        format!("providers[0] {ISS:?} introspects opaque tokens at https://idp.example.com/introspect through cluster \"idp\" as client \"gw\" (client_secret_basic), answers kept up to 60 s\n"),
+        format!("providers[0] {ISS:?} dpop allowed: a token bound to a key (cnf.jkt, in a JWT or an introspection answer) needs its proof\n"),
+        "upstream_token: the tokens of providers[0] exchanged for audience \"downstream-api\" at https://idp.example.com/token through cluster \"idp\" as client \"gw\" (client_secret_basic), sent in authorization, reused until shortly before they expire\n".to_string(),
+    ] {
+        assert!(listed.stdout.contains(&line), "{line}{}", listed.stdout);
+    }
+    assert!(
+        !listed.stdout.contains("s3cr3t-value"),
+        "the secret was printed"
+    );
+}
+
+#[test]
 fn check_lists_each_rule_condition_as_compiled() {
     let mut conditional = config();
     conditional["rules"][1]["when"] = json!("request.arguments.city != 'Atlantis'");

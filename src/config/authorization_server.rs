@@ -39,6 +39,17 @@ pub enum ClientAuth {
     PrivateKeyJwt(ClientKey),
 }
 
+impl ClientAuth {
+    /// The method's name, as `client_auth` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic(_) => "client_secret_basic",
+            ClientAuth::SecretPost(_) => "client_secret_post",
+            ClientAuth::PrivateKeyJwt(_) => "private_key_jwt",
+        }
+    }
+}
+
 /// The client's ES256 signing key (a P-256 private JWK): never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKey {

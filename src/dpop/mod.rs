@@ -41,6 +41,17 @@ pub enum Mode {
     Required,
 }
 
+impl Mode {
+    /// The mode's name, as `dpop` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Allowed => "allowed",
+            Mode::Required => "required",
+        }
+    }
+}
+
 /// One provider's DPoP settings (`providers[].dpop*`).
 #[derive(Debug, Clone)]
 pub struct DpopPolicy {
