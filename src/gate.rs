@@ -1226,44 +1226,52 @@ mod tests {
     #[test]
     fn an_introspected_bound_token_needs_the_dpop_scheme_and_its_proof() {
         let key = ClientKey::es256(31);
-        let policy = introspecting_policy(DpopMode::Allowed);
+        let other = ClientKey::es256(32);
         let auth = format!("DPoP {OPAQUE}");
         let good = head(&auth, &[&proof(&key, OPAQUE, "a")]);
-        let (identity, proved) = introspect(&policy, &good, Some(&key)).expect("bound and proved");
-        assert!(proved);
-        assert_eq!(identity.jkt, Some(key.jkt()));
-        // The scope hierarchy holds for introspected tokens as for JWTs.
-        assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
-        // Without a proof, with another key's, or as a bearer token: refused.
-        assert_eq!(
-            introspect(&policy, &head(&auth, &[]), Some(&key)).map(|_| ()),
-            Err(Some(Class::Proof(ProofErrorKind::Missing)))
-        );
-        let other = ClientKey::es256(32);
-        assert_eq!(
-            introspect(
-                &policy,
-                &head(&auth, &[&proof(&other, OPAQUE, "b")]),
-                Some(&key)
-            )
-            .map(|_| ()),
-            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
-        );
-        let bearer = head(&format!("Bearer {OPAQUE}"), &[&proof(&key, OPAQUE, "c")]);
-        assert_eq!(
-            introspect(&policy, &bearer, Some(&key)).map(|_| ()),
-            Err(Some(Class::Token(TokenErrorKind::DpopBound)))
-        );
-        // The DPoP scheme with an unbound token.
-        assert_eq!(
-            introspect(&policy, &good, None).map(|_| ()),
-            Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
-        );
-        // An unbound token as a bearer token: as ever.
+        for mode in [DpopMode::Allowed, DpopMode::Required] {
+            let policy = introspecting_policy(mode);
+            let refused = |head: &RequestHead, key: Option<&ClientKey>| {
+                introspect(&policy, head, key).map(|_| ())
+            };
+            let (identity, proved) =
+                introspect(&policy, &good, Some(&key)).expect("bound and proved");
+            assert!(proved, "{mode:?}");
+            assert_eq!(identity.jkt, Some(key.jkt()));
+            // The scope hierarchy holds for introspected tokens as for JWTs.
+            assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+            // Without a proof, with another key's, or as a bearer token (a
+            // good proof alongside): refused.
+            assert_eq!(
+                refused(&head(&auth, &[]), Some(&key)),
+                Err(Some(Class::Proof(ProofErrorKind::Missing)))
+            );
+            assert_eq!(
+                refused(&head(&auth, &[&proof(&other, OPAQUE, "b")]), Some(&key)),
+                Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+            );
+            let bearer = head(&format!("Bearer {OPAQUE}"), &[&proof(&key, OPAQUE, "c")]);
+            assert_eq!(
+                refused(&bearer, Some(&key)),
+                Err(Some(Class::Token(TokenErrorKind::DpopBound)))
+            );
+            // An answer without `cnf`: the proof binds nothing.
+            assert_eq!(
+                refused(&good, None),
+                Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+            );
+        }
+        // An unbound token as a bearer token: taken where DPoP is allowed,
+        // not where it is required.
+        let bearer = head(&format!("Bearer {OPAQUE}"), &[]);
         let (identity, proved) =
-            introspect(&policy, &head(&format!("Bearer {OPAQUE}"), &[]), None).expect("bearer");
+            introspect(&introspecting_policy(DpopMode::Allowed), &bearer, None).expect("bearer");
         assert!(!proved);
         assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+        assert_eq!(
+            introspect(&introspecting_policy(DpopMode::Required), &bearer, None).map(|_| ()),
+            Err(Some(Class::Token(TokenErrorKind::Scheme)))
+        );
     }
 
     #[test]

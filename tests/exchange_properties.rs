@@ -1078,7 +1078,39 @@ enum Caller {
     /// An opaque token bound to the client's key, with the `DPoP` scheme
     /// and a fresh proof: introspected, then its proof checked.
     OpaqueDpop,
+    /// The same bound token sent as a bearer token (a fresh proof
+    /// alongside): the downgrade.
+    OpaqueDpopAsBearer,
+    /// The same bound token with the `DPoP` scheme and a proof by another
+    /// key.
+    OpaqueDpopOtherKey,
+    /// An opaque token bound to no key, with the `DPoP` scheme and a
+    /// proof.
+    OpaqueUnboundAsDpop,
     None,
+}
+
+impl Caller {
+    /// The token is opaque: it goes to introspection.
+    fn opaque(self) -> bool {
+        !matches!(self, Caller::Jwt | Caller::None)
+    }
+
+    /// Introspection answers it bound to the client's key.
+    fn bound(self) -> bool {
+        matches!(
+            self,
+            Caller::OpaqueDpop | Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey
+        )
+    }
+
+    /// It comes with the `DPoP` scheme (else `Bearer`).
+    fn dpop_scheme(self) -> bool {
+        matches!(
+            self,
+            Caller::OpaqueDpop | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop
+        )
+    }
 }
 
 /// What introspection answers (or how it fails).
@@ -1118,6 +1150,8 @@ struct CallScenario {
     /// (past the last: after the stream ended).
     answer_at: u8,
     exchange: Option<Exchanged>,
+    /// The provider's `dpop` is `required` (else `allowed`).
+    dpop_required: bool,
     /// Shared data has its slots (as in Envoy), so answers are kept.
     shared_slots: bool,
     /// The same request again, after the first one's verdict.
@@ -1132,6 +1166,10 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
                 Caller::Opaque,
                 Caller::Opaque,
                 Caller::OpaqueDpop,
+                Caller::OpaqueDpop,
+                Caller::OpaqueDpopAsBearer,
+                Caller::OpaqueDpopOtherKey,
+                Caller::OpaqueUnboundAsDpop,
                 Caller::Jwt,
                 Caller::None,
             ]),
@@ -1168,12 +1206,13 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
             ])),
             any::<bool>(),
             any::<bool>(),
+            prop::bool::weighted(0.3),
         ),
     )
         .prop_map(
             |(
                 (method, caller, payload, cuts, trailers),
-                (introspected, answer_at, exchange, shared_slots, again),
+                (introspected, answer_at, exchange, shared_slots, again, dpop_required),
             )| CallScenario {
                 method,
                 caller,
@@ -1187,6 +1226,7 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
                 introspected,
                 answer_at,
                 exchange,
+                dpop_required,
                 shared_slots,
                 again,
             },
@@ -1196,14 +1236,14 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
 const OPAQUE: &str = "opaque-caller-token-7f3a";
 const UPSTREAM_AUDIENCE: &str = "downstream-api";
 
-fn call_policy(exchange: bool) -> Policy {
+fn call_policy(exchange: bool, dpop_required: bool) -> Policy {
     let mut config = json!({
         "resource": RESOURCE,
         "providers": [{
             "issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}},
             "introspection": {"cluster": "idp", "url": "https://a.example/introspect",
                               "client_id": "gw", "client_secret": "gw-secret"},
-            "dpop": "allowed"
+            "dpop": if dpop_required { "required" } else { "allowed" }
         }],
         "rules": [
             {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
@@ -1278,12 +1318,24 @@ fn exchange_answer(e: Exchanged) -> Option<CallAnswer> {
     }
 }
 
+/// Whether the caller's token is sent to introspection: an opaque token
+/// whose scheme its provider takes (checked before any call).
+fn introspects(c: &CallScenario) -> bool {
+    c.caller.opaque() && (c.caller.dpop_scheme() || !c.dpop_required)
+}
+
 /// The oracle: whether the request reaches the upstream, from the
-/// scenario alone.
+/// scenario alone. A bound token passes only with the `DPoP` scheme and a
+/// proof by its key; an unbound one only as a bearer token, where bearer
+/// tokens are taken.
 fn call_must_forward(c: &CallScenario) -> bool {
     let identity = match c.caller {
-        Caller::Jwt => true,
-        Caller::Opaque | Caller::OpaqueDpop => c.introspected == Introspected::Active,
+        Caller::Jwt => !c.dpop_required,
+        Caller::Opaque => !c.dpop_required && c.introspected == Introspected::Active,
+        Caller::OpaqueDpop => c.introspected == Introspected::Active,
+        Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop => {
+            false
+        }
         Caller::None => false,
     };
     let has_body = !body_of(c.payload).is_empty() || c.trailers;
@@ -1322,9 +1374,22 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
             format!("Bearer {}", sign(&keys().a, A, &["reader"], None)),
         )),
         Caller::Opaque => headers.push(("authorization".into(), format!("Bearer {OPAQUE}"))),
-        Caller::OpaqueDpop => {
-            headers.push(("authorization".into(), format!("DPoP {OPAQUE}")));
-            let proof = proof_with_jti(&client_key(), c.method, "/mcp", OPAQUE, jti);
+        caller @ (Caller::OpaqueDpop
+        | Caller::OpaqueDpopAsBearer
+        | Caller::OpaqueDpopOtherKey
+        | Caller::OpaqueUnboundAsDpop) => {
+            let scheme = if caller.dpop_scheme() {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            headers.push(("authorization".into(), format!("{scheme} {OPAQUE}")));
+            let key = if caller == Caller::OpaqueDpopOtherKey {
+                other_client_key()
+            } else {
+                client_key()
+            };
+            let proof = proof_with_jti(&key, c.method, "/mcp", OPAQUE, jti);
             headers.push(("dpop".into(), proof));
         }
         Caller::None => {}
@@ -1347,9 +1412,7 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
             let call = world.calls[*answered].clone();
             *answered += 1;
             let answer = match purpose_of(&call) {
-                Purpose::Introspection => {
-                    introspection_answer(c.introspected, c.caller == Caller::OpaqueDpop)
-                }
+                Purpose::Introspection => introspection_answer(c.introspected, c.caller.bound()),
                 Purpose::TokenExchange => exchange_answer(c.exchange.unwrap_or(Exchanged::Issued)),
             };
             let body = String::from_utf8_lossy(&call.body).to_string();
@@ -1395,6 +1458,16 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
     world
 }
 
+/// A refusal's status is `wanted`, or 413 when the body was over its limit
+/// before the authorization server answered.
+fn assert_refused_with(c: &CallScenario, status: u32, wanted: u32, what: &str) {
+    let too_large_first = c.payload == Payload::Oversize && status == 413;
+    assert!(
+        status == wanted || too_large_first,
+        "{what} is {wanted}, got {status}"
+    );
+}
+
 fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
     let forwarded = world.forwarded.is_some();
     assert!(
@@ -1420,27 +1493,28 @@ fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
     // Every answer is kept a while (a failure for a second), so the same
     // request again makes no second call when shared data has its slots.
     let cached = !first && c.shared_slots;
-    let expected = match c.caller {
-        Caller::Opaque | Caller::OpaqueDpop if !cached => 1,
-        _ => 0,
-    };
+    let expected = usize::from(introspects(c) && !cached);
     assert_eq!(introspections, expected, "introspection calls");
     if let Some(status) = world.answered {
-        if matches!(c.caller, Caller::Opaque | Caller::OpaqueDpop)
+        let refused_before_any_call =
+            c.caller.opaque() && !introspects(c) || c.caller == Caller::Jwt && c.dpop_required;
+        if refused_before_any_call {
+            assert_eq!(status, 401, "a token refused for its scheme");
+        }
+        let misbound = matches!(
+            c.caller,
+            Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop
+        );
+        if misbound && c.introspected == Introspected::Active {
+            assert_refused_with(c, status, 401, "a token without its binding's proof");
+        }
+        if introspects(c)
             && matches!(
                 c.introspected,
                 Introspected::Garbage | Introspected::NoAnswer | Introspected::ActiveAsString
             )
         {
-            let expected = if c.payload == Payload::Oversize {
-                [413, 503]
-            } else {
-                [503, 503]
-            };
-            assert!(
-                expected.contains(&status),
-                "an unusable introspection answer is 503, got {status}"
-            );
+            assert_refused_with(c, status, 503, "an unusable introspection answer");
         }
     }
     let Some(headers) = &world.forwarded else {
@@ -1495,7 +1569,7 @@ proptest! {
 
     #[test]
     fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
-        let policy = call_policy(c.exchange.is_some());
+        let policy = call_policy(c.exchange.is_some(), c.dpop_required);
         let mut host = FakeHost {
             shared: SharedMap::default(),
             request_body: Vec::new(),

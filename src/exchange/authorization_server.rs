@@ -645,6 +645,9 @@ mod tests {
 
     use super::*;
     use crate::config::Policy;
+    use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
+    use crate::dpop::proof::token_hash;
+    use crate::dpop::Mode as DpopMode;
     use crate::exchange::Host;
     use crate::gate::{KeyRing, RequestHead};
     use crate::mcp::param_headers::ParamHeader;
@@ -777,10 +780,29 @@ mod tests {
     /// provider with `dpop: allowed`; the introspection call, if made,
     /// answered with `claims`. Every effect.
     fn dpop_post(host: &mut TestHost, token: &str, proofs: &[&str], claims: &Value) -> Vec<Effect> {
+        post_with(
+            host,
+            DpopMode::Allowed,
+            &format!("DPoP {token}"),
+            proofs,
+            claims,
+        )
+    }
+
+    /// A POST of `tools/list` with `authorization` and `proofs`, to a
+    /// provider whose `dpop` is `mode`; the introspection call, if made,
+    /// answered with `claims`. Every effect.
+    fn post_with(
+        host: &mut TestHost,
+        mode: DpopMode,
+        authorization: &str,
+        proofs: &[&str],
+        claims: &Value,
+    ) -> Vec<Effect> {
         let mut policy = policy("https://mcp.example.com/mcp");
-        policy.providers[0].dpop.mode = crate::dpop::Mode::Allowed;
+        policy.providers[0].dpop.mode = mode;
         let mut headers = vec![
-            ("authorization".to_string(), format!("DPoP {token}")),
+            ("authorization".to_string(), authorization.to_string()),
             ("content-type".to_string(), "application/json".to_string()),
         ];
         headers.extend(proofs.iter().map(|p| ("dpop".to_string(), p.to_string())));
@@ -791,25 +813,11 @@ mod tests {
 
     #[test]
     fn an_introspected_dpop_bound_token_passes_with_a_fresh_proof_once() {
-        use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
-        use crate::dpop::proof::token_hash;
-        let mut host = TestHost {
-            shared: SharedMap::default(),
-            body: Vec::new(),
-        };
-        shared::prepare(&mut host.shared, Purpose::Introspection);
-        crate::dpop::replay::prepare(&mut host.shared, [5; 32]);
+        let mut host = dpop_host();
         let key = ClientKey::es256(41);
         let token = "opaque-bound-1";
-        let now_s = NOW_MS / 1000;
-        let proof = |jti: &str| {
-            let mut c = proof_claims(jti);
-            c["ath"] = json!(token_hash(token));
-            c["iat"] = json!(now_s);
-            key.sign(&key.header(), &c)
-        };
-        let answer = json!({"active": true, "iss": ISS, "aud": "https://mcp.example.com/mcp",
-            "exp": now_s + 300, "token_type": "DPoP", "cnf": {"jkt": key.jkt()}});
+        let proof = |jti: &str| proof_by(&key, token, jti);
+        let answer = active_answer(Some(&key));
         let first = dpop_post(&mut host, token, &[&proof("p1")], &answer);
         assert_eq!(status_of(&first), 200, "{first:?}");
         assert!(first
@@ -831,6 +839,193 @@ mod tests {
             status_of(&dpop_post(&mut host, token, &[&proof("p2")], &answer)),
             200
         );
+    }
+
+    /// A host with shared data as Envoy has it: introspection's slots and
+    /// the DPoP replay memory.
+    fn dpop_host() -> TestHost {
+        let mut host = TestHost {
+            shared: SharedMap::default(),
+            body: Vec::new(),
+        };
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        crate::dpop::replay::prepare(&mut host.shared, [5; 32]);
+        host
+    }
+
+    /// A proof by `key` for the POST to the listener, for `token`.
+    fn proof_by(key: &ClientKey, token: &str, jti: &str) -> String {
+        let mut c = proof_claims(jti);
+        c["ath"] = json!(token_hash(token));
+        c["iat"] = json!(NOW_MS / 1000);
+        key.sign(&key.header(), &c)
+    }
+
+    /// An active introspection answer for the listener, bound to `key`'s
+    /// thumbprint when given.
+    fn active_answer(key: Option<&ClientKey>) -> Value {
+        let mut answer = json!({"active": true, "iss": ISS, "aud": "https://mcp.example.com/mcp",
+            "exp": NOW_MS / 1000 + 300, "token_type": "Bearer"});
+        if let Some(key) = key {
+            answer["token_type"] = json!("DPoP");
+            answer["cnf"] = json!({"jkt": key.jkt()});
+        }
+        answer
+    }
+
+    /// The first challenge of a refusal among `effects`, if any.
+    fn challenge(effects: &[Effect]) -> Option<String> {
+        effects.iter().find_map(|e| match e {
+            Effect::SendAnswer(a) => a
+                .headers
+                .iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        })
+    }
+
+    fn counted(effects: &[Effect], counter: Counter) -> bool {
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Count(c, 1) if *c == counter))
+    }
+
+    #[test]
+    fn an_introspected_dpop_bound_token_is_refused_without_its_key_or_as_bearer() {
+        let key = ClientKey::es256(42);
+        let other = ClientKey::es256(43);
+        let bound = active_answer(Some(&key));
+        for mode in [DpopMode::Allowed, DpopMode::Required] {
+            let mut host = dpop_host();
+            let token = format!("opaque-bound-{}", mode.name());
+            let mut send = |proofs: &[&str]| {
+                post_with(&mut host, mode, &format!("DPoP {token}"), proofs, &bound)
+            };
+            // A proof by another key: the token is not bound to it.
+            let effects = send(&[&proof_by(&other, &token, "o1")]);
+            assert_eq!(status_of(&effects), 401, "{mode:?} {effects:?}");
+            assert!(counted(
+                &effects,
+                Counter::InvalidToken(TokenErrorKind::KeyBinding)
+            ));
+            assert!(
+                challenge(&effects).is_some_and(|c| c.starts_with("DPoP error=\"invalid_token\""))
+            );
+            // No proof at all.
+            let effects = send(&[]);
+            assert_eq!(status_of(&effects), 401, "{mode:?}");
+            assert!(counted(
+                &effects,
+                Counter::InvalidDpopProof(crate::dpop::ProofErrorKind::Missing)
+            ));
+            // The proof of the right key: the (shared) answer is good.
+            let effects = send(&[&proof_by(&key, &token, "k1")]);
+            assert_eq!(status_of(&effects), 200, "{mode:?} {effects:?}");
+        }
+        // Sent as a bearer token, even with a good proof alongside: the
+        // downgrade, refused once the answer names the key.
+        let mut host = dpop_host();
+        let token = "opaque-bound-bearer";
+        let effects = post_with(
+            &mut host,
+            DpopMode::Allowed,
+            &format!("Bearer {token}"),
+            &[&proof_by(&key, token, "b1")],
+            &bound,
+        );
+        assert_eq!(status_of(&effects), 401, "{effects:?}");
+        assert!(counted(
+            &effects,
+            Counter::InvalidToken(TokenErrorKind::DpopBound)
+        ));
+        assert!(counted(
+            &effects,
+            Counter::AuthorizationServer(Purpose::Introspection, CallEvent::Call)
+        ));
+        // Where `dpop` is required, a bearer token is refused before any
+        // call.
+        let effects = post_with(
+            &mut host,
+            DpopMode::Required,
+            &format!("Bearer {token}-2"),
+            &[],
+            &bound,
+        );
+        assert_eq!(status_of(&effects), 401);
+        assert!(counted(
+            &effects,
+            Counter::InvalidToken(TokenErrorKind::Scheme)
+        ));
+        assert!(!effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallAuthorizationServer(_))));
+    }
+
+    #[test]
+    fn where_dpop_is_required_an_introspected_token_without_cnf_is_refused() {
+        let key = ClientKey::es256(44);
+        let mut host = dpop_host();
+        let token = "opaque-unbound";
+        let proof = proof_by(&key, token, "u1");
+        let unbound = active_answer(None);
+        // The DPoP scheme and a valid proof, but the token is bound to no
+        // key: nothing ties the proof to it.
+        for mode in [DpopMode::Required, DpopMode::Allowed] {
+            let effects = post_with(
+                &mut host,
+                mode,
+                &format!("DPoP {token}"),
+                &[&proof],
+                &unbound,
+            );
+            assert_eq!(status_of(&effects), 401, "{mode:?} {effects:?}");
+            assert!(counted(
+                &effects,
+                Counter::InvalidToken(TokenErrorKind::KeyBinding)
+            ));
+        }
+        // Where DPoP is only allowed, the same token as a bearer token passes.
+        let effects = post_with(
+            &mut host,
+            DpopMode::Allowed,
+            &format!("Bearer {token}"),
+            &[],
+            &unbound,
+        );
+        assert_eq!(status_of(&effects), 200, "{effects:?}");
+    }
+
+    #[test]
+    fn conditions_and_the_scope_hierarchy_read_introspected_claims() {
+        let policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": ISS, "introspection": {"cluster": "idp",
+                "url": "https://idp.example.com/introspect", "client_id": "gw", "client_secret": "s"}}],
+            "scope_implies": {"mcp:write": ["mcp:read"]},
+            "rules": [{"effect": "allow", "methods": ["tools/list"],
+                "when": "token.claims.tenant == 'acme' && 'mcp:read' in token.scopes && token.sub == 'alice'"}]
+        }))
+        .expect("policy");
+        for (tenant, status) in [("acme", 200), ("globex", 403)] {
+            let mut host = dpop_host();
+            let mut answer = active_answer(None);
+            answer["tenant"] = json!(tenant);
+            answer["scope"] = json!("mcp:write");
+            answer["sub"] = json!("alice");
+            let head = RequestHead::new(
+                "POST",
+                "/mcp",
+                vec![
+                    ("authorization".into(), format!("Bearer opaque-{tenant}")),
+                    ("content-type".into(), "application/json".into()),
+                ],
+            );
+            let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+            let effects = run(&policy, &mut host, head, body, &answer);
+            assert_eq!(status_of(&effects), status, "{tenant}: {effects:?}");
+            assert!(!counted(&effects, Counter::ConditionError), "{tenant}");
+        }
     }
 
     #[test]

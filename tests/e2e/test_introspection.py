@@ -3,11 +3,14 @@ Envoy with the built filter, against an authorization server the test
 scripts (`authorization_server.py`): an opaque token accepted and mapped
 like a JWT, one call per token reused by every later request (and by
 concurrent ones, across workers), refusals (inactive, wrong audience or
-issuer, not a bearer token, a DPoP-bound one sent as a bearer token), and every way the server can fail — down,
+issuer, not a bearer token), and every way the server can fail — down,
 slow, reset, garbage, duplicate keys, `"active": "true"`, a redirect, a huge
-answer — answered 503 with `Retry-After`, nothing forwarded. The client
-secret comes from the VM's environment, never from the configuration
-text, and shows in no log."""
+answer — answered 503 with `Retry-After`, nothing forwarded. Introspected
+claims meet the scope hierarchy and rule conditions as a JWT's do, and an
+answer binding the token to a DPoP key (`cnf.jkt`) needs a proof by that key
+on every request, where the provider takes DPoP. The client secret comes
+from the VM's environment, never from the configuration text, and shows in
+no log."""
 
 import json
 import threading
@@ -17,6 +20,7 @@ import pytest
 import harness
 from authorization_server import INTROSPECT_PATH, Reply, ScriptedAuthorizationServer, active
 from configs import ISSUER, RESOURCE, SCOPES, base_config
+from dpop_client import DpopKey
 from harness import Envoy, free_port
 from mcp_client import LIST, assert_allowed, assert_invalid_token, call, post
 from tokens import RsaKey, claims, jwks
@@ -28,6 +32,8 @@ RULES = [
     {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
     {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"],
      "roles": ["reader"], "scopes": ["mcp:read"]},
+    {"name": "acme readers", "effect": "allow", "methods": ["tools/call"], "names": ["tenant_*"],
+     "when": "token.claims.tenant == 'acme' && 'mcp:read' in token.scopes"},
 ]
 
 
@@ -37,11 +43,13 @@ def introspection(port, **extra):
     return {k: v for k, v in config.items() if v is not None}
 
 
-def plugin(port, with_jwks=False, **extra):
+def plugin(port, with_jwks=False, dpop=None, **extra):
     provider = {"issuer": ISSUER, "roles_claims": ["realm_access.roles"],
                 "introspection": introspection(port, **extra)}
     if with_jwks:
         provider["jwks"] = {"inline": jwks(KEY)}
+    if dpop:
+        provider["dpop"] = dpop
     return base_config([provider], RULES, scopes_supported=SCOPES,
                        scope_implies={"mcp:write": ["mcp:read"]},
                        identity_headers={"x-mcp-subject": "sub", "x-mcp-roles": "$roles",
@@ -147,6 +155,20 @@ def test_the_scope_hierarchy_holds_for_introspected_tokens(e, server, upstream):
     assert_allowed(post(e, body, token), upstream, body)  # mcp:write implies mcp:read
 
 
+def test_conditions_read_the_introspected_claims(e, server, upstream):
+    """`token.claims` and `token.scopes` (implied ones included) are filled
+    from the introspection answer."""
+    acme, other = unique("acme"), unique("other")
+    server.introspect[acme] = Reply(200, active(ISSUER, RESOURCE, scope="mcp:write", tenant="acme"))
+    server.introspect[other] = Reply(200, active(ISSUER, RESOURCE, scope="mcp:write", tenant="globex"))
+    body = call("tenant_report")
+    assert_allowed(post(e, body, acme), upstream, body)
+    upstream.clear()
+    status, _, _ = post(e, body, other)
+    assert status == 403
+    assert upstream.requests == []
+
+
 # --- refused -------------------------------------------------------------------
 
 
@@ -168,6 +190,60 @@ def test_refused_answers_are_401(e, server, upstream, answer, description):
     token = unique("refused")
     server.introspect[token] = Reply(200, answer)
     assert_invalid_token(post(e, LIST, token), upstream, description, secret=token)
+
+
+@pytest.mark.parametrize("mode", ["allowed", "required"])
+def test_a_dpop_bound_opaque_token_needs_a_proof_by_its_key(envoy_version, upstream, server, mode):
+    """An answer with `cnf.jkt` binds the token as a JWT's `cnf.jkt` does:
+    the DPoP scheme and a fresh proof by that key, on every request, the
+    answer reused but never the proof; a bearer token, another key's proof,
+    a replayed proof or none are refused, and so is an unbound token with
+    the DPoP scheme."""
+    key = DpopKey("ES256")
+    bound, unbound = unique(f"bound-{mode}"), unique(f"unbound-{mode}")
+    server.introspect[bound] = Reply(200, active(ISSUER, RESOURCE, token_type="DPoP", cnf={"jkt": key.jkt}))
+    server.introspect[unbound] = Reply(200, active(ISSUER, RESOURCE))
+    with envoy(envoy_version, upstream, server.port, dpop=mode) as bound_envoy:
+        upstream.clear()
+
+        def send(scheme, token, proofs):
+            headers = [("Authorization", f"{scheme} {token}")] + [("DPoP", p) for p in proofs]
+            return post(bound_envoy, LIST, headers=headers)
+
+        proof = key.proof("POST", RESOURCE, token=bound)
+        assert send("DPoP", bound, [proof])[0] == 200
+        [seen] = upstream.requests
+        assert "dpop" not in seen["headers"] and "authorization" not in seen["headers"]
+        upstream.clear()
+        refusals = [
+            (send("DPoP", bound, [proof]), "invalid_dpop_proof"),  # the same proof again
+            (send("DPoP", bound, []), "invalid_dpop_proof"),
+            (send("DPoP", bound, [DpopKey("ES256").proof("POST", RESOURCE, token=bound)]), "invalid_token"),
+            (send("Bearer", bound, [key.proof("POST", RESOURCE, token=bound)]), "invalid_token"),
+            (send("DPoP", unbound, [key.proof("POST", RESOURCE, token=unbound)]), "invalid_token"),
+        ]
+        for (status, headers, body), error in refusals:
+            assert status == 401, body
+            assert f'error="{error}"' in " ".join(headers["www-authenticate"]), headers
+        assert upstream.requests == [], "nothing of a refused request goes upstream"
+        assert send("DPoP", bound, [key.proof("POST", RESOURCE, token=bound)])[0] == 200
+        # As a bearer token, an unbound token passes only where bearer
+        # tokens are taken; where DPoP is required it is refused unasked.
+        assert send("Bearer", unbound, [])[0] == (200 if mode == "allowed" else 401)
+        asked = [c["form"]["token"] for c in server.calls_to(INTROSPECT_PATH)]
+        assert asked.count(bound) == 1, "the answer is reused; the proof never is"
+        assert asked.count(unbound) == 1
+        counters = bound_envoy.counters()
+        assert counters["dpop.accepted"] == 2
+        assert counters["invalid_token.key_binding"] == 2
+        assert counters["invalid_dpop_proof.replay"] == 1
+        assert counters["invalid_dpop_proof.missing"] == 1
+        if mode == "allowed":
+            assert counters["invalid_token.dpop_bound"] == 1
+        else:
+            # Where DPoP is required, the bearer scheme is refused before
+            # any call.
+            assert counters["invalid_token.scheme"] == 2
 
 
 def test_a_refusal_is_remembered_briefly(e, server, upstream):
