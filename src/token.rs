@@ -96,6 +96,9 @@ pub enum TokenErrorKind {
     /// required).
     TokenType,
     KeysUnavailable,
+    /// The authorization server says the token is not active (revoked,
+    /// expired, or never issued): introspection's answer.
+    Inactive,
     /// A token bound to a key (`cnf.jkt`) sent as a bearer token: the
     /// downgrade RFC 9449 §7.2 forbids.
     DpopBound,
@@ -122,6 +125,7 @@ impl TokenErrorKind {
             TokenErrorKind::Audience => "token audience not accepted",
             TokenErrorKind::TokenType => "token type not accepted",
             TokenErrorKind::KeysUnavailable => "signing keys not available",
+            TokenErrorKind::Inactive => "token not active",
             TokenErrorKind::DpopBound => {
                 "token is bound to a key: send it with the DPoP scheme and a proof"
             }
@@ -143,6 +147,7 @@ impl TokenErrorKind {
             TokenErrorKind::Audience => "audience",
             TokenErrorKind::TokenType => "token_type",
             TokenErrorKind::KeysUnavailable => "keys_unavailable",
+            TokenErrorKind::Inactive => "inactive",
             TokenErrorKind::DpopBound => "dpop_bound",
             TokenErrorKind::KeyBinding => "key_binding",
             TokenErrorKind::Scheme => "scheme",
@@ -272,6 +277,36 @@ pub fn verify(
     Ok(identity(payload, provider, expires_at))
 }
 
+/// What a bearer token looks like, before any check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// Three dot-separated parts whose first is a base64url JSON object:
+    /// a JWT, and the `iss` its (unverified) payload names.
+    Jwt { issuer: Option<String> },
+    /// Anything else: a reference to be introspected.
+    Opaque,
+}
+
+/// Tells a JWT from an opaque token, without trusting either.
+pub fn shape(token: &str) -> Shape {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Shape::Opaque;
+    };
+    if header.len() > MAX_TOKEN_BYTES || decode_object(header).is_none() {
+        return Shape::Opaque;
+    }
+    let issuer = decode_object(payload).and_then(|claims| {
+        claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Shape::Jwt { issuer }
+}
+
 /// A `typ` value as compared: lower-case, without the `application/` prefix
 /// that RFC 7515 4.1.9 makes optional (`application/at+jwt` is `at+jwt`).
 pub fn fold_token_type(typ: &str) -> String {
@@ -367,7 +402,11 @@ fn check_claims(
 }
 
 /// Builds the identity from verified claims.
-fn identity(claims: Map<String, Value>, provider: &Provider, expires_at: u64) -> Identity {
+pub(crate) fn identity(
+    claims: Map<String, Value>,
+    provider: &Provider,
+    expires_at: u64,
+) -> Identity {
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
     let mut roles = Vec::new();
     for path in &provider.roles_claims {
@@ -437,7 +476,8 @@ pub(crate) mod tests {
         Provider {
             issuer: issuer.to_string(),
             audiences: vec![AUD.to_string()],
-            jwks: JwksSource::Inline(KeySet::default()),
+            jwks: Some(JwksSource::Inline(KeySet::default())),
+            introspection: None,
             algorithms: Algorithm::ALL.to_vec(),
             clock_skew_seconds: 60,
             roles_claims: vec![vec!["roles".to_string()]],

@@ -15,19 +15,21 @@
 //! `tests/exchange_properties.rs` drives random sequences of callbacks
 //! through the machine and checks both.
 
+mod authorization_server;
 mod decision_log;
 mod output;
 mod response;
 
-pub use crate::dpop::replay::SharedData;
+pub use crate::shared_data::SharedData;
 pub use output::{Action, Effect, Level, Output};
 pub use response::{AnswerWatch, ResponseHead};
 
 use crate::answer::{self, Answer};
+use crate::authorization_server::Purpose;
 use crate::config::Policy;
 use crate::counters::Counter;
 use crate::dpop::replay::{self, Seen};
-use crate::dpop::ProofErrorKind;
+use crate::dpop::{self, ProofErrorKind};
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
 use crate::identity::Identity;
 use crate::mcp::param_headers::ParamHeader;
@@ -35,8 +37,8 @@ use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
 /// What the exchange needs from the host, synchronously, while it decides;
-/// shared data ([`SharedData`]) holds the proxy's memory of DPoP proofs
-/// already used.
+/// shared data ([`SharedData`]) holds the authorization server's answers
+/// and the proxy's memory of DPoP proofs already used, shared by workers.
 pub trait Host: SharedData {
     /// The first `len` bytes of the request body Envoy holds.
     fn request_body(&self, len: usize) -> Vec<u8>;
@@ -48,6 +50,10 @@ pub trait Host: SharedData {
     /// A token named a key its provider lacks: may its keys be refetched
     /// now? (Rate-limited per provider.)
     fn refetch_keys(&mut self, provider: usize) -> bool;
+    /// Calls to the authorization server this worker has in flight.
+    fn calls_in_flight(&self) -> usize;
+    /// The proxy's key for digests of tokens (the same in every worker).
+    fn digest_key(&self) -> [u8; 32];
     /// A tool's `x-mcp-header` declarations, learned from `tools/list`
     /// answers (by any worker); `None` when never seen.
     fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>>;
@@ -89,6 +95,16 @@ pub struct Verdict {
     pub edits: Option<gate::UpstreamHeaders>,
 }
 
+/// A decided request on its way upstream: what it goes with.
+struct Forward {
+    outcome: Outcome,
+    identity: Option<Identity>,
+    edits: gate::UpstreamHeaders,
+    /// Counts and log lines of the decision, carried out when it goes.
+    effects: Vec<Effect>,
+    watch: Option<AnswerWatch>,
+}
+
 /// Where the request is.
 enum Stage {
     /// No headers yet.
@@ -100,6 +116,9 @@ enum Stage {
         identity: Box<Identity>,
         expect: Expect,
     },
+    /// Held while the authorization server is asked (introspection before
+    /// the body is read, or token exchange after the verdict).
+    AuthorizationServer(Box<authorization_server::Pending>),
     /// Let through: every later request callback continues.
     Forwarded,
     /// Answered by the filter: every later request callback holds.
@@ -123,6 +142,9 @@ pub struct Exchange {
     /// A new DPoP nonce for the client, sent with the upstream's answer.
     dpop_nonce: Option<String>,
     verdict: Option<Verdict>,
+    /// A call this request made and no longer waits for (it was refused
+    /// meanwhile): its answer is still shared when it comes.
+    orphan: Option<Box<authorization_server::Pending>>,
 }
 
 impl Default for Exchange {
@@ -143,6 +165,7 @@ impl Exchange {
             answer: None,
             dpop_nonce: None,
             verdict: None,
+            orphan: None,
         }
     }
 
@@ -267,9 +290,19 @@ impl Exchange {
     fn after_body_event(&mut self, env: &mut Env) -> Output {
         match &self.stage {
             Stage::Start | Stage::Answered | Stage::Forwarded => self.request_action(),
-            Stage::AwaitingKeys => {
+            Stage::AuthorizationServer(pending)
+                if !matches!(pending.job, authorization_server::Job::Introspect { .. }) =>
+            {
+                Output::hold()
+            }
+            Stage::AwaitingKeys | Stage::AuthorizationServer(_) => {
                 // Keep buffering, but not beyond the limit.
                 if self.body_len > env.policy.max_body_bytes {
+                    if let Stage::AuthorizationServer(pending) =
+                        std::mem::replace(&mut self.stage, Stage::AwaitingKeys)
+                    {
+                        self.orphan = Some(pending);
+                    }
                     return self.refuse(env, gate::too_large(env.policy), None);
                 }
                 Output::hold()
@@ -308,42 +341,21 @@ impl Exchange {
                 } else {
                     Counter::TokenCacheMiss
                 };
-                let mut counts = vec![Effect::Count(counter, 1)];
-                if let Some(proof) = proof {
-                    // Last of the proof's checks: was it used before?
-                    let seen = replay::remember(
-                        env.host,
-                        &proof.jkt,
-                        &proof.jti,
-                        proof.remember_until,
-                        now_s,
-                    );
-                    match seen {
-                        Seen::Fresh { evicted } => {
-                            counts.push(Effect::Count(Counter::DpopAccepted, 1));
-                            if evicted {
-                                counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
-                            }
-                            self.dpop_nonce = proof.next_nonce;
-                        }
-                        Seen::Replayed | Seen::Unavailable => {
-                            let refusal =
-                                gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
-                            // Like every other failed proof: no identity
-                            // (audit mode lets it on without one).
-                            let mut output = self.refuse(env, refusal, None);
-                            counts.append(&mut output.effects);
-                            output.effects = counts;
-                            return output;
-                        }
-                    }
-                }
-                let mut output = self.read_body(env, identity, expect);
-                counts.append(&mut output.effects);
-                output.effects = counts;
-                output
+                self.verified(
+                    env,
+                    identity,
+                    proof,
+                    vec![Effect::Count(counter, 1)],
+                    expect,
+                )
             }
             TokenVerdict::Refuse(refusal) => self.refuse(env, refusal, None),
+            TokenVerdict::Introspect { provider } => self.ask_authorization_server(
+                env,
+                Purpose::Introspection,
+                provider,
+                authorization_server::Job::Introspect { expect },
+            ),
             TokenVerdict::KeysPending { provider } => {
                 if matches!(self.stage, Stage::AwaitingKeys) {
                     // The wait is over and still no keys.
@@ -363,6 +375,52 @@ impl Exchange {
                 )
             }
         }
+    }
+
+    /// A good token (a verified JWT, or an introspection answer): its DPoP
+    /// proof, if any, is checked against replay last, then the body is read.
+    /// `counts` go first.
+    fn verified(
+        &mut self,
+        env: &mut Env,
+        identity: Identity,
+        proof: Option<dpop::Accepted>,
+        mut counts: Vec<Effect>,
+        expect: Expect,
+    ) -> Output {
+        if let Some(proof) = proof {
+            let now_s = env.now_ms / 1000;
+            // Last of the proof's checks: was it used before?
+            let seen = replay::remember(
+                env.host,
+                &proof.jkt,
+                &proof.jti,
+                proof.remember_until,
+                now_s,
+            );
+            match seen {
+                Seen::Fresh { evicted } => {
+                    counts.push(Effect::Count(Counter::DpopAccepted, 1));
+                    if evicted {
+                        counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
+                    }
+                    self.dpop_nonce = proof.next_nonce;
+                }
+                Seen::Replayed | Seen::Unavailable => {
+                    let refusal = gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
+                    // Like every other failed proof: no identity (audit
+                    // mode lets it on without one).
+                    let mut output = self.refuse(env, refusal, None);
+                    counts.append(&mut output.effects);
+                    output.effects = counts;
+                    return output;
+                }
+            }
+        }
+        let mut output = self.read_body(env, identity, expect);
+        counts.append(&mut output.effects);
+        output.effects = counts;
+        output
     }
 
     fn await_keys(&mut self, provider: usize, mut effects: Vec<Effect>) -> Output {
@@ -441,36 +499,131 @@ impl Exchange {
         let edits = gate::upstream_headers(policy, &self.head, Some(&identity));
         let mut effects = vec![Effect::Count(Counter::Allowed, 1)];
         effects.extend(skipped_headers(&edits));
-        effects.push(Effect::EditRequestHeaders(edits.clone()));
         if !gate::enforces(policy) {
             let call = body.as_ref().map(gate::first_call).unwrap_or_default();
             effects.push(Effect::Log(
                 Level::Info,
-                decision_log::allow_line(rule.as_deref(), call, &identity),
+                decision_log::allow_line(
+                    rule.as_deref(),
+                    call,
+                    &identity,
+                    policy.upstream_token.as_ref(),
+                ),
             ));
         }
+        let mut watch = None;
         if gate::enforces(policy) && policy.filter_lists {
             // Every answer that can carry a list is watched: a GET stream
             // (live or resumed) or DELETE, whose requests the filter never
             // saw, and a POST that asked for a list.
             let pending = body.as_ref().map(gate::pending_lists).unwrap_or_default();
             if body.is_none() || !pending.is_empty() {
-                self.answer = Some(AnswerWatch::new(
+                watch = Some(AnswerWatch::new(
                     pending,
                     identity.clone(),
                     self.head.headers.clone(),
                 ));
             }
         }
+        self.forward(
+            env,
+            Forward {
+                outcome: Outcome::Allowed { rule },
+                identity: Some(identity),
+                edits,
+                effects,
+                watch,
+            },
+        )
+    }
+
+    /// Lets a decided request go upstream: at once, or once the token the
+    /// upstream gets has been exchanged for it.
+    fn forward(&mut self, env: &mut Env, forward: Forward) -> Output {
+        let Some(upstream) = &env.policy.upstream_token else {
+            return self.finish_forward(env, forward, None);
+        };
+        let Some(identity) = &forward.identity else {
+            // Audit mode letting a request without a verified token on:
+            // there is nothing to exchange.
+            return self.finish_forward(env, forward, None);
+        };
+        let provider = upstream.provider;
+        // The verdict is given; only the upstream's token is still to come
+        // (`explain` shows it; a failed exchange replaces it).
+        self.verdict = Some(Verdict {
+            outcome: forward.outcome.clone(),
+            identity: forward.identity.clone(),
+            edits: Some(forward.edits.clone()),
+        });
+        if env.policy.providers[provider].issuer != identity.issuer {
+            let refusal = gate::upstream_token_unavailable(
+                false,
+                "the caller's issuer is not the one upstream_token exchanges tokens of".into(),
+            );
+            return self.refuse_forward(forward, refusal);
+        }
+        self.ask_authorization_server(
+            env,
+            Purpose::TokenExchange,
+            provider,
+            authorization_server::Job::Exchange(Box::new(forward)),
+        )
+    }
+
+    /// The request goes upstream, with the exchanged token when there is one.
+    fn finish_forward(&mut self, env: &mut Env, forward: Forward, token: Option<&str>) -> Output {
+        let Forward {
+            outcome,
+            identity,
+            mut edits,
+            mut effects,
+            watch,
+        } = forward;
+        if let (Some(token), Some(upstream)) = (token, &env.policy.upstream_token) {
+            let value = if upstream.header == "authorization" {
+                format!("Bearer {token}")
+            } else {
+                token.to_string()
+            };
+            edits.set.push((upstream.header.clone(), value));
+        }
+        effects.push(Effect::EditRequestHeaders(edits.clone()));
+        self.answer = watch;
         self.stage = Stage::Forwarded;
         self.verdict = Some(Verdict {
-            outcome: Outcome::Allowed { rule },
-            identity: Some(identity),
+            outcome,
+            identity,
             edits: Some(edits),
         });
         Output {
             effects,
             action: Action::Continue,
+        }
+    }
+
+    /// No token for the upstream: the request is answered (in audit mode
+    /// too: it must never go on without the token the operator asked for).
+    fn refuse_forward(&mut self, forward: Forward, refusal: Refusal) -> Output {
+        let mut effects: Vec<Effect> = refusal
+            .counters()
+            .into_iter()
+            .map(|c| Effect::Count(c, 1))
+            .collect();
+        effects.push(Effect::Log(
+            Level::Info,
+            decision_log::refusal_line(&self.head, forward.identity.as_ref(), &refusal, true),
+        ));
+        effects.push(Effect::SendAnswer(refusal.answer.clone()));
+        self.stage = Stage::Answered;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Refused(refusal),
+            identity: forward.identity,
+            edits: None,
+        });
+        Output {
+            effects,
+            action: Action::Hold,
         }
     }
 
@@ -535,17 +688,16 @@ impl Exchange {
         let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
         effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
         effects.extend(skipped_headers(&edits));
-        effects.push(Effect::EditRequestHeaders(edits.clone()));
-        self.stage = Stage::Forwarded;
-        self.verdict = Some(Verdict {
-            outcome: Outcome::AuditPassed(refusal),
-            identity,
-            edits: Some(edits),
-        });
-        Output {
-            effects,
-            action: Action::Continue,
-        }
+        self.forward(
+            env,
+            Forward {
+                outcome: Outcome::AuditPassed(refusal),
+                identity,
+                edits,
+                effects,
+                watch: None,
+            },
+        )
     }
 }
 
