@@ -333,7 +333,7 @@ pub struct KeyRing {
 pub enum TokenVerdict {
     /// The token is good (and so is its DPoP proof, when it is bound).
     Verified {
-        identity: Identity,
+        identity: Rc<Identity>,
         /// It was found in the verified-token cache.
         cached: bool,
         /// The DPoP proof that came with a bound token: its `jti` is still
@@ -365,7 +365,14 @@ pub fn check_token(
     cache: &mut VerifiedTokenCache,
     now_s: u64,
 ) -> TokenVerdict {
-    let (scheme, token) = match token::credentials(&head.header_values("authorization")) {
+    let malformed = || {
+        TokenVerdict::Refuse(invalid_token(
+            policy,
+            Scheme::Bearer,
+            TokenErrorKind::Malformed,
+        ))
+    };
+    let (scheme, token) = match token::presented(&head.header_values("authorization")) {
         Ok(credentials) => credentials,
         Err(BearerError::Missing) => {
             return TokenVerdict::Refuse(Refusal::new(
@@ -373,15 +380,12 @@ pub fn check_token(
                 Reason::NoToken,
             ))
         }
-        Err(BearerError::Malformed) => {
-            return TokenVerdict::Refuse(invalid_token(
-                policy,
-                Scheme::Bearer,
-                TokenErrorKind::Malformed,
-            ))
-        }
+        Err(BearerError::Malformed) => return malformed(),
     };
     if let Some(provider) = introspecting_provider(policy, token) {
+        if !token::is_b64token(token) {
+            return malformed();
+        }
         // The scheme is checked before any call: whether the token is bound
         // to a key is only known from the answer (`introspected`).
         return match (scheme, policy.providers[provider].dpop.mode) {
@@ -393,6 +397,9 @@ pub fn check_token(
     }
     let (identity, cached) = match cache.get(token, now_s, &keys.generations) {
         Some(identity) => (identity, true),
+        // Only a token that verified is cached, and none verifies outside
+        // the b64token alphabet: the alphabet is checked on a miss only.
+        None if !token::is_b64token(token) => return malformed(),
         None => match verify(policy, token, scheme, keys, cache, now_s) {
             Ok(identity) => (identity, false),
             Err(verdict) => return *verdict,
@@ -489,18 +496,19 @@ fn verify(
     keys: &KeyRing,
     cache: &mut VerifiedTokenCache,
     now_s: u64,
-) -> Result<Identity, Box<TokenVerdict>> {
+) -> Result<Rc<Identity>, Box<TokenVerdict>> {
     let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
     match token::verify(token, &policy.providers, &sets, now_s) {
         Ok(mut identity) => {
             identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
+            let identity = Rc::new(identity);
             if let Some(provider) = policy
                 .providers
                 .iter()
                 .position(|p| p.issuer == identity.issuer)
             {
                 let generation = keys.generations.get(provider).copied().unwrap_or(0);
-                cache.insert(token, provider, generation, identity.clone());
+                cache.insert(token, provider, generation, Rc::clone(&identity));
             }
             Ok(identity)
         }
@@ -1062,6 +1070,40 @@ mod tests {
             .filter(|(n, _)| n == "www-authenticate")
             .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    #[test]
+    fn a_token_outside_the_b64token_alphabet_is_malformed_cached_token_or_not() {
+        let policy = policy_with(DpopMode::Off);
+        let mut cache = VerifiedTokenCache::new(8);
+        let token = sign(Signer::RS256, Some("rsa1"), claims());
+        let auth = format!("Bearer {token}");
+        assert!(matches!(
+            outcome(&policy, &head(&auth, &[]), &mut cache),
+            Ok(false)
+        ));
+        assert_eq!(cache.len(), 1);
+        // The good token is cached; the same bytes with one character
+        // outside the alphabet are another token, and malformed.
+        for bad in [
+            format!("{token}!"),
+            format!("{token}\u{e9}"),
+            format!("!{token}"),
+            format!("{token}=="),
+            format!("{token}=a"),
+        ] {
+            let refused =
+                outcome(&policy, &head(&format!("Bearer {bad}"), &[]), &mut cache).expect_err(&bad);
+            assert_eq!(
+                refused.class,
+                Some(Class::Token(TokenErrorKind::Malformed)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            outcome(&policy, &head(&auth, &[]), &mut cache),
+            Ok(false)
+        ));
     }
 
     #[test]

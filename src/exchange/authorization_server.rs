@@ -9,6 +9,8 @@
 //! the call another request made, or makes the call itself (discovering the
 //! endpoint first when none is configured).
 
+use std::rc::Rc;
+
 use serde_json::Value;
 
 use super::output::{Action, Effect, Level, Output};
@@ -469,7 +471,7 @@ impl Exchange {
                             gate::introspected(env.policy, &self.head, provider, &c, now_s)
                         }) {
                             Some(Ok((identity, proof))) => {
-                                self.verified(env, identity, proof, Vec::new(), expect)
+                                self.verified(env, Rc::new(identity), proof, Vec::new(), expect)
                             }
                             Some(Err(refusal)) => self.refuse(env, *refusal, None),
                             None => self.refuse(

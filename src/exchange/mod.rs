@@ -31,6 +31,8 @@ use crate::counters::Counter;
 use crate::dpop::replay::{self, Seen};
 use crate::dpop::{self, ProofErrorKind};
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
+use std::rc::Rc;
+
 use crate::identity::Identity;
 use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
@@ -90,7 +92,7 @@ pub enum Outcome {
 pub struct Verdict {
     pub outcome: Outcome,
     /// The verified identity, when the token was checked and good.
-    pub identity: Option<Identity>,
+    pub identity: Option<Rc<Identity>>,
     /// The header edits the request went upstream with (when it did).
     pub edits: Option<gate::UpstreamHeaders>,
 }
@@ -98,7 +100,7 @@ pub struct Verdict {
 /// A decided request on its way upstream: what it goes with.
 struct Forward {
     outcome: Outcome,
-    identity: Option<Identity>,
+    identity: Option<Rc<Identity>>,
     edits: gate::UpstreamHeaders,
     /// Counts and log lines of the decision, carried out when it goes.
     effects: Vec<Effect>,
@@ -113,7 +115,7 @@ enum Stage {
     AwaitingKeys,
     /// Token good; held until the body has ended.
     ReadingBody {
-        identity: Box<Identity>,
+        identity: Rc<Identity>,
         expect: Expect,
     },
     /// Held while the authorization server is asked (introspection before
@@ -313,7 +315,7 @@ impl Exchange {
                 else {
                     return Output::hold();
                 };
-                self.read_body(env, *identity, expect)
+                self.read_body(env, identity, expect)
             }
         }
     }
@@ -383,7 +385,7 @@ impl Exchange {
     fn verified(
         &mut self,
         env: &mut Env,
-        identity: Identity,
+        identity: Rc<Identity>,
         proof: Option<dpop::Accepted>,
         mut counts: Vec<Effect>,
         expect: Expect,
@@ -433,7 +435,7 @@ impl Exchange {
     }
 
     /// With a good token: read the body to its end, then decide.
-    fn read_body(&mut self, env: &mut Env, identity: Identity, expect: Expect) -> Output {
+    fn read_body(&mut self, env: &mut Env, identity: Rc<Identity>, expect: Expect) -> Output {
         let policy = env.policy;
         match expect {
             Expect::Nothing => {
@@ -441,10 +443,7 @@ impl Exchange {
                     return self.refuse(env, gate::unexpected_body(), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody {
-                        identity: Box::new(identity),
-                        expect,
-                    };
+                    self.stage = Stage::ReadingBody { identity, expect };
                     return Output::hold();
                 }
                 self.allow(env, identity, None, None)
@@ -457,10 +456,7 @@ impl Exchange {
                     return self.refuse(env, gate::too_large(policy), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody {
-                        identity: Box::new(identity),
-                        expect,
-                    };
+                    self.stage = Stage::ReadingBody { identity, expect };
                     return Output::hold();
                 }
                 let bytes = env.host.request_body(self.body_len);
@@ -491,7 +487,7 @@ impl Exchange {
     fn allow(
         &mut self,
         env: &mut Env,
-        identity: Identity,
+        identity: Rc<Identity>,
         rule: Option<String>,
         body: Option<Body>,
     ) -> Output {
@@ -520,7 +516,7 @@ impl Exchange {
             if body.is_none() || !pending.is_empty() {
                 watch = Some(AnswerWatch::new(
                     pending,
-                    identity.clone(),
+                    Rc::clone(&identity),
                     self.head.headers.clone(),
                 ));
             }
@@ -612,7 +608,7 @@ impl Exchange {
             .collect();
         effects.push(Effect::Log(
             Level::Info,
-            decision_log::refusal_line(&self.head, forward.identity.as_ref(), &refusal, true),
+            decision_log::refusal_line(&self.head, forward.identity.as_deref(), &refusal, true),
         ));
         effects.push(Effect::SendAnswer(refusal.answer.clone()));
         self.stage = Stage::Answered;
@@ -660,7 +656,12 @@ impl Exchange {
     /// Logs and counts a refusal; answers it, or in audit mode lets the
     /// request on without client identity headers (and with the verified
     /// ones where there is an identity).
-    fn refuse(&mut self, env: &mut Env, refusal: Refusal, identity: Option<Identity>) -> Output {
+    fn refuse(
+        &mut self,
+        env: &mut Env,
+        refusal: Refusal,
+        identity: Option<Rc<Identity>>,
+    ) -> Output {
         let policy = env.policy;
         let enforced = gate::enforces(policy);
         let mut effects: Vec<Effect> = refusal
@@ -670,7 +671,7 @@ impl Exchange {
             .collect();
         effects.push(Effect::Log(
             Level::Info,
-            decision_log::refusal_line(&self.head, identity.as_ref(), &refusal, enforced),
+            decision_log::refusal_line(&self.head, identity.as_deref(), &refusal, enforced),
         ));
         if enforced {
             effects.push(Effect::SendAnswer(refusal.answer.clone()));
@@ -685,7 +686,7 @@ impl Exchange {
                 action: Action::Hold,
             };
         }
-        let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
+        let edits = gate::upstream_headers(policy, &self.head, identity.as_deref());
         effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
         effects.extend(skipped_headers(&edits));
         self.forward(
