@@ -178,7 +178,10 @@ def test_conditions_read_the_introspected_claims(e, server, upstream):
     ({k: v for k, v in active(ISSUER, RESOURCE).items() if k != "aud"}, "token audience not accepted"),
     (active("https://evil.example.com", RESOURCE), "token issuer not accepted"),
     (active(ISSUER, RESOURCE, token_type="refresh_token"), "token type not accepted"),
-    (active(ISSUER, RESOURCE, cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+    # Accepted as an answer, so its `exp` is checked: these answers are made
+    # when the tests are collected, and this one must still be good when it
+    # runs, however long the run.
+    (active(ISSUER, RESOURCE, ttl=7 * 86400, cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
      "token is bound to a key: send it with the DPoP scheme and a proof"),
     (active(ISSUER, RESOURCE, token_type="DPoP"), "token type not accepted"),
     (active(ISSUER, RESOURCE, cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
