@@ -36,12 +36,19 @@ impl Glob {
 
     /// Whether `text` matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
+        // Every rule's globs meet every call: a pattern without wildcards
+        // is a plain comparison, and the general case walks `text` in place
+        // (no copy of it per call).
+        if !self.source.contains(['*', '?']) {
+            return self.source == text;
+        }
         // Iterative matcher with single-star backtracking: linear in practice,
-        // never exponential, no recursion (the VM's stack is small).
-        let text: Vec<char> = text.chars().collect();
+        // never exponential, no recursion (the VM's stack is small). `t` and
+        // the star's restart point are byte offsets into `text`, always on a
+        // character boundary.
         let (mut p, mut t) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
+        while let Some(c) = text[t..].chars().next() {
             match self.pattern.get(p) {
                 Some('*') => {
                     star = Some((p, t));
@@ -49,17 +56,19 @@ impl Glob {
                 }
                 Some('?') => {
                     p += 1;
-                    t += 1;
+                    t += c.len_utf8();
                 }
-                Some(c) if *c == text[t] => {
+                Some(literal) if *literal == c => {
                     p += 1;
-                    t += 1;
+                    t += c.len_utf8();
                 }
                 _ => match star {
                     Some((sp, st)) => {
+                        // The star takes one more character of the text.
+                        let taken = text[st..].chars().next().map_or(1, char::len_utf8);
                         p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
+                        t = st + taken;
+                        star = Some((sp, st + taken));
                     }
                     None => return false,
                 },
@@ -108,6 +117,38 @@ mod tests {
     fn patterns_that_cannot_match_are_refused() {
         assert!(Glob::parse("").is_err());
         assert!(Glob::parse("a\nb").is_err());
+    }
+
+    /// The textbook dynamic programme over characters: what a glob means.
+    fn reference(pattern: &str, text: &str) -> bool {
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+        // done[j]: the pattern so far matches text[..j].
+        let mut done = vec![false; t.len() + 1];
+        done[0] = true;
+        for c in &p {
+            let mut next = vec![false; t.len() + 1];
+            for j in 0..=t.len() {
+                next[j] = match c {
+                    '*' => done[j] || (j > 0 && next[j - 1]),
+                    '?' => j > 0 && done[j - 1],
+                    c => j > 0 && done[j - 1] && t[j - 1] == *c,
+                };
+            }
+            done = next;
+        }
+        done[t.len()]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4000))]
+        #[test]
+        fn the_matcher_agrees_with_the_reference(
+            pattern in "[ab*?é_]{1,8}",
+            text in "[abé_]{0,10}",
+        ) {
+            let glob = Glob::parse(&pattern).expect("pattern");
+            proptest::prop_assert_eq!(glob.matches(&text), reference(&pattern, &text));
+        }
     }
 
     #[test]

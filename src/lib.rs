@@ -24,6 +24,7 @@
 //!   [`counters`].
 
 pub mod answer;
+pub mod authorization_server;
 pub mod condition;
 pub mod config;
 pub mod counters;
@@ -43,6 +44,7 @@ pub mod media;
 pub mod policy;
 pub mod publish;
 pub mod servers;
+pub mod shared_data;
 pub mod signature;
 pub mod token;
 pub mod token_cache;

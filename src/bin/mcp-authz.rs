@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_authz::answer;
-use mcp_authz::config::{Gateway, JwksSource, Policy};
+use mcp_authz::config::{Client, Endpoint, Gateway, JwksSource, Policy, Provider};
+use mcp_authz::dpop::Mode as DpopMode;
 use mcp_authz::explain::{self, Outcome, Request};
 use mcp_authz::gate::RequestHead;
 use mcp_authz::jwks::KeySet;
@@ -113,7 +114,9 @@ fn check(args: &[String]) -> Result<u8, Failure> {
         Ok(gateway) => {
             for server in &gateway.servers {
                 describe(&server.policy, gateway.listed.then_some(&server.matcher));
+                print_upstream_token(&server.policy);
             }
+            print_providers(gateway.providers());
             Ok(0)
         }
         Err(e) => {
@@ -170,6 +173,71 @@ fn describe(policy: &Policy, matcher: Option<&mcp_authz::config::ServerMatch>) {
     }
     for (scope, implied) in &policy.scope_implies.closure {
         println!("scope {scope} implies {}", implied.join(" "));
+    }
+}
+
+/// How `check` names an authorization server call: the endpoint, cluster
+/// and client authentication method, never a secret.
+fn call_text(endpoint: &Endpoint, client: &Client) -> String {
+    format!(
+        "at {} through cluster {:?} as client {:?} ({})",
+        endpoint
+            .url
+            .as_deref()
+            .unwrap_or("the issuer's discovered endpoint"),
+        endpoint.cluster,
+        client.id,
+        client.auth.name()
+    )
+}
+
+/// Which providers introspect or take DPoP (shared by every server).
+fn print_providers(providers: &[Provider]) {
+    let call = call_text;
+    for (i, provider) in providers.iter().enumerate() {
+        if let Some(introspection) = &provider.introspection {
+            let tokens = if provider.jwks.is_some() {
+                "opaque tokens"
+            } else {
+                "every token"
+            };
+            println!(
+                "providers[{i}] {:?} introspects {tokens} {}, answers kept up to {} s",
+                provider.issuer,
+                call(&introspection.endpoint, &introspection.client),
+                introspection.cache_seconds
+            );
+        }
+        if provider.dpop.mode != DpopMode::Off {
+            println!(
+                "providers[{i}] {:?} dpop {}: a token bound to a key (cnf.jkt, in a JWT or an introspection answer) needs its proof",
+                provider.issuer,
+                provider.dpop.mode.name()
+            );
+        }
+    }
+}
+
+/// A server's token exchange for its upstream.
+fn print_upstream_token(policy: &Policy) {
+    let call = call_text;
+    if let Some(upstream) = &policy.upstream_token {
+        let wanted = match (&upstream.audience, &upstream.resource) {
+            (Some(audience), _) => format!("audience {audience:?}"),
+            (None, Some(resource)) => format!("resource {resource:?}"),
+            (None, None) => "no audience".to_string(),
+        };
+        println!(
+            "upstream_token: the tokens of providers[{}] exchanged for {wanted} {}, sent in {}{}",
+            upstream.provider,
+            call(&upstream.endpoint, &upstream.client),
+            upstream.header,
+            if upstream.cache {
+                ", reused until shortly before they expire"
+            } else {
+                ""
+            }
+        );
     }
 }
 
@@ -293,7 +361,7 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
             if !gateway
                 .providers()
                 .iter()
-                .any(|p| matches!(p.jwks, JwksSource::Remote(_)))
+                .any(|p| matches!(p.jwks, Some(JwksSource::Remote(_))))
             {
                 eprintln!("mcp-authz: --jwks ignored: every provider's keys are inline");
             }

@@ -1,6 +1,7 @@
 //! Compiling the configuration JSON into a [`Policy`]: every key checked,
 //! every error naming its field.
 
+use super::authorization_server::{parse_introspection, parse_upstream_token};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -62,6 +63,16 @@ pub(super) fn compile_server(
         }
         None => None,
     };
+    let token_forwarding = obj.choice(
+        "token_forwarding",
+        &[
+            ("strip", TokenForwarding::Strip),
+            ("forward", TokenForwarding::Forward),
+        ],
+    )?;
+    let identity_headers = parse_identity_headers(obj)?;
+    let upstream_token =
+        parse_upstream_token(obj, &providers, token_forwarding, &identity_headers)?;
     let rules = obj
         .required_list("rules")?
         .iter()
@@ -79,20 +90,15 @@ pub(super) fn compile_server(
         providers,
         rules,
         filter_lists: obj.optional_bool("filter_lists")?.unwrap_or(true),
-        token_forwarding: obj.choice(
-            "token_forwarding",
-            &[
-                ("strip", TokenForwarding::Strip),
-                ("forward", TokenForwarding::Forward),
-            ],
-        )?,
-        identity_headers: parse_identity_headers(obj)?,
+        token_forwarding,
+        identity_headers,
         max_body_bytes: shared.max_body_bytes,
         mode: obj.choice(
             "mode",
             &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
         )?,
         public_paths: parse_public_paths(obj)?,
+        upstream_token,
         scope_implies: parse_scope_implies(obj)?,
         server_name: shared.server_name,
         server_index: shared.server_index,
@@ -120,6 +126,18 @@ pub(super) fn parse_providers(
                     .into(),
             ));
         }
+    }
+    // An opaque token names no issuer: it can only go to one introspection
+    // endpoint, or an authorization server would see another's tokens.
+    let introspecting: Vec<usize> = (0..providers.len())
+        .filter(|&i| providers[i].introspection.is_some())
+        .collect();
+    if let [_, second, ..] = introspecting[..] {
+        return Err(top.error(
+            &format!("providers[{second}].introspection"),
+            "only one provider may introspect: an opaque token names no issuer, and must not be sent to another authorization server"
+                .into(),
+        ));
     }
     Ok(providers)
 }
@@ -266,7 +284,12 @@ fn parse_provider(
             ))
         }
     };
-    let jwks = parse_jwks(&obj)?;
+    let introspection = parse_introspection(&obj)?;
+    let jwks = if introspection.is_some() && obj.get("jwks").is_none() {
+        None
+    } else {
+        Some(parse_jwks(&obj)?)
+    };
     let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
         .optional_u64("clock_skew_seconds")?
@@ -298,6 +321,7 @@ fn parse_provider(
         issuer,
         audiences,
         jwks,
+        introspection,
         algorithms,
         clock_skew_seconds,
         roles_claims,

@@ -11,6 +11,8 @@ use crate::answer;
 use crate::config::Policy;
 use crate::counters::Counter;
 use crate::gate;
+use std::rc::Rc;
+
 use crate::identity::Identity;
 use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
 use crate::mcp::param_headers::{self, ParamHeader};
@@ -63,7 +65,7 @@ enum Reading {
 /// Watches one answer for list results.
 pub struct AnswerWatch {
     pending: PendingLists,
-    identity: Identity,
+    identity: Rc<Identity>,
     /// The request's headers, for rule conditions.
     headers: Vec<(String, String)>,
     reading: Reading,
@@ -77,7 +79,7 @@ impl AnswerWatch {
     /// are answered for `identity`.
     pub fn new(
         pending: PendingLists,
-        identity: Identity,
+        identity: Rc<Identity>,
         headers: Vec<(String, String)>,
     ) -> AnswerWatch {
         AnswerWatch {

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::*;
-use crate::dpop::replay::SharedMap;
 use crate::gate::{BadRequestKind, KeyRing, Reason};
+use crate::shared_data::SharedMap;
 use crate::token::tests::{claims, key_sets, sign, Signer, ISS, NOW};
 
 const GITHUB: &str = "https://gw.example.com/github/mcp";
@@ -55,6 +55,12 @@ impl SharedData for Host {
 }
 
 impl super::Host for Host {
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+    fn digest_key(&self) -> [u8; 32] {
+        [7; 32]
+    }
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.body[..len.min(self.body.len())].to_vec()
     }
