@@ -719,15 +719,26 @@ mod tests {
         body: &[u8],
         claims: &Value,
     ) -> Vec<Effect> {
+        let gateway = crate::config::Gateway::single(policy.clone());
+        run_at(&gateway, host, head, body, claims)
+    }
+
+    /// [`run`] through a configuration of several servers.
+    fn run_at(
+        gateway: &crate::config::Gateway,
+        host: &mut TestHost,
+        head: RequestHead,
+        body: &[u8],
+        claims: &Value,
+    ) -> Vec<Effect> {
         let ring = KeyRing {
             sets: vec![None],
             generations: vec![0],
         };
         host.body = body.to_vec();
         let mut cache = VerifiedTokenCache::new(0);
-        let gateway = crate::config::Gateway::single(policy.clone());
         let mut env = Env {
-            gateway: &gateway,
+            gateway,
             keys: &ring,
             cache: &mut cache,
             now_ms: NOW_MS,
@@ -1050,5 +1061,39 @@ mod tests {
         assert_eq!(get(&a, &mut host, "tok", "https://a.example/mcp"), 200);
         // And A's acceptance is no acceptance at B.
         assert_eq!(get(&b, &mut host, "tok", "https://a.example/mcp"), 401);
+    }
+
+    #[test]
+    fn an_introspected_token_for_one_server_is_refused_at_another() {
+        let server = |name: &str| {
+            json!({"name": name, "match": {"path_prefix": format!("/{name}")},
+                   "resource": format!("https://gw.example/{name}/mcp"),
+                   "rules": [{"effect": "allow", "methods": ["*"]}]})
+        };
+        let gateway = crate::config::Gateway::from_value(&json!({
+            "providers": [{"issuer": ISS, "introspection": {"cluster": "idp",
+                "url": "https://idp.example.com/introspect", "client_id": "gw", "client_secret": "s"}}],
+            "servers": [server("a"), server("b")]
+        }))
+        .expect("gateway");
+        let mut host = TestHost {
+            shared: SharedMap::default(),
+            body: Vec::new(),
+        };
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        let claims = json!({"active": true, "iss": ISS, "aud": "https://gw.example/a/mcp",
+                            "exp": NOW_MS / 1000 + 300});
+        let mut at = |path: &str| {
+            let head = RequestHead::new(
+                "GET",
+                path,
+                vec![("authorization".into(), "Bearer opaque-1".into())],
+            );
+            status_of(&run_at(&gateway, &mut host, head, b"", &claims))
+        };
+        assert_eq!(at("/a/mcp"), 200);
+        // The answer shared for a is no answer for b.
+        assert_eq!(at("/b/mcp"), 401);
+        assert_eq!(at("/a/mcp"), 200);
     }
 }
