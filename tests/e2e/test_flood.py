@@ -19,11 +19,13 @@ STATS = "wasmcustom.mcp_authz."
 
 
 def readme_filters():
-    """The `http_filters` of the README's local_ratelimit snippet."""
+    """The `http_filters` of the README's local_ratelimit snippet in front
+    of the filter (the per-tool limits after it, in "The verified call for
+    the rest of the chain", are tested in test_servers.py)."""
     readme = (ROOT / "README.md").read_text()
     blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S)
-              if "envoy.filters.http.local_ratelimit" in b]
-    assert len(blocks) == 1, "exactly one local_ratelimit snippet in the README"
+              if "envoy.filters.http.local_ratelimit" in b and b.startswith("http_filters:")]
+    assert len(blocks) == 1, "exactly one local_ratelimit chain in the README"
     filters = yaml.safe_load(blocks[0])["http_filters"]
     names = [f["name"] for f in filters]
     assert names == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.wasm",

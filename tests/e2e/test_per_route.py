@@ -22,7 +22,8 @@ from mcp_client import LIST, call, post
 from tokens import RsaKey, claims
 
 KEY = RsaKey("per-route")
-READER = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"], scope="mcp:read"))
+# Minted when the tests are collected: good for longer than a full run.
+READER = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"], scope="mcp:read", ttl=24 * 3600))
 CONFIG = base_config([inline_provider(KEY)], TOOL_RULES)
 
 FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
