@@ -8,11 +8,19 @@
 //!   `serde_json::Value`) while checking every object in it.
 //! - [`spans`]: byte spans of members and elements in a document already
 //!   validated, for rewriting it without re-serialising it.
+//! - [`scan`]: one pass that checks a document as strictly as
+//!   [`parse_strict`] without building it, and reports byte spans, so an
+//!   answer can be rewritten from its own bytes (serde_json would reorder
+//!   keys and rewrite numbers such as `1.0e3`).
 //!
-//! Recursion always goes through serde_json's deserializer, so its depth
-//! limit (128) holds: deep nesting is a syntax error, not a stack overflow.
+//! Recursion goes through serde_json's deserializer, whose depth limit (128)
+//! holds, or through the scanner, which keeps the same limit: deep nesting
+//! is a syntax error, not a stack overflow.
 
+#[cfg(test)]
+pub(crate) mod edits;
 pub mod keys;
+pub mod scan;
 pub mod spans;
 pub mod walk;
 
