@@ -780,28 +780,25 @@ pub fn pending_lists(body: &Body) -> PendingLists {
         .collect()
 }
 
-/// Whether the caller may use a listed item: the same rule engine, asked
-/// about the call the item stands for. A resource template is kept when its
-/// `uriTemplate` text itself is allowed for `resources/read` (so `docs://*`
-/// keeps `docs://{path}`); an item without the expected string is removed.
+/// Whether the caller may use a listed item, named `name` (its `name`,
+/// `uri` or `uriTemplate`, per [`ListKind::item_key`]): the same rule
+/// engine, asked about the call the item stands for. A resource template is
+/// kept when its `uriTemplate` text itself is allowed for `resources/read`
+/// (so `docs://*` keeps `docs://{path}`).
 pub fn may_use(
     policy: &Policy,
     identity: &Identity,
     headers: &[(String, String)],
     now_s: u64,
     kind: ListKind,
-    item: &serde_json::Value,
+    name: &str,
 ) -> bool {
-    let (method, field) = match kind {
-        ListKind::Tools => ("tools/call", "name"),
-        ListKind::Prompts => ("prompts/get", "name"),
-        ListKind::Resources => ("resources/read", "uri"),
-        ListKind::ResourceTemplates => ("resources/read", "uriTemplate"),
+    let method = match kind {
+        ListKind::Tools => "tools/call",
+        ListKind::Prompts => "prompts/get",
+        ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
     };
-    match item.get(field).and_then(|v| v.as_str()) {
-        Some(name) => policy::may_call(&policy.rules, method, name, identity, headers, now_s),
-        None => false,
-    }
+    policy::may_call(&policy.rules, method, name, identity, headers, now_s)
 }
 
 #[cfg(test)]

@@ -4,15 +4,13 @@
 //! `Content-Type` headers, malformed, too large) is replaced by a JSON-RPC
 //! error with headers that match it.
 
-use serde_json::Value;
-
 use super::output::{Action, Effect, Level, Output};
 use crate::answer;
 use crate::config::Policy;
 use crate::counters::Counter;
 use crate::gate;
 use crate::identity::Identity;
-use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
+use crate::lists::{self, Item, ListError, ListKind, PendingLists, SseFilter};
 use crate::mcp::param_headers::{self, ParamHeader};
 use crate::media;
 use std::cell::RefCell;
@@ -374,26 +372,40 @@ fn set_header(name: &str, value: Option<String>) -> Effect {
     }
 }
 
-/// The item predicate: the caller may use the item (same rule engine).
-/// Every listed tool also tells what it declares as `Mcp-Param-*`
-/// headers: that goes to `learned`.
+/// The item predicate: the caller may use the item (same rule engine); an
+/// item without the string it is judged by is removed. Every listed tool
+/// also tells what it declares as `Mcp-Param-*` headers: that goes to
+/// `learned`.
 fn keeper<'a>(
     policy: &'a Policy,
     identity: &'a Identity,
     headers: &'a [(String, String)],
     now_s: u64,
     learned: &'a Learned,
-) -> impl Fn(ListKind, &Value) -> bool + 'a {
-    move |kind, item| {
-        if kind == ListKind::Tools {
-            if let Some(name) = item.get("name").and_then(Value::as_str) {
-                learned
-                    .borrow_mut()
-                    .push((name.to_string(), param_headers::declarations(item)));
-            }
+) -> impl Fn(&Item) -> bool + 'a {
+    move |item| {
+        let Some(name) = item.key() else {
+            return false;
+        };
+        if item.kind() == ListKind::Tools {
+            learned
+                .borrow_mut()
+                .push((name.to_string(), declared_headers(item)));
         }
-        gate::may_use(policy, identity, headers, now_s, kind, item)
+        gate::may_use(policy, identity, headers, now_s, item.kind(), name)
     }
+}
+
+/// A tool's `Mcp-Param-*` declarations. Only a tool with an
+/// `x-mcp-header` member can declare any, so only such a tool is parsed;
+/// for the others `declarations` would find nothing either.
+fn declared_headers(tool: &Item) -> Vec<ParamHeader> {
+    if !tool.may_have_member(param_headers::DECLARATION) {
+        return Vec::new();
+    }
+    tool.value()
+        .map(|tool| param_headers::declarations(&tool))
+        .unwrap_or_default()
 }
 
 /// Tools' `Mcp-Param-*` declarations seen while filtering.
@@ -403,4 +415,63 @@ type Learned = RefCell<Vec<(String, Vec<ParamHeader>)>>;
 fn learn(learned: Learned) -> Option<Effect> {
     let learned = learned.into_inner();
     (!learned.is_empty()).then_some(Effect::LearnToolHeaders(learned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// Whatever a `tools/list` answer's tools look like, what is learned of
+    /// them is what `declarations` finds in each parsed tool, even when the
+    /// filter skips parsing it.
+    #[test]
+    fn listed_tools_teach_what_their_parsed_schemas_declare() {
+        let policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp", "jwks": {"remote": {"cluster": "idp"}}}],
+            "rules": [{"effect": "allow", "methods": ["tools/list", "tools/call"]}]
+        }))
+        .expect("policy");
+        let body = concat!(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":["#,
+            r#"{"name":"plain","inputSchema":{"type":"object","properties":{"id":{"type":"string"}}}},"#,
+            r#"{"name":"routed","inputSchema":{"properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},"#,
+            r#"{"name":"escaped","inputSchema":{"properties":{"t":{"type":"integer","x-mcp-h\u0065ader":"Tenant"}}}},"#,
+            r#"{"n\u0061me":"escaped name","description":"x-mcp-header","inputSchema":{}},"#,
+            r#"{"name":"invalid","inputSchema":{"properties":{"a":{"type":"object","x-mcp-header":"A"}}}},"#,
+            r#"{"name":7},{"description":"no name"}]}}"#
+        );
+        let head = ResponseHead {
+            status: 200,
+            content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
+        };
+        let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
+        let mut watch = AnswerWatch::new(pending, Identity::anonymous("https://idp"), Vec::new());
+        watch.on_headers(&policy, &head, false);
+        let output = watch.on_body(&policy, 0, body.len(), true, &|_| body.as_bytes().to_vec());
+        let learned = output.effects.iter().find_map(|e| match e {
+            Effect::LearnToolHeaders(learned) => Some(learned.clone()),
+            _ => None,
+        });
+
+        let parsed: Value = serde_json::from_str(body).expect("JSON");
+        let expected: Vec<(String, Vec<ParamHeader>)> = parsed["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|tool| {
+                let name = tool.get("name")?.as_str()?;
+                Some((name.to_string(), param_headers::declarations(tool)))
+            })
+            .collect();
+        assert_eq!(learned, Some(expected.clone()));
+        let declaring: Vec<&str> = expected
+            .iter()
+            .filter(|(_, declared)| !declared.is_empty())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(declaring, ["routed", "escaped"]);
+    }
 }

@@ -2,9 +2,7 @@
 //! pass: SSE framing (events, lines, fields, a leading byte-order mark) around
 //! the JSON filtering of `lists`.
 
-use serde_json::Value;
-
-use super::{filter_document, invalid, ListError, ListKind, PendingLists, Shape};
+use super::{filter_document, invalid, Keep, ListError, PendingLists, Shape};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -60,11 +58,7 @@ impl SseFilter {
 
     /// Feeds the next chunk; returns the bytes that can be emitted now (every
     /// event completed so far, filtered where needed).
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<Vec<u8>, ListError> {
+    pub fn push(&mut self, chunk: &[u8], keep: &Keep) -> Result<Vec<u8>, ListError> {
         if self.finished {
             return Err(invalid("data after the end of the stream"));
         }
@@ -76,10 +70,7 @@ impl SseFilter {
     /// still filtered and emitted in the shape it came (no blank line is
     /// added): a client that drops incomplete events still drops it, and one
     /// that dispatches it sees the filtered list.
-    pub fn finish(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<Vec<u8>, ListError> {
+    pub fn finish(&mut self, keep: &Keep) -> Result<Vec<u8>, ListError> {
         if self.finished && self.failed.is_none() {
             return Ok(Vec::new());
         }
@@ -92,11 +83,7 @@ impl SseFilter {
         self.removed
     }
 
-    fn run(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-        at_end: bool,
-    ) -> Result<Vec<u8>, ListError> {
+    fn run(&mut self, keep: &Keep, at_end: bool) -> Result<Vec<u8>, ListError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -107,11 +94,7 @@ impl SseFilter {
         result
     }
 
-    fn drain(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-        at_end: bool,
-    ) -> Result<Vec<u8>, ListError> {
+    fn drain(&mut self, keep: &Keep, at_end: bool) -> Result<Vec<u8>, ListError> {
         let mut out = Vec::new();
         if self.at_stream_start {
             // The SSE parser drops a leading BOM; so must we, or a client
@@ -178,11 +161,7 @@ impl SseFilter {
 
     /// The bytes to emit for one event (complete, or trailing at the end)
     /// and the items removed from it.
-    fn emit(
-        &self,
-        event: &[u8],
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<(Vec<u8>, usize), ListError> {
+    fn emit(&self, event: &[u8], keep: &Keep) -> Result<(Vec<u8>, usize), ListError> {
         if event.len() > self.max_event_bytes {
             return Err(ListError::TooLarge);
         }
@@ -236,7 +215,7 @@ fn field(line: &[u8]) -> (&[u8], &[u8]) {
 fn filter_event(
     event: &[u8],
     pending: &PendingLists,
-    keep: &dyn Fn(ListKind, &Value) -> bool,
+    keep: &Keep,
 ) -> Result<(Vec<u8>, usize), ListError> {
     let lines = split_lines(event);
     // The spec appends each data value plus LF and drops the last LF: a join.

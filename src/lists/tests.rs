@@ -5,20 +5,11 @@ use serde_json::json;
 
 /// What the host's predicate does: judge an item by the field its kind
 /// names, against an allow list.
-fn allow(allowed: &'static [&'static str]) -> impl Fn(ListKind, &Value) -> bool {
-    move |kind, item| {
-        let field = match kind {
-            ListKind::Tools | ListKind::Prompts => "name",
-            ListKind::Resources => "uri",
-            ListKind::ResourceTemplates => "uriTemplate",
-        };
-        item.get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|v| allowed.contains(&v))
-    }
+fn allow(allowed: &'static [&'static str]) -> impl Fn(&Item) -> bool {
+    move |item| item.key().is_some_and(|v| allowed.contains(&v))
 }
 
-fn keep_all(_: ListKind, _: &Value) -> bool {
+fn keep_all(_: &Item) -> bool {
     true
 }
 

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use super::headers::{decode_header_value, HeaderMismatch};
 
+/// The schema keyword that mirrors a parameter into a header.
+pub const DECLARATION: &str = "x-mcp-header";
+
 /// One parameter mirrored into a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamHeader {
@@ -69,7 +72,7 @@ fn walk(
             return Err(Invalid);
         }
         path.push(property.clone());
-        if let Some(declared) = sub.get("x-mcp-header") {
+        if let Some(declared) = sub.get(DECLARATION) {
             let name = declared.as_str().filter(|n| is_token(n)).ok_or(Invalid)?;
             let kind = match sub.get("type").and_then(Value::as_str) {
                 Some("string") => ParamKind::String,
