@@ -45,6 +45,9 @@ FORBIDDEN_TOOL = "delete_everything"
 BUFFER_LIMIT = 4 * 1024 * 1024          # listener per_connection_buffer_limit_bytes
 MAX_BODY = 2 * 1024 * 1024              # mcp_authz max_body_bytes / mcp max_request_body_size
 LIST_TOOLS = 1000
+# The condition of the breakdown's last row (README "Conditions").
+CONDITION = "request.arguments.city != 'Atlantis' && 'reader' in token.roles"
+CONDITION_TOOL = "lookup_weather"
 MISS_TOKENS = 20000
 # Where Envoy 1.40's `mcp` filter puts what it parsed (`method`, `params.name`,
 # ...); older releases used `mcp_proxy`.
@@ -55,6 +58,21 @@ VARIANTS = {
     "native": "B. native jwt_authn + mcp + rbac",
     "mcp_authz": "C. mcp_authz (proxy-wasm, V8)",
 }
+
+# The proxy-wasm floor (bench/floor): Wasm filters that decide nothing, to
+# tell the host ABI's cost from the filter's own. Measured in the breakdown.
+FLOOR_VARIANTS = {
+    "floor_pass": "F1. empty proxy-wasm filter (every callback continues)",
+    "floor_hold": "F2. proxy-wasm filter that holds and reads the body and edits headers, deciding nothing",
+}
+FLOOR_WASM = BENCH / "floor/target/wasm32-wasip1/release/floor_bench.wasm"
+
+
+def build_floor():
+    """The floor module, built like the filter (release, wasm32-wasip1)."""
+    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"],
+                   cwd=BENCH / "floor", check=True)
+    return FLOOR_WASM
 
 
 # ----------------------------------------------------------------- the load
@@ -73,12 +91,12 @@ def ensure_wrk():
     return path
 
 
-def rpc_body(method, name=None, pad=0, request_id=1):
+def rpc_body(method, name=None, pad=0, request_id=1, city="Paris"):
     """A JSON-RPC request; `pad` grows params.arguments.text so the whole
     body is `pad` bytes long (when pad is larger than the bare message)."""
     params = {}
     if name is not None:
-        params = {"name": name, "arguments": {"city": "Paris"}}
+        params = {"name": name, "arguments": {"city": city}}
     msg = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
     text = json.dumps(msg, separators=(",", ":"))
     if pad and pad > len(text):
@@ -311,6 +329,9 @@ def plugin_config(jwks):
             {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
             {"name": "readers call get_*", "effect": "allow", "methods": ["tools/call"],
              "names": ["get_*"], "roles": [ROLE]},
+            # Only for the cost of a condition (the breakdown's last row).
+            {"name": "readers look up, not Atlantis", "effect": "allow", "methods": ["tools/call"],
+             "names": ["lookup_*"], "roles": [ROLE], "when": CONDITION},
         ],
         "max_body_bytes": MAX_BODY,
         # Only for the cost breakdown (a request that needs no token).
@@ -406,12 +427,16 @@ class Bench:
         self.call_body = rpc_body("tools/call", ALLOWED_TOOL)
         self.loads = {"call": Load(self.work, "call", "/mcp", self.call_body, [self.token])}
         self.envoys = {}
+        self.floor_wasm = None
 
     def filters(self, variant):
         if variant == "bare":
             return []
         if variant == "native":
             return native_filters(self.jwks_json)
+        if variant in FLOOR_VARIANTS:
+            mode = "pass" if variant == "floor_pass" else "hold"
+            return [harness.wasm_filter(mode, wasm=self.floor_wasm)]
         return [harness.wasm_filter(plugin_config(self.jwks))]
 
     def start(self, variant, concurrency=1):
@@ -451,6 +476,11 @@ class Bench:
             checks.append(("no token", status, 401))
             status, _ = self.post(envoy, self.call_body, self.forged)
             checks.append(("bad signature", status, 401))
+        if v == "mcp_authz":
+            status, _ = self.post(envoy, rpc_body("tools/call", CONDITION_TOOL), self.token)
+            checks.append(("tools/call decided by a condition", status, 200))
+            status, _ = self.post(envoy, rpc_body("tools/call", CONDITION_TOOL, city="Atlantis"), self.token)
+            checks.append(("tools/call the condition refuses", status, 403))
         for size in (1024, 64 * 1024, 1024 * 1024):
             status, _ = self.post(envoy, rpc_body("tools/call", ALLOWED_TOOL, pad=size), self.token)
             checks.append((f"allowed tools/call, {size // 1024} KiB body", status, 200))
@@ -539,9 +569,27 @@ class Bench:
         print("== where mcp_authz's time goes: requests doing less of the work")
         self.loads["public"] = Load(self.work, "public", "/healthz", self.call_body, [self.token])
         self.loads["get"] = Load(self.work, "get", "/mcp", None, [self.token], method="GET")
+        self.loads["condition"] = Load(self.work, "condition", "/mcp",
+                                       rpc_body("tools/call", CONDITION_TOOL), [self.token])
         res["breakdown"] = {name: self.extra(["bare", "mcp_authz"], self.loads[name], s)
-                            for name in ("public", "get", "call")}
+                            for name in ("public", "get", "call", "condition")}
+        res["floor"] = self.floor(s)
         return res
+
+    def floor(self, seconds):
+        """The main load through bare Envoy, the two floor filters and
+        mcp_authz, alternating, `cold_rounds` times; the median run of each."""
+        print("== the proxy-wasm floor: the main load through filters that decide nothing")
+        self.floor_wasm = build_floor()
+        for v in FLOOR_VARIANTS:
+            self.envoys[v] = self.start(v)
+            status, _ = self.post(self.envoys[v], self.call_body, self.token)
+            if status != 200:
+                raise SystemExit(f"{v}: the floor filter answered {status}, not 200\n"
+                                 + self.envoys[v].logs()[-3000:])
+        middle, _ = self.rounds(["bare", *FLOOR_VARIANTS, "mcp_authz"], self.loads["call"], seconds,
+                                self.args.cold_rounds)
+        return middle
 
     def startup(self):
         """Envoy start to the first answered request (status 200), per variant."""
@@ -579,7 +627,8 @@ class Bench:
         """Per-process figures after the load, and the marginal cost of one
         worker (one more wasm VM) from --concurrency 1 vs 5, idle."""
         out = {"after_load": {}, "marginal": {}, "wasm_stats": ""}
-        for v, e in self.envoys.items():
+        for v in VARIANTS:
+            e = self.envoys[v]
             mem = json.loads(e.admin("/memory"))
             out["after_load"][v] = {"rss_kib": e.rss_kib(),
                                     "allocated": int(mem.get("allocated", 0)),
@@ -987,14 +1036,43 @@ class Report:
                        "proxy-wasm floor: stream context, header map copied into the VM, "
                        "`Authorization` removed"),
             "get": ("`GET /mcp`, the cached token",
-                    "+ token: SHA-256 of the token, cache look-up, identity copied"),
+                    "+ token: keyed digest of the token, cache look-up, identity copied"),
             "call": ("`POST /mcp` `tools/call` (the main load)",
                      "+ body: held, copied in, parsed, rules decided"),
+            "condition": (f"`POST /mcp` `tools/call` of `{CONDITION_TOOL}`, same body size",
+                          f"+ the allowing rule's condition `{CONDITION}` evaluated (CEL)"),
         }
         for name, (label, does) in what.items():
             ra, rc = bd[name]["bare"]["cpu_us_per_req"], bd[name]["mcp_authz"]["cpu_us_per_req"]
             out.append(f"| {label} | {ra:.1f} | {rc:.1f} | {rc - ra:.1f} | {does} |")
         out.append("")
+        out += self.floor_md()
+        return out
+
+    def floor_md(self):
+        f = self.extras.get("floor")
+        if not f:
+            return []
+        native = med(self.main["native"], "rps")
+        bare = f["bare"]
+        out = ["### The proxy-wasm floor", "",
+               "The main load (`POST /mcp` `tools/call`, one token) through Wasm filters that "
+               "decide nothing (`bench/floor`): F1 continues on every callback; F2 does the host "
+               "work of mcp_authz's call path (all request headers in one host call, the request "
+               "held until the body has arrived, the body read, `Authorization` removed and two "
+               f"headers added). {self.b.args.cold_rounds} rounds alternating, the median run of "
+               "each. C − F2 is what mcp_authz's own work costs (token look-up, parsing, rules).", "",
+               "| variant | requests/s | vs bare | vs native | CPU/req (µs) | CPU/req − bare (µs) |",
+               "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        labels = {"bare": VARIANTS["bare"], **FLOOR_VARIANTS, "mcp_authz": VARIANTS["mcp_authz"]}
+        for v, label in labels.items():
+            r = f[v]
+            out.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / bare['rps']:.2f} | "
+                       f"{r['rps'] / native:.2f} | {r['cpu_us_per_req']:.1f} | "
+                       f"{r['cpu_us_per_req'] - bare['cpu_us_per_req']:.1f} |")
+        own = f["mcp_authz"]["cpu_us_per_req"] - f["floor_hold"]["cpu_us_per_req"]
+        out += ["", f"mcp_authz above the F2 floor: **{own:.1f} µs** of Envoy CPU per request; "
+                f"throughput {f['mcp_authz']['rps'] / f['floor_hold']['rps']:.2f}× F2's.", ""]
         return out
 
     def cold_md(self):

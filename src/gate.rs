@@ -42,8 +42,22 @@ pub enum Verb {
 }
 
 impl RequestHead {
-    /// Splits `:path` into path and query, and keeps the headers.
-    pub fn new(method: &str, path_and_query: &str, headers: Vec<(String, String)>) -> RequestHead {
+    /// Splits `:path` into path and query, and keeps the headers, their
+    /// values without leading or trailing spaces and tabs: they are no part
+    /// of a field value (RFC 9110, section 5.5), and an HTTP/1.1 hop drops
+    /// them, so a server reads `MCP-Protocol-Version: " 2026-07-28"` (which
+    /// HTTP/2 carries as it is) as `2026-07-28`; the filter must too.
+    pub fn new(
+        method: &str,
+        path_and_query: &str,
+        mut headers: Vec<(String, String)>,
+    ) -> RequestHead {
+        for (_, value) in &mut headers {
+            let trimmed = value.trim_matches([' ', '\t']);
+            if trimmed.len() != value.len() {
+                *value = trimmed.to_string();
+            }
+        }
         let path = crate::uri::path_of(path_and_query).to_string();
         RequestHead {
             method: method.to_string(),
@@ -811,6 +825,22 @@ mod tests {
         assert!(same_header("x-mcp-roles", "x_mcp-roles"));
         assert!(!same_header("x-mcp-roles", "x-mcp-role"));
         assert!(!same_header("x-mcp-roles", "x.mcp.roles"));
+    }
+
+    #[test]
+    fn header_values_are_read_without_surrounding_whitespace() {
+        let head = RequestHead::new(
+            "POST",
+            "/mcp",
+            vec![
+                ("mcp-protocol-version".into(), " 2026-07-28\t".into()),
+                ("mcp-name".into(), "a b".into()),
+                ("x-empty".into(), " \t ".into()),
+            ],
+        );
+        assert_eq!(head.header("mcp-protocol-version"), Some("2026-07-28"));
+        assert_eq!(head.header("mcp-name"), Some("a b"));
+        assert_eq!(head.header("x-empty"), Some(""));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::condition::{EvalError, Facts};
-use crate::config::{Effect, Rule, OFFLINE_ACCESS};
+use crate::condition::{EvalError, Facts, Scope};
+use crate::config::{is_scope_token, Effect, Rule, OFFLINE_ACCESS};
 use crate::identity::Identity;
 use crate::mcp::{Body, Message};
 
@@ -82,6 +82,15 @@ pub fn decide(
 ) -> Decision {
     let mut allowed_by: Option<&Rule> = None;
     let mut short_of_scopes: Option<&Rule> = None;
+    // What conditions see: one set of variables for the whole call. For a
+    // list (arguments unknown) only conditions that do not read them are
+    // evaluated, with no arguments.
+    let arguments = match call.arguments {
+        Arguments::Known(arguments) => arguments,
+        Arguments::Unknown => None,
+    };
+    let facts = facts(call, arguments, identity);
+    let scope = Scope::new(&facts);
     for rule in rules
         .iter()
         .filter(|rule| matches(rule, call.method, call.name))
@@ -94,7 +103,7 @@ pub fn decide(
             Effect::Allow if has_scopes => has_role && allowed_by.is_none(),
             Effect::Allow => has_role && allowed_by.is_none() && short_of_scopes.is_none(),
         };
-        if !relevant || !condition_holds(rule, call, identity, errors) {
+        if !relevant || !condition_holds(rule, call, &scope, errors) {
             continue;
         }
         match rule.effect {
@@ -118,9 +127,13 @@ pub fn decide(
     }
     if let Some(rule) = short_of_scopes {
         // The rule's whole list, and what the caller holds: the client
-        // re-authorizes and the new token must carry all of them.
+        // re-authorizes and the new token must carry all of them. A held
+        // "scope" that is no scope token (a quote, a backslash, a control
+        // character, non-ASCII) would break the challenge's quoted `scope`
+        // or the header itself: it is left out.
+        let held = identity.scopes.iter().filter(|s| is_scope_token(s));
         let mut scopes: Vec<String> = Vec::new();
-        for scope in rule.scopes.iter().flatten().chain(&identity.scopes) {
+        for scope in rule.scopes.iter().flatten().chain(held) {
             if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
                 scopes.push(scope.clone());
             }
@@ -134,23 +147,16 @@ pub fn decide(
 }
 
 /// Whether a rule's `when` condition holds for the call.
-fn condition_holds(
-    rule: &Rule,
-    call: &Call,
-    identity: &Identity,
-    errors: &mut Vec<String>,
-) -> bool {
+fn condition_holds(rule: &Rule, call: &Call, scope: &Scope, errors: &mut Vec<String>) -> bool {
     let Some(condition) = &rule.when else {
         return true;
     };
-    let arguments = match call.arguments {
-        Arguments::Known(arguments) => arguments,
-        // A list: the item stays when some call to it could be allowed, and
-        // a deny rule hides it only when it denies whatever the arguments.
-        Arguments::Unknown if condition.uses_arguments() => return rule.effect == Effect::Allow,
-        Arguments::Unknown => None,
-    };
-    match condition.eval(&facts(call, arguments, identity)) {
+    // A list: the item stays when some call to it could be allowed, and a
+    // deny rule hides it only when it denies whatever the arguments.
+    if matches!(call.arguments, Arguments::Unknown) && condition.uses_arguments() {
+        return rule.effect == Effect::Allow;
+    }
+    match condition.eval_in(scope) {
         Ok(holds) => holds,
         Err(_) => {
             errors.push(rule.name.clone());
@@ -495,6 +501,22 @@ mod tests {
                 "admin without mcp:write: the challenge keeps what it holds",
                 &["admin"],
                 &["mcp:read"],
+                "tools/call",
+                Some("set_x"),
+                need("admins write", &["mcp:write", "mcp:read"]),
+            ),
+            (
+                "held scopes that are no scope tokens stay out of the challenge",
+                &["admin"],
+                &[
+                    "mcp:read",
+                    "a\"b",
+                    "a\\b",
+                    "a\u{1}b",
+                    "a\u{0}b",
+                    "\u{fc}ber",
+                    "offline_access",
+                ],
                 "tools/call",
                 Some("set_x"),
                 need("admins write", &["mcp:write", "mcp:read"]),

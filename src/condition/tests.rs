@@ -151,3 +151,170 @@ fn every_listed_function_exists_in_this_build() {
     }
     assert_eq!(FUNCTIONS.len(), 12);
 }
+
+fn eval_with_headers(source: &str, headers: &[(&str, &str)]) -> Result<bool, EvalError> {
+    let identity = identity();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let arguments = json!({});
+    let facts = Facts {
+        method: "tools/call",
+        name: Some("query"),
+        arguments: Some(&arguments),
+        headers: &headers,
+        identity: &identity,
+        now_s: 1_750_000_000,
+    };
+    Condition::compile(source).expect("compiles").eval(&facts)
+}
+
+#[test]
+fn a_header_sent_twice_or_in_another_spelling_cannot_be_evaluated() {
+    let own = "request.headers['x-tenant'] == token.claims.tenant";
+    assert_eq!(eval_with_headers(own, &[("x-tenant", "acme")]), Ok(true));
+    assert_eq!(eval_with_headers(own, &[("x-tenant", "globex")]), Ok(false));
+    // The filter would read the first; a server may read the last, both
+    // joined, or `x_tenant` as `x-tenant`.
+    for headers in [
+        &[("x-tenant", "acme"), ("x-tenant", "globex")][..],
+        &[("x-tenant", "acme"), ("x_tenant", "globex")][..],
+        &[("x_tenant", "globex"), ("x-tenant", "acme")][..],
+        &[("x_tenant", "acme")][..],
+    ] {
+        assert_eq!(
+            eval_with_headers(own, headers),
+            Err(EvalError::Failed),
+            "{headers:?}"
+        );
+    }
+    // Every literal way of naming a header is watched.
+    for source in [
+        "request.headers.x_tenant == 'acme'",
+        "has(request.headers.x_tenant)",
+        "'x-tenant' in request.headers",
+        "!('x-tenant' in request.headers)",
+    ] {
+        assert_eq!(
+            eval_with_headers(source, &[("x-tenant", "acme"), ("x_tenant", "acme")]),
+            Err(EvalError::Failed),
+            "{source}"
+        );
+    }
+    // Other headers may repeat: the condition does not read them.
+    assert_eq!(
+        eval_with_headers(
+            own,
+            &[("x-tenant", "acme"), ("cookie", "a=1"), ("cookie", "b=2")]
+        ),
+        Ok(true)
+    );
+    // Read as a whole, every header must be unambiguous.
+    let any = "request.headers.exists(k, k == 'x-tenant')";
+    assert_eq!(eval_with_headers(any, &[("x-tenant", "acme")]), Ok(true));
+    assert_eq!(
+        eval_with_headers(
+            any,
+            &[("x-tenant", "acme"), ("cookie", "a"), ("cookie", "b")]
+        ),
+        Err(EvalError::Failed)
+    );
+    assert_eq!(
+        eval_with_headers("size(request) > 0", &[("x_other", "1")]),
+        Err(EvalError::Failed)
+    );
+}
+
+#[test]
+fn values_of_different_types_never_compare_equal_or_unequal() {
+    let deny_mallory = "request.arguments.to == 'mallory'";
+    assert_eq!(eval(deny_mallory, json!({"to": "mallory"})), Ok(true));
+    assert_eq!(eval(deny_mallory, json!({"to": "bob"})), Ok(false));
+    // CEL itself answers false: a deny rule would not hold for a value a
+    // lenient server reads as `mallory`.
+    for to in [
+        json!(["mallory"]),
+        json!({"name": "mallory"}),
+        json!(1),
+        json!(true),
+    ] {
+        let args = json!({ "to": to });
+        assert_eq!(
+            eval(deny_mallory, args.clone()),
+            Err(EvalError::Failed),
+            "{args}"
+        );
+        assert_eq!(
+            eval("request.arguments.to != 'mallory'", args.clone()),
+            Err(EvalError::Failed),
+            "{args}"
+        );
+        assert_eq!(
+            eval("request.arguments.to in ['mallory', 'eve']", args.clone()),
+            Err(EvalError::Failed),
+            "{args}"
+        );
+        assert_eq!(
+            eval("!(request.arguments.to == 'mallory')", args.clone()),
+            Err(EvalError::Failed),
+            "{args}"
+        );
+    }
+    for (source, args, expected) in [
+        ("request.arguments.to == null", json!({"to": ["x"]}), false),
+        ("request.arguments.to != null", json!({"to": ["x"]}), true),
+        ("request.arguments.n == 100", json!({"n": 100.0}), true),
+        ("request.arguments.n == 100u", json!({"n": 100}), true),
+        // Exact: 2^53 + 1 is not the double 2^53.
+        (
+            "request.arguments.n == 9007199254740993",
+            json!({"n": 9007199254740992.0}),
+            false,
+        ),
+        (
+            "request.arguments.n == 9007199254740992",
+            json!({"n": 9007199254740992.0}),
+            true,
+        ),
+        (
+            "request.arguments.tags == ['a', 'b']",
+            json!({"tags": ["a", "b"]}),
+            true,
+        ),
+        (
+            "request.arguments.tags == ['a']",
+            json!({"tags": ["a", "b"]}),
+            false,
+        ),
+        (
+            "request.arguments.o == {'k': 1}",
+            json!({"o": {"k": 1.0}}),
+            true,
+        ),
+        (
+            "'b' in request.arguments.tags",
+            json!({"tags": ["a", "b"]}),
+            true,
+        ),
+        ("'b' in ['b', 1]", json!({}), true),
+        ("'tenant' in token.claims", json!({}), true),
+        (
+            "type(request.arguments.to) == string",
+            json!({"to": "x"}),
+            true,
+        ),
+    ] {
+        assert_eq!(
+            eval(source, args.clone()),
+            Ok(expected),
+            "{source} on {args}"
+        );
+    }
+    assert_eq!(
+        eval("request.arguments.tags == [['a']]", json!({"tags": ["a"]})),
+        Err(EvalError::Failed)
+    );
+    assert_eq!(eval("'c' in ['b', 1]", json!({})), Err(EvalError::Failed));
+    assert_eq!(eval("1 in {'a': 1}", json!({})), Err(EvalError::Failed));
+}

@@ -53,6 +53,15 @@ impl ScopeImplies {
     }
 }
 
+/// An RFC 6749 scope-token: printable ASCII without space, `"` or `\`
+/// (so it stands in a challenge's quoted `scope` as it is).
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// The refresh-token scope: never advertised, never asked for in a
 /// challenge (MCP 2026-07-28).
 pub const OFFLINE_ACCESS: &str = "offline_access";

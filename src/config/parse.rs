@@ -215,11 +215,7 @@ fn check_absolute_url(url: &str) -> Result<(), String> {
 
 /// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.
 fn check_scope_token(scope: &str) -> Result<(), String> {
-    if scope.is_empty()
-        || !scope
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if !super::is_scope_token(scope) {
         return Err(format!("{scope:?} is not a valid OAuth scope token"));
     }
     Ok(())

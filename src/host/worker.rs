@@ -60,15 +60,15 @@ impl Worker {
         }
     }
 
-    /// What a tool declares as `Mcp-Param-*` headers: this worker's
-    /// memory, else what another worker shared.
+    /// What a tool declares as `Mcp-Param-*` headers: what the workers
+    /// share (the newest list any of them read), else this worker's memory.
     pub fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>> {
-        if let Some(known) = self.tool_headers.borrow().get(tool) {
-            return Some(known.clone());
+        let (shared, _) = abi::shared_get(&tool_headers_key(tool));
+        let remembered = self.tool_headers.borrow().get(tool).cloned();
+        let declared = param_headers::current(shared.as_deref(), remembered.as_deref())?;
+        if remembered.as_ref() != Some(&declared) {
+            self.remember(tool, declared.clone());
         }
-        let (bytes, _) = abi::shared_get(&tool_headers_key(tool));
-        let declared = param_headers::decode(&bytes?)?;
-        self.remember(tool, declared.clone());
         Some(declared)
     }
 
@@ -76,7 +76,9 @@ impl Worker {
     /// declare (a list is the newest word on a tool's schema).
     pub fn learn_tool_headers(&self, tools: Vec<(String, Vec<ParamHeader>)>) {
         for (tool, declared) in tools {
-            let known = self.tool_headers.borrow().get(&tool) == Some(&declared);
+            // Against what is shared, not this worker's memory: another
+            // worker may have shared a newer list since.
+            let known = self.tool_headers(&tool).as_ref() == Some(&declared);
             if !known {
                 let _ = abi::shared_set(
                     &tool_headers_key(&tool),

@@ -114,10 +114,12 @@ pub fn check(
 ) -> Result<(), HeaderMismatch> {
     let mismatch = |reason| Err(HeaderMismatch { reason });
     for param in declared {
-        let wanted = format!("mcp-param-{}", param.name.to_ascii_lowercase());
+        // Compared as a CGI-style server reads names (case, `_` for `-`) on
+        // both sides: a tool may name its header `Tenant_Id`.
+        let wanted = fold(&format!("mcp-param-{}", param.name));
         let values: Vec<&str> = headers
             .iter()
-            .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == wanted)
+            .filter(|(n, _)| fold(n) == wanted)
             .map(|(_, v)| v.as_str())
             .collect();
         let value = arguments
@@ -147,6 +149,11 @@ pub fn check(
     Ok(())
 }
 
+/// A header name as any HTTP stack may read it: lower-case, `_` for `-`.
+fn fold(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
 /// Declarations as shared between workers (proxy-wasm shared data): one
 /// line per parameter, `name`, `kind` and the path, separated by tabs.
 pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
@@ -169,6 +176,21 @@ pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// What a tool declares, from what every worker shares (`shared`: the
+/// newest list any worker read, [`encode`]d) and what this worker
+/// remembers. The shared word wins: a worker that kept an older list in
+/// memory would check a call against declarations the server has changed
+/// (missing a new `Mcp-Param-Tenant`, or demanding one no longer declared).
+/// Memory answers only when nothing (readable) is shared.
+pub fn current(
+    shared: Option<&[u8]>,
+    remembered: Option<&[ParamHeader]>,
+) -> Option<Vec<ParamHeader>> {
+    shared
+        .and_then(decode)
+        .or_else(|| remembered.map(<[ParamHeader]>::to_vec))
+}
+
 /// Reads back [`encode`]'s output; `None` when it is not that.
 pub fn decode(bytes: &[u8]) -> Option<Vec<ParamHeader>> {
     let text = std::str::from_utf8(bytes).ok()?;
@@ -188,14 +210,20 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<ParamHeader>> {
         .collect()
 }
 
+/// The largest integer a mirrored parameter may hold (the spec keeps them
+/// within JavaScript's safe range, 2^53 - 1).
+const MAX_SAFE_INTEGER: i128 = (1 << 53) - 1;
+
 /// Whether a header's text stands for the body's value.
 fn agrees(kind: ParamKind, value: &Value, text: &str) -> bool {
     match (kind, value) {
         (ParamKind::String, Value::String(s)) => s == text,
-        (ParamKind::Integer, Value::Number(n)) => match (n.as_f64(), text.trim().parse::<f64>()) {
-            (Some(body), Ok(header)) => body == header,
-            _ => false,
-        },
+        (ParamKind::Integer, Value::Number(n)) => {
+            match (body_integer(n), decimal_integer(text.trim())) {
+                (Some(body), Some(header)) => body == header,
+                _ => false,
+            }
+        }
         (ParamKind::Boolean, Value::Bool(b)) => text == if *b { "true" } else { "false" },
         // The body's value is not of the declared type: the server refuses
         // the call anyway; refusing here too is the safe side.
@@ -203,10 +231,196 @@ fn agrees(kind: ParamKind, value: &Value, text: &str) -> bool {
     }
 }
 
+/// The body's integer, when it is one within the safe range (`42` or
+/// `42.0`); a fraction, or an integer beyond the range, is none: it cannot
+/// be compared exactly.
+fn body_integer(n: &serde_json::Number) -> Option<i128> {
+    let value = if let Some(i) = n.as_i64() {
+        i128::from(i)
+    } else if let Some(u) = n.as_u64() {
+        i128::from(u)
+    } else {
+        let f = n.as_f64()?;
+        if f.fract() != 0.0 || f.abs() > MAX_SAFE_INTEGER as f64 {
+            return None;
+        }
+        f as i128
+    };
+    (value.abs() <= MAX_SAFE_INTEGER).then_some(value)
+}
+
+/// The integer a decimal number's text stands for, exactly, when it stands
+/// for one within the safe range: `42`, `+42`, `042`, `42.0`, `4.2e1` are
+/// 42; `42.0000000000000001` (which a double rounds to 42) is no integer.
+fn decimal_integer(text: &str) -> Option<i128> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = match mantissa.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (mantissa, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let mut exponent: i64 = match exponent {
+        None => 0,
+        Some(e) => {
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !all_digits(digits) {
+                return None;
+            }
+            // An exponent this long puts any non-zero value out of range.
+            let magnitude: i64 = if digits.trim_start_matches('0').len() > 18 {
+                i64::MAX / 4
+            } else {
+                digits.parse().unwrap_or(0)
+            };
+            if e.starts_with('-') {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+    };
+    // The digits, and the power of ten they are scaled by.
+    let mut digits: String = format!("{whole}{fraction}");
+    exponent -= fraction.len() as i64;
+    let significant = digits.trim_start_matches('0').len();
+    digits = digits[digits.len() - significant..].to_string();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    while exponent < 0 {
+        // Only trailing zeros may be divided away.
+        if !digits.ends_with('0') {
+            return None;
+        }
+        digits.pop();
+        exponent += 1;
+    }
+    // The safe range has 16 digits at most.
+    if digits.len() as i64 + exponent > 16 {
+        return None;
+    }
+    let mut value: i128 = digits.parse().ok()?;
+    for _ in 0..exponent {
+        value *= 10;
+    }
+    if value > MAX_SAFE_INTEGER {
+        return None;
+    }
+    Some(if negative { -value } else { value })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integers_are_compared_exactly() {
+        for (text, value) in [
+            ("42", Some(42)),
+            ("+42", Some(42)),
+            ("-42", Some(-42)),
+            ("042", Some(42)),
+            ("42.0", Some(42)),
+            ("42.", Some(42)),
+            ("4.2e1", Some(42)),
+            ("420e-1", Some(42)),
+            ("0", Some(0)),
+            ("-0.0e5", Some(0)),
+            ("9007199254740991", Some(MAX_SAFE_INTEGER)),
+            ("9007199254740992", None),
+            ("42.0000000000000001", None),
+            ("42.5", None),
+            ("4.25e1", None),
+            ("1e16", None),
+            ("1e99999999999999999999999", None),
+            ("1e-99999999999999999999999", None),
+            ("inf", None),
+            ("NaN", None),
+            ("0x2a", None),
+            (".5", None),
+            ("", None),
+            ("-", None),
+            ("4 2", None),
+            ("1e", None),
+        ] {
+            assert_eq!(decimal_integer(text), value, "{text:?}");
+        }
+        let param = ParamHeader {
+            name: "Account".into(),
+            path: vec!["account".into()],
+            kind: ParamKind::Integer,
+        };
+        let call = |account: Value, header: &str| {
+            check(
+                std::slice::from_ref(&param),
+                Some(&json!({ "account": account })),
+                &[("mcp-param-account".to_string(), header.to_string())],
+                true,
+            )
+        };
+        assert_eq!(call(json!(42), "42"), Ok(()));
+        assert_eq!(call(json!(42.0), "42"), Ok(()));
+        assert_eq!(call(json!(-7), "-7.00"), Ok(()));
+        // A double would take these for equal.
+        assert!(call(json!(42), "42.0000000000000001").is_err());
+        assert!(call(json!(9007199254740993_u64), "9007199254740992").is_err());
+        assert!(call(json!(9007199254740993_u64), "9007199254740993").is_err());
+        assert!(call(json!(42.5), "42.5").is_err());
+    }
+
+    #[test]
+    fn the_shared_declarations_win_over_a_workers_memory() {
+        let old = declarations(&tool());
+        let new = vec![ParamHeader {
+            name: "Tenant".into(),
+            path: vec!["tenant".into()],
+            kind: ParamKind::String,
+        }];
+        assert_eq!(current(Some(&encode(&new)), Some(&old)), Some(new.clone()));
+        // A tool that now declares nothing.
+        assert_eq!(current(Some(b""), Some(&old)), Some(Vec::new()));
+        assert_eq!(current(None, Some(&old)), Some(old.clone()));
+        assert_eq!(current(Some(b"not\tan\tencoding"), Some(&old)), Some(old));
+        assert_eq!(current(None, None), None);
+        assert_eq!(current(Some(&encode(&new)), None), Some(new));
+    }
+
+    #[test]
+    fn a_declared_name_with_an_underscore_finds_its_header() {
+        let declared = declarations(&json!({"inputSchema": {"properties": {
+            "tenant": {"type": "string", "x-mcp-header": "Tenant_Id"}}}}));
+        assert_eq!(declared.len(), 1);
+        let args = json!({"tenant": "acme"});
+        for name in [
+            "Mcp-Param-Tenant_Id",
+            "mcp-param-tenant-id",
+            "MCP_PARAM_TENANT_ID",
+        ] {
+            let sent = |value: &str| vec![(name.to_string(), value.to_string())];
+            assert_eq!(
+                check(&declared, Some(&args), &sent("acme"), true),
+                Ok(()),
+                "{name}"
+            );
+            assert!(
+                check(&declared, Some(&args), &sent("globex"), false).is_err(),
+                "{name}"
+            );
+        }
+        assert!(check(&declared, Some(&args), &[], true).is_err());
+    }
 
     fn tool() -> Value {
         json!({"name": "execute_sql", "inputSchema": {"type": "object", "properties": {
