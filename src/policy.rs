@@ -80,6 +80,49 @@ pub fn decide(
     identity: &Identity,
     errors: &mut Vec<String>,
 ) -> Decision {
+    match judge(rules, call, identity, errors) {
+        Verdict::Allowed(rule) => Decision::Allow {
+            rule: Some(rule.name.clone()),
+        },
+        Verdict::Denied(rule) => Decision::Forbidden {
+            rule: Some(rule.name.clone()),
+        },
+        Verdict::ShortOfScopes(rule) => {
+            // The rule's whole list, and what the caller holds: the client
+            // re-authorizes and the new token must carry all of them. A held
+            // "scope" that is no scope token (a quote, a backslash, a control
+            // character, non-ASCII) would break the challenge's quoted `scope`
+            // or the header itself: it is left out.
+            let held = identity.scopes.iter().filter(|s| is_scope_token(s));
+            let mut scopes: Vec<String> = Vec::new();
+            for scope in rule.scopes.iter().flatten().chain(held) {
+                if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
+                    scopes.push(scope.clone());
+                }
+            }
+            Decision::NeedScopes {
+                rule: rule.name.clone(),
+                scopes,
+            }
+        }
+        Verdict::NoRule => Decision::Forbidden { rule: None },
+    }
+}
+
+/// [`decide`]'s outcome before anything is copied out of the rules.
+enum Verdict<'r> {
+    Allowed(&'r Rule),
+    Denied(&'r Rule),
+    ShortOfScopes(&'r Rule),
+    NoRule,
+}
+
+fn judge<'r>(
+    rules: &'r [Rule],
+    call: &Call,
+    identity: &Identity,
+    errors: &mut Vec<String>,
+) -> Verdict<'r> {
     let mut allowed_by: Option<&Rule> = None;
     let mut short_of_scopes: Option<&Rule> = None;
     // What conditions see: one set of variables for the whole call. For a
@@ -107,11 +150,7 @@ pub fn decide(
             continue;
         }
         match rule.effect {
-            Effect::Deny => {
-                return Decision::Forbidden {
-                    rule: Some(rule.name.clone()),
-                }
-            }
+            Effect::Deny => return Verdict::Denied(rule),
             Effect::Allow if has_scopes => {
                 allowed_by.get_or_insert(rule);
             }
@@ -120,30 +159,11 @@ pub fn decide(
             }
         }
     }
-    if let Some(rule) = allowed_by {
-        return Decision::Allow {
-            rule: Some(rule.name.clone()),
-        };
+    match (allowed_by, short_of_scopes) {
+        (Some(rule), _) => Verdict::Allowed(rule),
+        (None, Some(rule)) => Verdict::ShortOfScopes(rule),
+        (None, None) => Verdict::NoRule,
     }
-    if let Some(rule) = short_of_scopes {
-        // The rule's whole list, and what the caller holds: the client
-        // re-authorizes and the new token must carry all of them. A held
-        // "scope" that is no scope token (a quote, a backslash, a control
-        // character, non-ASCII) would break the challenge's quoted `scope`
-        // or the header itself: it is left out.
-        let held = identity.scopes.iter().filter(|s| is_scope_token(s));
-        let mut scopes: Vec<String> = Vec::new();
-        for scope in rule.scopes.iter().flatten().chain(held) {
-            if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
-                scopes.push(scope.clone());
-            }
-        }
-        return Decision::NeedScopes {
-            rule: rule.name.clone(),
-            scopes,
-        };
-    }
-    Decision::Forbidden { rule: None }
 }
 
 /// Whether a rule's `when` condition holds for the call.
@@ -245,7 +265,11 @@ pub fn may_call(
         headers,
         now_s,
     };
-    decide(rules, &call, identity, &mut Vec::new()).is_allow()
+    // Asked once per listed item: nothing is copied out of the rules.
+    matches!(
+        judge(rules, &call, identity, &mut Vec::new()),
+        Verdict::Allowed(_)
+    )
 }
 
 /// How one rule stands towards one call, for explaining a decision.
