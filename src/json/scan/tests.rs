@@ -292,3 +292,26 @@ proptest! {
         prop_assert_eq!(verdict(check(&doc)), verdict(parse_strict(&doc).map(drop)));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Eight bytes at a time finds the byte one at a time finds.
+    #[test]
+    fn a_string_run_ends_where_a_byte_by_byte_look_ends_it(
+        bytes in proptest::collection::vec(
+            prop_oneof![
+                4 => proptest::sample::select(&b"ab \x7f\xc3\xa9\xff\x21\x23\x5b\x5d"[..]),
+                1 => any::<u8>(),
+            ],
+            0..40,
+        ),
+        from in 0..40usize,
+    ) {
+        let naive = bytes
+            .get(from..)
+            .and_then(|rest| rest.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\'))
+            .map(|n| from + n);
+        prop_assert_eq!(special_byte(&bytes, from), naive);
+    }
+}
