@@ -400,7 +400,7 @@ fn keeper<'a>(
 /// `x-mcp-header` member can declare any, so only such a tool is parsed;
 /// for the others `declarations` would find nothing either.
 fn declared_headers(tool: &Item) -> Vec<ParamHeader> {
-    if !tool.may_have_member(param_headers::DECLARATION) {
+    if !tool.has_declaration() {
         return Vec::new();
     }
     tool.value()

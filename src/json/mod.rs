@@ -10,7 +10,6 @@
 //!   [`parse_strict`] without building it, and reports byte spans, so an
 //!   answer can be rewritten from its own bytes (serde_json would reorder
 //!   keys and rewrite numbers such as `1.0e3`).
-//! - [`minify`]: whitespace removal for such rewrites.
 //!
 //! Recursion goes through serde_json's deserializer, whose depth limit (128)
 //! holds, or through the scanner, which keeps the same limit: deep nesting
@@ -19,7 +18,6 @@
 #[cfg(test)]
 pub(crate) mod edits;
 pub mod keys;
-pub mod minify;
 pub mod scan;
 pub mod walk;
 

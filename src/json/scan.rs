@@ -54,8 +54,9 @@ pub struct Scanner<'a> {
     pos: usize,
     depth: usize,
     keys: KeyCheck<'a>,
-    escaped_keys: usize,
-    whitespace: bool,
+    /// A key to count wherever it stands, and how often it was read.
+    watched: Option<&'static str>,
+    seen: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -70,8 +71,8 @@ impl<'a> Scanner<'a> {
             pos: 0,
             depth: 0,
             keys: KeyCheck::default(),
-            escaped_keys: 0,
-            whitespace: false,
+            watched: None,
+            seen: 0,
         })
     }
 
@@ -89,27 +90,24 @@ impl<'a> Scanner<'a> {
     }
 
     fn skip_whitespace(&mut self) {
-        let start = self.pos;
         while matches!(
             self.bytes().get(self.pos),
             Some(b' ' | b'\t' | b'\n' | b'\r')
         ) {
             self.pos += 1;
         }
-        self.whitespace |= self.pos != start;
     }
 
-    /// Whether any whitespace stood between tokens so far (so a rewrite
-    /// splicing this document's bytes may need minifying).
-    pub fn saw_whitespace(&self) -> bool {
-        self.whitespace
+    /// Counts, from now on, every object key equal to `key` (after
+    /// unescaping), at any depth: [`Scanner::watched_keys`].
+    pub fn watch(&mut self, key: &'static str) {
+        self.watched = Some(key);
     }
 
-    /// How many object keys written with an escape were read so far. The
-    /// difference across a value tells whether any key inside it was
-    /// escaped, so searching its text for a key's plain spelling is enough.
-    pub fn escaped_keys(&self) -> usize {
-        self.escaped_keys
+    /// How many watched keys were read so far: the difference across a
+    /// value tells whether one is anywhere inside it.
+    pub fn watched_keys(&self) -> usize {
+        self.seen
     }
 
     /// Ends the document: only whitespace may follow the value. Then, the
@@ -155,7 +153,10 @@ impl<'a> Scanner<'a> {
             if self.peek()? != b'"' {
                 return Err(syntax("expected a key", self.pos));
             }
-            let (_, key) = self.string_text(true)?;
+            let (_, key) = self.string_text()?;
+            if self.watched.is_some_and(|watched| *key == *watched) {
+                self.seen += 1;
+            }
             if self.peek()? != b':' {
                 return Err(syntax("expected ':'", self.pos));
             }
@@ -199,7 +200,7 @@ impl<'a> Scanner<'a> {
         if self.peek()? != b'"' {
             return Err(syntax("expected a string", self.pos));
         }
-        self.string_text(false)
+        self.string_text()
     }
 
     fn open(&mut self, bracket: u8, expected: &str) -> Result<usize, JsonError> {
@@ -222,7 +223,7 @@ impl<'a> Scanner<'a> {
         start..self.pos
     }
 
-    fn string_text(&mut self, is_key: bool) -> Result<(Range<usize>, Cow<'a, str>), JsonError> {
+    fn string_text(&mut self) -> Result<(Range<usize>, Cow<'a, str>), JsonError> {
         let (span, escaped) = self.string_span()?;
         let inner = self
             .text
@@ -230,9 +231,6 @@ impl<'a> Scanner<'a> {
             .ok_or_else(|| syntax("string out of bounds", span.start))?;
         if !escaped {
             return Ok((span, Cow::Borrowed(inner)));
-        }
-        if is_key {
-            self.escaped_keys += 1;
         }
         // Rare, and already checked: serde_json unescapes it.
         let quoted = self.text.get(span.clone()).unwrap_or_default();

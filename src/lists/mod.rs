@@ -12,18 +12,18 @@
 //! numbers such as `1.0e3` or integers beyond 2^64, and building a tree for
 //! a long list costs more than everything else the filter does. Instead one
 //! strict scan ([`crate::json::scan`], as strict as `json::parse_strict`)
-//! checks the body and keeps only what the decisions need ([`read`]): ids,
+//! checks the body and keeps only what the decisions need (`read`): ids,
 //! item spans and the string each item is judged by. The rewrite splices the
-//! original bytes: kept items are copied verbatim, the array around them is
-//! rebuilt, and when the body had whitespace between tokens the result is
-//! minified, so it is always compact and fits on one SSE `data:` line.
+//! original bytes: an items array with removed items is rebuilt from its
+//! kept items, copied verbatim, and everything else passes byte for byte
+//! (whitespace included; an SSE event keeps its `data:` lines, see
+//! [`SseFilter`]).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
-use crate::json::minify::minify;
 use crate::json::JsonError;
 use read::{Document, Listed, Members, Message, Top};
 
@@ -103,7 +103,7 @@ pub struct Item<'a> {
     kind: ListKind,
     key: Option<&'a str>,
     json: &'a [u8],
-    escaped_keys: bool,
+    declaration: bool,
 }
 
 impl<'a> Item<'a> {
@@ -120,30 +120,18 @@ impl<'a> Item<'a> {
 
     /// The item parsed (its text was checked with the whole answer), for a
     /// predicate that needs more than its key. It costs a tree, so ask only
-    /// when [`Item::may_have_member`] says so.
+    /// when it matters (see [`Item::has_declaration`]).
     pub fn value(&self) -> Option<Value> {
         serde_json::from_slice(self.json).ok()
     }
 
-    /// Whether a member named `name` may be somewhere inside the item:
-    /// `false` only when no key in it was written with an escape and
-    /// `"name"` is nowhere in its text, so none of its keys is `name`.
-    pub fn may_have_member(&self, name: &str) -> bool {
-        self.escaped_keys || has_quoted(self.json, name.as_bytes())
+    /// Whether a key [`crate::mcp::param_headers::DECLARATION`]
+    /// (`x-mcp-header`, after unescaping) stands anywhere in the item, as
+    /// the scan saw: only then can a tool declare `Mcp-Param-*` headers, so
+    /// only then is it worth parsing.
+    pub fn has_declaration(&self) -> bool {
+        self.declaration
     }
-}
-
-/// Whether `"word"` occurs in `text`.
-fn has_quoted(text: &[u8], word: &[u8]) -> bool {
-    let mut rest = text;
-    while let Some(quote) = rest.iter().position(|&c| c == b'"') {
-        let after = rest.get(quote + 1..).unwrap_or_default();
-        if after.starts_with(word) && after.get(word.len()) == Some(&b'"') {
-            return true;
-        }
-        rest = after;
-    }
-    false
 }
 
 /// The predicate that keeps an item (`true`) or removes it.
@@ -266,7 +254,7 @@ pub struct Filtered {
 /// an items array) has its items filtered with `keep`, and a present
 /// `cacheScope` becomes `"private"`; errors, other answers and other fields
 /// pass untouched. When nothing changes the original bytes come back as they
-/// are; otherwise the body is rewritten compactly.
+/// are; otherwise the body is spliced from them (see the module's notes).
 pub fn filter_json(
     body: &[u8],
     pending: &PendingLists,
@@ -324,7 +312,7 @@ struct Plan {
 }
 
 /// Filters one JSON document. `None` when nothing changes; otherwise the
-/// rewritten, compact document and the number of items removed.
+/// rewritten document and the number of items removed.
 fn filter_document(
     doc: &[u8],
     pending: &PendingLists,
@@ -353,9 +341,6 @@ fn filter_document(
         return Ok(None);
     }
     let out = rewrite(doc, &read.items, &plan)?;
-    // Spliced from compact pieces, the output has whitespace only if the
-    // input had some.
-    let out = if read.whitespace { minify(&out) } else { out };
     Ok(Some((out, plan.removed)))
 }
 
@@ -442,7 +427,7 @@ fn item_view<'a>(doc: &'a [u8], kind: ListKind, listed: &'a Listed) -> Item<'a> 
         kind,
         key: listed.key.as_deref(),
         json: doc.get(listed.span.clone()).unwrap_or_default(),
-        escaped_keys: listed.escaped_keys,
+        declaration: listed.declaration,
     }
 }
 

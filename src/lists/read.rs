@@ -1,7 +1,8 @@
 //! What the filter reads of a document, in one strict scan
 //! ([`crate::json::scan`]): for each message, where its `id` is, whether it
 //! has a `result` or an `error`, and in an object `result`, its item arrays
-//! and `cacheScope`; for each item, its span and the string it is judged by.
+//! and `cacheScope`; for each item, its span, the string it is judged by and
+//! whether a header declaration stands in it.
 //! Nothing else is kept, and nothing is allocated per value.
 
 use std::borrow::Cow;
@@ -10,6 +11,7 @@ use std::ops::Range;
 use super::ListKind;
 use crate::json::scan::Scanner;
 use crate::json::JsonError;
+use crate::mcp::param_headers;
 
 /// A document as the filter reads it.
 pub(super) struct Document<'a> {
@@ -19,8 +21,6 @@ pub(super) struct Document<'a> {
     /// The items of every item array, in document order; each array of
     /// [`Members::Array`] names its range here.
     pub items: Vec<Listed<'a>>,
-    /// Whether any whitespace stood between tokens.
-    pub whitespace: bool,
 }
 
 /// What the document is.
@@ -77,14 +77,15 @@ pub(super) struct Listed<'a> {
     pub is_object: bool,
     /// The string member its kind is judged by, unescaped, if it has one.
     pub key: Option<Cow<'a, str>>,
-    /// Whether a key anywhere inside it was written with an escape.
-    pub escaped_keys: bool,
+    /// Whether a key [`param_headers::DECLARATION`] stands anywhere in it.
+    pub declaration: bool,
 }
 
 /// Reads and checks a whole document: a syntax error or a repeated key
 /// anywhere refuses it.
 pub(super) fn document(doc: &[u8]) -> Result<Document<'_>, JsonError> {
     let mut scanner = Scanner::new(doc)?;
+    scanner.watch(param_headers::DECLARATION);
     let mut messages = Vec::new();
     let mut items = Vec::new();
     let top = match scanner.peek()? {
@@ -109,7 +110,6 @@ pub(super) fn document(doc: &[u8]) -> Result<Document<'_>, JsonError> {
         top,
         messages,
         items,
-        whitespace: scanner.saw_whitespace(),
     })
 }
 
@@ -189,10 +189,10 @@ fn item<'a>(s: &mut Scanner<'a>, kind: ListKind) -> Result<Listed<'a>, JsonError
             span: s.skip_value()?,
             is_object: false,
             key: None,
-            escaped_keys: false,
+            declaration: false,
         });
     }
-    let escaped_before = s.escaped_keys();
+    let declarations_before = s.watched_keys();
     let mut judged_by = None;
     let span = s.object(|s, key| {
         if key == kind.item_key() && s.peek()? == b'"' {
@@ -206,6 +206,6 @@ fn item<'a>(s: &mut Scanner<'a>, kind: ListKind) -> Result<Listed<'a>, JsonError
         span,
         is_object: true,
         key: judged_by,
-        escaped_keys: s.escaped_keys() != escaped_before,
+        declaration: s.watched_keys() != declarations_before,
     })
 }

@@ -13,9 +13,12 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// it may be half of a CRLF). An event whose `data:` lines form JSON holding a
 /// response to a pending list request, with something removed, is re-emitted
 /// with its other lines (`event:`, `id:`, `retry:`, comments) in order and the
-/// filtered JSON on a single `data:` line in place of the first one. Every
-/// other event passes byte for byte, as soon as it is complete. Ids stay
-/// pending for the whole stream, so a repeated answer is filtered too.
+/// filtered JSON in place of the first `data:` line: one `data:` line per line
+/// of the JSON, which is the joined data with the removed items' bytes gone,
+/// so a payload that came on several `data:` lines goes on as many or fewer
+/// (each ended as the first one was). Every other event passes byte for byte,
+/// as soon as it is complete. Ids stay pending for the whole stream, so a
+/// repeated answer is filtered too.
 ///
 /// Stricter than "invalid JSON for a pending id": a non-empty, non-blank data
 /// payload that is not valid JSON (or repeats a key) is an error whatever its
@@ -242,9 +245,22 @@ fn filter_event(
     for (content, line_end) in &lines {
         if field(content).0 == b"data" {
             if !data_written {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&json);
-                out.extend_from_slice(line_end);
+                // The joined data holds an LF only where two `data:` lines
+                // met (a line holds no CR nor LF), and so does the JSON
+                // spliced from it.
+                let mut lines = json.split(|&c| c == b'\n').peekable();
+                while let Some(line) = lines.next() {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(line);
+                    // Only a last line of the stream has no end, and then
+                    // it is the only `data:` line; still, never join two.
+                    let end: &[u8] = if line_end.is_empty() && lines.peek().is_some() {
+                        b"\n"
+                    } else {
+                        line_end
+                    };
+                    out.extend_from_slice(end);
+                }
                 data_written = true;
             }
         } else {

@@ -301,9 +301,10 @@ fn batch_filters_each_list_result_and_passes_other_results() {
     assert_eq!(names, ["get_weather"]);
     assert_eq!(v[1], parse(call.as_bytes()));
     assert_eq!(v[2]["result"]["resources"].as_array().unwrap().len(), 1);
-    // Compact: the whitespace between batch elements is gone too.
+    // Only item arrays are rebuilt: what stands between the batch's
+    // elements passes as it came.
     assert!(text(&out.body).starts_with(r#"[{"jsonrpc""#));
-    assert!(text(&out.body).contains(r#"}},{"jsonrpc""#) && !text(&out.body).contains('\n'));
+    assert!(text(&out.body).contains(&format!("\"t-1\"}}}}}}, {call},\n {{")));
 }
 
 #[test]
@@ -331,7 +332,7 @@ fn rewrite_keeps_key_order_number_text_and_escapes() {
     .unwrap();
     assert_eq!(
         text(&out.body),
-        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","inputSchema":{"type":"object","maximum":1.0e3,"big":123456789012345678901234567890},"description":"say \"hi\"  now\t"}]}}"#
+        r#"{ "jsonrpc": "2.0", "id": 1, "result": { "tools": [{ "name": "a", "inputSchema": { "type": "object", "maximum": 1.0e3, "big": 123456789012345678901234567890 }, "description": "say \"hi\"  now\t" }] } }"#
     );
 }
 
@@ -613,31 +614,45 @@ fn sse_lf_and_cr_only_line_ends_are_understood() {
 }
 
 #[test]
-fn sse_multi_line_data_is_joined_and_reemitted_on_one_line() {
+fn sse_multi_line_data_is_joined_and_reemitted_in_its_lines() {
     let pretty = serde_json::to_string_pretty(&parse(TOOLS.as_bytes())).unwrap();
-    let mut stream = String::from("event: message\n");
-    for (n, line) in pretty.lines().enumerate() {
-        // One leading space is stripped, and only one: mix both forms.
-        if n % 2 == 0 {
-            stream.push_str(&format!("data: {line}\n"));
-        } else {
-            stream.push_str(&format!("data:{line}\n"));
+    for end in ["\n", "\r\n"] {
+        let mut stream = format!("event: message{end}");
+        for (n, line) in pretty.lines().enumerate() {
+            // One leading space is stripped, and only one: mix both forms.
+            if n % 2 == 0 {
+                stream.push_str(&format!("data: {line}{end}"));
+            } else {
+                stream.push_str(&format!("data:{line}{end}"));
+            }
         }
+        stream.push_str(&format!(": after{end}{end}"));
+        let (out, removed) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
+        assert_eq!(removed, 1);
+        let out = text(&out);
+        let lines: Vec<&str> = out.split(end).collect();
+        assert_eq!(lines[0], "event: message");
+        assert_eq!(lines[lines.len() - 3..], [": after", "", ""]);
+        let data: Vec<&str> = lines[1..lines.len() - 3]
+            .iter()
+            .map(|line| line.strip_prefix("data: ").expect("a data line"))
+            .collect();
+        // The kept text keeps its lines; the removed item's are gone.
+        assert!(
+            data.len() > 1 && data.len() < pretty.lines().count(),
+            "{out}"
+        );
+        let kept = pretty
+            .lines()
+            .find(|l| l.contains("Get the current weather"));
+        assert!(data.contains(&kept.unwrap()), "{out}");
+        let mut expected = parse(TOOLS.as_bytes());
+        expected["result"]["tools"]
+            .as_array_mut()
+            .unwrap()
+            .remove(1);
+        assert_eq!(parse(data.join("\n").as_bytes()), expected);
     }
-    stream.push('\n');
-    let (out, removed) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
-    assert_eq!(removed, 1);
-    let out = text(&out);
-    let lines: Vec<&str> = out.split('\n').collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    assert_eq!(lines[0], "event: message");
-    let data = lines[1].strip_prefix("data: ").unwrap();
-    let mut expected = parse(TOOLS.as_bytes());
-    expected["result"]["tools"]
-        .as_array_mut()
-        .unwrap()
-        .remove(1);
-    assert_eq!(parse(data.as_bytes()), expected);
 }
 
 #[test]
