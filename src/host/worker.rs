@@ -24,6 +24,10 @@ fn tool_headers_key(tool: &str) -> String {
     format!("mcp_authz.tool_headers.{tool}")
 }
 
+/// The last tool list any worker learned ([`param_headers::encode_list`]);
+/// outside `tool_headers_key`'s names, which end in a tool's.
+const LAST_TOOL_LIST_KEY: &str = "mcp_authz.last_tool_list";
+
 pub struct Worker {
     pub policy: Rc<Policy>,
     /// Tools' `Mcp-Param-*` declarations this worker learned or read from
@@ -73,8 +77,18 @@ impl Worker {
     }
 
     /// Remembers, and shares with the other workers, what listed tools
-    /// declare (a list is the newest word on a tool's schema).
+    /// declare (a list is the newest word on a tool's schema). A list is
+    /// learned tool by tool (a shared-data look each) only when it is not
+    /// the last list any worker learned: listing the same tools again costs
+    /// one look.
     pub fn learn_tool_headers(&self, tools: Vec<(String, Vec<ParamHeader>)>) {
+        let list = param_headers::encode_list(&tools);
+        let (last, _) = abi::shared_get(LAST_TOOL_LIST_KEY);
+        if last.as_deref() == Some(list.as_slice()) {
+            // Every tool of that list was shared before the list was, and
+            // whoever shares another list shares its tools first, then it.
+            return;
+        }
         for (tool, declared) in tools {
             // Against what is shared, not this worker's memory: another
             // worker may have shared a newer list since.
@@ -88,6 +102,7 @@ impl Worker {
                 self.remember(&tool, declared);
             }
         }
+        let _ = abi::shared_set(LAST_TOOL_LIST_KEY, &list, None);
     }
 
     fn remember(&self, tool: &str, declared: Vec<ParamHeader>) {

@@ -176,6 +176,23 @@ pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A whole list's tools and their declarations as one text, in order: each
+/// tool's name and [`encode`]d declarations, each with its length before it,
+/// so two lists have the same text exactly when they are the same list.
+/// Workers share the last list learned under it and compare a new list's
+/// text with it: one look instead of one per tool when nothing changed.
+pub fn encode_list(tools: &[(String, Vec<ParamHeader>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (tool, declared) in tools {
+        let declared = encode(declared);
+        for part in [tool.as_bytes(), &declared] {
+            out.extend_from_slice(&part.len().to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
 /// What a tool declares, from what every worker shares (`shared`: the
 /// newest list any worker read, [`encode`]d) and what this worker
 /// remembers. The shared word wins: a worker that kept an older list in
@@ -512,5 +529,32 @@ mod tests {
         let mut extra = ok;
         extra.push(("mcp-param-other".into(), "x".into()));
         assert_eq!(check(&declared, Some(&args), &extra, true), Ok(()));
+    }
+
+    #[test]
+    fn lists_encode_to_the_same_text_only_when_they_are_the_same() {
+        let param = |name: &str| ParamHeader {
+            name: name.into(),
+            path: vec!["a".into()],
+            kind: ParamKind::String,
+        };
+        let lists: Vec<Vec<(String, Vec<ParamHeader>)>> = vec![
+            vec![],
+            vec![("t".into(), vec![])],
+            vec![("t".into(), vec![param("A")])],
+            vec![("t".into(), vec![param("B")])],
+            vec![("t".into(), vec![]), ("u".into(), vec![])],
+            vec![("u".into(), vec![]), ("t".into(), vec![])],
+            // Names that would run together in a plainer text.
+            vec![("t\tA\tstring\ta\n".into(), vec![])],
+            vec![("tu".into(), vec![])],
+            vec![("".into(), vec![]), ("".into(), vec![])],
+            vec![("".into(), vec![])],
+        ];
+        for (i, a) in lists.iter().enumerate() {
+            for (j, b) in lists.iter().enumerate() {
+                assert_eq!(encode_list(a) == encode_list(b), i == j, "{a:?} {b:?}");
+            }
+        }
     }
 }
