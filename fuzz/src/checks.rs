@@ -25,9 +25,8 @@ use mcp_authz::config::{JwksSource, Policy};
 use mcp_authz::dpop::{self, htu, DpopPolicy};
 use mcp_authz::gate::{self, RequestHead};
 use mcp_authz::identity::Identity;
-use mcp_authz::json;
 use mcp_authz::jwks::{Algorithm, KeySet};
-use mcp_authz::lists::{self, Item, Keep, ListError, ListKind, PendingLists, SseFilter};
+use mcp_authz::lists::{self, reference, Item, Keep, ListError, ListKind, PendingLists, SseFilter};
 use mcp_authz::mcp::{self, Body, BodyError, Message};
 use mcp_authz::policy;
 use mcp_authz::token::{self, MAX_TOKEN_BYTES};
@@ -411,17 +410,17 @@ pub fn list_answer(data: &[u8]) {
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
-    // The filter reads the answer as strictly as the request parser: it
-    // refuses as "not valid JSON" exactly what `parse_strict` refuses.
-    let not_json = matches!(
-        lists::filter_json(body, &pending, &keep),
-        Err(ListError::Invalid(why)) if why.starts_with("not valid JSON")
-    );
-    assert_eq!(
-        not_json,
-        json::parse_strict(body).is_err(),
-        "strictness differs"
-    );
+    // The filter agrees with the same filter written on a tree
+    // (`lists::reference`, after `json::parse_strict`): both refuse, for the
+    // same reason, or the output parses to the reference's tree with as many
+    // items removed; and so through the SSE framing, the answer sent as one
+    // event.
+    if let Some(why) = reference::json_disagreement(body, &pending, &keep) {
+        panic!("the filter and the tree reference disagree:\n{why}");
+    }
+    if let Some(why) = reference::event_disagreement(body, &pending, &keep) {
+        panic!("the SSE filter and the tree reference disagree:\n{why}");
+    }
 
     // However the stream is chunked, the outcome is the same.
     let max = if flags & 32 != 0 {

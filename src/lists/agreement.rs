@@ -10,7 +10,6 @@ use crate::json;
 use crate::json::edits::{apply, edits};
 use crate::mcp::param_headers;
 use proptest::prelude::*;
-use serde_json::Map;
 use std::cell::RefCell;
 
 /// How a filter ended.
@@ -36,142 +35,28 @@ fn keeps(name: Option<&str>, allowed: &[&str]) -> bool {
     name.is_some_and(|n| allowed.contains(&n))
 }
 
-// ---- the reference -----------------------------------------------------
+// ---- both filters, seen the same way -----------------------------------
 
-fn reference(
-    doc: &[u8],
-    pending: &PendingLists,
-    allowed: &[&str],
-    shape: Shape,
-    shown: &mut Shown,
-) -> Outcome {
-    let mut value = match json::parse_strict(doc) {
-        Ok(value) => value,
-        Err(JsonError::DuplicateKey(m)) => {
-            return Outcome::Duplicate(format!("not valid JSON: {m}"))
-        }
-        Err(_) => return Outcome::Syntax,
-    };
-    let mut removed = 0;
-    let mut changed = false;
-    let messages: Vec<&mut Value> = match &mut value {
-        Value::Array(messages) => {
-            if messages.is_empty() && shape == Shape::ResponsesOnly {
-                return Outcome::Shape("empty batch".into());
-            }
-            messages.iter_mut().collect()
-        }
-        message @ Value::Object(_) => vec![message],
-        _ if shape == Shape::ResponsesOnly => {
-            return Outcome::Shape("not a JSON-RPC response or batch".into())
-        }
-        _ => Vec::new(),
-    };
-    for message in messages {
-        let Some(object) = message.as_object_mut() else {
-            if shape == Shape::ResponsesOnly {
-                return Outcome::Shape("batch element is not an object".into());
-            }
-            continue;
-        };
-        let is_response = object.contains_key("id")
-            && (object.contains_key("result") || object.contains_key("error"));
-        if shape == Shape::ResponsesOnly && !is_response {
-            return Outcome::Shape("not a JSON-RPC response".into());
-        }
-        let Some(id) = object.get("id").cloned() else {
-            continue;
-        };
-        let Some(Value::Object(result)) = object.get_mut("result") else {
-            continue;
-        };
-        match filter_result(result, pending.kinds_for(&id), allowed, shown) {
-            Ok((n, edited)) => {
-                removed += n;
-                changed |= edited;
-            }
-            Err(why) => return Outcome::Shape(why),
-        }
-    }
-    if changed {
-        Outcome::Changed { value, removed }
-    } else {
-        Outcome::Unchanged
-    }
-}
-
-/// Filters one `result` in place; returns the items removed and whether
-/// anything changed.
-fn filter_result(
-    result: &mut Map<String, Value>,
-    asked: &[ListKind],
-    allowed: &[&str],
-    shown: &mut Shown,
-) -> Result<(usize, bool), String> {
-    for kind in asked {
-        let key = kind.items_key();
-        if result.get(key).is_some_and(|items| !items.is_array()) {
-            return Err(format!("result.{key} is not an array"));
-        }
-    }
-    let mut is_list = !asked.is_empty();
-    let mut removed = 0;
-    for kind in ListKind::ALL {
-        let Some(Value::Array(items)) = result.get_mut(kind.items_key()) else {
-            continue;
-        };
-        is_list = true;
-        let before = items.len();
-        items.retain(|item| {
-            if !item.is_object() {
-                return false;
-            }
-            let key = item.get(kind.item_key()).and_then(Value::as_str);
-            shown.push((kind, key.map(str::to_string), item.clone()));
-            keeps(key, allowed)
-        });
-        removed += before - items.len();
-    }
-    let mut changed = removed > 0;
-    if let Some(scope) = result.get_mut("cacheScope") {
-        if is_list && scope != "private" {
-            *scope = Value::from("private");
-            changed = true;
-        }
-    }
-    Ok((removed, changed))
-}
-
-// ---- the filter, seen the same way ---------------------------------------
-
-fn filtered(
-    doc: &[u8],
-    pending: &PendingLists,
-    allowed: &[&str],
-    shape: Shape,
-    shown: &mut Shown,
-) -> Outcome {
-    let log = RefCell::new(Vec::new());
-    let keep = |item: &Item| {
+/// A predicate keeping the `allowed` names, which logs what it is shown.
+fn logging<'a>(allowed: &'a [&'a str], log: &'a RefCell<Shown>) -> impl Fn(&Item) -> bool + 'a {
+    move |item| {
         let value = item.value().expect("an item of a checked answer parses");
         // Skipping the parse of a tool must never hide a declaration.
         assert_eq!(
             item.has_declaration(),
-            has_member(&value, param_headers::DECLARATION),
+            reference::has_member(&value, param_headers::DECLARATION),
             "{value}"
         );
         log.borrow_mut()
             .push((item.kind(), item.key().map(str::to_string), value));
         keeps(item.key(), allowed)
-    };
-    let outcome = filter_document(doc, pending, &keep, shape);
-    shown.extend(log.into_inner());
-    match outcome {
+    }
+}
+
+fn outcome(result: reference::Outcome) -> Outcome {
+    match result {
         Ok(None) => Outcome::Unchanged,
-        Ok(Some((body, removed))) => Outcome::Changed {
-            value: serde_json::from_slice(&body).expect("the output is JSON"),
-            removed,
-        },
+        Ok(Some((value, removed))) => Outcome::Changed { value, removed },
         Err(ListError::Invalid(m)) if m.starts_with("not valid JSON: malformed JSON") => {
             Outcome::Syntax
         }
@@ -183,14 +68,24 @@ fn filtered(
     }
 }
 
-fn has_member(value: &Value, name: &str) -> bool {
-    match value {
-        Value::Object(members) => members
-            .iter()
-            .any(|(key, value)| key == name || has_member(value, name)),
-        Value::Array(elements) => elements.iter().any(|v| has_member(v, name)),
-        _ => false,
-    }
+/// Runs one of the two filters with the logging predicate.
+fn run(
+    filter: impl FnOnce(&Keep) -> reference::Outcome,
+    allowed: &[&str],
+    shown: &mut Shown,
+) -> Outcome {
+    let log = RefCell::new(Vec::new());
+    let result = filter(&logging(allowed, &log));
+    shown.extend(log.into_inner());
+    outcome(result)
+}
+
+/// The filter's output as the reference gives it: a tree.
+fn parsed(output: Option<(Vec<u8>, usize)>) -> Option<(Value, usize)> {
+    output.map(|(body, removed)| {
+        let value = serde_json::from_slice(&body).expect("the output is JSON");
+        (value, removed)
+    })
 }
 
 // ---- generated answers ---------------------------------------------------
@@ -416,8 +311,16 @@ proptest! {
     ) {
         let shape = if any_messages { Shape::AnyMessages } else { Shape::ResponsesOnly };
         let (mut expected_shown, mut shown) = (Vec::new(), Vec::new());
-        let expected = reference(&doc, &pending, &allowed, shape, &mut expected_shown);
-        let got = filtered(&doc, &pending, &allowed, shape, &mut shown);
+        let expected = run(
+            |keep| reference::filter_document(&doc, &pending, keep, shape),
+            &allowed,
+            &mut expected_shown,
+        );
+        let got = run(
+            |keep| filter_document(&doc, &pending, keep, shape).map(parsed),
+            &allowed,
+            &mut shown,
+        );
         prop_assert_eq!(&got, &expected);
         if !matches!(got, Outcome::Syntax | Outcome::Duplicate(_)) {
             prop_assert_eq!(shown, expected_shown);
@@ -434,5 +337,23 @@ proptest! {
                 prop_assert_eq!(body, serde_json::to_vec(value).expect("serialises"));
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// The same agreement through the SSE framing: the event's data,
+    /// filtered, rebuilds to the reference's tree, and an event with nothing
+    /// to change passes byte for byte.
+    #[test]
+    fn an_sse_event_agrees_with_the_tree_reference(
+        doc in answer(),
+        pending in pending(),
+        allowed in proptest::sample::subsequence(NAMES, 0..=NAMES.len()),
+    ) {
+        let keep = |item: &Item| keeps(item.key(), &allowed);
+        let disagreement = reference::event_disagreement(&doc, &pending, &keep);
+        prop_assert!(disagreement.is_none(), "{}", disagreement.unwrap_or_default());
     }
 }

@@ -472,6 +472,7 @@ fn rewrite(doc: &[u8], items: &[Listed], plan: &Plan) -> Result<Vec<u8>, ListErr
 }
 
 mod read;
+pub mod reference;
 mod sse;
 pub use sse::SseFilter;
 
