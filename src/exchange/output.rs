@@ -4,7 +4,7 @@
 use crate::answer::Answer;
 use crate::counters::Counter;
 use crate::gate::UpstreamHeaders;
-use crate::mcp::param_headers::ParamHeader;
+use crate::mcp::param_headers::ToolList;
 
 /// Whether Envoy may move the stream on after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum Effect {
     SetResponseHeader { name: String, value: Option<String> },
     /// Remember what these tools declare as `Mcp-Param-*` headers (read
     /// from a `tools/list` answer), for every worker.
-    LearnToolHeaders(Vec<(String, Vec<ParamHeader>)>),
+    LearnToolHeaders(ToolList),
     /// Add to a counter.
     Count(Counter, u64),
     /// Write a line to Envoy's log.

@@ -11,7 +11,7 @@ use crate::counters::Counter;
 use crate::gate;
 use crate::identity::Identity;
 use crate::lists::{self, Item, ListError, ListKind, PendingLists, SseFilter};
-use crate::mcp::param_headers::{self, ParamHeader};
+use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::media;
 use std::cell::RefCell;
 
@@ -388,9 +388,7 @@ fn keeper<'a>(
             return false;
         };
         if item.kind() == ListKind::Tools {
-            learned
-                .borrow_mut()
-                .push((name.to_string(), declared_headers(item)));
+            learned.borrow_mut().push(name, declared_headers(item));
         }
         gate::may_use(policy, identity, headers, now_s, item.kind(), name)
     }
@@ -409,7 +407,7 @@ fn declared_headers(tool: &Item) -> Vec<ParamHeader> {
 }
 
 /// Tools' `Mcp-Param-*` declarations seen while filtering.
-type Learned = RefCell<Vec<(String, Vec<ParamHeader>)>>;
+type Learned = RefCell<ToolList>;
 
 /// The effect that shares what was learned, if anything was.
 fn learn(learned: Learned) -> Option<Effect> {
@@ -452,7 +450,12 @@ mod tests {
         watch.on_headers(&policy, &head, false);
         let output = watch.on_body(&policy, 0, body.len(), true, &|_| body.as_bytes().to_vec());
         let learned = output.effects.iter().find_map(|e| match e {
-            Effect::LearnToolHeaders(learned) => Some(learned.clone()),
+            Effect::LearnToolHeaders(learned) => Some(
+                learned
+                    .iter()
+                    .map(|(tool, declared)| (tool.to_string(), declared.to_vec()))
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
         });
 

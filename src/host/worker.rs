@@ -9,7 +9,7 @@ use crate::config::Policy;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
 use crate::keys::fetch::KeySlot;
-use crate::mcp::param_headers::{self, ParamHeader};
+use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ fn tool_headers_key(tool: &str) -> String {
     format!("mcp_authz.tool_headers.{tool}")
 }
 
-/// The last tool list any worker learned ([`param_headers::encode_list`]);
+/// The last tool list any worker learned ([`ToolList::encode`]);
 /// outside `tool_headers_key`'s names, which end in a tool's.
 const LAST_TOOL_LIST_KEY: &str = "mcp_authz.last_tool_list";
 
@@ -81,25 +81,25 @@ impl Worker {
     /// learned tool by tool (a shared-data look each) only when it is not
     /// the last list any worker learned: listing the same tools again costs
     /// one look.
-    pub fn learn_tool_headers(&self, tools: Vec<(String, Vec<ParamHeader>)>) {
-        let list = param_headers::encode_list(&tools);
+    pub fn learn_tool_headers(&self, tools: ToolList) {
+        let list = tools.encode();
         let (last, _) = abi::shared_get(LAST_TOOL_LIST_KEY);
         if last.as_deref() == Some(list.as_slice()) {
             // Every tool of that list was shared before the list was, and
             // whoever shares another list shares its tools first, then it.
             return;
         }
-        for (tool, declared) in tools {
+        for (tool, declared) in tools.iter() {
             // Against what is shared, not this worker's memory: another
             // worker may have shared a newer list since.
-            let known = self.tool_headers(&tool).as_ref() == Some(&declared);
+            let known = self.tool_headers(tool).as_deref() == Some(declared);
             if !known {
                 let _ = abi::shared_set(
-                    &tool_headers_key(&tool),
-                    &param_headers::encode(&declared),
+                    &tool_headers_key(tool),
+                    &param_headers::encode(declared),
                     None,
                 );
-                self.remember(&tool, declared);
+                self.remember(tool, declared.to_vec());
             }
         }
         let _ = abi::shared_set(LAST_TOOL_LIST_KEY, &list, None);

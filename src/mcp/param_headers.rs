@@ -157,40 +157,77 @@ fn fold(name: &str) -> String {
 /// Declarations as shared between workers (proxy-wasm shared data): one
 /// line per parameter, `name`, `kind` and the path, separated by tabs.
 pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    encode_into(declared, &mut out);
+    out
+}
+
+fn encode_into(declared: &[ParamHeader], out: &mut Vec<u8>) {
     for param in declared {
         let kind = match param.kind {
             ParamKind::String => "string",
             ParamKind::Integer => "integer",
             ParamKind::Boolean => "boolean",
         };
-        out.push_str(&param.name);
-        out.push('\t');
-        out.push_str(kind);
+        out.extend_from_slice(param.name.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(kind.as_bytes());
         for segment in &param.path {
-            out.push('\t');
-            out.push_str(segment);
+            out.push(b'\t');
+            out.extend_from_slice(segment.as_bytes());
         }
-        out.push('\n');
+        out.push(b'\n');
     }
-    out.into_bytes()
 }
 
-/// A whole list's tools and their declarations as one text, in order: each
-/// tool's name and [`encode`]d declarations, each with its length before it,
-/// so two lists have the same text exactly when they are the same list.
-/// Workers share the last list learned under it and compare a new list's
-/// text with it: one look instead of one per tool when nothing changed.
-pub fn encode_list(tools: &[(String, Vec<ParamHeader>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (tool, declared) in tools {
-        let declared = encode(declared);
-        for part in [tool.as_bytes(), &declared] {
-            out.extend_from_slice(&part.len().to_le_bytes());
-            out.extend_from_slice(part);
-        }
+/// The tools of one `tools/list` answer, in order, with what each declares:
+/// what the filter learned from it. The names share one text, so a long
+/// list costs a few allocations, not a few per tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolList {
+    names: String,
+    tools: Vec<(std::ops::Range<usize>, Vec<ParamHeader>)>,
+}
+
+impl ToolList {
+    pub fn push(&mut self, tool: &str, declared: Vec<ParamHeader>) {
+        let start = self.names.len();
+        self.names.push_str(tool);
+        self.tools.push((start..self.names.len(), declared));
     }
-    out
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// Each tool's name and declarations, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ParamHeader])> {
+        self.tools.iter().map(|(name, declared)| {
+            let name = self.names.get(name.clone()).unwrap_or_default();
+            (name, declared.as_slice())
+        })
+    }
+
+    /// The whole list as one text: each tool's name and [`encode`]d
+    /// declarations, each with its length before it, so two lists have the
+    /// same text exactly when they are the same list. Workers share the last
+    /// list learned under it and compare a new list's text with it: one look
+    /// instead of one per tool when nothing changed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.names.len() + 16 * self.tools.len());
+        for (tool, declared) in self.iter() {
+            out.extend_from_slice(&tool.len().to_le_bytes());
+            out.extend_from_slice(tool.as_bytes());
+            let at = out.len();
+            out.extend_from_slice(&0usize.to_le_bytes());
+            encode_into(declared, &mut out);
+            let len = (out.len() - at - std::mem::size_of::<usize>()).to_le_bytes();
+            if let Some(slot) = out.get_mut(at..at + len.len()) {
+                slot.copy_from_slice(&len);
+            }
+        }
+        out
+    }
 }
 
 /// What a tool declares, from what every worker shares (`shared`: the
@@ -538,22 +575,32 @@ mod tests {
             path: vec!["a".into()],
             kind: ParamKind::String,
         };
-        let lists: Vec<Vec<(String, Vec<ParamHeader>)>> = vec![
+        let lists: Vec<Vec<(&str, Vec<ParamHeader>)>> = vec![
             vec![],
-            vec![("t".into(), vec![])],
-            vec![("t".into(), vec![param("A")])],
-            vec![("t".into(), vec![param("B")])],
-            vec![("t".into(), vec![]), ("u".into(), vec![])],
-            vec![("u".into(), vec![]), ("t".into(), vec![])],
+            vec![("t", vec![])],
+            vec![("t", vec![param("A")])],
+            vec![("t", vec![param("B")])],
+            vec![("t", vec![]), ("u", vec![])],
+            vec![("u", vec![]), ("t", vec![])],
             // Names that would run together in a plainer text.
-            vec![("t\tA\tstring\ta\n".into(), vec![])],
-            vec![("tu".into(), vec![])],
-            vec![("".into(), vec![]), ("".into(), vec![])],
-            vec![("".into(), vec![])],
+            vec![("t\tA\tstring\ta\n", vec![])],
+            vec![("tu", vec![])],
+            vec![("", vec![]), ("", vec![])],
+            vec![("", vec![])],
         ];
+        let lists: Vec<ToolList> = lists
+            .into_iter()
+            .map(|tools| {
+                let mut list = ToolList::default();
+                for (tool, declared) in tools {
+                    list.push(tool, declared);
+                }
+                list
+            })
+            .collect();
         for (i, a) in lists.iter().enumerate() {
             for (j, b) in lists.iter().enumerate() {
-                assert_eq!(encode_list(a) == encode_list(b), i == j, "{a:?} {b:?}");
+                assert_eq!(a.encode() == b.encode(), i == j, "{a:?} {b:?}");
             }
         }
     }
