@@ -1,9 +1,12 @@
-//! The filter against a reference built the plain way, on a parsed tree
-//! (`json::parse_strict`, then decisions and edits on `serde_json` values),
-//! over generated answers: the same answers refused for the same reason, the
-//! same items shown to the predicate in the same order (same kind, key and
-//! value), and an output that parses to the reference's tree (byte for byte
-//! when the answer is written as serde_json writes).
+//! The filter against [`super::reference`], the same filter built the plain
+//! way on a parsed tree (`json::parse_strict`, then decisions and edits on
+//! `serde_json` values), over generated answers (hostile ones among them:
+//! repeated keys, escaped names and keys, nesting, whitespace, bytes
+//! changed): the same answers refused for the same reason, the same items
+//! shown to the predicate in the same order (same kind, key and value), and
+//! an output that parses to the reference's tree (byte for byte when the
+//! answer is written as serde_json writes); and the same through the SSE
+//! framing.
 
 use super::*;
 use crate::json;
