@@ -17,6 +17,8 @@ pub mod codes {
     pub const FORBIDDEN: i64 = -32003;
     pub const INSUFFICIENT_SCOPE: i64 = -32004;
     pub const LIST_UNFILTERABLE: i64 = -32005;
+    pub const AUTHORIZATION_SERVER_UNAVAILABLE: i64 = -32006;
+    pub const UPSTREAM_TOKEN_UNAVAILABLE: i64 = -32007;
 }
 
 /// How long a client should wait before retrying a 503, in seconds.
@@ -260,6 +262,39 @@ pub fn keys_unavailable(retry_after_seconds: u64) -> Answer {
         None,
     )
     .with_header("retry-after", retry_after_seconds.to_string())
+}
+
+/// 503: token introspection could not tell whether the token is good (the
+/// authorization server down, slow, or answering garbage).
+pub fn authorization_server_unavailable(retry_after_seconds: u64) -> Answer {
+    Answer::json_rpc_error(
+        503,
+        codes::AUTHORIZATION_SERVER_UNAVAILABLE,
+        "Authorization server unavailable; retry later",
+        None,
+    )
+    .with_header("retry-after", retry_after_seconds.to_string())
+}
+
+/// No token for the upstream could be had by exchange: 503 with
+/// `Retry-After` when the authorization server could not be reached, else
+/// 502 (it refused, or issued a token the filter must not forward).
+pub fn upstream_token_unavailable(retry_after_seconds: Option<u64>) -> Answer {
+    match retry_after_seconds {
+        Some(seconds) => Answer::json_rpc_error(
+            503,
+            codes::UPSTREAM_TOKEN_UNAVAILABLE,
+            "Upstream token unavailable; retry later",
+            None,
+        )
+        .with_header("retry-after", seconds.to_string()),
+        None => Answer::json_rpc_error(
+            502,
+            codes::UPSTREAM_TOKEN_UNAVAILABLE,
+            "Upstream token could not be obtained",
+            None,
+        ),
+    }
 }
 
 /// 405 on a metadata path for anything but GET, HEAD and OPTIONS.

@@ -3,6 +3,7 @@
 //! core says which to bump, and a test checks the README's list against this
 //! table.
 
+use crate::authorization_server::Purpose;
 use crate::dpop::ProofErrorKind;
 use crate::gate::{BadRequestKind, Reason};
 use crate::token::TokenErrorKind;
@@ -39,11 +40,40 @@ pub enum Counter {
     JwksUnknownKeyRefetch,
     TokenCacheHit,
     TokenCacheMiss,
+    /// A step of a call to the authorization server, by purpose.
+    AuthorizationServer(Purpose, CallEvent),
+}
+
+/// What happened with a request's need of the authorization server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEvent {
+    /// A call was made.
+    Call,
+    /// An earlier answer (this proxy's, any worker's) was reused.
+    CacheHit,
+    /// The request waited for another request's call for the same token.
+    Wait,
+    /// The call failed: unreachable, timed out, or an unusable answer.
+    Failed,
+    /// No call was made: this worker had too many in flight.
+    Busy,
+}
+
+impl CallEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallEvent::Call => "call",
+            CallEvent::CacheHit => "cache_hit",
+            CallEvent::Wait => "wait",
+            CallEvent::Failed => "failed",
+            CallEvent::Busy => "busy",
+        }
+    }
 }
 
 impl Counter {
     /// Every counter, in the order the README lists them.
-    pub const ALL: [Counter; 49] = [
+    pub const ALL: [Counter; 62] = [
         Counter::Allowed,
         Counter::Denied(Reason::NoToken),
         Counter::Denied(Reason::InvalidToken),
@@ -56,6 +86,7 @@ impl Counter {
         Counter::InvalidToken(TokenErrorKind::NotYetValid),
         Counter::InvalidToken(TokenErrorKind::Issuer),
         Counter::InvalidToken(TokenErrorKind::Audience),
+        Counter::InvalidToken(TokenErrorKind::Inactive),
         Counter::InvalidToken(TokenErrorKind::DpopBound),
         Counter::InvalidToken(TokenErrorKind::KeyBinding),
         Counter::InvalidToken(TokenErrorKind::Scheme),
@@ -74,6 +105,7 @@ impl Counter {
         Counter::DpopAccepted,
         Counter::DpopReplayEvicted,
         Counter::Denied(Reason::KeysUnavailable),
+        Counter::Denied(Reason::IntrospectionUnavailable),
         Counter::Denied(Reason::Forbidden),
         Counter::Denied(Reason::InsufficientScope),
         Counter::Denied(Reason::BadRequest),
@@ -84,6 +116,7 @@ impl Counter {
         Counter::Denied(Reason::TooLarge),
         Counter::Denied(Reason::UnsupportedMediaType),
         Counter::Denied(Reason::MethodNotAllowed),
+        Counter::Denied(Reason::UpstreamTokenUnavailable),
         Counter::AuditWouldDeny,
         Counter::ListItemsRemoved,
         Counter::ListUnfilterable,
@@ -93,6 +126,16 @@ impl Counter {
         Counter::JwksUnknownKeyRefetch,
         Counter::TokenCacheHit,
         Counter::TokenCacheMiss,
+        Counter::AuthorizationServer(Purpose::Introspection, CallEvent::Call),
+        Counter::AuthorizationServer(Purpose::Introspection, CallEvent::CacheHit),
+        Counter::AuthorizationServer(Purpose::Introspection, CallEvent::Wait),
+        Counter::AuthorizationServer(Purpose::Introspection, CallEvent::Failed),
+        Counter::AuthorizationServer(Purpose::Introspection, CallEvent::Busy),
+        Counter::AuthorizationServer(Purpose::TokenExchange, CallEvent::Call),
+        Counter::AuthorizationServer(Purpose::TokenExchange, CallEvent::CacheHit),
+        Counter::AuthorizationServer(Purpose::TokenExchange, CallEvent::Wait),
+        Counter::AuthorizationServer(Purpose::TokenExchange, CallEvent::Failed),
+        Counter::AuthorizationServer(Purpose::TokenExchange, CallEvent::Busy),
     ];
 
     /// The stat's name under `mcp_authz.`.
@@ -114,6 +157,9 @@ impl Counter {
             Counter::JwksUnknownKeyRefetch => "jwks_fetch.unknown_key_refetch".into(),
             Counter::TokenCacheHit => "token_cache.hit".into(),
             Counter::TokenCacheMiss => "token_cache.miss".into(),
+            Counter::AuthorizationServer(purpose, event) => {
+                format!("{}.{}", purpose.name(), event.name())
+            }
         }
     }
 

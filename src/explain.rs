@@ -10,13 +10,14 @@ use std::fmt::Write;
 use crate::answer::Answer;
 use crate::condition::EvalError;
 use crate::config::{Effect, Policy};
-use crate::dpop::replay::{self, SharedMap};
+use crate::dpop::replay;
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
 use crate::jwks::KeySet;
 use crate::mcp::{self, Message};
 use crate::policy;
+use crate::shared_data::{SharedData, SharedMap};
 use crate::token::TokenErrorKind;
 use crate::token_cache::VerifiedTokenCache;
 
@@ -43,6 +44,9 @@ pub enum Outcome {
 pub enum ExplainError {
     /// The token's provider fetches its keys remotely and none were given.
     KeysNeeded { issuer: String },
+    /// The verdict needs an answer of the authorization server
+    /// (introspection or token exchange), which `explain` does not ask.
+    AuthorizationServerNeeded,
     /// The filter would still be waiting (a bug if it ever shows).
     Undecided,
 }
@@ -53,6 +57,9 @@ impl std::fmt::Display for ExplainError {
             ExplainError::KeysNeeded { issuer } => write!(
                 f,
                 "provider {issuer:?} fetches its keys remotely: pass them with --jwks FILE"
+            ),
+            ExplainError::AuthorizationServerNeeded => f.write_str(
+                "the filter would ask the authorization server (introspection or token exchange) here; explain does not call it",
             ),
             ExplainError::Undecided => f.write_str("the filter reached no verdict"),
         }
@@ -68,14 +75,15 @@ pub fn key_sets(policy: &Policy, remote: Option<&KeySet>) -> Vec<Option<KeySet>>
         .providers
         .iter()
         .map(|p| match &p.jwks {
-            crate::config::JwksSource::Inline(keys) => Some(keys.clone()),
-            crate::config::JwksSource::Remote(_) => remote.cloned(),
+            Some(crate::config::JwksSource::Inline(keys)) => Some(keys.clone()),
+            Some(crate::config::JwksSource::Remote(_)) => remote.cloned(),
+            None => None,
         })
         .collect()
 }
 
 /// The host of an explanation: the body is all there, no key is ever
-/// fetched, no refetch is granted.
+/// fetched, no refetch is granted, no authorization server is called.
 struct Offline<'a> {
     body: &'a [u8],
     fetch_asked: Option<usize>,
@@ -83,7 +91,7 @@ struct Offline<'a> {
     shared: SharedMap,
 }
 
-impl replay::SharedData for Offline<'_> {
+impl SharedData for Offline<'_> {
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         self.shared.shared_get(key)
     }
@@ -108,6 +116,14 @@ impl exchange::Host for Offline<'_> {
 
     fn refetch_keys(&mut self, _provider: usize) -> bool {
         false
+    }
+
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+
+    fn digest_key(&self) -> [u8; 32] {
+        [0; 32]
     }
 
     fn tool_headers(&self, _tool: &str) -> Option<Vec<crate::mcp::param_headers::ParamHeader>> {
@@ -145,6 +161,15 @@ pub fn explain(
     let outcome = write_decision(&mut out, &verdict.outcome, head.verb());
     if let Some(edits) = &verdict.edits {
         write_edits(&mut out, edits);
+        if let (Some(upstream), Some(_)) = (&policy.upstream_token, &verdict.identity) {
+            let audience = upstream.audience.as_ref().or(upstream.resource.as_ref());
+            let _ = writeln!(
+                out,
+                "  set: {}: a token exchanged for {} (the filter asks the authorization server; explain does not)",
+                upstream.header,
+                audience.map_or("?", String::as_str)
+            );
+        }
     }
     Ok((outcome, out))
 }
@@ -182,9 +207,18 @@ fn decide(
         host: &mut host,
     };
     let empty = request.body.is_empty();
-    exchange.on_request_headers(&mut env, request.head.clone(), empty);
+    let calls = |output: &exchange::Output| {
+        output
+            .effects
+            .iter()
+            .any(|e| matches!(e, exchange::Effect::CallAuthorizationServer(_)))
+    };
+    let mut called = calls(&exchange.on_request_headers(&mut env, request.head.clone(), empty));
     if !empty && exchange.verdict().is_none() {
-        exchange.on_request_body(&mut env, request.body.len(), true);
+        called |= calls(&exchange.on_request_body(&mut env, request.body.len(), true));
+    }
+    if called && exchange.verdict().is_none() {
+        return Err(ExplainError::AuthorizationServerNeeded);
     }
     if let Some(provider) = host.fetch_asked {
         return Err(ExplainError::KeysNeeded {

@@ -6,7 +6,8 @@
 use std::rc::Rc;
 
 use crate::answer::{self, codes, Answer};
-use crate::config::{Mode, Policy, TokenForwarding};
+use crate::authorization_server::introspection;
+use crate::config::{Mode, Policy, Provider, TokenForwarding};
 use crate::counters::Counter;
 use crate::dpop::{self, Mode as DpopMode, ProofError, ProofErrorKind, Scheme};
 use crate::identity::{HeaderValueError, Identity};
@@ -126,6 +127,11 @@ pub enum Reason {
     TooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
+    /// Introspection could not say whether the token is good (the
+    /// authorization server down, slow or answering garbage): 503.
+    IntrospectionUnavailable,
+    /// No token for the upstream could be had by exchange: 502 or 503.
+    UpstreamTokenUnavailable,
     /// A DPoP proof that failed its checks.
     InvalidDpopProof,
     /// A DPoP proof without a fresh server nonce.
@@ -167,6 +173,8 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
+            Reason::UpstreamTokenUnavailable => "upstream_token_unavailable",
             Reason::InvalidDpopProof => "invalid_dpop_proof",
             Reason::UseDpopNonce => "use_dpop_nonce",
         }
@@ -203,6 +211,9 @@ pub struct Refusal {
     /// The JSON-RPC method and name, once the body was parsed (for the log).
     pub method: Option<String>,
     pub name: Option<String>,
+    /// What went wrong with a call to the authorization server (for the
+    /// log; never a token or a secret).
+    pub detail: Option<String>,
     /// Rules whose condition could not be evaluated on the way.
     pub condition_errors: Vec<String>,
 }
@@ -216,6 +227,7 @@ impl Refusal {
             rule: None,
             method: None,
             name: None,
+            detail: None,
             condition_errors: Vec::new(),
         }
     }
@@ -321,7 +333,7 @@ pub struct KeyRing {
 pub enum TokenVerdict {
     /// The token is good (and so is its DPoP proof, when it is bound).
     Verified {
-        identity: Identity,
+        identity: Rc<Identity>,
         /// It was found in the verified-token cache.
         cached: bool,
         /// The DPoP proof that came with a bound token: its `jti` is still
@@ -336,6 +348,9 @@ pub enum TokenVerdict {
     /// The provider's remote keys have never been fetched: wait for them,
     /// then check again or answer 503.
     KeysPending { provider: usize },
+    /// The token is the provider's to introspect: an opaque token (the one
+    /// provider with `introspection`), or a JWT of an issuer without keys.
+    Introspect { provider: usize },
 }
 
 /// Checks the access token: exactly one `Authorization: Bearer` or `DPoP`
@@ -350,7 +365,14 @@ pub fn check_token(
     cache: &mut VerifiedTokenCache,
     now_s: u64,
 ) -> TokenVerdict {
-    let (scheme, token) = match token::credentials(&head.header_values("authorization")) {
+    let malformed = || {
+        TokenVerdict::Refuse(invalid_token(
+            policy,
+            Scheme::Bearer,
+            TokenErrorKind::Malformed,
+        ))
+    };
+    let (scheme, token) = match token::presented(&head.header_values("authorization")) {
         Ok(credentials) => credentials,
         Err(BearerError::Missing) => {
             return TokenVerdict::Refuse(Refusal::new(
@@ -358,16 +380,26 @@ pub fn check_token(
                 Reason::NoToken,
             ))
         }
-        Err(BearerError::Malformed) => {
-            return TokenVerdict::Refuse(invalid_token(
-                policy,
-                Scheme::Bearer,
-                TokenErrorKind::Malformed,
-            ))
-        }
+        Err(BearerError::Malformed) => return malformed(),
     };
+    if let Some(provider) = introspecting_provider(policy, token) {
+        if !token::is_b64token(token) {
+            return malformed();
+        }
+        // The scheme is checked before any call: whether the token is bound
+        // to a key is only known from the answer (`introspected`).
+        return match (scheme, policy.providers[provider].dpop.mode) {
+            (Scheme::DPoP, DpopMode::Off) | (Scheme::Bearer, DpopMode::Required) => {
+                TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Scheme))
+            }
+            _ => TokenVerdict::Introspect { provider },
+        };
+    }
     let (identity, cached) = match cache.get(token, now_s, &keys.generations) {
         Some(identity) => (identity, true),
+        // Only a token that verified is cached, and none verifies outside
+        // the b64token alphabet: the alphabet is checked on a miss only.
+        None if !token::is_b64token(token) => return malformed(),
         None => match verify(policy, token, scheme, keys, cache, now_s) {
             Ok(identity) => (identity, false),
             Err(verdict) => return *verdict,
@@ -380,15 +412,36 @@ pub fn check_token(
     else {
         return TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Issuer));
     };
-    let refuse = |kind| TokenVerdict::Refuse(invalid_token(policy, scheme, kind));
+    match check_binding(policy, head, (scheme, token), provider, &identity, now_s) {
+        Ok(proof) => TokenVerdict::Verified {
+            identity,
+            cached,
+            proof,
+        },
+        Err(refusal) => TokenVerdict::Refuse(*refusal),
+    }
+}
+
+/// The scheme a token came with against its binding and its provider's
+/// DPoP mode; for a token bound to a key (`cnf.jkt`, from the JWT or the
+/// introspection answer), the request's DPoP proof.
+fn check_binding(
+    policy: &Policy,
+    head: &RequestHead,
+    (scheme, token): (Scheme, &str),
+    provider: &Provider,
+    identity: &Identity,
+    now_s: u64,
+) -> Result<Option<dpop::Accepted>, Box<Refusal>> {
+    let refuse = |kind| Err(Box::new(invalid_token(policy, scheme, kind)));
     let config = &provider.dpop;
-    let proof = match (scheme, identity.jkt.as_deref(), config.mode) {
+    match (scheme, identity.jkt.as_deref(), config.mode) {
         // A bound token without its proof: refused, whatever the mode.
-        (Scheme::Bearer, Some(_), _) => return refuse(TokenErrorKind::DpopBound),
-        (Scheme::Bearer, None, DpopMode::Required) => return refuse(TokenErrorKind::Scheme),
-        (Scheme::Bearer, None, _) => None,
-        (Scheme::DPoP, _, DpopMode::Off) => return refuse(TokenErrorKind::Scheme),
-        (Scheme::DPoP, None, _) => return refuse(TokenErrorKind::KeyBinding),
+        (Scheme::Bearer, Some(_), _) => refuse(TokenErrorKind::DpopBound),
+        (Scheme::Bearer, None, DpopMode::Required) => refuse(TokenErrorKind::Scheme),
+        (Scheme::Bearer, None, _) => Ok(None),
+        (Scheme::DPoP, _, DpopMode::Off) => refuse(TokenErrorKind::Scheme),
+        (Scheme::DPoP, None, _) => refuse(TokenErrorKind::KeyBinding),
         (Scheme::DPoP, Some(jkt), _) => {
             let origin = crate::uri::HttpUri::parse(&policy.resource)
                 .map(|u| u.origin())
@@ -401,17 +454,38 @@ pub fn check_token(
                 jkt,
                 now_s,
             };
-            match dpop::proof::check(&head.header_values("dpop"), &request, config) {
-                Ok(accepted) => Some(accepted),
-                Err(e) => return TokenVerdict::Refuse(proof_refusal(policy, e)),
-            }
+            dpop::proof::check(&head.header_values("dpop"), &request, config)
+                .map(Some)
+                .map_err(|e| Box::new(proof_refusal(policy, e)))
         }
-    };
-    TokenVerdict::Verified {
-        identity,
-        cached,
-        proof,
     }
+}
+
+/// The caller, from claims introspection accepted (checked again at
+/// `now_s`: a shared answer is checked each time it is used), with the
+/// scopes its scopes imply; and, for a token bound to a key, the request's
+/// DPoP proof, as for a JWT.
+pub fn introspected(
+    policy: &Policy,
+    head: &RequestHead,
+    provider: usize,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now_s: u64,
+) -> Result<(Identity, Option<dpop::Accepted>), Box<Refusal>> {
+    // The token was taken from this very header before the call was made.
+    let credentials = token::credentials(&head.header_values("authorization")).map_err(|_| {
+        Box::new(invalid_token(
+            policy,
+            Scheme::Bearer,
+            TokenErrorKind::Malformed,
+        ))
+    })?;
+    let provider = &policy.providers[provider];
+    let mut identity = introspection::identity(claims, provider, now_s)
+        .map_err(|kind| Box::new(invalid_token(policy, credentials.0, kind)))?;
+    identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
+    let proof = check_binding(policy, head, credentials, provider, &identity, now_s)?;
+    Ok((identity, proof))
 }
 
 /// Verifies a token the cache did not hold, and caches it.
@@ -422,18 +496,19 @@ fn verify(
     keys: &KeyRing,
     cache: &mut VerifiedTokenCache,
     now_s: u64,
-) -> Result<Identity, Box<TokenVerdict>> {
+) -> Result<Rc<Identity>, Box<TokenVerdict>> {
     let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
     match token::verify(token, &policy.providers, &sets, now_s) {
         Ok(mut identity) => {
             identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
+            let identity = Rc::new(identity);
             if let Some(provider) = policy
                 .providers
                 .iter()
                 .position(|p| p.issuer == identity.issuer)
             {
                 let generation = keys.generations.get(provider).copied().unwrap_or(0);
-                cache.insert(token, provider, generation, identity.clone());
+                cache.insert(token, provider, generation, Rc::clone(&identity));
             }
             Ok(identity)
         }
@@ -470,6 +545,63 @@ pub fn proof_refusal(policy: &Policy, error: ProofError) -> Refusal {
         )
         .with_class(Class::Proof(kind)),
     }
+}
+
+/// The provider that introspects `token`, if it is one to introspect. A
+/// JWT of an issuer with keys keeps the local path; a JWT of an unknown
+/// issuer is refused locally, never sent to an authorization server.
+fn introspecting_provider(policy: &Policy, token: &str) -> Option<usize> {
+    // An oversized token is refused as malformed by verification, before
+    // any authorization server sees it.
+    if token.len() > token::MAX_TOKEN_BYTES
+        || !policy.providers.iter().any(|p| p.introspection.is_some())
+    {
+        return None;
+    }
+    match token::shape(token) {
+        token::Shape::Opaque => policy
+            .providers
+            .iter()
+            .position(|p| p.introspection.is_some()),
+        token::Shape::Jwt { issuer } => {
+            let index = policy
+                .providers
+                .iter()
+                .position(|p| Some(p.issuer.as_str()) == issuer.as_deref())?;
+            let provider = &policy.providers[index];
+            (provider.introspection.is_some() && provider.jwks.is_none()).then_some(index)
+        }
+    }
+}
+
+/// 503: introspection could not tell whether the token is good.
+pub fn introspection_unavailable(detail: String) -> Refusal {
+    let mut refusal = Refusal::new(
+        answer::authorization_server_unavailable(answer::RETRY_AFTER_SECONDS),
+        Reason::IntrospectionUnavailable,
+    );
+    refusal.detail = Some(detail);
+    refusal
+}
+
+/// 502 (the authorization server refused, or issued something unusable)
+/// or 503 with `Retry-After` (it could not be reached): no token for the
+/// upstream, so nothing is forwarded.
+pub fn upstream_token_unavailable(unreachable: bool, detail: String) -> Refusal {
+    let mut refusal = Refusal::new(
+        answer::upstream_token_unavailable(unreachable.then_some(answer::RETRY_AFTER_SECONDS)),
+        Reason::UpstreamTokenUnavailable,
+    );
+    refusal.detail = Some(detail);
+    refusal
+}
+
+/// 401 for a token introspection refused (the challenge on the scheme the
+/// token came with).
+pub fn token_refused(policy: &Policy, head: &RequestHead, kind: TokenErrorKind) -> Refusal {
+    let scheme = token::credentials(&head.header_values("authorization"))
+        .map_or(Scheme::Bearer, |(scheme, _)| scheme);
+    invalid_token(policy, scheme, kind)
 }
 
 /// 503 once the wait for keys is over and none arrived.
@@ -553,6 +685,7 @@ pub fn check_body(
         rule,
         method: method.clone(),
         name: name.clone(),
+        detail: None,
         condition_errors: Vec::new(),
     };
     // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
@@ -710,6 +843,15 @@ pub fn upstream_headers(
     if policy.token_forwarding == TokenForwarding::Strip {
         edits.remove.push("authorization".into());
     }
+    // The header the exchanged token goes in: never the client's copy, in
+    // any spelling.
+    if let Some(upstream) = &policy.upstream_token {
+        for (name, _) in &head.headers {
+            if same_header(&upstream.header, name) && !edits.remove.contains(name) {
+                edits.remove.push(name.clone());
+            }
+        }
+    }
     // A DPoP proof is for this hop alone: never forwarded.
     if head
         .headers
@@ -760,6 +902,10 @@ pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> 
                     .any(|h| same_header(&h.name, name))
                 || (policy.token_forwarding == TokenForwarding::Strip
                     && name.eq_ignore_ascii_case("authorization"))
+                || policy
+                    .upstream_token
+                    .as_ref()
+                    .is_some_and(|u| same_header(&u.header, name))
         })
         .cloned()
         .collect()
@@ -924,6 +1070,40 @@ mod tests {
     }
 
     #[test]
+    fn a_token_outside_the_b64token_alphabet_is_malformed_cached_token_or_not() {
+        let policy = policy_with(DpopMode::Off);
+        let mut cache = VerifiedTokenCache::new(8);
+        let token = sign(Signer::RS256, Some("rsa1"), claims());
+        let auth = format!("Bearer {token}");
+        assert!(matches!(
+            outcome(&policy, &head(&auth, &[]), &mut cache),
+            Ok(false)
+        ));
+        assert_eq!(cache.len(), 1);
+        // The good token is cached; the same bytes with one character
+        // outside the alphabet are another token, and malformed.
+        for bad in [
+            format!("{token}!"),
+            format!("{token}\u{e9}"),
+            format!("!{token}"),
+            format!("{token}=="),
+            format!("{token}=a"),
+        ] {
+            let refused =
+                outcome(&policy, &head(&format!("Bearer {bad}"), &[]), &mut cache).expect_err(&bad);
+            assert_eq!(
+                refused.class,
+                Some(Class::Token(TokenErrorKind::Malformed)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            outcome(&policy, &head(&auth, &[]), &mut cache),
+            Ok(false)
+        ));
+    }
+
+    #[test]
     fn a_bound_token_needs_its_proof_on_every_request_cached_or_not() {
         let key = ClientKey::es256(21);
         let token = bound_token(&key);
@@ -1033,6 +1213,134 @@ mod tests {
         let c = challenges(&refused);
         assert_eq!(c.len(), 1);
         assert!(c[0].starts_with("DPoP error=\"invalid_token\""), "{c:?}");
+    }
+
+    // --- introspected tokens with DPoP ---
+
+    fn introspecting_policy(mode: DpopMode) -> Policy {
+        let mut policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "scopes_supported": ["mcp:read"],
+            "providers": [{"issuer": ISS, "introspection": {"cluster": "idp",
+                "url": "https://idp/introspect", "client_id": "gw", "client_secret": "s"}}],
+            "scope_implies": {"mcp:write": ["mcp:read"]},
+            "rules": [{"effect": "allow", "methods": ["*"]}]
+        }))
+        .expect("policy");
+        policy.providers[0].dpop.mode = mode;
+        policy.providers[0].audiences = vec![crate::token::tests::AUD.to_string()];
+        policy
+    }
+
+    /// An introspection answer's claims, bound to `key` when given.
+    fn answer(key: Option<&ClientKey>) -> serde_json::Map<String, serde_json::Value> {
+        let mut c = claims();
+        c["active"] = json!(true);
+        c["scope"] = json!("mcp:write");
+        if let Some(key) = key {
+            c["cnf"] = json!({"jkt": key.jkt()});
+            c["token_type"] = json!("DPoP");
+        }
+        c.as_object().cloned().expect("object")
+    }
+
+    const OPAQUE: &str = "opaque-token-7";
+
+    fn introspect(
+        policy: &Policy,
+        head: &RequestHead,
+        key: Option<&ClientKey>,
+    ) -> Result<(Identity, bool), Option<Class>> {
+        introspected(policy, head, 0, &answer(key), NOW)
+            .map(|(identity, proof)| (identity, proof.is_some()))
+            .map_err(|r| r.class)
+    }
+
+    #[test]
+    fn the_scheme_of_an_opaque_token_is_checked_before_any_call() {
+        let verdict = |mode, auth: &str| {
+            let policy = introspecting_policy(mode);
+            check_token(
+                &policy,
+                &head(auth, &[]),
+                &KeyRing::default(),
+                &mut VerifiedTokenCache::new(8),
+                NOW,
+            )
+        };
+        let refused_for_scheme = |v: TokenVerdict| match v {
+            TokenVerdict::Refuse(r) => r.class == Some(Class::Token(TokenErrorKind::Scheme)),
+            _ => false,
+        };
+        let dpop = format!("DPoP {OPAQUE}");
+        let bearer = format!("Bearer {OPAQUE}");
+        assert!(refused_for_scheme(verdict(DpopMode::Off, &dpop)));
+        assert!(refused_for_scheme(verdict(DpopMode::Required, &bearer)));
+        for (mode, auth) in [
+            (DpopMode::Off, &bearer),
+            (DpopMode::Allowed, &bearer),
+            (DpopMode::Allowed, &dpop),
+            (DpopMode::Required, &dpop),
+        ] {
+            assert!(
+                matches!(
+                    verdict(mode, auth),
+                    TokenVerdict::Introspect { provider: 0 }
+                ),
+                "{mode:?} {auth}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_introspected_bound_token_needs_the_dpop_scheme_and_its_proof() {
+        let key = ClientKey::es256(31);
+        let other = ClientKey::es256(32);
+        let auth = format!("DPoP {OPAQUE}");
+        let good = head(&auth, &[&proof(&key, OPAQUE, "a")]);
+        for mode in [DpopMode::Allowed, DpopMode::Required] {
+            let policy = introspecting_policy(mode);
+            let refused = |head: &RequestHead, key: Option<&ClientKey>| {
+                introspect(&policy, head, key).map(|_| ())
+            };
+            let (identity, proved) =
+                introspect(&policy, &good, Some(&key)).expect("bound and proved");
+            assert!(proved, "{mode:?}");
+            assert_eq!(identity.jkt, Some(key.jkt()));
+            // The scope hierarchy holds for introspected tokens as for JWTs.
+            assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+            // Without a proof, with another key's, or as a bearer token (a
+            // good proof alongside): refused.
+            assert_eq!(
+                refused(&head(&auth, &[]), Some(&key)),
+                Err(Some(Class::Proof(ProofErrorKind::Missing)))
+            );
+            assert_eq!(
+                refused(&head(&auth, &[&proof(&other, OPAQUE, "b")]), Some(&key)),
+                Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+            );
+            let bearer = head(&format!("Bearer {OPAQUE}"), &[&proof(&key, OPAQUE, "c")]);
+            assert_eq!(
+                refused(&bearer, Some(&key)),
+                Err(Some(Class::Token(TokenErrorKind::DpopBound)))
+            );
+            // An answer without `cnf`: the proof binds nothing.
+            assert_eq!(
+                refused(&good, None),
+                Err(Some(Class::Token(TokenErrorKind::KeyBinding)))
+            );
+        }
+        // An unbound token as a bearer token: taken where DPoP is allowed,
+        // not where it is required.
+        let bearer = head(&format!("Bearer {OPAQUE}"), &[]);
+        let (identity, proved) =
+            introspect(&introspecting_policy(DpopMode::Allowed), &bearer, None).expect("bearer");
+        assert!(!proved);
+        assert_eq!(identity.implied_scopes, vec!["mcp:read".to_string()]);
+        assert_eq!(
+            introspect(&introspecting_policy(DpopMode::Required), &bearer, None).map(|_| ()),
+            Err(Some(Class::Token(TokenErrorKind::Scheme)))
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!   [`counters`].
 
 pub mod answer;
+pub mod authorization_server;
 pub mod condition;
 pub mod config;
 pub mod counters;
@@ -41,6 +42,7 @@ pub mod lists;
 pub mod mcp;
 pub mod media;
 pub mod policy;
+pub mod shared_data;
 pub mod signature;
 pub mod token;
 pub mod token_cache;

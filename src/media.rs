@@ -12,6 +12,17 @@ pub fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether `content_type` has the essence `essence` (given in lower case),
+/// without copying it: the request path asks this of every call.
+pub fn is(content_type: &str, essence: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case(essence)
+}
+
 /// `application/json`, with or without parameters.
 pub const JSON: &str = "application/json";
 /// `text/event-stream`, with or without parameters.
@@ -27,5 +38,26 @@ mod tests {
         assert_eq!(essence(" text/event-stream "), EVENT_STREAM);
         assert_eq!(essence("application/json-rpc"), "application/json-rpc");
         assert_eq!(essence(""), "");
+    }
+
+    #[test]
+    fn is_agrees_with_essence() {
+        for value in [
+            "Application/JSON; charset=utf-8",
+            " text/event-stream ",
+            "application/json-rpc",
+            "application/jsonx",
+            "",
+            ";",
+            "APPLICATION/JSON",
+        ] {
+            for essence_of in [JSON, EVENT_STREAM, "application/json-rpc", ""] {
+                assert_eq!(
+                    is(value, essence_of),
+                    essence(value) == essence_of,
+                    "{value:?}"
+                );
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::rc::Rc;
 
 use crate::identity::Identity;
 
@@ -21,7 +22,9 @@ type Digest = [u64; 2];
 struct Entry {
     provider: usize,
     keys_generation: u64,
-    identity: Identity,
+    /// Shared with the requests it serves: a hit copies a pointer, not
+    /// the claims.
+    identity: Rc<Identity>,
     /// Insertion order, for evicting the oldest.
     sequence: u64,
 }
@@ -56,14 +59,19 @@ impl VerifiedTokenCache {
     /// (`now < exp`) and its provider's keys have not changed since
     /// (`keys_generation[provider]` equals the generation it was verified
     /// under). A stale entry is dropped.
-    pub fn get(&mut self, token: &str, now_s: u64, keys_generation: &[u64]) -> Option<Identity> {
+    pub fn get(
+        &mut self,
+        token: &str,
+        now_s: u64,
+        keys_generation: &[u64],
+    ) -> Option<Rc<Identity>> {
         self.last_now = self.last_now.max(now_s);
         let digest = self.digest(token);
         let entry = self.entries.get(&digest)?;
         let fresh = now_s < entry.identity.expires_at
             && keys_generation.get(entry.provider) == Some(&entry.keys_generation);
         if fresh {
-            return Some(entry.identity.clone());
+            return Some(Rc::clone(&entry.identity));
         }
         self.remove(&digest);
         None
@@ -77,7 +85,7 @@ impl VerifiedTokenCache {
         token: &str,
         provider: usize,
         keys_generation: u64,
-        identity: Identity,
+        identity: Rc<Identity>,
     ) {
         if self.capacity == 0 {
             return;
@@ -167,10 +175,10 @@ mod tests {
     use crate::token::tests::{check, claims, key_sets, provider, sign, Signer, ISS, NOW};
     use crate::token::{verify, TokenError, TokenErrorKind};
 
-    fn identity(expires_at: u64) -> Identity {
+    fn identity(expires_at: u64) -> Rc<Identity> {
         let mut id = Identity::anonymous(ISS);
         id.expires_at = expires_at;
-        id
+        Rc::new(id)
     }
 
     #[test]
@@ -266,15 +274,15 @@ mod tests {
         sets: &[KeySet],
         generations: &[u64],
         now: u64,
-    ) -> Result<Identity, TokenError> {
+    ) -> Result<Rc<Identity>, TokenError> {
         if let Some(identity) = cache.get(token, now, generations) {
             return Ok(identity);
         }
         let providers = [provider(ISS)];
         let keys: Vec<Option<&KeySet>> = sets.iter().map(Some).collect();
-        let identity = verify(token, &providers, &keys, now)?;
+        let identity = Rc::new(verify(token, &providers, &keys, now)?);
         // Only an Identity can go in: failures have nothing to insert.
-        cache.insert(token, 0, generations[0], identity.clone());
+        cache.insert(token, 0, generations[0], Rc::clone(&identity));
         Ok(identity)
     }
 
@@ -284,7 +292,7 @@ mod tests {
         let mut cache = VerifiedTokenCache::new(16);
 
         let good = sign(Signer::RS256, Some("rsa1"), claims());
-        let expected = check(&good).unwrap();
+        let expected = Rc::new(check(&good).unwrap());
         assert_eq!(
             authenticate(&mut cache, &good, &sets[..1], &[0], NOW),
             Ok(expected.clone())

@@ -366,6 +366,89 @@ fn explain_metadata_request_and_headers_follow_the_filter() {
     assert!(run.stdout.contains("answer: HTTP 415\n"), "{}", run.stdout);
 }
 
+/// A configuration whose provider also introspects opaque tokens, and whose
+/// upstream gets an exchanged token.
+fn exchanging_config_file() -> String {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let mut c = config();
+        c["providers"][0]["introspection"] = json!({"cluster": "idp",
+            "url": "https://idp.example.com/introspect", "client_id": "gw", "client_secret": "s3cr3t-value"});
+        c["upstream_token"] = json!({"provider": ISS, "cluster": "idp",
+            "token_endpoint": "https://idp.example.com/token", "client_id": "gw",
+            "client_secret": "s3cr3t-value", "audience": "downstream-api"});
+        temp_file("exchanging.json", &c.to_string())
+    })
+    .clone()
+}
+
+#[test]
+fn explain_names_the_exchange_and_stops_at_an_opaque_token() {
+    let config = exchanging_config_file();
+    let now = NOW.to_string();
+    let token = sign(&keys().inline, claims(ISS, &["reader"], "mcp:read"));
+    let body = tool_call(1, "get_weather");
+    let allowed = run(&[
+        "explain", "--config", &config, "--token", &token, "--body", &body, "--now", &now,
+    ]);
+    assert_eq!(allowed.status, 0, "{}{}", allowed.stdout, allowed.stderr);
+    assert!(
+        allowed
+            .stdout
+            .contains("set: authorization: a token exchanged for downstream-api"),
+        "{}",
+        allowed.stdout
+    );
+    assert_token_not_shown(&allowed, &token);
+    let opaque = run(&[
+        "explain",
+        "--config",
+        &config,
+        "--token",
+        "opaque-token-1",
+        "--body",
+        &body,
+        "--now",
+        &now,
+    ]);
+    assert_eq!(opaque.status, 2, "{}{}", opaque.stdout, opaque.stderr);
+    assert!(
+        opaque.stderr.contains("would ask the authorization server"),
+        "{}",
+        opaque.stderr
+    );
+    for text in [
+        &allowed.stdout,
+        &allowed.stderr,
+        &opaque.stdout,
+        &opaque.stderr,
+    ] {
+        assert!(!text.contains("s3cr3t-value"), "the secret was printed");
+    }
+}
+
+#[test]
+fn check_names_introspection_dpop_and_the_exchange_but_no_secret() {
+    let mut c: Value =
+        serde_json::from_str(&std::fs::read_to_string(exchanging_config_file()).expect("config"))
+            .expect("json");
+    c["providers"][0]["dpop"] = json!("allowed");
+    let path = temp_file("exchanging-dpop.json", &c.to_string());
+    let listed = run(&["check", &path]);
+    assert_eq!(listed.status, 0, "{}", listed.stderr);
+    for line in [
+        format!("providers[0] {ISS:?} introspects opaque tokens at https://idp.example.com/introspect through cluster \"idp\" as client \"gw\" (client_secret_basic), answers kept up to 60 s\n"),
+        format!("providers[0] {ISS:?} dpop allowed: a token bound to a key (cnf.jkt, in a JWT or an introspection answer) needs its proof\n"),
+        "upstream_token: the tokens of providers[0] exchanged for audience \"downstream-api\" at https://idp.example.com/token through cluster \"idp\" as client \"gw\" (client_secret_basic), sent in authorization, reused until shortly before they expire\n".to_string(),
+    ] {
+        assert!(listed.stdout.contains(&line), "{line}{}", listed.stdout);
+    }
+    assert!(
+        !listed.stdout.contains("s3cr3t-value"),
+        "the secret was printed"
+    );
+}
+
 #[test]
 fn check_lists_each_rule_condition_as_compiled() {
     let mut conditional = config();

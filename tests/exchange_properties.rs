@@ -27,12 +27,15 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
+use mcp_authz::authorization_server::shared;
+use mcp_authz::authorization_server::{Call, CallAnswer, Purpose};
 use mcp_authz::config::Policy;
-use mcp_authz::dpop::replay::{self, SharedMap};
+use mcp_authz::dpop::replay;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
 use mcp_authz::jwks::KeySet;
 use mcp_authz::mcp::param_headers::ParamHeader;
+use mcp_authz::shared_data::SharedMap;
 use mcp_authz::token_cache::VerifiedTokenCache;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -371,12 +374,22 @@ fn client_jkt(key: &p256::ecdsa::SigningKey) -> String {
 const JTI: &str = "proof-1";
 
 fn proof_for(key: &p256::ecdsa::SigningKey, htm: &str, path: &str, token: &str) -> String {
+    proof_with_jti(key, htm, path, token, JTI)
+}
+
+fn proof_with_jti(
+    key: &p256::ecdsa::SigningKey,
+    htm: &str,
+    path: &str,
+    token: &str,
+    jti: &str,
+) -> String {
     use p256::ecdsa::signature::Signer;
     use sha2::Digest;
     let (x, y) = client_jwk(key);
     let header = json!({"typ": "dpop+jwt", "alg": "ES256",
                         "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
-    let claims = json!({"jti": JTI, "htm": htm, "htu": format!("https://mcp.example.com{path}"),
+    let claims = json!({"jti": jti, "htm": htm, "htu": format!("https://mcp.example.com{path}"),
                         "iat": NOW, "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))});
     let input = format!(
         "{}.{}",
@@ -460,7 +473,8 @@ struct FakeHost {
     fetch_asked: bool,
     refetch_granted: bool,
     refetch_asked: bool,
-    /// The proxy's shared data (the DPoP replay memory).
+    /// The proxy's shared data (the DPoP replay memory, the authorization
+    /// server's answers).
     shared: SharedMap,
 }
 
@@ -474,6 +488,12 @@ impl SharedData for FakeHost {
 }
 
 impl Host for FakeHost {
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
+    fn digest_key(&self) -> [u8; 32] {
+        [9; 32]
+    }
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.request_body[..len.min(self.request_body.len())].to_vec()
     }
@@ -505,6 +525,10 @@ struct World {
     headers: Vec<(String, String)>,
     /// Request trailers as they stand (removals applied).
     trailers: Vec<String>,
+    /// Calls to the authorization server the filter asked for, in order.
+    calls: Vec<Call>,
+    /// The request waits for another request's call.
+    call_wait: bool,
 }
 
 fn apply_request_effects(world: &mut World, output: &Output) {
@@ -531,6 +555,14 @@ fn apply_request_effects(world: &mut World, output: &Output) {
                 panic!("a response effect on the request side: {effect:?}")
             }
             Effect::Count(..) | Effect::Log(..) => {}
+            Effect::CallAuthorizationServer(call) => {
+                assert!(
+                    world.forwarded.is_none(),
+                    "a call after the request went on"
+                );
+                world.calls.push(call.clone());
+            }
+            Effect::AwaitAuthorizationServer => world.call_wait = true,
         }
     }
 }
@@ -1030,6 +1062,546 @@ fn watched_request() -> impl Strategy<Value = Request> {
         r.payload = payload;
         r
     })
+}
+
+// ---------------------------------------------------------------------------
+// Calls to the authorization server: introspection before the body is read,
+// token exchange after the verdict
+
+/// The caller's token, in the scenarios with an authorization server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    /// Provider A's JWT (verified locally, never introspected).
+    Jwt,
+    /// An opaque token, introspected.
+    Opaque,
+    /// An opaque token bound to the client's key, with the `DPoP` scheme
+    /// and a fresh proof: introspected, then its proof checked.
+    OpaqueDpop,
+    /// The same bound token sent as a bearer token (a fresh proof
+    /// alongside): the downgrade.
+    OpaqueDpopAsBearer,
+    /// The same bound token with the `DPoP` scheme and a proof by another
+    /// key.
+    OpaqueDpopOtherKey,
+    /// An opaque token bound to no key, with the `DPoP` scheme and a
+    /// proof.
+    OpaqueUnboundAsDpop,
+    None,
+}
+
+impl Caller {
+    /// The token is opaque: it goes to introspection.
+    fn opaque(self) -> bool {
+        !matches!(self, Caller::Jwt | Caller::None)
+    }
+
+    /// Introspection answers it bound to the client's key.
+    fn bound(self) -> bool {
+        matches!(
+            self,
+            Caller::OpaqueDpop | Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey
+        )
+    }
+
+    /// It comes with the `DPoP` scheme (else `Bearer`).
+    fn dpop_scheme(self) -> bool {
+        matches!(
+            self,
+            Caller::OpaqueDpop | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop
+        )
+    }
+}
+
+/// What introspection answers (or how it fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Introspected {
+    Active,
+    Inactive,
+    WrongAudience,
+    /// `"active": "true"`.
+    ActiveAsString,
+    Garbage,
+    /// The call fails (unreachable, timed out, reset).
+    NoAnswer,
+}
+
+/// What the exchange answers (or how it fails).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Exchanged {
+    Issued,
+    /// A JWT for the MCP server itself, not the upstream's audience.
+    WrongAudience,
+    Refused,
+    ServerError,
+    Garbage,
+    NoAnswer,
+}
+
+#[derive(Debug, Clone)]
+struct CallScenario {
+    method: &'static str,
+    caller: Caller,
+    payload: Payload,
+    cuts: Vec<u8>,
+    trailers: bool,
+    introspected: Introspected,
+    /// Where introspection's answer falls among the request's events
+    /// (past the last: after the stream ended).
+    answer_at: u8,
+    exchange: Option<Exchanged>,
+    /// The provider's `dpop` is `required` (else `allowed`).
+    dpop_required: bool,
+    /// Shared data has its slots (as in Envoy), so answers are kept.
+    shared_slots: bool,
+    /// The same request again, after the first one's verdict.
+    again: bool,
+}
+
+fn call_scenario() -> impl Strategy<Value = CallScenario> {
+    (
+        (
+            prop::sample::select(vec!["POST", "POST", "POST", "GET", "DELETE"]),
+            prop::sample::select(vec![
+                Caller::Opaque,
+                Caller::Opaque,
+                Caller::OpaqueDpop,
+                Caller::OpaqueDpop,
+                Caller::OpaqueDpopAsBearer,
+                Caller::OpaqueDpopOtherKey,
+                Caller::OpaqueUnboundAsDpop,
+                Caller::Jwt,
+                Caller::None,
+            ]),
+            prop::sample::select(vec![
+                Payload::List,
+                Payload::AllowedCall,
+                Payload::DeniedCall,
+                Payload::Malformed,
+                Payload::Oversize,
+                Payload::Empty,
+            ]),
+            prop::collection::vec(any::<u8>(), 0..4),
+            any::<bool>(),
+        ),
+        (
+            prop::sample::select(vec![
+                Introspected::Active,
+                Introspected::Active,
+                Introspected::Inactive,
+                Introspected::WrongAudience,
+                Introspected::ActiveAsString,
+                Introspected::Garbage,
+                Introspected::NoAnswer,
+            ]),
+            any::<u8>(),
+            prop::option::of(prop::sample::select(vec![
+                Exchanged::Issued,
+                Exchanged::Issued,
+                Exchanged::WrongAudience,
+                Exchanged::Refused,
+                Exchanged::ServerError,
+                Exchanged::Garbage,
+                Exchanged::NoAnswer,
+            ])),
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.3),
+        ),
+    )
+        .prop_map(
+            |(
+                (method, caller, payload, cuts, trailers),
+                (introspected, answer_at, exchange, shared_slots, again, dpop_required),
+            )| CallScenario {
+                method,
+                caller,
+                payload: if method == "POST" {
+                    payload
+                } else {
+                    Payload::Empty
+                },
+                cuts,
+                trailers,
+                introspected,
+                answer_at,
+                exchange,
+                dpop_required,
+                shared_slots,
+                again,
+            },
+        )
+}
+
+const OPAQUE: &str = "opaque-caller-token-7f3a";
+const UPSTREAM_AUDIENCE: &str = "downstream-api";
+
+fn call_policy(exchange: bool, dpop_required: bool) -> Policy {
+    let mut config = json!({
+        "resource": RESOURCE,
+        "providers": [{
+            "issuer": A, "jwks": {"inline": {"keys": [jwk(&keys().a, "a1")]}},
+            "introspection": {"cluster": "idp", "url": "https://a.example/introspect",
+                              "client_id": "gw", "client_secret": "gw-secret"},
+            "dpop": if dpop_required { "required" } else { "allowed" }
+        }],
+        "rules": [
+            {"name": "everyone lists", "effect": "allow", "methods": ["tools/list"]},
+            {"name": "readers read", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"], "roles": ["reader"]},
+            {"name": "nobody deletes", "effect": "deny", "methods": ["tools/call"], "names": ["delete_*"]}
+        ],
+        "identity_headers": {"x-mcp-roles": "$roles"},
+        "max_body_bytes": MAX_BODY,
+    });
+    if exchange {
+        config["upstream_token"] = json!({"cluster": "idp", "token_endpoint": "https://a.example/token",
+            "client_id": "gw", "client_secret": "gw-secret", "audience": UPSTREAM_AUDIENCE});
+    }
+    Policy::from_value(&config).expect("test policy")
+}
+
+fn json_answer(status: u32, body: &str) -> Option<CallAnswer> {
+    Some(CallAnswer {
+        status,
+        content_types: vec!["application/json".into()],
+        content_encodings: Vec::new(),
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+/// Introspection's answer; an active one `bound` to the client's key.
+fn introspection_answer(i: Introspected, bound: bool) -> Option<CallAnswer> {
+    let active = |aud: &str| {
+        let mut claims = json!({"active": true, "iss": A, "aud": aud, "exp": NOW + 300,
+                                "sub": "bob", "roles": ["reader"], "token_type": "Bearer"});
+        if bound {
+            claims["token_type"] = json!("DPoP");
+            claims["cnf"] = json!({"jkt": client_jkt(&client_key())});
+        }
+        claims.to_string()
+    };
+    match i {
+        Introspected::Active => json_answer(200, &active(RESOURCE)),
+        Introspected::Inactive => json_answer(200, r#"{"active":false}"#),
+        Introspected::WrongAudience => json_answer(200, &active("https://other.example")),
+        Introspected::ActiveAsString => json_answer(
+            200,
+            &json!({"active": "true", "aud": RESOURCE, "exp": NOW + 300}).to_string(),
+        ),
+        Introspected::Garbage => json_answer(200, "<html>"),
+        Introspected::NoAnswer => None,
+    }
+}
+
+fn exchanged_token(aud: &str) -> String {
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2ln",
+        part(json!({"alg": "RS256"})),
+        part(json!({"iss": A, "aud": aud, "exp": NOW + 600}))
+    )
+}
+
+fn exchange_answer(e: Exchanged) -> Option<CallAnswer> {
+    let issued = |aud: &str| {
+        json!({"access_token": exchanged_token(aud), "token_type": "Bearer", "expires_in": 300,
+               "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+        .to_string()
+    };
+    match e {
+        Exchanged::Issued => json_answer(200, &issued(UPSTREAM_AUDIENCE)),
+        Exchanged::WrongAudience => json_answer(200, &issued(RESOURCE)),
+        Exchanged::Refused => json_answer(400, r#"{"error":"invalid_grant"}"#),
+        Exchanged::ServerError => json_answer(502, "{}"),
+        Exchanged::Garbage => json_answer(200, "{\"access_token\":"),
+        Exchanged::NoAnswer => None,
+    }
+}
+
+/// Whether the caller's token is sent to introspection: an opaque token
+/// whose scheme its provider takes (checked before any call).
+fn introspects(c: &CallScenario) -> bool {
+    c.caller.opaque() && (c.caller.dpop_scheme() || !c.dpop_required)
+}
+
+/// The oracle: whether the request reaches the upstream, from the
+/// scenario alone. A bound token passes only with the `DPoP` scheme and a
+/// proof by its key; an unbound one only as a bearer token, where bearer
+/// tokens are taken.
+fn call_must_forward(c: &CallScenario) -> bool {
+    let identity = match c.caller {
+        Caller::Jwt => !c.dpop_required,
+        Caller::Opaque => !c.dpop_required && c.introspected == Introspected::Active,
+        Caller::OpaqueDpop => c.introspected == Introspected::Active,
+        Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop => {
+            false
+        }
+        Caller::None => false,
+    };
+    let has_body = !body_of(c.payload).is_empty() || c.trailers;
+    let decided = identity
+        && match c.method {
+            "POST" => matches!(c.payload, Payload::List | Payload::AllowedCall),
+            _ => !has_body || body_of(c.payload).is_empty(),
+        };
+    decided && c.exchange.is_none_or(|e| e == Exchanged::Issued)
+}
+
+fn purpose_of(call: &Call) -> Purpose {
+    let path = call
+        .headers
+        .iter()
+        .find(|(n, _)| n == ":path")
+        .map(|(_, v)| v.as_str());
+    if path == Some("/introspect") {
+        Purpose::Introspection
+    } else {
+        Purpose::TokenExchange
+    }
+}
+
+/// Drives one request of the scenario through the machine, answering the
+/// calls it asks for when the scenario says; returns what the world saw.
+/// `jti`: the request's DPoP proof's, where it has one.
+fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
+    let body = body_of(c.payload);
+    run.host.request_body = body.clone();
+    run.exchange = Exchange::new();
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    match c.caller {
+        Caller::Jwt => headers.push((
+            "authorization".into(),
+            format!("Bearer {}", sign(&keys().a, A, &["reader"], None)),
+        )),
+        Caller::Opaque => headers.push(("authorization".into(), format!("Bearer {OPAQUE}"))),
+        caller @ (Caller::OpaqueDpop
+        | Caller::OpaqueDpopAsBearer
+        | Caller::OpaqueDpopOtherKey
+        | Caller::OpaqueUnboundAsDpop) => {
+            let scheme = if caller.dpop_scheme() {
+                "DPoP"
+            } else {
+                "Bearer"
+            };
+            headers.push(("authorization".into(), format!("{scheme} {OPAQUE}")));
+            let key = if caller == Caller::OpaqueDpopOtherKey {
+                other_client_key()
+            } else {
+                client_key()
+            };
+            let proof = proof_with_jti(&key, c.method, "/mcp", OPAQUE, jti);
+            headers.push(("dpop".into(), proof));
+        }
+        Caller::None => {}
+    }
+    headers.push(("X-MCP-Roles".into(), "admin".into()));
+    let mut world = World {
+        headers: headers.clone(),
+        trailers: REQUEST_TRAILERS.iter().map(|t| t.to_string()).collect(),
+        ..World::default()
+    };
+    let head = RequestHead::new(c.method, "/mcp", headers);
+    let eos_at_headers = body.is_empty() && !c.trailers;
+    let points = cut_points(body.len(), &c.cuts);
+    let n_events = 1 + points.len() + usize::from(c.trailers);
+    let answer_after = c.answer_at as usize % (n_events + 1);
+    let mut answered = 0;
+    // Answers the calls asked for so far (in order), once their moment came.
+    let answer_calls = |run: &mut Run, world: &mut World, answered: &mut usize, ended: bool| {
+        while *answered < world.calls.len() {
+            let call = world.calls[*answered].clone();
+            *answered += 1;
+            let answer = match purpose_of(&call) {
+                Purpose::Introspection => introspection_answer(c.introspected, c.caller.bound()),
+                Purpose::TokenExchange => exchange_answer(c.exchange.unwrap_or(Exchanged::Issued)),
+            };
+            let body = String::from_utf8_lossy(&call.body).to_string();
+            match purpose_of(&call) {
+                Purpose::Introspection => {
+                    assert!(body.contains(OPAQUE), "introspects the caller's token")
+                }
+                Purpose::TokenExchange => assert!(
+                    body.contains("subject_token="),
+                    "exchanges the caller's token"
+                ),
+            }
+            let output = run.event(|ex, env| ex.on_authorization_server_answer(env, answer));
+            after_request_callback(world, &output, ended);
+        }
+    };
+    let output = run.event(|ex, env| ex.on_request_headers(env, head, eos_at_headers));
+    after_request_callback(&mut world, &output, eos_at_headers);
+    if answer_after == 0 {
+        answer_calls(run, &mut world, &mut answered, eos_at_headers);
+    }
+    let mut event = 1;
+    if !eos_at_headers {
+        for (i, &point) in points.iter().enumerate() {
+            let last = i + 1 == points.len() && !c.trailers;
+            let output = run.event(|ex, env| ex.on_request_body(env, point, last));
+            after_request_callback(&mut world, &output, last);
+            if answer_after == event {
+                answer_calls(run, &mut world, &mut answered, last);
+            }
+            event += 1;
+        }
+        if c.trailers {
+            let names = world.trailers.clone();
+            let output = run.event(|ex, env| ex.on_request_trailers(env, &names));
+            after_request_callback(&mut world, &output, true);
+        }
+    }
+    // Late answers (slow), and the exchange's, which follows the verdict.
+    for _ in 0..3 {
+        answer_calls(run, &mut world, &mut answered, true);
+    }
+    world
+}
+
+/// A refusal's status is `wanted`, or 413 when the body was over its limit
+/// before the authorization server answered.
+fn assert_refused_with(c: &CallScenario, status: u32, wanted: u32, what: &str) {
+    let too_large_first = c.payload == Payload::Oversize && status == 413;
+    assert!(
+        status == wanted || too_large_first,
+        "{what} is {wanted}, got {status}"
+    );
+}
+
+fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
+    let forwarded = world.forwarded.is_some();
+    assert!(
+        forwarded != world.answered.is_some(),
+        "forwarded {forwarded}, answered {:?}",
+        world.answered
+    );
+    assert_eq!(
+        forwarded,
+        call_must_forward(c),
+        "forwarded? answered {:?}",
+        world.answered
+    );
+    assert!(
+        !world.call_wait,
+        "one request alone never waits for another's call"
+    );
+    let introspections = world
+        .calls
+        .iter()
+        .filter(|call| purpose_of(call) == Purpose::Introspection)
+        .count();
+    // Every answer is kept a while (a failure for a second), so the same
+    // request again makes no second call when shared data has its slots.
+    let cached = !first && c.shared_slots;
+    let expected = usize::from(introspects(c) && !cached);
+    assert_eq!(introspections, expected, "introspection calls");
+    if let Some(status) = world.answered {
+        let refused_before_any_call =
+            c.caller.opaque() && !introspects(c) || c.caller == Caller::Jwt && c.dpop_required;
+        if refused_before_any_call {
+            assert_eq!(status, 401, "a token refused for its scheme");
+        }
+        let misbound = matches!(
+            c.caller,
+            Caller::OpaqueDpopAsBearer | Caller::OpaqueDpopOtherKey | Caller::OpaqueUnboundAsDpop
+        );
+        if misbound && c.introspected == Introspected::Active {
+            assert_refused_with(c, status, 401, "a token without its binding's proof");
+        }
+        if introspects(c)
+            && matches!(
+                c.introspected,
+                Introspected::Garbage | Introspected::NoAnswer | Introspected::ActiveAsString
+            )
+        {
+            assert_refused_with(c, status, 503, "an unusable introspection answer");
+        }
+    }
+    let Some(headers) = &world.forwarded else {
+        return;
+    };
+    assert!(
+        world.forwarded_after_end,
+        "went upstream before the body ended"
+    );
+    let authorization: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| {
+            n.eq_ignore_ascii_case("authorization")
+                || n.replace('_', "-").eq_ignore_ascii_case("authorization")
+        })
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        !headers.iter().any(|(_, v)| v.contains(OPAQUE)
+            || v.contains("eyJ") && !v.contains(&exchanged_token(UPSTREAM_AUDIENCE))),
+        "the caller's token went upstream: {headers:?}"
+    );
+    assert!(
+        !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("dpop")),
+        "a DPoP proof went upstream: {headers:?}"
+    );
+    match c.exchange {
+        Some(_) => assert_eq!(
+            authorization,
+            vec![format!("Bearer {}", exchanged_token(UPSTREAM_AUDIENCE)).as_str()],
+            "the upstream gets the exchanged token, once"
+        ),
+        None => assert!(
+            authorization.is_empty(),
+            "no token upstream: {authorization:?}"
+        ),
+    }
+    let roles: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == "x-mcp-roles")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        vec!["reader"],
+        "the verified roles, never the client's"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
+        let policy = call_policy(c.exchange.is_some(), c.dpop_required);
+        let mut host = FakeHost {
+            shared: SharedMap::default(),
+            request_body: Vec::new(),
+            response_buffer: Vec::new(),
+            fetch_asked: false,
+            refetch_granted: false,
+            refetch_asked: false,
+        };
+        if c.shared_slots {
+            shared::prepare(&mut host.shared, Purpose::Introspection);
+            shared::prepare(&mut host.shared, Purpose::TokenExchange);
+        }
+        replay::prepare(&mut host.shared, [2; 32]);
+        let mut run = Run {
+            exchange: Exchange::new(),
+            host,
+            ring: KeyRing {
+                sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
+                generations: vec![1],
+            },
+            cache: VerifiedTokenCache::new(8),
+            policy,
+        };
+        let world = drive_with_calls(&c, &mut run, "call-1");
+        check_with_calls(&c, &world, true);
+        prop_assert!(!run.host.shared.contains(OPAQUE.as_bytes()), "a token was stored in shared data");
+        if c.again {
+            // A fresh proof, as a client makes for every request.
+            let world = drive_with_calls(&c, &mut run, "call-2");
+            check_with_calls(&c, &world, false);
+        }
+    }
 }
 
 proptest! {

@@ -112,8 +112,8 @@ fn seed_tokens_verify_as_minted() {
         .providers
         .iter()
         .map(|p| match &p.jwks {
-            mcp_authz::config::JwksSource::Inline(keys) => Some(keys),
-            mcp_authz::config::JwksSource::Remote(_) => None,
+            Some(mcp_authz::config::JwksSource::Inline(keys)) => Some(keys),
+            _ => None,
         })
         .collect();
     for name in ["rs256_valid", "ps256_valid", "es256_valid", "eddsa_valid"] {

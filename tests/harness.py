@@ -386,19 +386,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class HttpServer(http.server.ThreadingHTTPServer):
     """Serves `handler` (a `Handler` subclass) on 127.0.0.1:`port` (0: a
     free port) from a daemon thread, from construction until `close()`;
-    handlers reach `owner` as `self.owner`."""
+    handlers reach `owner` as `self.owner`. With `tls` (an
+    `ssl.SSLContext`) it speaks HTTPS: each connection's handshake runs in
+    its own thread, and one the client gives up (e.g. on a certificate it
+    does not trust) ends the connection without a request."""
 
     # Envoy may release many held requests at once (e.g. after keys
     # arrive); the default backlog of 5 would refuse some.
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, handler, owner=None, port=0):
+    def __init__(self, handler, owner=None, port=0, tls=None):
         super().__init__(("127.0.0.1", port), handler)
         self.owner = owner
+        self.tls = tls
         self.port = self.server_address[1]
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
+
+    def finish_request(self, request, client_address):
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        try:
+            request = self.tls.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            request.close()
 
     def close(self):
         self.shutdown()

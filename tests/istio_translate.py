@@ -1,38 +1,54 @@
 """What istiod and istio-agent hand to Envoy for the Istio delivery in
 `envoy/istio/`, computed from the YAML as shipped. Each step follows Istio's
 own code (istio/istio, release-1.28 to master, where these functions are the
-same) and names the file and function it follows; the end-to-end tests
-(`tests/e2e/test_istio.py`) run real Envoy on the result.
+same for what is modelled here) and names the file and function it follows;
+the end-to-end tests (`tests/e2e/test_istio.py`) run real Envoy on the result.
+No istiod or istio-agent runs: they are modelled from their source.
 
 Reproduced:
 
-- istiod's ECDS answer: the EnvoyFilter's `EXTENSION_CONFIG` ADD values, by
-  name (`extension_configs`);
-- istiod's HTTP filter chain for the patch context, and the EnvoyFilter's
-  `HTTP_FILTER` patches applied to it (`istio_http_chain`,
+- which EnvoyFilters a proxy gets: the root namespace's and its own
+  namespace's, whose workload selector its labels satisfy
+  (`envoyfilters_for`), for the proxies the shipped files are for: the MCP
+  server's sidecar and Istio's ingress and egress gateways, labelled as
+  Istio's charts label them (`PROXIES`);
+- istiod's ECDS answer: the selected EnvoyFilters' `EXTENSION_CONFIG` ADD
+  values, by name (`extension_configs`);
+- istiod's HTTP filter chain for the proxy's patch context, and the
+  EnvoyFilters' `HTTP_FILTER` patches applied to it (`istio_http_chain`,
   `patch_http_filters`);
 - istio-agent's rewrite of every ECDS Wasm resource: the remote module
   becomes a local file, or, when it cannot be fetched, a deny-all (or, for a
   fail-open plugin, allow-all) RBAC filter of the same name (`agent_convert`);
-- Istio's cluster name for a ServiceEntry host and port (`jwks_clusters`).
+- istiod's cluster for each ServiceEntry host and port, with the
+  DestinationRule's client TLS settings as its transport socket
+  (`outbound_clusters`, `upstream_tls_context`), and the SDS secrets
+  istio-agent answers it with (`agent_root_secret`).
 
-Substituted, because the tests have no cluster, registry or issuer:
+Substituted, because the tests have no cluster, registry, DNS or issuer:
 
-- the transport: Envoy reads the ECDS resources from a file
-  (`path_config_source`) instead of ADS (`ads: {}`) through istio-agent
-  (`file_config_source`); the rest of the entry is kept as shipped;
+- the transports: Envoy reads the ECDS resources and the SDS secrets from
+  files (`path_config_source`) instead of ADS (`ads: {}`) through
+  istio-agent and istio-agent's SDS server (the `sds-grpc` cluster)
+  (`file_config_source`, `file_sds`); the rest of each entry is kept. So the
+  shipped `ads: {}` and `initial_fetch_timeout: 0s` are not exercised;
 - the module download: `fetch` (the tests' stand-in for istio-agent's module
   cache) maps the shipped `oci://` URI to the built `.wasm`, or fails;
-- the JWKS cluster's endpoint: the tests' key server on 127.0.0.1, over plain
-  HTTP; Istio resolves the ServiceEntry host by DNS and the DestinationRule
-  adds TLS with its SNI (not reproduced here).
+- the clusters' endpoints: the tests' servers on 127.0.0.1 in a STATIC
+  cluster, where istiod makes a DNS cluster for the ServiceEntry's host;
+- the operating system's trust bundle, which istio-agent reads for
+  `file-root:system`: a CA the tests make.
 
 The plugin configuration itself is not substituted: the tests mint tokens for
-the shipped issuer and resource and serve keys at the shipped JWKS URL's path
-through a cluster of the shipped name. The chain holds the filters Istio
-always builds, which upstream Envoy has too; the ones it adds depending on
-configuration (`istio_http_chain`) are left out, Istio's own among them
+the shipped issuer and resource and serve keys, over TLS with a certificate
+for the shipped issuer's host, at the shipped JWKS URL's path through a
+cluster of the shipped name. The chain holds the filters Istio always builds,
+which upstream Envoy has too; the ones it adds depending on configuration
+(`istio_http_chain`) are left out, Istio's own among them
 (`istio.metadata_exchange`, `istio.stats`, `istio.alpn`: istio-proxy only).
+What this model does not cover (other TLS modes, port-level settings,
+EnvoyFilter priorities, targetRefs, Gateway API gateways...) it refuses with
+a ValueError rather than ignore.
 
 Fields: istiod parses the patch values with unknown fields allowed
 (`pkg/config/xds/xds.go` `BuildXDSObjectFromStruct`, strict=false), so a field
@@ -41,6 +57,7 @@ its go-control-plane does not know is dropped silently (Istio 1.27 and
 refuses unknown fields, so the values as shipped are checked by Envoy itself.
 """
 
+import base64
 import copy
 import json
 import os
@@ -78,16 +95,54 @@ _ALWAYS = [
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
 ]
 PATCH_CONTEXTS = ("SIDECAR_INBOUND", "GATEWAY")
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+# MeshConfig's default rootNamespace (`DefaultMeshConfig`, pkg/config/mesh/mesh.go).
+ROOT_NAMESPACE = "istio-system"
+# The label that makes a proxy a Gateway API gateway (`workloadGatewayName`,
+# pilot/pkg/model/policyattachment.go).
+GATEWAY_API_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
+class Proxy:
+    """A proxy as istiod sees it: its type (`model.NodeType`, "sidecar" or
+    "router": every Istio gateway, ingress or egress, is a "router"), its
+    namespace and its pod's labels."""
+
+    def __init__(self, node_type, namespace, labels):
+        self.node_type, self.namespace, self.labels = node_type, namespace, dict(labels)
+
+    def __repr__(self):
+        return f"Proxy({self.node_type}, {self.namespace}, {self.labels})"
+
+
+# The proxies the shipped files are for. The gateways carry the labels
+# Istio's charts give them: manifests/charts/gateways/istio-ingress/values.yaml
+# and istio-egress/values.yaml (`labels`), and manifests/charts/gateway
+# (`gateway.selectorLabels` in templates/_helpers.tpl: `istio:` is the release
+# name without `istio-`, so a release istio-egressgateway is
+# `istio: egressgateway`). The sidecar is the MCP server's pod as the
+# shipped sidecar file describes it.
+PROXIES = {
+    "sidecar": Proxy("sidecar", "mcp", {"app": "mcp-server"}),
+    "ingress-gateway": Proxy("router", ROOT_NAMESPACE, {"app": "istio-ingressgateway", "istio": "ingressgateway"}),
+    "egress-gateway": Proxy("router", ROOT_NAMESPACE, {"app": "istio-egressgateway", "istio": "egressgateway"}),
+}
 
 
 class ModuleUnavailable(Exception):
     """The module download failed (istio-agent: `cache.Get` returned an error)."""
 
 
+def istio_resources(filename, kind):
+    """The resources of `kind` in `envoy/istio/<filename>`."""
+    docs = yaml.safe_load_all((ISTIO_DIR / filename).read_text())
+    return [d for d in docs if d and d.get("kind") == kind]
+
+
 def load_envoyfilter(filename):
     """The one EnvoyFilter in `envoy/istio/<filename>`."""
-    docs = [d for d in yaml.safe_load_all((ISTIO_DIR / filename).read_text()) if d]
-    [ef] = [d for d in docs if d.get("kind") == "EnvoyFilter"]
+    [ef] = istio_resources(filename, "EnvoyFilter")
     return ef
 
 
@@ -105,6 +160,42 @@ def single_patch(ef, apply_to):
     """The EnvoyFilter's one config patch for `apply_to`."""
     [cp] = patches(ef, apply_to)
     return cp
+
+
+def patch_context(proxy):
+    """The patch context of the listeners that carry a proxy's HTTP traffic
+    in: `ListenerBuilder.patchListeners` (pilot/pkg/networking/core/
+    listener_builder.go) patches a router's listeners (every gateway's) as
+    GATEWAY; a sidecar's inbound listener, the MCP server's own, is
+    SIDECAR_INBOUND."""
+    return {"router": "GATEWAY", "sidecar": "SIDECAR_INBOUND"}[proxy.node_type]
+
+
+def selects(ef, proxy):
+    """Whether the EnvoyFilter applies to the proxy, by
+    `WorkloadPolicyMatcher.ShouldAttachPolicy` / `isSelected`
+    (pilot/pkg/model/policyattachment.go): no selector selects every proxy,
+    else its labels must all be the proxy's."""
+    if ef["spec"].get("targetRefs") or ef["spec"].get("targetRef") or GATEWAY_API_LABEL in proxy.labels:
+        raise ValueError("not modelled: targetRefs and Gateway API gateways")
+    wanted = (ef["spec"].get("workloadSelector") or {}).get("labels") or {}
+    return all(proxy.labels.get(k) == v for k, v in wanted.items())
+
+
+def envoyfilters_for(proxy, efs):
+    """The EnvoyFilters of `efs` that istiod applies to `proxy`, in the order
+    it applies them: `PushContext.EnvoyFilters` (pilot/pkg/model/
+    push_context.go) takes the root namespace's (`getMatchedEnvoyFilters`),
+    then, for a proxy in another namespace, its own namespace's; those of
+    any other namespace never apply. It sorts them by priority, the root
+    namespace first, then by creation time and name; priorities are not
+    modelled and creation time is taken to follow the name."""
+    if any(ef["spec"].get("priority") for ef in efs):
+        raise ValueError("not modelled: EnvoyFilter priority")
+    namespaces = [ROOT_NAMESPACE] + ([proxy.namespace] if proxy.namespace != ROOT_NAMESPACE else [])
+    matched = [ef for ef in efs if ef["metadata"]["namespace"] in namespaces and selects(ef, proxy)]
+    return sorted(matched, key=lambda ef: (ef["metadata"]["namespace"] != ROOT_NAMESPACE,
+                                           ef["metadata"]["name"] + "." + ef["metadata"]["namespace"]))
 
 
 # --- istiod -----------------------------------------------------------------
@@ -193,14 +284,117 @@ def ecds_names(filters):
     return [f["name"] for f in filters if "config_discovery" in f]
 
 
-def jwks_clusters(port):
-    """Envoy clusters named the way istiod names a ServiceEntry's host and
-    port, `outbound|<port>||<host>` (`model.BuildSubsetKey`,
-    pilot/pkg/model/service.go), each served by 127.0.0.1:`port`."""
-    docs = yaml.safe_load_all((ISTIO_DIR / "serviceentry.yaml").read_text())
-    return [cluster(f"outbound|{p['number']}||{host}", port)
-            for d in docs if d and d["kind"] == "ServiceEntry"
-            for host in d["spec"]["hosts"] for p in d["spec"]["ports"]]
+def destination_rule_for(proxy, host, service_namespace, rules):
+    """The DestinationRule of `rules` for `host` that a proxy uses, by
+    `PushContext.destinationRule` (pilot/pkg/model/push_context.go): one in
+    the proxy's own namespace (for a proxy in the root namespace: one there
+    exported to it), else one in the service's namespace exported to the
+    proxy's, else one in the root namespace exported to it. Only exact host
+    names are modelled (istiod also matches wildcards)."""
+    def exported(dr):
+        export_to = dr["spec"].get("exportTo") or ["*"]
+        return "*" in export_to or proxy.namespace in export_to or (
+            "." in export_to and dr["metadata"]["namespace"] == proxy.namespace)
+
+    for dr in rules:
+        if dr["spec"]["host"] != host and "*" in dr["spec"]["host"]:
+            raise ValueError(f"not modelled: wildcard DestinationRule host {dr['spec']['host']}")
+        if dr["spec"].get("workloadSelector"):
+            raise ValueError("not modelled: DestinationRule workloadSelector")
+    for namespace in (proxy.namespace, service_namespace, ROOT_NAMESPACE):
+        found = [dr for dr in rules if dr["spec"]["host"] == host
+                 and dr["metadata"]["namespace"] == namespace and exported(dr)]
+        if found:
+            return found[0]
+    return None
+
+
+def sds_secret_config(name):
+    """The SDS reference istiod writes for a secret of a file (`file-root:`,
+    `file-cert:`): `constructSdsSecretConfigFromFile` (cluster_tls.go) ->
+    `ConstructSdsSecretConfig` (pkg/model/authentication.go): by gRPC from
+    istio-agent's SDS server, the `sds-grpc` cluster (`SDSClusterName`). The
+    `sds-files-grpc` cluster is used instead only by a proxy whose pod
+    mounts a file credential socket (not modelled)."""
+    return {"name": name, "sds_config": {
+        "api_config_source": {"api_type": "GRPC", "set_node_on_first_message_only": True,
+                              "transport_api_version": "V3",
+                              "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]},
+        "resource_api_version": "V3"}}
+
+
+def upstream_tls_context(tls, service_entry, port):
+    """The `UpstreamTlsContext` istiod builds from a DestinationRule's client
+    TLS settings for a ServiceEntry's port. `ClusterBuilder.applyTrafficPolicy`
+    (cluster_traffic_policy.go) calls `buildUpstreamTLSSettings`, which
+    passes SIMPLE settings on as they are, and `applyUpstreamTLSSettings` ->
+    `buildUpstreamClusterTLSContext` -> `constructUpstreamTLS`
+    (cluster_tls.go): TLS 1.2 to 1.3 (`defaultUpstreamCommonTLSContext`),
+    the `sni`; the names to check are the settings' `subjectAltNames`, else,
+    for a ServiceEntry (registry External), the ServiceEntry's own
+    `subjectAltNames`; the CA is the SDS secret `file-root:<caCertificates>`,
+    `file-root:system` when none is named (`SdsCertificateConfig`,
+    pkg/security/security.go). With `sni` set, `setAutoSniAndAutoSanValidation`
+    adds no automatic name check, so without names any certificate a trusted
+    CA signed is accepted. `insecureSkipVerify` leaves an empty validation
+    context. Mesh `tlsDefaults` (none by default: `applyTLSDefaults`) and
+    FIPS compliance (`EnforceCompliance`, off by default) change nothing
+    here. Other modes, client certificates, `credentialName`, `caCrl`, no
+    `sni` (automatic SNI) and HTTP/2 ports (ALPN) are not modelled."""
+    if tls.get("mode") != "SIMPLE":
+        raise ValueError(f"not modelled: client TLS mode {tls.get('mode')}")
+    unmodelled = set(tls) - {"mode", "sni", "subjectAltNames", "caCertificates", "insecureSkipVerify"}
+    if unmodelled or not tls.get("sni"):
+        raise ValueError(f"not modelled: client TLS settings {sorted(unmodelled) or ['no sni']}")
+    if port["protocol"] in ("HTTP2", "GRPC", "GRPC-Web"):
+        raise ValueError(f"not modelled: ALPN for a {port['protocol']} port")
+    context = {"@type": UPSTREAM_TLS_TYPE,
+               "common_tls_context": {"tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                                     "tls_maximum_protocol_version": "TLSv1_3"}},
+               "sni": tls["sni"]}
+    if tls.get("insecureSkipVerify"):
+        context["common_tls_context"]["validation_context"] = {}
+        return context
+    names = tls.get("subjectAltNames") or service_entry["spec"].get("subjectAltNames") or []
+    default = {"match_subject_alt_names": [{"exact": n} for n in names]} if names else {}
+    context["common_tls_context"]["combined_validation_context"] = {
+        "default_validation_context": default,
+        "validation_context_sds_secret_config": sds_secret_config(
+            "file-root:" + (tls.get("caCertificates") or "system")),
+    }
+    return context
+
+
+def outbound_clusters(proxy, endpoint_port, service_entries=None, destination_rules=None):
+    """The clusters istiod builds for the ServiceEntries, each served by
+    127.0.0.1:`endpoint_port` (a substitution: istiod makes DNS clusters for
+    resolution DNS). Named `outbound|<port>||<host>` (`model.BuildSubsetKey`,
+    pilot/pkg/model/service.go), by `buildOutboundClusters`
+    (pilot/pkg/networking/core/cluster.go), the same for a sidecar and a
+    gateway; with the DestinationRule the proxy uses for the host
+    (`destination_rule_for`), its traffic policy's TLS becomes the
+    cluster's `envoy.transport_sockets.tls` transport socket
+    (`applyUpstreamTLSSettings`, cluster_tls.go). Port-level settings and
+    subsets are not modelled. The entries and rules default to the shipped
+    serviceentry.yaml."""
+    if service_entries is None:
+        service_entries = istio_resources("serviceentry.yaml", "ServiceEntry")
+    if destination_rules is None:
+        destination_rules = istio_resources("serviceentry.yaml", "DestinationRule")
+    out = []
+    for se in service_entries:
+        for host in se["spec"]["hosts"]:
+            dr = destination_rule_for(proxy, host, se["metadata"]["namespace"], destination_rules)
+            policy = (dr or {}).get("spec", {}).get("trafficPolicy") or {}
+            if policy.get("portLevelSettings") or (dr or {}).get("spec", {}).get("subsets"):
+                raise ValueError("not modelled: port-level settings and subsets")
+            for port in se["spec"]["ports"]:
+                c = cluster(f"outbound|{port['number']}||{host}", endpoint_port)
+                if policy.get("tls"):
+                    c["transport_socket"] = {"name": "envoy.transport_sockets.tls",
+                                             "typed_config": upstream_tls_context(policy["tls"], se, port)}
+                out.append(c)
+    return out
 
 
 # --- istio-agent ------------------------------------------------------------
@@ -269,6 +463,34 @@ def agent_convert(resource, fetch):
     return out
 
 
+def agent_root_secret(name, trust_bundles):
+    """The SDS secret istio-agent answers for a CA resource `name`
+    (`file-root:<path>`): `SecretManagerClient.generateFileSecret`
+    (security/pkg/nodeagent/cache/secretcache.go) reads the file the name
+    holds, or for `file-root:system` the operating system's trust bundle
+    (`CARootPath`, found by pilot-agent), and `toEnvoySecret`
+    (security/pkg/nodeagent/sds/sdsservice.go) makes it a validation context
+    with the bundle as `trusted_ca`. `trust_bundles` stands in for the
+    files: path ("system" for the OS bundle) -> PEM bytes."""
+    if not name.startswith("file-root:"):
+        raise ValueError(f"not modelled: SDS secret {name}")
+    pem = trust_bundles[name[len("file-root:"):]]
+    return {"name": name, "validation_context": {"trusted_ca": {"inline_bytes": base64.b64encode(pem).decode()}}}
+
+
+def sds_references(c):
+    """The SDS references (`SdsSecretConfig`) in a cluster's transport socket."""
+    common = c.get("transport_socket", {}).get("typed_config", {}).get("common_tls_context", {})
+    combined = common.get("combined_validation_context", {})
+    refs = [combined.get("validation_context_sds_secret_config")] + common.get("tls_certificate_sds_secret_configs", [])
+    return [ref for ref in refs if ref]
+
+
+def sds_names(clusters):
+    """The SDS secrets the clusters' transport sockets ask for."""
+    return list(dict.fromkeys(ref["name"] for c in clusters for ref in sds_references(c)))
+
+
 # --- what the tests hand to Envoy -------------------------------------------
 
 def plugin_configuration(ef):
@@ -279,31 +501,64 @@ def plugin_configuration(ef):
     return json.loads(configuration["value"])
 
 
+def path_source(config_source, path):
+    """`config_source` reading from the file at `path` (watched: Envoy
+    rereads it when it is replaced) instead of ADS or gRPC; its other fields
+    are kept."""
+    config_source.pop("ads", None)
+    config_source.pop("api_config_source", None)
+    config_source["path_config_source"] = {"path": str(path),
+                                           "watched_directory": {"path": os.path.dirname(str(path))}}
+
+
 def file_config_source(filters, path):
     """The chain with each `config_discovery` reading from the file at `path`
     instead of ADS; everything else in the entry is kept."""
     filters = copy.deepcopy(filters)
     for f in filters:
         if "config_discovery" in f:
-            source = f["config_discovery"]["config_source"]
-            source.pop("ads")
-            source["path_config_source"] = {"path": str(path),
-                                            "watched_directory": {"path": os.path.dirname(str(path))}}
+            path_source(f["config_discovery"]["config_source"], path)
     return filters
 
 
-def write_ecds(path, resources):
-    """The ECDS discovery response Envoy reads from `path`, replaced
-    atomically (write, then rename) so Envoy never reads half a file."""
+def file_sds(clusters, path):
+    """The clusters with each SDS reference reading from the file at `path`
+    instead of istio-agent's SDS server; everything else is kept."""
+    clusters = copy.deepcopy(clusters)
+    for c in clusters:
+        for ref in sds_references(c):
+            path_source(ref["sds_config"], path)
+    return clusters
+
+
+def write_discovery(path, type_url, resources):
+    """A discovery response Envoy reads from `path`, replaced atomically
+    (write, then rename) so Envoy never reads half a file."""
     tmp = os.path.join(os.path.dirname(str(path)), "." + os.path.basename(str(path)) + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({"resources": [{"@type": EXTENSION_CONFIG_TYPE, **r} for r in resources]}, f)
+        json.dump({"resources": [{"@type": type_url, **r} for r in resources]}, f)
     os.rename(tmp, path)
 
 
-def translate(ef, context, fetch, ecds_path, drop_fields=()):
-    """The HTTP filter chain and the ECDS resources a proxy of `context` gets
-    for this EnvoyFilter, ready for the tests' Envoy: (filters, resources)."""
-    filters = patch_http_filters(ef, context, istio_http_chain(context))
-    resources = [agent_convert(r, fetch) for r in extension_configs(ef, ecds_names(filters), drop_fields)]
+def write_ecds(path, resources):
+    """The ECDS discovery response (TypedExtensionConfig resources)."""
+    write_discovery(path, EXTENSION_CONFIG_TYPE, resources)
+
+
+def write_sds(path, secrets):
+    """The SDS discovery response (Secret resources)."""
+    write_discovery(path, SECRET_TYPE, secrets)
+
+
+def translate(proxy, efs, fetch, ecds_path, drop_fields=()):
+    """The HTTP filter chain and the ECDS resources `proxy` gets from the
+    EnvoyFilters `efs` (all of them, as in a cluster: `envoyfilters_for`
+    picks the proxy's), ready for the tests' Envoy: (filters, resources)."""
+    context = patch_context(proxy)
+    mine = envoyfilters_for(proxy, efs)
+    filters = istio_http_chain(context)
+    for ef in mine:
+        filters = patch_http_filters(ef, context, filters)
+    names = ecds_names(filters)
+    resources = [agent_convert(r, fetch) for ef in mine for r in extension_configs(ef, names, drop_fields)]
     return file_config_source(filters, ecds_path), resources

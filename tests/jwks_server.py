@@ -27,9 +27,13 @@ class JwksServer:
     `stop()` closes the listening socket (connection refused from then on);
     `start()` listens again on the same port. Every answer closes its
     connection, so a stopped server has no connection left open.
+
+    With `tls` (an `ssl.SSLContext`, see `tls_ca.server_context`) it serves
+    HTTPS only, and `server_names` lists the SNI name of every handshake
+    (None: none sent).
     """
 
-    def __init__(self, jwks=None, port=0, start=True, jwks_path="/certs"):
+    def __init__(self, jwks=None, port=0, start=True, jwks_path="/certs", tls=None):
         self.jwks = jwks if jwks is not None else {"keys": []}
         self.jwks_path = jwks_path
         self.mode = "ok"
@@ -45,13 +49,17 @@ class JwksServer:
         self.changed = threading.Condition(self.lock)
         self.stopping = False
         self.server = None
+        self.tls = tls
+        self.server_names = []
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
         self.port = port or free_port()
         if start:
             self.start()
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # --- control -------------------------------------------------------
 
@@ -88,7 +96,7 @@ class JwksServer:
     def start(self):
         with self.lock:
             self.stopping = False
-        self.server = HttpServer(JwksHandler, owner=self, port=self.port)
+        self.server = HttpServer(JwksHandler, owner=self, port=self.port, tls=self.tls)
         return self
 
     def stop(self):

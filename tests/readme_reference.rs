@@ -2,7 +2,8 @@
 //! configuration types, so the two cannot drift apart.
 
 use mcp_authz::config::{
-    defaults, Policy, DPOP_NONCE_KEYS, PROVIDER_KEYS, REMOTE_JWKS_KEYS, RULE_KEYS, TOP_LEVEL_KEYS,
+    defaults, Policy, DPOP_NONCE_KEYS, INTROSPECTION_KEYS, PROVIDER_KEYS, REMOTE_JWKS_KEYS,
+    RULE_KEYS, TOP_LEVEL_KEYS, UPSTREAM_TOKEN_KEYS,
 };
 
 fn readme() -> String {
@@ -47,6 +48,17 @@ fn readme_lists_every_configuration_key_and_no_other() {
     assert_eq!(
         keys(&table(&text, "`providers[].dpop_nonce`:")),
         DPOP_NONCE_KEYS
+    );
+    assert_eq!(
+        keys(&table(
+            &text,
+            "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env`, `client_key`, `client_key_env` — are the same in `upstream_token`):"
+        )),
+        INTROSPECTION_KEYS
+    );
+    assert_eq!(
+        keys(&table(&text, "`upstream_token`:")),
+        UPSTREAM_TOKEN_KEYS
     );
 }
 
@@ -101,6 +113,26 @@ fn readme_defaults_match_the_code() {
         default_of(&remote, "timeout_ms"),
         format!("`{}`", defaults::TIMEOUT_MS)
     );
+    let introspection = table(
+        &text,
+        "`providers[].introspection` (the client keys — `client_id`, `client_auth`, `client_secret`, `client_secret_env`, `client_key`, `client_key_env` — are the same in `upstream_token`):",
+    );
+    let upstream = table(&text, "`upstream_token`:");
+    for rows in [&introspection, &upstream] {
+        assert_eq!(
+            default_of(rows, "timeout_ms"),
+            format!("`{}`", defaults::TIMEOUT_MS)
+        );
+    }
+    assert_eq!(
+        default_of(&introspection, "cache_seconds"),
+        format!("`{}`", defaults::INTROSPECTION_CACHE_SECONDS)
+    );
+    assert_eq!(
+        default_of(&upstream, "header"),
+        format!("`\"{}\"`", defaults::UPSTREAM_TOKEN_HEADER)
+    );
+    assert_eq!(default_of(&upstream, "cache"), "`true`");
 
     // The defaults the README states for the rest, as the parser applies them.
     let policy = Policy::from_json(

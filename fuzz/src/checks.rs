@@ -257,8 +257,8 @@ fn check_verify(token: &str) {
         .providers
         .iter()
         .map(|p| match &p.jwks {
-            JwksSource::Inline(keys) => Some(keys),
-            JwksSource::Remote(_) => None,
+            Some(JwksSource::Inline(keys)) => Some(keys),
+            _ => None,
         })
         .collect();
     match token::verify(token, &policy.providers, &keys, NOW) {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_authz::answer;
-use mcp_authz::config::{JwksSource, Policy};
+use mcp_authz::config::{Client, Endpoint, JwksSource, Policy};
+use mcp_authz::dpop::Mode as DpopMode;
 use mcp_authz::explain::{self, Outcome, Request};
 use mcp_authz::gate::RequestHead;
 use mcp_authz::jwks::KeySet;
@@ -133,12 +134,70 @@ fn check(args: &[String]) -> Result<u8, Failure> {
             for (scope, implied) in &policy.scope_implies.closure {
                 println!("scope {scope} implies {}", implied.join(" "));
             }
+            print_token_handling(&policy);
             Ok(0)
         }
         Err(e) => {
             eprintln!("{arg}: {e}");
             Ok(1)
         }
+    }
+}
+
+/// Which providers introspect or take DPoP, and the token exchange: the
+/// endpoints, clusters and client authentication methods, never a secret.
+fn print_token_handling(policy: &Policy) {
+    let call = |endpoint: &Endpoint, client: &Client| {
+        format!(
+            "at {} through cluster {:?} as client {:?} ({})",
+            endpoint
+                .url
+                .as_deref()
+                .unwrap_or("the issuer's discovered endpoint"),
+            endpoint.cluster,
+            client.id,
+            client.auth.name()
+        )
+    };
+    for (i, provider) in policy.providers.iter().enumerate() {
+        if let Some(introspection) = &provider.introspection {
+            let tokens = if provider.jwks.is_some() {
+                "opaque tokens"
+            } else {
+                "every token"
+            };
+            println!(
+                "providers[{i}] {:?} introspects {tokens} {}, answers kept up to {} s",
+                provider.issuer,
+                call(&introspection.endpoint, &introspection.client),
+                introspection.cache_seconds
+            );
+        }
+        if provider.dpop.mode != DpopMode::Off {
+            println!(
+                "providers[{i}] {:?} dpop {}: a token bound to a key (cnf.jkt, in a JWT or an introspection answer) needs its proof",
+                provider.issuer,
+                provider.dpop.mode.name()
+            );
+        }
+    }
+    if let Some(upstream) = &policy.upstream_token {
+        let wanted = match (&upstream.audience, &upstream.resource) {
+            (Some(audience), _) => format!("audience {audience:?}"),
+            (None, Some(resource)) => format!("resource {resource:?}"),
+            (None, None) => "no audience".to_string(),
+        };
+        println!(
+            "upstream_token: the tokens of providers[{}] exchanged for {wanted} {}, sent in {}{}",
+            upstream.provider,
+            call(&upstream.endpoint, &upstream.client),
+            upstream.header,
+            if upstream.cache {
+                ", reused until shortly before they expire"
+            } else {
+                ""
+            }
+        );
     }
 }
 
@@ -238,7 +297,7 @@ fn explain_command(args: &[String]) -> Result<u8, Failure> {
             if !policy
                 .providers
                 .iter()
-                .any(|p| matches!(p.jwks, JwksSource::Remote(_)))
+                .any(|p| matches!(p.jwks, Some(JwksSource::Remote(_))))
             {
                 eprintln!("mcp-authz: --jwks ignored: every provider's keys are inline");
             }

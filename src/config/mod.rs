@@ -2,8 +2,13 @@
 //! strictly (`parse`, reading objects with `object`) and compiled into a
 //! [`Policy`] that the request path uses as is.
 
+mod authorization_server;
 mod object;
 mod parse;
+
+pub use authorization_server::{
+    Client, ClientAuth, ClientKey, Endpoint, Introspection, Secret, UpstreamToken,
+};
 
 use crate::glob::Glob;
 use crate::jwks::{Algorithm, KeySet};
@@ -28,6 +33,9 @@ pub struct Policy {
     pub max_body_bytes: usize,
     pub mode: Mode,
     pub public_paths: Vec<String>,
+    /// The token the upstream gets in place of the caller's, by token
+    /// exchange (RFC 8693); `None`: the upstream gets none.
+    pub upstream_token: Option<UpstreamToken>,
     pub scope_implies: ScopeImplies,
 }
 
@@ -71,7 +79,12 @@ pub const OFFLINE_ACCESS: &str = "offline_access";
 pub struct Provider {
     pub issuer: String,
     pub audiences: Vec<String>,
-    pub jwks: JwksSource,
+    /// Where JWT access tokens are verified from; `None` for a provider
+    /// whose tokens are only introspected.
+    pub jwks: Option<JwksSource>,
+    /// Opaque tokens (and, without `jwks`, every token of this issuer) are
+    /// validated by RFC 7662 introspection.
+    pub introspection: Option<Introspection>,
     /// Accepted algorithms; never `none` nor HMAC.
     pub algorithms: Vec<Algorithm>,
     pub clock_skew_seconds: u64,
@@ -192,6 +205,11 @@ pub mod defaults {
     pub const MAX_BODY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
     pub const MAX_TIMEOUT_MS: u64 = 60_000;
     pub const MIN_REFRESH_SECONDS: u64 = 10;
+    /// How long an introspection answer "active" is reused at most.
+    pub const INTROSPECTION_CACHE_SECONDS: u64 = 60;
+    pub const MAX_INTROSPECTION_CACHE_SECONDS: u64 = 3600;
+    /// The header the exchanged token goes upstream in.
+    pub const UPSTREAM_TOKEN_HEADER: &str = "authorization";
     pub const MAX_REFRESH_SECONDS: u64 = 7 * 24 * 3600;
     /// A DPoP proof's `iat` may be this far from now, either way (the MCP
     /// DPoP extension's ±5 minutes), and at most the maximum.
@@ -218,6 +236,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "max_body_bytes",
     "mode",
     "public_paths",
+    "upstream_token",
     "scope_implies",
 ];
 
@@ -232,6 +251,7 @@ pub const PROVIDER_KEYS: &[&str] = &[
     "scopes_claim",
     "token_types",
     "require_token_type",
+    "introspection",
     "dpop",
     "dpop_algorithms",
     "dpop_iat_window_seconds",
@@ -243,6 +263,39 @@ pub const DPOP_NONCE_KEYS: &[&str] = &["keys", "lifetime_seconds"];
 
 /// Keys of `providers[].jwks.remote`.
 pub const REMOTE_JWKS_KEYS: &[&str] = &["cluster", "url", "refresh_seconds", "timeout_ms"];
+
+/// Keys of `providers[].introspection`.
+pub const INTROSPECTION_KEYS: &[&str] = &[
+    "cluster",
+    "url",
+    "client_id",
+    "client_auth",
+    "client_secret",
+    "client_secret_env",
+    "client_key",
+    "client_key_env",
+    "timeout_ms",
+    "cache_seconds",
+];
+
+/// Keys of `upstream_token`.
+pub const UPSTREAM_TOKEN_KEYS: &[&str] = &[
+    "provider",
+    "cluster",
+    "token_endpoint",
+    "client_id",
+    "client_auth",
+    "client_secret",
+    "client_secret_env",
+    "client_key",
+    "client_key_env",
+    "audience",
+    "resource",
+    "scope",
+    "header",
+    "timeout_ms",
+    "cache",
+];
 
 /// Keys of one `rules[]` entry.
 pub const RULE_KEYS: &[&str] = &[
@@ -266,6 +319,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "mcp-name",
     "mcp-session-id",
     "mcp-protocol-version",
+    "dpop",
 ];
 
 #[cfg(test)]

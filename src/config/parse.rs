@@ -1,6 +1,7 @@
 //! Compiling the configuration JSON into a [`Policy`]: every key checked,
 //! every error naming its field.
 
+use super::authorization_server::{parse_introspection, parse_upstream_token};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -47,6 +48,16 @@ impl Policy {
             }
             None => None,
         };
+        let token_forwarding = top.choice(
+            "token_forwarding",
+            &[
+                ("strip", TokenForwarding::Strip),
+                ("forward", TokenForwarding::Forward),
+            ],
+        )?;
+        let identity_headers = parse_identity_headers(&top)?;
+        let upstream_token =
+            parse_upstream_token(&top, &providers, token_forwarding, &identity_headers)?;
         let rules = top
             .required_list("rules")?
             .iter()
@@ -64,20 +75,15 @@ impl Policy {
             providers,
             rules,
             filter_lists: top.optional_bool("filter_lists")?.unwrap_or(true),
-            token_forwarding: top.choice(
-                "token_forwarding",
-                &[
-                    ("strip", TokenForwarding::Strip),
-                    ("forward", TokenForwarding::Forward),
-                ],
-            )?,
-            identity_headers: parse_identity_headers(&top)?,
+            token_forwarding,
+            identity_headers,
             max_body_bytes: parse_max_body_bytes(&top)?,
             mode: top.choice(
                 "mode",
                 &[("enforce", Mode::Enforce), ("audit", Mode::Audit)],
             )?,
             public_paths: parse_public_paths(&top)?,
+            upstream_token,
             scope_implies: parse_scope_implies(&top)?,
         })
     }
@@ -99,6 +105,18 @@ fn parse_providers(top: &Obj, resource: &str) -> Result<Vec<Provider>, ConfigErr
                     .into(),
             ));
         }
+    }
+    // An opaque token names no issuer: it can only go to one introspection
+    // endpoint, or an authorization server would see another's tokens.
+    let introspecting: Vec<usize> = (0..providers.len())
+        .filter(|&i| providers[i].introspection.is_some())
+        .collect();
+    if let [_, second, ..] = introspecting[..] {
+        return Err(top.error(
+            &format!("providers[{second}].introspection"),
+            "only one provider may introspect: an opaque token names no issuer, and must not be sent to another authorization server"
+                .into(),
+        ));
     }
     Ok(providers)
 }
@@ -235,7 +253,12 @@ fn parse_provider(
     let audiences = obj
         .optional_str_list("audiences")?
         .unwrap_or_else(|| vec![resource.to_string()]);
-    let jwks = parse_jwks(&obj)?;
+    let introspection = parse_introspection(&obj)?;
+    let jwks = if introspection.is_some() && obj.get("jwks").is_none() {
+        None
+    } else {
+        Some(parse_jwks(&obj)?)
+    };
     let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
         .optional_u64("clock_skew_seconds")?
@@ -267,6 +290,7 @@ fn parse_provider(
         issuer,
         audiences,
         jwks,
+        introspection,
         algorithms,
         clock_skew_seconds,
         roles_claims,
@@ -545,7 +569,7 @@ fn parse_identity_headers(top: &Obj) -> Result<Vec<IdentityHeader>, ConfigError>
     Ok(headers)
 }
 
-fn is_header_name_byte(b: u8) -> bool {
+pub(super) fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

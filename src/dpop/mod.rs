@@ -12,7 +12,7 @@
 //!   proxy-wasm shared data.
 //!
 //! Plain functions over values: "now" is a parameter, shared data is asked
-//! of a [`replay::SharedData`]. The order they run in is the token step's
+//! of a [`crate::shared_data::SharedData`]. The order they run in is the token step's
 //! (`gate::check_token`, then the exchange's replay check).
 
 pub mod htu;
@@ -39,6 +39,17 @@ pub enum Mode {
     Allowed,
     /// DPoP-bound tokens with a proof only.
     Required,
+}
+
+impl Mode {
+    /// The mode's name, as `dpop` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Allowed => "allowed",
+            Mode::Required => "required",
+        }
+    }
 }
 
 /// One provider's DPoP settings (`providers[].dpop*`).

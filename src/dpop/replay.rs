@@ -20,16 +20,7 @@
 
 use sha2::{Digest, Sha256};
 
-/// How shared data is reached (proxy-wasm's, for the filter; a map, in
-/// tests).
-pub trait SharedData {
-    /// A shared-data entry (visible to every worker of the proxy): its value
-    /// and version, `(None, None)` when absent.
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes a shared-data entry; with `cas`, only if its version is still
-    /// `cas`. Whether it was written.
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
+use crate::shared_data::SharedData;
 
 /// Shared-data entries the memory is spread over.
 pub const SHARDS: usize = 256;
@@ -152,38 +143,10 @@ fn insert(shard: &[u8], digest: [u8; 16], until: u64, now_s: u64) -> Option<Upda
     Some(Updated { bytes, evicted })
 }
 
-/// Shared data in memory, as proxy-wasm keeps it: a version per entry,
-/// compare-and-swap against it, version 0 never given out. For tests and
-/// `explain`.
-#[derive(Debug, Default, Clone)]
-pub struct SharedMap {
-    entries: std::collections::HashMap<String, (Vec<u8>, u32)>,
-}
-
-impl SharedData for SharedMap {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.entries.get(key) {
-            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
-            None => (None, None),
-        }
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let current = self.entries.get(key).map(|(_, c)| *c);
-        if let (Some(expected), Some(current)) = (cas, current) {
-            if expected != current {
-                return false;
-            }
-        }
-        let next = current.unwrap_or(0).wrapping_add(1).max(1);
-        self.entries.insert(key.to_string(), (value.to_vec(), next));
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_data::SharedMap;
 
     fn prepared() -> SharedMap {
         let mut shared = SharedMap::default();

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use crate::config::UpstreamToken;
 use crate::gate::{Refusal, RequestHead};
 use crate::identity::Identity;
 
@@ -26,6 +27,7 @@ pub fn refusal_line(
         "sub": identity.and_then(|i| i.subject.clone()),
         "client_id": identity.and_then(|i| i.client_id.clone()),
         "issuer": identity.map(|i| i.issuer.clone()),
+        "detail": refusal.detail,
         "request_id": head.header("x-request-id"),
         "http_method": head.method,
         "path": head.path,
@@ -38,11 +40,15 @@ pub fn allow_line(
     rule: Option<&str>,
     call: (Option<String>, Option<String>),
     identity: &Identity,
+    upstream: Option<&UpstreamToken>,
 ) -> String {
     let (method, name) = call;
+    // The exchange is named by its audience; never a token.
+    let exchange = upstream.map(|u| u.audience.as_ref().or(u.resource.as_ref()));
     json!({
         "mcp_authz": "allow", "rule": rule, "method": method, "name": name,
         "sub": identity.subject, "client_id": identity.client_id, "issuer": identity.issuer,
+        "upstream_token_for": exchange,
     })
     .to_string()
 }

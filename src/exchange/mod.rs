@@ -15,28 +15,32 @@
 //! `tests/exchange_properties.rs` drives random sequences of callbacks
 //! through the machine and checks both.
 
+mod authorization_server;
 mod decision_log;
 mod output;
 mod response;
 
-pub use crate::dpop::replay::SharedData;
+pub use crate::shared_data::SharedData;
 pub use output::{Action, Effect, Level, Output};
 pub use response::{AnswerWatch, ResponseHead};
 
 use crate::answer::{self, Answer};
+use crate::authorization_server::Purpose;
 use crate::config::Policy;
 use crate::counters::Counter;
 use crate::dpop::replay::{self, Seen};
-use crate::dpop::ProofErrorKind;
+use crate::dpop::{self, ProofErrorKind};
 use crate::gate::{self, Expect, KeyRing, Refusal, RequestHead, Route, TokenVerdict, Verb};
+use std::rc::Rc;
+
 use crate::identity::Identity;
 use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
 /// What the exchange needs from the host, synchronously, while it decides;
-/// shared data ([`SharedData`]) holds the proxy's memory of DPoP proofs
-/// already used.
+/// shared data ([`SharedData`]) holds the authorization server's answers
+/// and the proxy's memory of DPoP proofs already used, shared by workers.
 pub trait Host: SharedData {
     /// The first `len` bytes of the request body Envoy holds.
     fn request_body(&self, len: usize) -> Vec<u8>;
@@ -48,6 +52,10 @@ pub trait Host: SharedData {
     /// A token named a key its provider lacks: may its keys be refetched
     /// now? (Rate-limited per provider.)
     fn refetch_keys(&mut self, provider: usize) -> bool;
+    /// Calls to the authorization server this worker has in flight.
+    fn calls_in_flight(&self) -> usize;
+    /// The proxy's key for digests of tokens (the same in every worker).
+    fn digest_key(&self) -> [u8; 32];
     /// A tool's `x-mcp-header` declarations, learned from `tools/list`
     /// answers (by any worker); `None` when never seen.
     fn tool_headers(&self, tool: &str) -> Option<Vec<ParamHeader>>;
@@ -84,9 +92,19 @@ pub enum Outcome {
 pub struct Verdict {
     pub outcome: Outcome,
     /// The verified identity, when the token was checked and good.
-    pub identity: Option<Identity>,
+    pub identity: Option<Rc<Identity>>,
     /// The header edits the request went upstream with (when it did).
     pub edits: Option<gate::UpstreamHeaders>,
+}
+
+/// A decided request on its way upstream: what it goes with.
+struct Forward {
+    outcome: Outcome,
+    identity: Option<Rc<Identity>>,
+    edits: gate::UpstreamHeaders,
+    /// Counts and log lines of the decision, carried out when it goes.
+    effects: Vec<Effect>,
+    watch: Option<AnswerWatch>,
 }
 
 /// Where the request is.
@@ -97,9 +115,12 @@ enum Stage {
     AwaitingKeys,
     /// Token good; held until the body has ended.
     ReadingBody {
-        identity: Box<Identity>,
+        identity: Rc<Identity>,
         expect: Expect,
     },
+    /// Held while the authorization server is asked (introspection before
+    /// the body is read, or token exchange after the verdict).
+    AuthorizationServer(Box<authorization_server::Pending>),
     /// Let through: every later request callback continues.
     Forwarded,
     /// Answered by the filter: every later request callback holds.
@@ -123,6 +144,9 @@ pub struct Exchange {
     /// A new DPoP nonce for the client, sent with the upstream's answer.
     dpop_nonce: Option<String>,
     verdict: Option<Verdict>,
+    /// A call this request made and no longer waits for (it was refused
+    /// meanwhile): its answer is still shared when it comes.
+    orphan: Option<Box<authorization_server::Pending>>,
 }
 
 impl Default for Exchange {
@@ -143,6 +167,7 @@ impl Exchange {
             answer: None,
             dpop_nonce: None,
             verdict: None,
+            orphan: None,
         }
     }
 
@@ -267,9 +292,19 @@ impl Exchange {
     fn after_body_event(&mut self, env: &mut Env) -> Output {
         match &self.stage {
             Stage::Start | Stage::Answered | Stage::Forwarded => self.request_action(),
-            Stage::AwaitingKeys => {
+            Stage::AuthorizationServer(pending)
+                if !matches!(pending.job, authorization_server::Job::Introspect { .. }) =>
+            {
+                Output::hold()
+            }
+            Stage::AwaitingKeys | Stage::AuthorizationServer(_) => {
                 // Keep buffering, but not beyond the limit.
                 if self.body_len > env.policy.max_body_bytes {
+                    if let Stage::AuthorizationServer(pending) =
+                        std::mem::replace(&mut self.stage, Stage::AwaitingKeys)
+                    {
+                        self.orphan = Some(pending);
+                    }
                     return self.refuse(env, gate::too_large(env.policy), None);
                 }
                 Output::hold()
@@ -280,7 +315,7 @@ impl Exchange {
                 else {
                     return Output::hold();
                 };
-                self.read_body(env, *identity, expect)
+                self.read_body(env, identity, expect)
             }
         }
     }
@@ -308,42 +343,21 @@ impl Exchange {
                 } else {
                     Counter::TokenCacheMiss
                 };
-                let mut counts = vec![Effect::Count(counter, 1)];
-                if let Some(proof) = proof {
-                    // Last of the proof's checks: was it used before?
-                    let seen = replay::remember(
-                        env.host,
-                        &proof.jkt,
-                        &proof.jti,
-                        proof.remember_until,
-                        now_s,
-                    );
-                    match seen {
-                        Seen::Fresh { evicted } => {
-                            counts.push(Effect::Count(Counter::DpopAccepted, 1));
-                            if evicted {
-                                counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
-                            }
-                            self.dpop_nonce = proof.next_nonce;
-                        }
-                        Seen::Replayed | Seen::Unavailable => {
-                            let refusal =
-                                gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
-                            // Like every other failed proof: no identity
-                            // (audit mode lets it on without one).
-                            let mut output = self.refuse(env, refusal, None);
-                            counts.append(&mut output.effects);
-                            output.effects = counts;
-                            return output;
-                        }
-                    }
-                }
-                let mut output = self.read_body(env, identity, expect);
-                counts.append(&mut output.effects);
-                output.effects = counts;
-                output
+                self.verified(
+                    env,
+                    identity,
+                    proof,
+                    vec![Effect::Count(counter, 1)],
+                    expect,
+                )
             }
             TokenVerdict::Refuse(refusal) => self.refuse(env, refusal, None),
+            TokenVerdict::Introspect { provider } => self.ask_authorization_server(
+                env,
+                Purpose::Introspection,
+                provider,
+                authorization_server::Job::Introspect { expect },
+            ),
             TokenVerdict::KeysPending { provider } => {
                 if matches!(self.stage, Stage::AwaitingKeys) {
                     // The wait is over and still no keys.
@@ -365,6 +379,52 @@ impl Exchange {
         }
     }
 
+    /// A good token (a verified JWT, or an introspection answer): its DPoP
+    /// proof, if any, is checked against replay last, then the body is read.
+    /// `counts` go first.
+    fn verified(
+        &mut self,
+        env: &mut Env,
+        identity: Rc<Identity>,
+        proof: Option<dpop::Accepted>,
+        mut counts: Vec<Effect>,
+        expect: Expect,
+    ) -> Output {
+        if let Some(proof) = proof {
+            let now_s = env.now_ms / 1000;
+            // Last of the proof's checks: was it used before?
+            let seen = replay::remember(
+                env.host,
+                &proof.jkt,
+                &proof.jti,
+                proof.remember_until,
+                now_s,
+            );
+            match seen {
+                Seen::Fresh { evicted } => {
+                    counts.push(Effect::Count(Counter::DpopAccepted, 1));
+                    if evicted {
+                        counts.push(Effect::Count(Counter::DpopReplayEvicted, 1));
+                    }
+                    self.dpop_nonce = proof.next_nonce;
+                }
+                Seen::Replayed | Seen::Unavailable => {
+                    let refusal = gate::proof_refusal(env.policy, ProofErrorKind::Replay.into());
+                    // Like every other failed proof: no identity (audit
+                    // mode lets it on without one).
+                    let mut output = self.refuse(env, refusal, None);
+                    counts.append(&mut output.effects);
+                    output.effects = counts;
+                    return output;
+                }
+            }
+        }
+        let mut output = self.read_body(env, identity, expect);
+        counts.append(&mut output.effects);
+        output.effects = counts;
+        output
+    }
+
     fn await_keys(&mut self, provider: usize, mut effects: Vec<Effect>) -> Output {
         self.stage = Stage::AwaitingKeys;
         effects.push(Effect::AwaitKeys { provider });
@@ -375,7 +435,7 @@ impl Exchange {
     }
 
     /// With a good token: read the body to its end, then decide.
-    fn read_body(&mut self, env: &mut Env, identity: Identity, expect: Expect) -> Output {
+    fn read_body(&mut self, env: &mut Env, identity: Rc<Identity>, expect: Expect) -> Output {
         let policy = env.policy;
         match expect {
             Expect::Nothing => {
@@ -383,10 +443,7 @@ impl Exchange {
                     return self.refuse(env, gate::unexpected_body(), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody {
-                        identity: Box::new(identity),
-                        expect,
-                    };
+                    self.stage = Stage::ReadingBody { identity, expect };
                     return Output::hold();
                 }
                 self.allow(env, identity, None, None)
@@ -399,10 +456,7 @@ impl Exchange {
                     return self.refuse(env, gate::too_large(policy), Some(identity));
                 }
                 if !self.body_ended {
-                    self.stage = Stage::ReadingBody {
-                        identity: Box::new(identity),
-                        expect,
-                    };
+                    self.stage = Stage::ReadingBody { identity, expect };
                     return Output::hold();
                 }
                 let bytes = env.host.request_body(self.body_len);
@@ -433,7 +487,7 @@ impl Exchange {
     fn allow(
         &mut self,
         env: &mut Env,
-        identity: Identity,
+        identity: Rc<Identity>,
         rule: Option<String>,
         body: Option<Body>,
     ) -> Output {
@@ -441,36 +495,131 @@ impl Exchange {
         let edits = gate::upstream_headers(policy, &self.head, Some(&identity));
         let mut effects = vec![Effect::Count(Counter::Allowed, 1)];
         effects.extend(skipped_headers(&edits));
-        effects.push(Effect::EditRequestHeaders(edits.clone()));
         if !gate::enforces(policy) {
             let call = body.as_ref().map(gate::first_call).unwrap_or_default();
             effects.push(Effect::Log(
                 Level::Info,
-                decision_log::allow_line(rule.as_deref(), call, &identity),
+                decision_log::allow_line(
+                    rule.as_deref(),
+                    call,
+                    &identity,
+                    policy.upstream_token.as_ref(),
+                ),
             ));
         }
+        let mut watch = None;
         if gate::enforces(policy) && policy.filter_lists {
             // Every answer that can carry a list is watched: a GET stream
             // (live or resumed) or DELETE, whose requests the filter never
             // saw, and a POST that asked for a list.
             let pending = body.as_ref().map(gate::pending_lists).unwrap_or_default();
             if body.is_none() || !pending.is_empty() {
-                self.answer = Some(AnswerWatch::new(
+                watch = Some(AnswerWatch::new(
                     pending,
-                    identity.clone(),
+                    Rc::clone(&identity),
                     self.head.headers.clone(),
                 ));
             }
         }
+        self.forward(
+            env,
+            Forward {
+                outcome: Outcome::Allowed { rule },
+                identity: Some(identity),
+                edits,
+                effects,
+                watch,
+            },
+        )
+    }
+
+    /// Lets a decided request go upstream: at once, or once the token the
+    /// upstream gets has been exchanged for it.
+    fn forward(&mut self, env: &mut Env, forward: Forward) -> Output {
+        let Some(upstream) = &env.policy.upstream_token else {
+            return self.finish_forward(env, forward, None);
+        };
+        let Some(identity) = &forward.identity else {
+            // Audit mode letting a request without a verified token on:
+            // there is nothing to exchange.
+            return self.finish_forward(env, forward, None);
+        };
+        let provider = upstream.provider;
+        // The verdict is given; only the upstream's token is still to come
+        // (`explain` shows it; a failed exchange replaces it).
+        self.verdict = Some(Verdict {
+            outcome: forward.outcome.clone(),
+            identity: forward.identity.clone(),
+            edits: Some(forward.edits.clone()),
+        });
+        if env.policy.providers[provider].issuer != identity.issuer {
+            let refusal = gate::upstream_token_unavailable(
+                false,
+                "the caller's issuer is not the one upstream_token exchanges tokens of".into(),
+            );
+            return self.refuse_forward(forward, refusal);
+        }
+        self.ask_authorization_server(
+            env,
+            Purpose::TokenExchange,
+            provider,
+            authorization_server::Job::Exchange(Box::new(forward)),
+        )
+    }
+
+    /// The request goes upstream, with the exchanged token when there is one.
+    fn finish_forward(&mut self, env: &mut Env, forward: Forward, token: Option<&str>) -> Output {
+        let Forward {
+            outcome,
+            identity,
+            mut edits,
+            mut effects,
+            watch,
+        } = forward;
+        if let (Some(token), Some(upstream)) = (token, &env.policy.upstream_token) {
+            let value = if upstream.header == "authorization" {
+                format!("Bearer {token}")
+            } else {
+                token.to_string()
+            };
+            edits.set.push((upstream.header.clone(), value));
+        }
+        effects.push(Effect::EditRequestHeaders(edits.clone()));
+        self.answer = watch;
         self.stage = Stage::Forwarded;
         self.verdict = Some(Verdict {
-            outcome: Outcome::Allowed { rule },
-            identity: Some(identity),
+            outcome,
+            identity,
             edits: Some(edits),
         });
         Output {
             effects,
             action: Action::Continue,
+        }
+    }
+
+    /// No token for the upstream: the request is answered (in audit mode
+    /// too: it must never go on without the token the operator asked for).
+    fn refuse_forward(&mut self, forward: Forward, refusal: Refusal) -> Output {
+        let mut effects: Vec<Effect> = refusal
+            .counters()
+            .into_iter()
+            .map(|c| Effect::Count(c, 1))
+            .collect();
+        effects.push(Effect::Log(
+            Level::Info,
+            decision_log::refusal_line(&self.head, forward.identity.as_deref(), &refusal, true),
+        ));
+        effects.push(Effect::SendAnswer(refusal.answer.clone()));
+        self.stage = Stage::Answered;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Refused(refusal),
+            identity: forward.identity,
+            edits: None,
+        });
+        Output {
+            effects,
+            action: Action::Hold,
         }
     }
 
@@ -507,7 +656,12 @@ impl Exchange {
     /// Logs and counts a refusal; answers it, or in audit mode lets the
     /// request on without client identity headers (and with the verified
     /// ones where there is an identity).
-    fn refuse(&mut self, env: &mut Env, refusal: Refusal, identity: Option<Identity>) -> Output {
+    fn refuse(
+        &mut self,
+        env: &mut Env,
+        refusal: Refusal,
+        identity: Option<Rc<Identity>>,
+    ) -> Output {
         let policy = env.policy;
         let enforced = gate::enforces(policy);
         let mut effects: Vec<Effect> = refusal
@@ -517,7 +671,7 @@ impl Exchange {
             .collect();
         effects.push(Effect::Log(
             Level::Info,
-            decision_log::refusal_line(&self.head, identity.as_ref(), &refusal, enforced),
+            decision_log::refusal_line(&self.head, identity.as_deref(), &refusal, enforced),
         ));
         if enforced {
             effects.push(Effect::SendAnswer(refusal.answer.clone()));
@@ -532,20 +686,19 @@ impl Exchange {
                 action: Action::Hold,
             };
         }
-        let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
+        let edits = gate::upstream_headers(policy, &self.head, identity.as_deref());
         effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
         effects.extend(skipped_headers(&edits));
-        effects.push(Effect::EditRequestHeaders(edits.clone()));
-        self.stage = Stage::Forwarded;
-        self.verdict = Some(Verdict {
-            outcome: Outcome::AuditPassed(refusal),
-            identity,
-            edits: Some(edits),
-        });
-        Output {
-            effects,
-            action: Action::Continue,
-        }
+        self.forward(
+            env,
+            Forward {
+                outcome: Outcome::AuditPassed(refusal),
+                identity,
+                edits,
+                effects,
+                watch: None,
+            },
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! whether the stream goes on.
 
 use crate::answer::Answer;
+use crate::authorization_server::Call;
 use crate::counters::Counter;
 use crate::gate::UpstreamHeaders;
 use crate::mcp::param_headers::ToolList;
@@ -39,6 +40,13 @@ pub enum Effect {
     /// calls `on_keys_settled` when they arrive, their fetch ends, or the
     /// wait runs out.
     AwaitKeys { provider: usize },
+    /// Make this call to the authorization server; the host hands its
+    /// answer (or its failure) to `on_authorization_server_answer`.
+    CallAuthorizationServer(Call),
+    /// Put the request on the waiting list for another request's call; the
+    /// host calls `on_authorization_server_wait` on every tick until the
+    /// request leaves it (by asking for another wait, or not).
+    AwaitAuthorizationServer,
     /// Replace the first `len` response body bytes Envoy holds now (all of
     /// them: the whole buffered body, or the current chunk when the response
     /// streams) with `bytes`.

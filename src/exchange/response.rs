@@ -9,6 +9,8 @@ use crate::answer;
 use crate::config::Policy;
 use crate::counters::Counter;
 use crate::gate;
+use std::rc::Rc;
+
 use crate::identity::Identity;
 use crate::lists::{self, Item, ListError, ListKind, PendingLists, SseFilter};
 use crate::mcp::param_headers::{self, ParamHeader, ToolList};
@@ -61,7 +63,7 @@ enum Reading {
 /// Watches one answer for list results.
 pub struct AnswerWatch {
     pending: PendingLists,
-    identity: Identity,
+    identity: Rc<Identity>,
     /// The request's headers, for rule conditions.
     headers: Vec<(String, String)>,
     reading: Reading,
@@ -75,7 +77,7 @@ impl AnswerWatch {
     /// are answered for `identity`.
     pub fn new(
         pending: PendingLists,
-        identity: Identity,
+        identity: Rc<Identity>,
         headers: Vec<(String, String)>,
     ) -> AnswerWatch {
         AnswerWatch {
@@ -446,7 +448,11 @@ mod tests {
             content_encodings: Vec::new(),
         };
         let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
-        let mut watch = AnswerWatch::new(pending, Identity::anonymous("https://idp"), Vec::new());
+        let mut watch = AnswerWatch::new(
+            pending,
+            Rc::new(Identity::anonymous("https://idp")),
+            Vec::new(),
+        );
         watch.on_headers(&policy, &head, false);
         let output = watch.on_body(&policy, 0, body.len(), true, &|_| body.as_bytes().to_vec());
         let learned = output.effects.iter().find_map(|e| match e {

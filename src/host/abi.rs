@@ -260,11 +260,16 @@ pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Resu
 /// the SDK, which must register the call to route its answer back to the
 /// root context; Envoy answers it only with Ok, BadArgument or
 /// InternalFailure, which the SDK reports as values.
-pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u64) -> Result<u32, Failed> {
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout_ms: u64,
+) -> Result<u32, Failed> {
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
         headers.to_vec(),
-        None,
+        body,
         Vec::new(),
         std::time::Duration::from_millis(timeout_ms),
     )

@@ -7,10 +7,25 @@ use super::stats::Stats;
 use crate::counters::Counter;
 use crate::exchange::Level;
 use crate::keys::fetch::Proxy;
+use crate::shared_data::SharedData;
 use proxy_wasm::types::LogLevel;
 
 pub struct HostProxy<'a> {
     pub stats: &'a Stats,
+}
+
+/// Shared data through proxy-wasm: the authorization server's answers and
+/// the DPoP replay memory.
+pub struct HostShared;
+
+impl SharedData for HostShared {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        abi::shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        abi::shared_set(key, value, cas).is_ok()
+    }
 }
 
 impl Proxy for HostProxy<'_> {
@@ -35,7 +50,7 @@ impl Proxy for HostProxy<'_> {
             (":authority", authority),
             ("accept", "application/json"),
         ];
-        abi::http_call(cluster, &headers, timeout_ms)
+        abi::http_call(cluster, &headers, None, timeout_ms)
             .map_err(|failed| format!("status {}", failed.0))
     }
 

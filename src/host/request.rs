@@ -5,11 +5,13 @@
 //! "continue".
 
 use super::abi::{self, Buffer, Map};
-use super::worker::Worker;
+use super::worker::{Request, Worker};
 use super::{log, now_ms};
+use crate::authorization_server::{Call, CallAnswer, MAX_ANSWER_BYTES};
 use crate::exchange::{self, Action, Effect, Env, Exchange, Level, Output, ResponseHead};
 use crate::gate::RequestHead;
 use crate::mcp::param_headers::ParamHeader;
+use crate::shared_data::SharedData;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{self, LogLevel};
 use std::cell::RefCell;
@@ -46,7 +48,21 @@ impl RequestFilter {
     }
 }
 
-impl Context for RequestFilter {}
+impl Context for RequestFilter {
+    /// The answer to a call this request made while Envoy ran one of its
+    /// callbacks (the SDK routes it back here).
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        if let Some(worker) = &self.worker {
+            call_answered(worker, token, body_size);
+        }
+    }
+}
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(
@@ -92,6 +108,16 @@ impl HttpContext for RequestFilter {
         let names = names_of(Map::ResponseTrailers);
         self.run(|ex, env| ex.on_response_trailers(env, &names))
     }
+
+    /// The stream is over, whichever way it ended.
+    fn on_log(&mut self) {
+        if let Some(worker) = &self.worker {
+            drive(worker, &self.exchange, |ex, env| {
+                ex.on_stream_done(env);
+                Output::hold()
+            });
+        }
+    }
 }
 
 /// The host as the machine sees it while it decides: Envoy's buffers and
@@ -101,7 +127,7 @@ struct Live<'a> {
     now_ms: u64,
 }
 
-impl exchange::SharedData for Live<'_> {
+impl SharedData for Live<'_> {
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         abi::shared_get(key)
     }
@@ -112,6 +138,14 @@ impl exchange::SharedData for Live<'_> {
 }
 
 impl exchange::Host for Live<'_> {
+    fn calls_in_flight(&self) -> usize {
+        self.worker.calls_in_flight()
+    }
+
+    fn digest_key(&self) -> [u8; 32] {
+        self.worker.digest_key
+    }
+
     fn request_body(&self, len: usize) -> Vec<u8> {
         abi::buffer(Buffer::RequestBody, len)
     }
@@ -166,8 +200,25 @@ pub fn carry_out(
     exchange: &Rc<RefCell<Exchange>>,
     output: Output,
 ) -> Action {
+    let mut failed_call = false;
     for effect in output.effects {
         match effect {
+            Effect::CallAuthorizationServer(call) => match dispatch(&call) {
+                Ok(token) => {
+                    worker.calls.borrow_mut().insert(
+                        token,
+                        Request {
+                            context_id,
+                            exchange: Rc::downgrade(exchange),
+                        },
+                    );
+                }
+                Err(()) => failed_call = true,
+            },
+            Effect::AwaitAuthorizationServer => worker.call_waiters.borrow_mut().push(Request {
+                context_id,
+                exchange: Rc::downgrade(exchange),
+            }),
             Effect::SendAnswer(answer) => send(&answer),
             Effect::EditRequestHeaders(edits) => {
                 for name in &edits.remove {
@@ -205,7 +256,103 @@ pub fn carry_out(
             ),
         }
     }
+    if failed_call {
+        // The call could not even start (an unknown cluster, say): the
+        // machine hears it as a call without an answer, at once.
+        let output = drive(worker, exchange, |ex, env| {
+            ex.on_authorization_server_answer(env, None)
+        });
+        return carry_out(worker, context_id, exchange, output);
+    }
     output.action
+}
+
+fn dispatch(call: &Call) -> Result<u32, ()> {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+    abi::http_call(&call.cluster, &headers, body, call.timeout_ms).map_err(|failed| {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "mcp_authz: call through cluster {:?} could not start: status {}",
+                call.cluster, failed.0
+            ),
+        );
+    })
+}
+
+/// Hands the answer of a call to the authorization server to the request
+/// that made it, then lets the requests waiting for it look again. Whether
+/// `token` was such a call.
+pub fn call_answered(worker: &Worker, token: u32, body_size: usize) -> bool {
+    let Some(request) = worker.calls.borrow_mut().remove(&token) else {
+        return false;
+    };
+    let headers = abi::pairs(Map::CallResponseHeaders);
+    let status = headers
+        .iter()
+        .find(|(n, _)| n == ":status")
+        .and_then(|(_, v)| v.trim().parse::<u32>().ok());
+    // No status: the call failed (reset, refused, timed out).
+    let answer = status.map(|status| CallAnswer {
+        status,
+        content_types: headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+            .collect(),
+        content_encodings: headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, v)| v.clone())
+            .collect(),
+        body: abi::buffer(
+            Buffer::CallResponseBody,
+            body_size.min(MAX_ANSWER_BYTES + 1),
+        ),
+    });
+    if let Some(exchange) = request.exchange.upgrade() {
+        resume_with(worker, request.context_id, &exchange, |ex, env| {
+            ex.on_authorization_server_answer(env, answer)
+        });
+    }
+    poll_call_waiters(worker);
+    true
+}
+
+/// Lets every request waiting for another's call look at the shared answer
+/// again (each asks to wait on if it is not there yet).
+pub fn poll_call_waiters(worker: &Worker) {
+    let waiting: Vec<Request> = worker.call_waiters.borrow_mut().drain(..).collect();
+    for request in waiting {
+        if let Some(exchange) = request.exchange.upgrade() {
+            resume_with(worker, request.context_id, &exchange, |ex, env| {
+                ex.on_authorization_server_wait(env)
+            });
+        }
+    }
+}
+
+/// Runs an event of a request from outside its own callbacks (the root
+/// context, or another request's): with its context made current, and the
+/// request resumed when the machine says so.
+pub fn resume_with(
+    worker: &Worker,
+    context_id: u32,
+    exchange: &Rc<RefCell<Exchange>>,
+    event: impl FnOnce(&mut Exchange, &mut Env) -> Output,
+) {
+    if abi::set_effective_context(context_id).is_err() {
+        return;
+    }
+    let output = drive(worker, exchange, event);
+    if carry_out(worker, context_id, exchange, output) == Action::Continue {
+        let _ = abi::resume_request();
+    }
 }
 
 fn send(answer: &crate::answer::Answer) {

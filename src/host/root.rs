@@ -9,7 +9,6 @@ use super::stats::Stats;
 use super::worker::Worker;
 use super::{log, now_ms};
 use crate::config::Policy;
-use crate::exchange::Action;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::rc::Rc;
@@ -42,13 +41,11 @@ impl PluginRoot {
             slot.tick(now_ms, &mut proxy);
         }
         for (context_id, exchange) in worker.ready_waiters(now_ms) {
-            if abi::set_effective_context(context_id).is_ok() {
-                let output = request::drive(worker, &exchange, |ex, env| ex.on_keys_settled(env));
-                if request::carry_out(worker, context_id, &exchange, output) == Action::Continue {
-                    let _ = abi::resume_request();
-                }
-            }
+            request::resume_with(worker, context_id, &exchange, |ex, env| {
+                ex.on_keys_settled(env)
+            });
         }
+        request::poll_call_waiters(worker);
         let _ = abi::set_effective_context(self.context_id);
     }
 }
@@ -64,6 +61,10 @@ impl Context for PluginRoot {
         let Some(worker) = self.worker.clone() else {
             return;
         };
+        if request::call_answered(&worker, token, body_size) {
+            let _ = abi::set_effective_context(self.context_id);
+            return;
+        }
         let headers = abi::pairs(Map::CallResponseHeaders);
         let header = |name: &str| {
             headers

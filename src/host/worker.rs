@@ -1,10 +1,12 @@
 //! What one VM (one Envoy worker) shares between its root context and its
-//! requests: the policy, the keys, the verified-token cache, the counters, and
-//! the requests waiting for keys.
+//! requests: the policy, the keys, the verified-token cache, the counters,
+//! the requests waiting for keys or for another request's call to the
+//! authorization server, and the calls in flight.
 
 use super::abi;
-use super::keys::HostProxy;
+use super::keys::{HostProxy, HostShared};
 use super::stats::Stats;
+use crate::authorization_server::{shared, Purpose};
 use crate::config::Policy;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
@@ -12,7 +14,8 @@ use crate::keys::fetch::KeySlot;
 use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::rc::{Rc, Weak};
 
 /// Verified tokens remembered per VM.
@@ -37,6 +40,21 @@ pub struct Worker {
     pub cache: RefCell<VerifiedTokenCache>,
     pub stats: Stats,
     pub waiters: RefCell<Vec<Waiter>>,
+    /// The proxy's key for digests of tokens (shared data, so every worker
+    /// finds a token's answer in the same slot).
+    pub digest_key: [u8; 32],
+    /// Calls to the authorization server in flight, by token: the request
+    /// whose answer it is.
+    pub calls: RefCell<HashMap<u32, Request>>,
+    /// Requests waiting for another request's call.
+    pub call_waiters: RefCell<Vec<Request>>,
+}
+
+/// A request the root context may have to resume.
+#[derive(Clone)]
+pub struct Request {
+    pub context_id: u32,
+    pub exchange: Weak<RefCell<Exchange>>,
 }
 
 /// A request held until a provider's keys arrive (or its wait runs out).
@@ -51,8 +69,14 @@ pub struct Waiter {
 impl Worker {
     pub fn new(policy: Policy, stats: Stats, now_ms: u64) -> Worker {
         let slots = KeySlot::for_policy(&policy, now_ms, &mut HostProxy { stats: &stats });
+        if policy.providers.iter().any(|p| p.introspection.is_some()) {
+            shared::prepare(&mut HostShared, Purpose::Introspection);
+        }
+        if policy.upstream_token.as_ref().is_some_and(|u| u.cache) {
+            shared::prepare(&mut HostShared, Purpose::TokenExchange);
+        }
         if crate::dpop::dpop_accepted(&policy.providers) {
-            crate::dpop::replay::prepare(&mut HostShared, random_seed());
+            crate::dpop::replay::prepare(&mut HostShared, random_key(now_ms));
         }
         Worker {
             policy: Rc::new(policy),
@@ -61,7 +85,18 @@ impl Worker {
             cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
             stats,
             waiters: RefCell::new(Vec::new()),
+            digest_key: shared::digest_key(&mut HostShared, random_key(now_ms)),
+            calls: RefCell::new(HashMap::new()),
+            call_waiters: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Calls in flight whose request is still there (Envoy cancels the
+    /// calls of a request that goes away; those are dropped here).
+    pub fn calls_in_flight(&self) -> usize {
+        let mut calls = self.calls.borrow_mut();
+        calls.retain(|_, r| r.exchange.strong_count() > 0);
+        calls.len()
     }
 
     /// What a tool declares as `Mcp-Param-*` headers: what the workers
@@ -173,27 +208,13 @@ impl Worker {
     }
 }
 
-/// Shared data, for the DPoP replay memory's entries.
-struct HostShared;
-
-impl crate::dpop::replay::SharedData for HostShared {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        super::abi::shared_get(key)
+/// 32 random bytes: the VM's random hasher keys (seeded from WASI's
+/// `random_get`) through SipHash, with the time mixed in.
+fn random_key(now_ms: u64) -> [u8; 32] {
+    let state = RandomState::new();
+    let mut key = [0u8; 32];
+    for (i, chunk) in key.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&state.hash_one((i as u64, now_ms)).to_le_bytes());
     }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        super::abi::shared_set(key, value, cas).is_ok()
-    }
-}
-
-/// 32 random bytes from the host (WASI's random source, through std's
-/// randomly keyed hasher).
-fn random_seed() -> [u8; 32] {
-    use std::hash::{BuildHasher, RandomState};
-    let mut seed = [0u8; 32];
-    for (i, chunk) in seed.chunks_mut(8).enumerate() {
-        let word = RandomState::new().hash_one(i);
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    seed
+    key
 }

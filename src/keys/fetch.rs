@@ -93,12 +93,18 @@ impl KeySlot {
             .providers
             .iter()
             .map(|p| match &p.jwks {
-                JwksSource::Inline(keys) => KeySlot {
+                // Introspected only: no keys, ever.
+                None => KeySlot {
+                    keys: None,
+                    generation: 0,
+                    remote: None,
+                },
+                Some(JwksSource::Inline(keys)) => KeySlot {
                     keys: Some(Rc::new(keys.clone())),
                     generation: 1,
                     remote: None,
                 },
-                JwksSource::Remote(remote) => {
+                Some(JwksSource::Remote(remote)) => {
                     // Keys in shared data are per issuer and source, so two
                     // listeners trusting the same issuer share one fetch.
                     let id = format!(

@@ -128,7 +128,7 @@ impl std::error::Error for BodyError {}
 /// parameters. Anything else (including `text/plain` carrying JSON, and a
 /// missing header) is refused, so no body reaches the server unchecked.
 pub fn is_json_content_type(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|value| media::essence(value) == media::JSON)
+    content_type.is_some_and(|value| media::is(value, media::JSON))
 }
 
 /// Parses a POST body into typed messages.

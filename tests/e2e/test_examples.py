@@ -18,7 +18,8 @@ ALL_YAML = sorted(EXAMPLES.rglob("*.yaml"))
 
 def test_there_are_examples():
     assert {p.parent.name for p in ENVOY_CONFIGS} >= {"local", "keycloak"}
-    assert set(istio_translate.shipped_envoyfilters()) == {"envoyfilter-sidecar.yaml", "envoyfilter-gateway.yaml"}
+    assert set(istio_translate.shipped_envoyfilters()) == {
+        "envoyfilter-sidecar.yaml", "envoyfilter-gateway.yaml", "envoyfilter-egress-gateway.yaml"}
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(EXAMPLES)))

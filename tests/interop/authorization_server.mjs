@@ -22,7 +22,22 @@
 //   - pre-registered confidential clients for client_credentials:
 //     `svc-reader` / `svc-admin` (secret `<id>-secret`); their role is
 //     client metadata (`mcp_role`) that only the administrator sets, never
-//     dynamic registration.
+//     dynamic registration. `svc-opaque-reader` / `svc-opaque-admin` get
+//     opaque access tokens (client metadata `mcp_token_format: opaque`),
+//     side by side with the JWTs of the others;
+//   - token introspection (RFC 7662, oidc-provider's own), open only to the
+//     gateway's clients: `mcp-gateway` (secret `mcp-gateway-secret`) and,
+//     when the environment variable GATEWAY_PUBLIC_JWK holds a public P-256
+//     JWK, `mcp-gateway-pkjwt`, which authenticates with `private_key_jwt`
+//     (ES256) under that key; and token revocation;
+//   - RFC 8693 token exchange for `mcp-gateway`. This grant is CUSTOM: the
+//     test's own code below, registered through oidc-provider's grant-type
+//     extension API (`provider.registerGrantType`), since oidc-provider has
+//     no token exchange of its own. It accepts an access token of this
+//     server (opaque or JWT) issued for an MCP resource, and issues an RS256
+//     JWT for the `audience` asked for, if it is one of DOWNSTREAM. For the
+//     tests of a misbehaving server, the audience `misissued-api` gets a
+//     token whose `aud` is the subject token's own (the MCP server's).
 //
 // Usage: node authorization_server.mjs --port P --resource URI [--resource URI...] [--events FILE]
 //
@@ -74,24 +89,55 @@ function record(event) {
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `rs256-${crypto.randomUUID().slice(0, 8)}`, alg: 'RS256', use: 'sig' };
 
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const GATEWAY = 'mcp-gateway';
+// The audiences an exchange may ask for (the upstream's downstream APIs).
+const DOWNSTREAM = new Set(['downstream-api', 'misissued-api']);
+
+const serviceClient = (role, format) => ({
+  client_id: format === 'opaque' ? `svc-opaque-${role}` : `svc-${role}`,
+  client_secret: format === 'opaque' ? `svc-opaque-${role}-secret` : `svc-${role}-secret`,
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  token_endpoint_auth_method: 'client_secret_basic',
+  scope: MCP_SCOPES,
+  mcp_role: role,
+  mcp_token_format: format,
+});
+
 const configuration = {
-  clients: ['reader', 'admin'].map((role) => ({
-    client_id: `svc-${role}`,
-    client_secret: `svc-${role}-secret`,
-    grant_types: ['client_credentials'],
-    response_types: [],
-    redirect_uris: [],
-    token_endpoint_auth_method: 'client_secret_basic',
-    scope: MCP_SCOPES,
-    mcp_role: role,
-  })),
+  clients: [
+    serviceClient('reader', 'jwt'),
+    serviceClient('admin', 'jwt'),
+    serviceClient('reader', 'opaque'),
+    serviceClient('admin', 'opaque'),
+    {
+      client_id: GATEWAY,
+      client_secret: `${GATEWAY}-secret`,
+      grant_types: [TOKEN_EXCHANGE],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    ...(process.env.GATEWAY_PUBLIC_JWK ? [{
+      client_id: `${GATEWAY}-pkjwt`,
+      grant_types: [TOKEN_EXCHANGE],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks: { keys: [JSON.parse(process.env.GATEWAY_PUBLIC_JWK)] },
+    }] : []),
+  ],
   extraClientMetadata: {
-    properties: ['mcp_role'],
+    properties: ['mcp_role', 'mcp_token_format'],
     validator(ctx, key, value) {
       // Roles are the administrator's to give: a dynamically registered
       // client cannot make itself an admin.
-      if (key === 'mcp_role' && value !== undefined && ctx?.oidc?.route === 'registration') {
-        throw new errors.InvalidClientMetadata('mcp_role is assigned by the administrator');
+      if (['mcp_role', 'mcp_token_format'].includes(key) && value !== undefined && ctx?.oidc?.route === 'registration') {
+        throw new errors.InvalidClientMetadata(`${key} is assigned by the administrator`);
       }
     },
   },
@@ -108,18 +154,24 @@ const configuration = {
     registration: { enabled: true },
     clientCredentials: { enabled: true },
     revocation: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Only the gateway may learn what a token is worth.
+      allowedPolicy: async (ctx, client) => [GATEWAY, `${GATEWAY}-pkjwt`].includes(client.clientId),
+    },
     resourceIndicators: {
       enabled: true,
-      async getResourceServerInfo(ctx, resourceIndicator) {
+      async getResourceServerInfo(ctx, resourceIndicator, client) {
         if (!RESOURCES.has(resourceIndicator)) {
           throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
         }
+        const opaque = client?.mcp_token_format === 'opaque';
         return {
           scope: MCP_SCOPES,
           audience: resourceIndicator,
           accessTokenTTL: 10 * 60,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
+          accessTokenFormat: opaque ? 'opaque' : 'jwt',
+          ...(opaque ? {} : { jwt: { sign: { alg: 'RS256' } } }),
         };
       },
     },
@@ -154,6 +206,68 @@ const configuration = {
 };
 
 const provider = new Provider(ISSUER, configuration);
+
+// Every introspection the server answers, for the tests to count.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'introspection') {
+    record({ event: 'introspection', client_id: ctx.oidc.client?.clientId, active: ctx.body?.active === true, status: ctx.status });
+  }
+});
+
+const publicKey = crypto.createPublicKey({ key: { kty: 'RSA', n: signingKey.n, e: signingKey.e }, format: 'jwk' });
+
+function signJwt(payload) {
+  const header = { alg: 'RS256', typ: 'at+jwt', kid: signingKey.kid };
+  const part = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const input = `${part(header)}.${part(payload)}`;
+  return `${input}.${crypto.sign('RSA-SHA256', Buffer.from(input), privateKey).toString('base64url')}`;
+}
+
+// The subject token's claims, if it is a valid access token of this server:
+// opaque (looked up) or a JWT it signed.
+async function subjectClaims(token) {
+  const parts = token.split('.');
+  if (parts.length === 3) {
+    const ok = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), publicKey, Buffer.from(parts[2], 'base64url'));
+    if (!ok) return undefined;
+    const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+    return claims.exp > Date.now() / 1000 && claims.iss === ISSUER ? claims : undefined;
+  }
+  const found = (await provider.AccessToken.find(token)) || (await provider.ClientCredentials.find(token));
+  if (!found?.isValid) return undefined;
+  return { sub: found.accountId || found.clientId, aud: found.aud, scope: found.scope, ...found.extra };
+}
+
+// RFC 8693 token exchange: the CUSTOM grant described at the top.
+provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+  const { params, client } = ctx.oidc;
+  const fail = (error, description) => {
+    record({ event: 'exchange', client_id: client.clientId, audience: params.audience, error });
+    ctx.status = 400;
+    ctx.body = { error, error_description: description };
+  };
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    return fail('invalid_request', 'subject_token_type must be an access token');
+  }
+  const subject = await subjectClaims(params.subject_token);
+  const audiences = [].concat(subject?.aud ?? []);
+  if (!subject || !audiences.some((a) => RESOURCES.has(a))) {
+    return fail('invalid_grant', 'subject token not valid here');
+  }
+  if (!DOWNSTREAM.has(params.audience)) {
+    return fail('invalid_target', 'audience not allowed');
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const aud = params.audience === 'misissued-api' ? audiences[0] : params.audience;
+  const token = signJwt({
+    iss: ISSUER, sub: subject.sub, aud, iat: now, exp: now + 300, jti: crypto.randomUUID(),
+    client_id: client.clientId, scope: params.scope || undefined, act: { sub: client.clientId },
+    realm_access: subject.realm_access,
+  });
+  record({ event: 'exchange', client_id: client.clientId, audience: params.audience, sub: subject.sub, issued_aud: aud });
+  ctx.body = { access_token: token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: 300 };
+}, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope']);
 
 provider.on('registration_create.success', (ctx, client) => {
   record({
