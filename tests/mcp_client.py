@@ -1,8 +1,8 @@
 """The end-to-end tests as an MCP client: the requests they send to the
 filter and how they read and check its answers.
 
-- `post` is how every test POSTs a JSON-RPC body to the MCP endpoint over
-  HTTP/1.1 (`wire.py` has HTTP/2 and hand-written HTTP/1.1); `rpc`, `call`
+- `post` is how every test POSTs a JSON-RPC body to the MCP endpoint, over
+  HTTP/1.1 by `http.client` or over any of `wire.TRANSPORTS`; `rpc`, `call`
   and `LIST` are the bodies.
 - `modern_call`, `tool_call`, `raw_post` and `legacy_headers` send what a
   2026-07-28 or a 2025 client sends to the official SDK's MCP server
@@ -23,7 +23,7 @@ import json
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
 from harness import Envoy, cluster, request
 from tokens import RsaKey, claims
-from wire import sse_messages
+from wire import send, sse_messages
 
 ACCEPT = "application/json, text/event-stream"
 
@@ -47,13 +47,15 @@ def call(tool, id=1, **params):
 LIST = rpc("tools/list")
 
 
-def post(envoy, body, token=None, headers=None, content_type="application/json", path="/mcp", timeout=10):
+def post(envoy, body, token=None, headers=None, content_type="application/json", path="/mcp", timeout=10,
+         transport=None):
     """POSTs `body` (a dict or list sent as JSON, str or bytes sent as they
     are) to the MCP endpoint with `Content-Type: <content_type>` (None: no
     such header), `Authorization: Bearer <token>` when `token`, then
     `headers`: a dict (whose names replace those) or (name, value) pairs
-    (added; a name may repeat). Returns (status, headers, body) like
-    `harness.request`."""
+    (added; a name may repeat). Over `http.client`, or over `transport`
+    (`wire.TRANSPORTS`, to an Envoy with `trailers_listener=True`). Returns
+    (status, headers, body) like `harness.request`."""
     first = []
     if content_type:
         first.append(("Content-Type", content_type))
@@ -63,6 +65,8 @@ def post(envoy, body, token=None, headers=None, content_type="application/json",
         sent = first + list(headers)
     else:
         sent = {**dict(first), **(headers or {})}
+    if transport:
+        return tuple(send(transport, envoy, "POST", path, sent, body, timeout=timeout))
     return request(envoy.port, "POST", path, body, sent, timeout)
 
 

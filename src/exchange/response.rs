@@ -53,9 +53,13 @@ enum Reading {
     Json,
     /// `text/event-stream`: filtered event by event as chunks pass.
     Sse(Box<SseFilter>),
-    /// Unreadable: the error replaces the body; `sent` once its bytes went
-    /// out, after which every byte of the upstream's body is dropped.
-    Replacing { sent: bool },
+    /// Unreadable (`why`): the headers are held until a body comes, which
+    /// the error replaces. An answer that ends without one passes as it is:
+    /// Envoy has no body to put the error in, and there is nothing to hide.
+    Unreadable { status: u32, why: String },
+    /// The error went out in place of the answer: every further byte of the
+    /// upstream's body is dropped, and its trailers.
+    Replaced,
     /// Finished: nothing more to do.
     Done,
 }
@@ -112,13 +116,11 @@ impl AnswerWatch {
                 }
             }
             Err(why) => {
-                self.reading = Reading::Replacing { sent: false };
-                let mut effects = unreadable(&why);
-                effects.extend(error_headers(head.status));
-                Output {
-                    effects,
-                    action: Action::Continue,
-                }
+                self.reading = Reading::Unreadable {
+                    status: head.status,
+                    why,
+                };
+                Output::hold()
             }
         }
     }
@@ -133,18 +135,26 @@ impl AnswerWatch {
     ) -> Output {
         match &mut self.reading {
             Reading::Headers | Reading::Done => Output::go_on(),
-            Reading::Replacing { sent } => {
-                let bytes = if *sent {
-                    Vec::new()
-                } else {
-                    answer::list_unfilterable_body()
-                };
-                *sent = true;
+            Reading::Unreadable { status, why } => {
+                let mut effects = unreadable(why);
+                effects.extend(error_headers(*status));
+                effects.push(Effect::ReplaceResponseBody {
+                    len,
+                    bytes: answer::list_unfilterable_body(),
+                });
+                self.reading = Reading::Replaced;
                 Output {
-                    effects: vec![Effect::ReplaceResponseBody { len, bytes }],
+                    effects,
                     action: Action::Continue,
                 }
             }
+            Reading::Replaced => Output {
+                effects: vec![Effect::ReplaceResponseBody {
+                    len,
+                    bytes: Vec::new(),
+                }],
+                action: Action::Continue,
+            },
             Reading::Json => {
                 self.held = len;
                 if len > policy.max_body_bytes {
@@ -184,7 +194,7 @@ impl AnswerWatch {
                     Err(e) => {
                         // The headers went out: the caller gets an error
                         // event, and the rest of the stream is dropped.
-                        self.reading = Reading::Replacing { sent: true };
+                        self.reading = Reading::Replaced;
                         let mut effects = unreadable(&e.to_string());
                         effects.push(Effect::ReplaceResponseBody {
                             len,
@@ -213,7 +223,7 @@ impl AnswerWatch {
         match &mut self.reading {
             Reading::Json => {
                 let mut output = self.finish_json(policy, now_s, read);
-                if matches!(self.reading, Reading::Replacing { .. }) && !names.is_empty() {
+                if matches!(self.reading, Reading::Replaced) && !names.is_empty() {
                     output
                         .effects
                         .push(Effect::RemoveResponseTrailers(names.to_vec()));
@@ -236,10 +246,15 @@ impl AnswerWatch {
             }
             // The error stands for the whole answer: nothing of the
             // upstream's goes with it.
-            Reading::Replacing { .. } if !names.is_empty() => Output {
+            Reading::Replaced if !names.is_empty() => Output {
                 effects: vec![Effect::RemoveResponseTrailers(names.to_vec())],
                 action: Action::Continue,
             },
+            // No body came: nothing was read, nothing is replaced.
+            Reading::Unreadable { .. } => {
+                self.reading = Reading::Done;
+                Output::go_on()
+            }
             _ => Output::go_on(),
         }
     }
@@ -287,7 +302,7 @@ impl AnswerWatch {
 
     /// The held headers become the error's, and the held body the error.
     fn replace_held_json(&mut self, len: usize, e: &ListError) -> Output {
-        self.reading = Reading::Replacing { sent: true };
+        self.reading = Reading::Replaced;
         let mut effects = unreadable(&e.to_string());
         effects.extend(error_headers(502));
         effects.push(Effect::ReplaceResponseBody {

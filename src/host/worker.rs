@@ -11,6 +11,7 @@ use crate::config::Policy;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
 use crate::keys::fetch::KeySlot;
+use crate::keys::wait::{KeyProgress, KeyWaits};
 use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
@@ -39,7 +40,9 @@ pub struct Worker {
     pub slots: RefCell<Vec<KeySlot>>,
     pub cache: RefCell<VerifiedTokenCache>,
     pub stats: Stats,
-    pub waiters: RefCell<Vec<Waiter>>,
+    /// Requests held until a provider's keys settle (`keys::wait` says
+    /// when).
+    pub waiters: RefCell<KeyWaits<Request>>,
     /// The proxy's key for digests of tokens (shared data, so every worker
     /// finds a token's answer in the same slot).
     pub digest_key: [u8; 32],
@@ -55,15 +58,6 @@ pub struct Worker {
 pub struct Request {
     pub context_id: u32,
     pub exchange: Weak<RefCell<Exchange>>,
-}
-
-/// A request held until a provider's keys arrive (or its wait runs out).
-pub struct Waiter {
-    pub context_id: u32,
-    pub exchange: Weak<RefCell<Exchange>>,
-    pub provider: usize,
-    pub generation: u64,
-    pub deadline_ms: u64,
 }
 
 impl Worker {
@@ -84,7 +78,7 @@ impl Worker {
             slots: RefCell::new(slots),
             cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
             stats,
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(KeyWaits::new()),
             digest_key: shared::digest_key(&mut HostShared, random_key(now_ms)),
             calls: RefCell::new(HashMap::new()),
             call_waiters: RefCell::new(Vec::new()),
@@ -161,6 +155,7 @@ impl Worker {
         }
     }
 
+    /// Holds the request until `provider`'s keys settle.
     pub fn wait(
         &self,
         context_id: u32,
@@ -168,43 +163,26 @@ impl Worker {
         provider: usize,
         now_ms: u64,
     ) {
-        let slots = self.slots.borrow();
-        let (generation, wait_ms) = slots
-            .get(provider)
-            .map(|s| (s.generation, s.wait_ms()))
-            .unwrap_or((0, 0));
-        self.waiters.borrow_mut().push(Waiter {
+        let progress = KeyProgress::of(&self.slots.borrow());
+        let request = Request {
             context_id,
             exchange: Rc::downgrade(exchange),
-            provider,
-            generation,
-            deadline_ms: now_ms + wait_ms,
-        });
+        };
+        self.waiters
+            .borrow_mut()
+            .add(request, provider, &progress, now_ms);
     }
 
-    /// Takes out the waiters whose keys changed, whose fetch ended, or whose
-    /// wait ran out; drops those whose request is gone.
+    /// Takes out the requests whose key wait is over; drops those whose
+    /// request is gone.
     pub fn ready_waiters(&self, now_ms: u64) -> Vec<(u32, Rc<RefCell<Exchange>>)> {
-        let slots = self.slots.borrow();
-        let mut ready = Vec::new();
-        self.waiters.borrow_mut().retain(|w| {
-            let Some(exchange) = w.exchange.upgrade() else {
-                return false;
-            };
-            let done = match slots.get(w.provider) {
-                Some(slot) => {
-                    slot.generation != w.generation
-                        || !slot.fetch_pending()
-                        || now_ms >= w.deadline_ms
-                }
-                None => true,
-            };
-            if done {
-                ready.push((w.context_id, exchange));
-            }
-            !done
-        });
-        ready
+        let progress = KeyProgress::of(&self.slots.borrow());
+        self.waiters
+            .borrow_mut()
+            .take_settled(&progress, now_ms, |r| r.exchange.strong_count() == 0)
+            .into_iter()
+            .filter_map(|r| Some((r.context_id, r.exchange.upgrade()?)))
+            .collect()
     }
 }
 

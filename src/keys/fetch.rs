@@ -1,7 +1,8 @@
 //! Remote key sets, fetched through an Envoy cluster by one worker at a time
 //! and shared with the others: the steps (discovery documents, then the key
-//! set), the lease that elects the fetching worker, the records published to
-//! shared data (keys, failures), and when a request's wait is over.
+//! set), the lease that elects the fetching worker, and the records published
+//! to shared data (keys, failures). When a request waiting for them may go
+//! on is `super::wait`.
 //!
 //! Pure logic over a [`Proxy`]: shared data and outgoing calls are asked of
 //! it, so the whole exchange between workers runs natively in tests (two

@@ -793,3 +793,64 @@ fn sse_server_request_and_error_response_pass() {
     let (out, _) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
     assert_eq!(out, stream.as_bytes());
 }
+
+/// Comparisons of pending ids made while the answers of a batch of `n`
+/// `tools/list` requests are recorded and then filtered, as one JSON batch
+/// answer and as an event stream of `n` answers; the answers come back in
+/// another order than the requests went.
+fn id_comparisons(n: usize) -> (u64, u64) {
+    let ids = |n: usize| (0..n).map(move |i| (i * 7919) % n);
+    let answer = |id: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"get_weather"}},{{"name":"delete_repo"}}]}}}}"#
+        )
+    };
+    let keep = allow(&["get_weather"]);
+    comparisons::take();
+
+    let pending: PendingLists = (0..n).map(|i| (json!(i), ListKind::Tools)).collect();
+    let batch = format!("[{}]", ids(n).map(answer).collect::<Vec<_>>().join(","));
+    let out = filter_json(batch.as_bytes(), &pending, &keep).unwrap();
+    assert_eq!(out.removed, n);
+    let json = comparisons::take();
+
+    let pending: PendingLists = (0..n).map(|i| (json!(i), ListKind::Tools)).collect();
+    let mut filter = SseFilter::new(pending, 1 << 20);
+    let mut removed = 0;
+    for id in ids(n) {
+        let event = format!("event: message\ndata: {}\n\n", answer(id));
+        let out = filter.push(event.as_bytes(), &keep).unwrap();
+        removed += usize::from(out.len() < event.len());
+    }
+    assert_eq!(removed, n);
+    (json, comparisons::take())
+}
+
+/// Issue 12 case 11: 9,000 answers in one batch took four times as long as
+/// 2,000 because each answer's id was looked for by a scan of the pending
+/// ones. Counted, not timed: with 16 times the messages the comparisons of
+/// ids may grow 16 times for the messages, and by the ratio of the
+/// logarithms (about 1.4) for a look-up in a sorted tree; doubling that
+/// (at most 32 times) leaves room and still fails a scan per message by far
+/// (the square: 256 times).
+#[test]
+fn finding_pending_ids_grows_with_the_batch_not_with_its_square() {
+    let (json_small, sse_small) = id_comparisons(1_000);
+    let (json_large, sse_large) = id_comparisons(16_000);
+    for (what, small, large) in [
+        ("JSON batch", json_small, json_large),
+        ("event stream", sse_small, sse_large),
+    ] {
+        assert!(small > 0, "{what}: the comparisons are counted");
+        assert!(
+            large <= 32 * small,
+            "{what}: {small} comparisons for 1,000 answers, {large} for 16,000"
+        );
+        // And per answer, a few per level of a tree of 16,000 ids at most.
+        assert!(
+            large / 16_000 <= 4 * 14 + 16,
+            "{what}: {} comparisons per answer",
+            large / 16_000
+        );
+    }
+}

@@ -1,13 +1,14 @@
 """The hold invariant on the request side (README "Request handling"):
 from the moment the filter holds a request until its verdict, no callback of
-the stream lets anything reach the upstream — request trailers included,
-over HTTP/2 and over HTTP/1.1 with and without `enable_trailers` — and a
-request is inspected whatever its method's spelling (steps 1 and 3: the
-metadata paths, the methods the MCP endpoint takes, a body where none
+the stream lets anything reach the upstream — request trailers included —
+and a request is inspected whatever its method's spelling (steps 1 and 3:
+the metadata paths, the methods the MCP endpoint takes, a body where none
 belongs); `Accept-Encoding` is not passed on (step 6). Real Envoy, both
-versions; the official Python SDK's MCP server records everything that
-reaches it, so "refused" means the client got the filter's answer and the
-server saw nothing."""
+versions, every case over each client transport (`wire.TRANSPORTS`:
+HTTP/1.1 with Envoy's default codec, which drops request trailers before
+any filter sees them, HTTP/1.1 with `enable_trailers`, HTTP/2); the official
+Python SDK's MCP server records everything that reaches it, so "refused"
+means the client got the filter's answer and the server saw nothing."""
 
 import json
 
@@ -19,7 +20,7 @@ from harness import Envoy
 from jwks_server import JwksServer
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims, jwks
-from wire import Script, ScriptedUpstream, h1_chunked_request, h2_request
+from wire import TRANSPORTS, Script, ScriptedUpstream, h2_request, send
 
 KEY = RsaKey("hold-k1")
 REMOTE_ISSUER = "https://login.example.org"
@@ -47,8 +48,6 @@ def mint(roles, scope="mcp:read", key=KEY, issuer=ISSUER, headers=None, **extra)
 READER = mint(["reader"])
 ADMIN = mint(["admin"], "mcp:read mcp:write")
 
-TRAILERS_ON = {"http_protocol_options": {"enable_trailers": True}}
-
 
 @pytest.fixture(scope="module")
 def mcp_server():
@@ -58,15 +57,9 @@ def mcp_server():
 
 @pytest.fixture(scope="module")
 def envoy(envoy_version, mcp_server):
-    """Trailers enabled for HTTP/1.1 too (HTTP/2 always has them)."""
-    with Envoy(envoy_version, config(), mcp_server.port, hcm=TRAILERS_ON) as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
-def plain_envoy(envoy_version, mcp_server):
-    """The default HTTP/1.1 codec, which drops request trailers."""
-    with Envoy(envoy_version, config(), mcp_server.port) as e:
+    """A listener with the default HTTP/1.1 codec, which drops request
+    trailers, and one with `enable_trailers` (HTTP/2 always has them)."""
+    with Envoy(envoy_version, config(), mcp_server.port, trailers_listener=True) as e:
         yield e
 
 
@@ -87,58 +80,43 @@ def headers(token=READER, **extra):
     return h + [(k.replace("_", "-") if not k.startswith("raw_") else k[4:], v) for k, v in extra.items()]
 
 
-def send(transport, port, method, body, hdrs, trailers=(("x-foo", "bar"),)):
-    """(status, body) of one request with trailers over `transport`."""
-    if transport == "h2":
-        reply = h2_request(port, method, "/mcp", hdrs, body, trailers)
-        return reply.status, reply.body
-    status, _, out = h1_chunked_request(port, method, "/mcp", hdrs, body, trailers)
-    return status, out
+TRAILERS = [("x-foo", "bar")]
 
 
 def error_code(body):
-    text = body.decode(errors="replace")
-    # An HTTP/1.1 answer read off the socket may be chunked: find the object.
-    start = text.find("{")
-    return json.loads(text[start:text.rfind("}") + 1])["error"]["code"]
+    return json.loads(body)["error"]["code"]
 
 
-TRANSPORTS = ["h2", "h1-trailers"]
-
+# --- case 1: request trailers ------------------------------------------------
+# Over HTTP/1.1 without `enable_trailers` Envoy's codec drops the trailers
+# before any filter sees them: the request is decided on its body alone,
+# as it must be.
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_denied_call(envoy, mcp_server, transport):
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
-    assert status == 403, body
-    assert error_code(body) == -32003
+    reply = send(transport, envoy, "POST", "/mcp", headers(), rpc("tools/call", "delete_everything"), TRAILERS)
+    assert reply.status == 403, reply.body
+    assert error_code(reply.body) == -32003
     assert mcp_server.seen() == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_request_without_a_token(envoy, mcp_server, transport):
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), headers(token=None))
-    assert status == 401, body
+    reply = send(transport, envoy, "POST", "/mcp", headers(token=None), rpc("tools/call", "get_weather"), TRAILERS)
+    assert reply.status == 401, reply.body
     assert mcp_server.seen() == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_an_allowed_call_with_trailers_goes_on_with_the_filters_headers(envoy, mcp_server, transport):
     hdrs = headers(x_mcp_subject="root", x_mcp_roles="admin")
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), hdrs)
-    assert status == 200, body
+    reply = send(transport, envoy, "POST", "/mcp", hdrs, rpc("tools/call", "get_weather"), TRAILERS)
+    assert reply.status == 200, reply.body
     [seen] = mcp_server.seen()
     assert seen["rpc"][0]["name"] == "get_weather"
     assert seen["authorization"] is False
     assert seen["headers"]["x-mcp-subject"] == ["alice"]
     assert seen["headers"]["x-mcp-roles"] == ["reader"]
-
-
-def test_http1_trailers_without_enable_trailers_change_nothing(plain_envoy, mcp_server):
-    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
-    assert status == 403, body
-    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "get_weather"), headers())
-    assert status == 200, body
-    assert [m["name"] for r in mcp_server.seen() for m in r["rpc"]] == ["get_weather"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -148,48 +126,71 @@ def test_trailers_do_not_release_a_request_waiting_for_keys(envoy_version, mcp_s
     wait. Nothing reaches the server, and the answer is 401."""
     with JwksServer(jwks(REMOTE_KEY)) as server:
         with Envoy(envoy_version, config(server.port), mcp_server.port,
-                   clusters=[harness.cluster("idp", server.port)], hcm=TRAILERS_ON) as e:
+                   clusters=[harness.cluster("idp", server.port)], trailers_listener=True) as e:
             good = mint(["reader"], key=REMOTE_KEY, issuer=REMOTE_ISSUER)
-            status, body = send(transport, e.port, "POST", rpc("tools/list"), headers(token=good))
-            assert status == 200, body
+            reply = send(transport, e, "POST", "/mcp", headers(token=good), rpc("tools/list"), TRAILERS)
+            assert reply.status == 200, reply.body
             fetches = server.count("/certs")
             mcp_server.clear()
             server.set(delay=1.0)
             forged = mint(["admin"], "mcp:read mcp:write", key=STRANGER, issuer=REMOTE_ISSUER)
-            status, body = send(transport, e.port, "POST", rpc("tools/call", "delete_everything"),
-                                headers(token=forged))
-            assert status == 401, body
+            reply = send(transport, e, "POST", "/mcp", headers(token=forged),
+                         rpc("tools/call", "delete_everything"), TRAILERS)
+            assert reply.status == 401, reply.body
             assert server.count("/certs") == fetches + 1, "the filter refetched the keys"
             assert mcp_server.seen() == []
 
 
-# --- methods ------------------------------------------------------------------
+# --- case 8: methods ------------------------------------------------------------
 
+def refused_by_envoys_codec(transport, method):
+    """Envoy's HTTP/1.1 codec takes only the methods it knows, in upper case
+    (methods are case-sensitive there): any other spelling is answered 400
+    by Envoy itself, before any filter. Over HTTP/2 every spelling reaches
+    the filter."""
+    return transport != "h2" and method != method.upper()
+
+
+def assert_refused_by_envoys_codec(reply, mcp_server):
+    assert (reply.status, reply.body) == (400, b"Bad Request")
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["post", "Post", "pOST"])
-def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, transport, method):
+    """The body is read and the call refused, whatever the method's case;
+    over HTTP/1.1 such a method never gets past Envoy's codec."""
+    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 403, reply.body
     assert error_code(reply.body) == -32003
     assert mcp_server.seen() == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "TRACE", "put"])
-def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "get_weather"))
+def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, transport, method):
+    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "get_weather"))
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 405
     assert reply.headers["allow"] == ["POST, GET, DELETE, OPTIONS"]
     assert mcp_server.seen() == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["GET", "DELETE", "get", "OPTIONS"])
-def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, transport, method):
+    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 400, reply.body
     assert error_code(reply.body) == -32600
-    assert mcp_server.seen() == []
-    status, _, body = envoy.request(method.upper(), "/mcp", rpc("tools/call", "delete_everything"),
-                                    dict(headers()))
-    assert status == 400, body
     assert mcp_server.seen() == []
 
 
@@ -201,18 +202,19 @@ def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, upst
     assert [r["method"] for r in upstream.requests] == ["GET"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp",
                                   "/.well-known/oauth-protected-resource"])
-def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, path):
+def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, transport, path):
     h = [("origin", "https://app.example"), ("access-control-request-method", "GET"),
          ("content-type", "application/json")]
-    reply = h2_request(envoy.port, "OPTIONS", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "OPTIONS", path, h, rpc("tools/call", "delete_everything"))
     assert reply.status == 204
     assert reply.headers["access-control-allow-origin"] == ["*"]
     assert "GET" in reply.headers["access-control-allow-methods"][0]
-    reply = h2_request(envoy.port, "PUT", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "PUT", path, h, rpc("tools/call", "delete_everything"))
     assert reply.status == 405
-    reply = h2_request(envoy.port, "get", path, [])
+    reply = send(transport, envoy, "get" if transport == "h2" else "GET", path, [])
     assert reply.status == 200
     assert json.loads(reply.body)["resource"] == RESOURCE
     assert reply.headers["access-control-allow-origin"] == ["*"]

@@ -122,6 +122,17 @@ fn started(
     (worker, slot)
 }
 
+/// Two workers sharing one store, both started at 1 s, for a key set at a
+/// fixed URL.
+fn two_workers() -> ((Worker, KeySlot), (Worker, KeySlot)) {
+    let policy = policy(Some("https://idp.example/certs"));
+    let store = Rc::new(RefCell::new(Store::default()));
+    (
+        started(&policy, &store, 100, 1_000),
+        started(&policy, &store, 200, 1_000),
+    )
+}
+
 fn answer(worker: &mut Worker, slot: &mut KeySlot, now: u64, status: u32, body: &str) {
     let (token, _, _) = worker.calls.last().cloned().expect("a call to answer");
     assert!(slot.owns_call(token));
@@ -130,10 +141,7 @@ fn answer(worker: &mut Worker, slot: &mut KeySlot, now: u64, status: u32, body: 
 
 #[test]
 fn two_workers_fetch_once_and_share_the_keys() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     slot_a.tick(1_100, &mut a);
     slot_b.tick(1_100, &mut b);
     assert_eq!(
@@ -179,10 +187,7 @@ fn a_configuration_canary_never_holds_the_lease() {
 
 #[test]
 fn a_failing_issuer_is_backed_off_by_every_worker() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     slot_a.tick(1_100, &mut a);
     slot_b.keys_needed(1_100);
     assert!(slot_b.fetch_pending(), "b waits for a fetch");
@@ -202,10 +207,7 @@ fn a_failing_issuer_is_backed_off_by_every_worker() {
 
 #[test]
 fn a_lease_whose_holder_went_silent_expires() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     slot_a.tick(1_100, &mut a);
     assert_eq!(a.calls.len(), 1);
     // a never answers (its worker is stuck); b may not fetch while the lease
@@ -304,4 +306,54 @@ fn records_read_back_what_they_wrote() {
     assert_eq!(Failure::decode(&failure.encode()), Some(failure));
     assert_eq!(Failure::decode(b"garbage"), None);
     assert_eq!(Published::decode(b"x\n\n{}"), None);
+}
+
+/// Waits (`keys::wait`) against real slots: a request held in one worker
+/// goes on when another worker's fetch brings keys or fails, and not before.
+#[test]
+fn a_held_request_goes_on_when_another_workers_fetch_ends() {
+    use crate::keys::wait::{KeyProgress, KeyWaits};
+
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
+    slot_a.tick(1_100, &mut a);
+    // A request in b needs keys: b asks for a fetch (a holds the lease).
+    slot_b.keys_needed(1_100);
+    let mut waits = KeyWaits::new();
+    let progress = |slot: &KeySlot| KeyProgress::of(std::slice::from_ref(slot));
+    waits.add("first", 0, &progress(&slot_b), 1_100);
+    slot_b.tick(1_150, &mut b);
+    assert!(b.calls.is_empty(), "a holds the lease");
+    assert!(waits
+        .take_settled(&progress(&slot_b), 1_150, |_| false)
+        .is_empty());
+    // a's fetch fails; b hears of it on its next tick: the request goes on
+    // (to be refused), long before its deadline.
+    answer(&mut a, &mut slot_a, 1_200, 500, "oops");
+    assert!(waits
+        .take_settled(&progress(&slot_b), 1_250, |_| false)
+        .is_empty());
+    slot_b.tick(1_300, &mut b);
+    assert_eq!(
+        waits.take_settled(&progress(&slot_b), 1_300, |_| false),
+        ["first"]
+    );
+
+    // After the backoff a fetch succeeds: a second request goes on when b
+    // adopts the keys.
+    slot_b.keys_needed(2_300);
+    waits.add("second", 0, &progress(&slot_b), 2_300);
+    slot_a.tick(2_300, &mut a);
+    slot_b.tick(2_300, &mut b);
+    let (fetcher, fetcher_slot) = if a.calls.len() > 1 {
+        (&mut a, &mut slot_a)
+    } else {
+        (&mut b, &mut slot_b)
+    };
+    answer(fetcher, fetcher_slot, 2_400, 200, JWKS);
+    slot_b.tick(2_500, &mut b);
+    assert!(slot_b.keys.is_some());
+    assert_eq!(
+        waits.take_settled(&progress(&slot_b), 2_500, |_| false),
+        ["second"]
+    );
 }
