@@ -14,7 +14,7 @@ use crate::dpop::replay;
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
-use crate::jwks::KeySet;
+use crate::keys::jwks::KeySet;
 use crate::mcp::{self, Message};
 use crate::policy;
 use crate::shared_data::{SharedData, SharedMap};

@@ -11,7 +11,7 @@ use crate::config::{Mode, Policy, Provider, TokenForwarding};
 use crate::counters::Counter;
 use crate::dpop::{self, Mode as DpopMode, ProofError, ProofErrorKind, Scheme};
 use crate::identity::{HeaderValueError, Identity};
-use crate::jwks::KeySet;
+use crate::keys::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
 use crate::mcp::param_headers::{self, ParamHeader};
 use crate::mcp::{self, Body, BodyError};

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::config::Provider;
 use crate::dpop::Scheme;
 use crate::identity::{claim_at, Identity};
-use crate::jwks::{Algorithm, KeySet, LookupError};
+use crate::keys::jwks::{Algorithm, KeySet, LookupError};
 
 /// Largest token accepted. Real access tokens are a few KiB at most; the
 /// limit bounds the work an anonymous caller can cause before any check.
@@ -455,7 +455,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::JwksSource;
-    use crate::jwks::test_keys::*;
+    use crate::keys::jwks::test_keys::*;
 
     pub(crate) const ISS: &str = "https://idp.example.com/realms/mcp";
     const OTHER_ISS: &str = "https://other.example.com";

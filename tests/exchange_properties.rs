@@ -33,7 +33,7 @@ use mcp_authz::config::Policy;
 use mcp_authz::dpop::replay;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
-use mcp_authz::jwks::KeySet;
+use mcp_authz::keys::jwks::KeySet;
 use mcp_authz::mcp::param_headers::ParamHeader;
 use mcp_authz::shared_data::SharedMap;
 use mcp_authz::token_cache::VerifiedTokenCache;

@@ -21,7 +21,7 @@ use super::htu;
 use super::nonce::NonceCheck;
 use super::thumbprint;
 use super::DpopPolicy;
-use crate::jwks::{Algorithm as JwsAlgorithm, KeySet, LookupError};
+use crate::keys::jwks::{Algorithm as JwsAlgorithm, KeySet, LookupError};
 
 /// Largest proof read. An RSA-4096 proof is about 1.5 KiB.
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;

@@ -16,7 +16,7 @@ use super::schedule::{self, Schedule};
 use crate::config::{JwksSource, Policy, RemoteJwks};
 use crate::counters::Counter;
 use crate::exchange::Level;
-use crate::jwks::KeySet;
+use crate::keys::jwks::KeySet;
 
 /// What the fetcher asks of the proxy.
 pub trait Proxy {
