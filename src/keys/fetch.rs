@@ -24,91 +24,12 @@ use super::schedule::{self, Schedule};
 use crate::config::{JwksSource, Policy, RemoteJwks};
 use crate::counters::Counter;
 use crate::exchange::Level;
-use crate::shared_data::SharedData;
 
-/// A shared-data entry as read: its value and version, `(None, None)` when
-/// absent.
-pub type Entry = (Option<Vec<u8>>, Option<u32>);
+mod effects;
+mod records;
 
-/// A slot's shared-data entries, as the host read them just now.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The key set a worker published.
-    pub published: Entry,
-    /// The last failed fetch a worker recorded.
-    pub failure: Entry,
-    /// The fetch lease.
-    pub lease: Entry,
-}
-
-impl Snapshot {
-    /// Reads `slot`'s entries (none for a slot without remote keys).
-    pub fn read(slot: &KeySlot, shared: &dyn SharedData) -> Snapshot {
-        match &slot.remote {
-            Some(r) => Snapshot {
-                published: shared.shared_get(&r.published_key),
-                failure: shared.shared_get(&r.failure_key),
-                lease: shared.shared_get(&r.lease_key),
-            },
-            None => Snapshot::default(),
-        }
-    }
-}
-
-/// A GET through an Envoy cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetch {
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub timeout_ms: u64,
-}
-
-/// A write to a shared-data entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
-    pub key: String,
-    pub value: Vec<u8>,
-}
-
-/// One thing for the host to do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Start this fetch; answer with [`Outcome::Dispatched`].
-    Dispatch(Fetch),
-    /// Take the fetch lease: write only if the entry's version is still
-    /// `cas`; answer with [`Outcome::LeaseClaimed`].
-    ClaimLease {
-        write: Write,
-        cas: u32,
-    },
-    /// Mark the fetch lease free (after a fetch, or to create it).
-    ReleaseLease(Write),
-    /// Publish a fetched key set for every worker; answer with
-    /// [`Outcome::Published`].
-    Publish(Write),
-    /// Record a failed fetch for every worker; answer with
-    /// [`Outcome::FailureRecorded`].
-    RecordFailure(Write),
-    Log(Level, String),
-    Count(Counter),
-    /// The slot's keys changed (a new generation): requests waiting for
-    /// them may go on.
-    KeysChanged,
-}
-
-/// What came of an effect that asks for an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The call's token, or why it could not start.
-    Dispatched(Result<u32, String>),
-    /// Whether the lease was taken.
-    LeaseClaimed(bool),
-    /// The key set was written.
-    Published,
-    /// The failure was written.
-    FailureRecorded,
-}
+pub use effects::{Effect, Entry, Fetch, Outcome, Snapshot, Write};
+use records::{lease_value, Failure, Published};
 
 /// One provider's keys in this worker.
 pub struct KeySlot {
@@ -577,66 +498,6 @@ impl Remote {
             value: lease_value(0),
         })
     }
-}
-
-/// What one worker publishes for the others: when, how fresh, and the body.
-#[derive(Debug, PartialEq, Eq)]
-struct Published {
-    fetched_at_ms: u64,
-    max_age: Option<u64>,
-    body: Vec<u8>,
-}
-
-impl Published {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = format!(
-            "{}\n{}\n",
-            self.fetched_at_ms,
-            self.max_age.map(|a| a.to_string()).unwrap_or_default()
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Published> {
-        let mut parts = bytes.splitn(3, |b| *b == b'\n');
-        let fetched_at_ms = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let max_age = std::str::from_utf8(parts.next()?).ok()?.parse().ok();
-        Some(Published {
-            fetched_at_ms,
-            max_age,
-            body: parts.next()?.to_vec(),
-        })
-    }
-}
-
-/// A failed fetch, as one worker records it for the others.
-#[derive(Debug, PartialEq, Eq)]
-struct Failure {
-    at_ms: u64,
-    failures: u32,
-}
-
-impl Failure {
-    fn encode(&self) -> Vec<u8> {
-        format!("{}\n{}", self.at_ms, self.failures).into_bytes()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Failure> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let (at, failures) = text.split_once('\n')?;
-        Some(Failure {
-            at_ms: at.parse().ok()?,
-            failures: failures.parse().ok()?,
-        })
-    }
-}
-
-/// The lease value: the time (ms) until which a worker holds the fetch;
-/// `0` is free.
-fn lease_value(until_ms: u64) -> Vec<u8> {
-    until_ms.to_string().into_bytes()
 }
 
 /// A fetched key set, usable only when it holds at least one key: an empty

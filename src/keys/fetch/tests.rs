@@ -9,7 +9,7 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::*;
-use crate::shared_data::SharedMap;
+use crate::shared_data::{SharedData, SharedMap};
 
 const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 const ISSUER: &str = "https://idp.example";
