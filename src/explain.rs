@@ -91,17 +91,11 @@ struct Offline<'a> {
     shared: SharedMap,
 }
 
-impl SharedData for Offline<'_> {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-}
-
 impl exchange::Host for Offline<'_> {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
+
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.body.get(..len).unwrap_or(self.body).to_vec()
     }

@@ -478,16 +478,10 @@ struct FakeHost {
     shared: SharedMap,
 }
 
-impl SharedData for FakeHost {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-}
-
 impl Host for FakeHost {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
     fn calls_in_flight(&self) -> usize {
         0
     }

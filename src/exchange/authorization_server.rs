@@ -207,7 +207,13 @@ impl Exchange {
         };
         let endpoint = endpoint_of(env, &pending).clone();
         let lease_ms = endpoint.timeout_ms * 3 + 1000;
-        let found = shared::look_up(env.host, pending.purpose, &digest, env.now_ms, lease_ms);
+        let found = shared::look_up(
+            env.host.shared_data(),
+            pending.purpose,
+            &digest,
+            env.now_ms,
+            lease_ms,
+        );
         let purpose = pending.purpose;
         let count = move |event| Effect::Count(Counter::AuthorizationServer(purpose, event), 1);
         let mut output = match found {
@@ -294,10 +300,14 @@ impl Exchange {
         }
         let issuer = env.policy.providers[pending.provider].issuer.clone();
         let endpoint = endpoint_of(env, &pending).clone();
-        let url = endpoint
-            .url
-            .clone()
-            .or_else(|| shared::endpoint(env.host, pending.purpose, &issuer, &endpoint.cluster));
+        let url = endpoint.url.clone().or_else(|| {
+            shared::endpoint(
+                env.host.shared_data(),
+                pending.purpose,
+                &issuer,
+                &endpoint.cluster,
+            )
+        });
         let Some(url) = url else {
             return self.discover(env, pending, 0);
         };
@@ -370,7 +380,13 @@ impl Exchange {
         match found {
             Ok(url) => {
                 let cluster = endpoint_of(env, &pending).cluster.clone();
-                shared::remember_endpoint(env.host, pending.purpose, &issuer, &cluster, &url);
+                shared::remember_endpoint(
+                    env.host.shared_data(),
+                    pending.purpose,
+                    &issuer,
+                    &cluster,
+                    &url,
+                );
                 self.call(env, pending)
             }
             Err(why) => {
@@ -595,14 +611,14 @@ fn publish(env: &mut Env, purpose: Purpose, digest: &Digest, settled: &Settled) 
             until_ms: now + server::FAILURE_MEMORY_MS,
         },
     };
-    shared::publish(env.host, purpose, digest, outcome, now);
+    shared::publish(env.host.shared_data(), purpose, digest, outcome, now);
 }
 
 /// Gives a claimed call back without an answer (it was never made).
 fn release(env: &mut Env, pending: &Pending) {
     if let Some(digest) = pending.digest.filter(|_| pending.claimed) {
         shared::publish(
-            env.host,
+            env.host.shared_data(),
             pending.purpose,
             &digest,
             Shared::Released,
@@ -660,16 +676,10 @@ mod tests {
         body: Vec<u8>,
     }
 
-    impl SharedData for TestHost {
-        fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.shared.shared_get(key)
-        }
-        fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-            self.shared.shared_set(key, value, cas)
-        }
-    }
-
     impl Host for TestHost {
+        fn shared_data(&mut self) -> &mut dyn SharedData {
+            &mut self.shared
+        }
         fn request_body(&self, len: usize) -> Vec<u8> {
             self.body[..len.min(self.body.len())].to_vec()
         }

@@ -36,10 +36,11 @@ use crate::mcp::param_headers::ParamHeader;
 use crate::mcp::Body;
 use crate::token_cache::VerifiedTokenCache;
 
-/// What the exchange needs from the host, synchronously, while it decides;
-/// shared data ([`SharedData`]) holds the authorization server's answers
-/// and the proxy's memory of DPoP proofs already used, shared by workers.
-pub trait Host: SharedData {
+/// What the exchange needs from the host, synchronously, while it decides.
+pub trait Host {
+    /// The proxy's shared data: the authorization server's answers and the
+    /// memory of DPoP proofs already used, shared by workers.
+    fn shared_data(&mut self) -> &mut dyn SharedData;
     /// The first `len` bytes of the request body Envoy holds.
     fn request_body(&self, len: usize) -> Vec<u8>;
     /// The first `len` bytes of the response body Envoy holds (the buffered
@@ -392,7 +393,7 @@ impl Exchange {
             let now_s = env.now_ms / 1000;
             // Last of the proof's checks: was it used before?
             let seen = replay::remember(
-                env.host,
+                env.host.shared_data(),
                 &proof.jkt,
                 &proof.jti,
                 proof.remember_until,

@@ -10,21 +10,8 @@ use super::stats::Stats;
 use crate::exchange::Level;
 use crate::keys::fetch::{Effect, Fetch, KeySlot, Outcome, Snapshot};
 use crate::shared_data::SharedData;
+use abi::HostShared;
 use proxy_wasm::types::LogLevel;
-
-/// Shared data through proxy-wasm: the key sets and their leases, the
-/// authorization server's answers and the DPoP replay memory.
-pub struct HostShared;
-
-impl SharedData for HostShared {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        abi::shared_get(key)
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        abi::shared_set(key, value, cas).is_ok()
-    }
-}
 
 /// A timer tick for one provider's keys.
 pub fn tick(slot: &mut KeySlot, now_ms: u64, stats: &Stats) {

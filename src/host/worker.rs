@@ -4,7 +4,7 @@
 //! authorization server, and the calls in flight.
 
 use super::abi;
-use super::keys::HostShared;
+use super::abi::HostShared;
 use super::stats::Stats;
 use crate::authorization_server::{shared, Purpose};
 use crate::config::Policy;
