@@ -10,6 +10,7 @@ use crate::identity::Identity;
 use crate::mcp::param_headers::{self, ParamHeader};
 use crate::mcp::{self, Body, BodyError};
 use crate::policy::{self, Decision};
+use serde_json::Value;
 
 /// Before reading a POST body: is it declared JSON?
 pub fn check_content_type(head: &RequestHead) -> Option<Refusal> {
@@ -54,68 +55,19 @@ pub fn check_body(
     now_s: u64,
     tool_headers: ToolHeaders,
 ) -> Result<Allowed, Box<Refusal>> {
-    let body = mcp::parse_body(bytes).map_err(|e| {
-        let kind = match e {
-            BodyError::Parse(_) => BadRequestKind::Parse,
-            BodyError::Invalid(_) => BadRequestKind::Invalid,
-        };
-        Box::new(
-            Refusal::new(
-                answer::bad_request(e.code(), e.message(), None),
-                Reason::BadRequest,
-            )
-            .with_class(Class::Request(kind)),
-        )
-    })?;
+    let body = mcp::parse_body(bytes).map_err(|e| Box::new(malformed(&e)))?;
     let id = body.answer_id().cloned();
+    // From here on a refusal names the call it refuses, for the log.
     let (method, name) = first_call(&body);
-    let refusal = |answer: Answer, reason: Reason, rule: Option<String>| Refusal {
-        answer,
-        reason,
-        class: None,
-        rule,
-        method: method.clone(),
-        name: name.clone(),
-        detail: None,
-        condition_errors: Vec::new(),
-    };
-    // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
-    let (mcp_method, mcp_name) = (
-        head.header_values_any_spelling("mcp-method"),
-        head.header_values_any_spelling("mcp-name"),
-    );
-    let checked = if mcp_method.len() > 1 || mcp_name.len() > 1 {
-        // Every copy must equal the body, and a component reading another
-        // copy (or the joined value) would act on a call never checked:
-        // refuse repeats (in any spelling) outright.
-        Err(mcp::HeaderMismatch {
-            reason: "Mcp-Method or Mcp-Name header appears more than once",
+    let of_the_call = |refusal: Refusal| {
+        Box::new(Refusal {
+            method: method.clone(),
+            name: name.clone(),
+            ..refusal
         })
-    } else {
-        let modern = head
-            .header_values_any_spelling("mcp-protocol-version")
-            .contains(&MODERN_PROTOCOL);
-        mcp::check_mcp_headers(
-            &body,
-            mcp_method.first().copied(),
-            mcp_name.first().copied(),
-            modern,
-        )
-        .and_then(|()| check_param_headers(&body, head, modern, tool_headers))
     };
-    if let Err(mismatch) = checked {
-        return Err(Box::new(
-            refusal(
-                answer::bad_request(
-                    codes::HEADER_MISMATCH,
-                    &format!("HeaderMismatch: {}", mismatch.reason),
-                    id.as_ref(),
-                ),
-                Reason::BadRequest,
-                None,
-            )
-            .with_class(Class::Request(BadRequestKind::HeaderMismatch)),
-        ));
+    if let Err(mismatch) = check_routing_headers(&body, head, tool_headers) {
+        return Err(of_the_call(header_mismatch(&mismatch, id.as_ref())));
     }
     let mut condition_errors = Vec::new();
     let decision = policy::decide_body(
@@ -126,36 +78,105 @@ pub fn check_body(
         now_s,
         &mut condition_errors,
     );
-    let refused = |answer, reason, rule| {
-        let mut refused = refusal(answer, reason, rule);
-        refused.condition_errors = condition_errors.clone();
-        Err(Box::new(refused))
-    };
-    match decision {
-        Decision::Allow { rule } => Ok(Allowed {
-            body,
-            rule,
-            condition_errors,
-        }),
-        Decision::Forbidden { rule } => {
-            refused(answer::forbidden(id.as_ref()), Reason::Forbidden, rule)
+    let refusal = match decision {
+        Decision::Allow { rule } => {
+            return Ok(Allowed {
+                body,
+                rule,
+                condition_errors,
+            })
         }
-        Decision::NeedScopes { rule, scopes } => refused(
-            // A token bound to a key only ever comes with the DPoP scheme.
-            answer::insufficient_scope(
-                policy,
-                if identity.jkt.is_some() {
-                    Scheme::DPoP
-                } else {
-                    Scheme::Bearer
-                },
-                &scopes,
-                id.as_ref(),
-            ),
-            Reason::InsufficientScope,
-            Some(rule),
-        ),
+        Decision::Forbidden { rule } => Refusal {
+            rule,
+            ..Refusal::new(answer::forbidden(id.as_ref()), Reason::Forbidden)
+        },
+        Decision::NeedScopes { rule, scopes } => Refusal {
+            rule: Some(rule),
+            ..Refusal::new(
+                scope_challenge(policy, identity, &scopes, id.as_ref()),
+                Reason::InsufficientScope,
+            )
+        },
+    };
+    Err(of_the_call(Refusal {
+        condition_errors,
+        ..refusal
+    }))
+}
+
+/// 400 for a body that is not JSON, or not a JSON-RPC message the filter
+/// takes.
+fn malformed(error: &BodyError) -> Refusal {
+    let kind = match error {
+        BodyError::Parse(_) => BadRequestKind::Parse,
+        BodyError::Invalid(_) => BadRequestKind::Invalid,
+    };
+    Refusal::new(
+        answer::bad_request(error.code(), error.message(), None),
+        Reason::BadRequest,
+    )
+    .with_class(Class::Request(kind))
+}
+
+/// The routing headers against the body: `Mcp-Method` and `Mcp-Name`, and
+/// each `tools/call`'s `Mcp-Param-*` headers.
+fn check_routing_headers(
+    body: &Body,
+    head: &RequestHead,
+    tool_headers: ToolHeaders,
+) -> Result<(), mcp::HeaderMismatch> {
+    // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
+    let (mcp_method, mcp_name) = (
+        head.header_values_any_spelling("mcp-method"),
+        head.header_values_any_spelling("mcp-name"),
+    );
+    if mcp_method.len() > 1 || mcp_name.len() > 1 {
+        // Every copy must equal the body, and a component reading another
+        // copy (or the joined value) would act on a call never checked:
+        // refuse repeats (in any spelling) outright.
+        return Err(mcp::HeaderMismatch {
+            reason: "Mcp-Method or Mcp-Name header appears more than once",
+        });
     }
+    let modern = head
+        .header_values_any_spelling("mcp-protocol-version")
+        .contains(&MODERN_PROTOCOL);
+    mcp::check_mcp_headers(
+        body,
+        mcp_method.first().copied(),
+        mcp_name.first().copied(),
+        modern,
+    )?;
+    check_param_headers(body, head, modern, tool_headers)
+}
+
+/// 400 for routing headers that do not say what the body says.
+fn header_mismatch(mismatch: &mcp::HeaderMismatch, id: Option<&Value>) -> Refusal {
+    Refusal::new(
+        answer::bad_request(
+            codes::HEADER_MISMATCH,
+            &format!("HeaderMismatch: {}", mismatch.reason),
+            id,
+        ),
+        Reason::BadRequest,
+    )
+    .with_class(Class::Request(BadRequestKind::HeaderMismatch))
+}
+
+/// 403 `insufficient_scope` naming the scopes to ask for, on the scheme
+/// the token came with: a token bound to a key only ever comes with DPoP.
+fn scope_challenge(
+    policy: &Policy,
+    identity: &Identity,
+    scopes: &[String],
+    id: Option<&Value>,
+) -> Answer {
+    let scheme = if identity.jkt.is_some() {
+        Scheme::DPoP
+    } else {
+        Scheme::Bearer
+    };
+    answer::insufficient_scope(policy, scheme, scopes, id)
 }
 
 /// The protocol revision whose requests must carry their routing headers.
