@@ -2,6 +2,11 @@
 //! route → token → body → decide → answer. Plain functions over a request's
 //! head and body; the order they run in is the exchange's (`exchange`), the
 //! only place that drives them.
+//!
+//! Routing, the header edits on the way upstream and the list answers to
+//! filter are here; a request's head is `request_head`, the token step
+//! `access_token`, the body step (with the decision) `body`, and what a
+//! refusal is `refusal`.
 
 use crate::answer::{self, codes, Answer};
 use crate::config::{Mode, Policy, TokenForwarding};
