@@ -1,6 +1,8 @@
 //! Comparisons that refuse values of different types: `==`, `!=` and `in`
 //! as conditions evaluate them.
 
+use std::borrow::Borrow;
+
 use cel::common::ast::{operators, EntryExpr, Expr, IdedExpr};
 use cel::objects::Key;
 use cel::{Context, ExecutionError, Value as Cel};
@@ -134,42 +136,37 @@ fn numbers_equal(a: &Cel, b: &Cel) -> bool {
 /// makes it an error rather than false.
 fn strict_in(a: &Cel, b: &Cel) -> Result<bool, TypeMismatch> {
     match b {
-        Cel::List(items) => {
-            let mut mismatch = false;
-            for item in items.iter() {
-                match strict_eq(a, item) {
-                    Ok(true) => return Ok(true),
-                    Ok(false) => {}
-                    Err(TypeMismatch) => mismatch = true,
-                }
-            }
-            if mismatch {
-                Err(TypeMismatch)
-            } else {
-                Ok(false)
-            }
-        }
-        Cel::Map(map) => {
-            let mut mismatch = false;
-            for key in map.map.keys() {
-                let as_value = match key {
-                    Key::Int(i) => Cel::Int(*i),
-                    Key::Uint(u) => Cel::UInt(*u),
-                    Key::Bool(b) => Cel::Bool(*b),
-                    Key::String(s) => Cel::String(s.clone()),
-                };
-                match strict_eq(a, &as_value) {
-                    Ok(true) => return Ok(true),
-                    Ok(false) => {}
-                    Err(TypeMismatch) => mismatch = true,
-                }
-            }
-            if mismatch {
-                Err(TypeMismatch)
-            } else {
-                Ok(false)
-            }
-        }
+        Cel::List(items) => any_equal(a, items.iter()),
+        Cel::Map(map) => any_equal(
+            a,
+            map.map.keys().map(|key| match key {
+                Key::Int(i) => Cel::Int(*i),
+                Key::Uint(u) => Cel::UInt(*u),
+                Key::Bool(b) => Cel::Bool(*b),
+                Key::String(s) => Cel::String(s.clone()),
+            }),
+        ),
         _ => Err(TypeMismatch),
+    }
+}
+
+/// Whether one of `candidates` equals `a`; when none does, one of another
+/// type than `a` makes it an error.
+fn any_equal<C: Borrow<Cel>>(
+    a: &Cel,
+    candidates: impl Iterator<Item = C>,
+) -> Result<bool, TypeMismatch> {
+    let mut mismatch = false;
+    for candidate in candidates {
+        match strict_eq(a, candidate.borrow()) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(TypeMismatch) => mismatch = true,
+        }
+    }
+    if mismatch {
+        Err(TypeMismatch)
+    } else {
+        Ok(false)
     }
 }
