@@ -15,7 +15,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cel::common::ast::{operators, EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::IdedExpr;
 use cel::objects::{Key, Map};
 use cel::parser::PrattParser;
 use cel::{Context, Value as Cel};
@@ -23,45 +23,12 @@ use serde_json::Value;
 
 use crate::identity::Identity;
 
+mod names;
 mod strict;
 
+pub use names::FUNCTIONS;
+use names::{check, Reads};
 use strict::strict;
-
-/// The fields each variable has.
-const REQUEST_FIELDS: &[&str] = &["method", "name", "arguments", "headers"];
-const TOKEN_FIELDS: &[&str] = &["claims", "sub", "client_id", "roles", "scopes", "issuer"];
-const VARIABLES: &[&str] = &["request", "token", "now"];
-/// Type names, which CEL reads as identifiers (`type(x) == int`).
-const TYPE_NAMES: &[&str] = &[
-    "int",
-    "uint",
-    "double",
-    "bool",
-    "string",
-    "bytes",
-    "list",
-    "map",
-    "null_type",
-    "type",
-];
-
-/// The functions an expression may call: CEL's standard library as built
-/// here (no regular expressions, no time types). A test checks each one
-/// works, and that those left out do not.
-pub const FUNCTIONS: &[&str] = &[
-    "size",
-    "contains",
-    "startsWith",
-    "endsWith",
-    "string",
-    "int",
-    "uint",
-    "double",
-    "bytes",
-    "bool",
-    "dyn",
-    "type",
-];
 
 /// Deepest nesting of an expression the parser accepts.
 const MAX_DEPTH: u16 = 32;
@@ -72,20 +39,6 @@ pub struct Condition {
     source: String,
     expr: Arc<IdedExpr>,
     reads: Reads,
-}
-
-/// What a condition reads of the request besides its method and name.
-#[derive(Debug, Clone, Default)]
-struct Reads {
-    /// `request.arguments` (or the whole `request`).
-    arguments: bool,
-    /// The headers it names literally (`request.headers['x-tenant']`,
-    /// `request.headers.x_tenant`, `'x-tenant' in request.headers`),
-    /// lower-case.
-    header_names: Vec<String>,
-    /// It reads `request.headers` in another way (iterates it, indexes it
-    /// with a computed name, passes it whole): any header may matter.
-    all_headers: bool,
 }
 
 /// What a condition is evaluated against.
@@ -270,153 +223,6 @@ fn first_line(text: &str) -> &str {
 
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Checks every variable, field and function an expression names, and
-/// notes what of the request it reads (`reads`).
-/// `bound`: the comprehension variables in scope (`x` in `list.all(x, …)`).
-fn check(expr: &IdedExpr, bound: &mut Vec<String>, reads: &mut Reads) -> Result<(), String> {
-    match &expr.expr {
-        Expr::Ident(name) => {
-            if bound.iter().any(|b| b == name) || TYPE_NAMES.contains(&name.as_str()) {
-                return Ok(());
-            }
-            if !VARIABLES.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown variable `{name}`; the variables are request, token and now"
-                ));
-            }
-            if name == "request" {
-                // The whole request, arguments and headers included.
-                reads.arguments = true;
-                reads.all_headers = true;
-            }
-            Ok(())
-        }
-        Expr::Select(select) => {
-            if is_request_headers(&select.operand, bound) {
-                // `request.headers.x_tenant`, `has(request.headers.x)`.
-                reads.header_names.push(select.field.to_ascii_lowercase());
-                return Ok(());
-            }
-            if let Expr::Ident(root) = &select.operand.expr {
-                if !bound.iter().any(|b| b == root) {
-                    if !VARIABLES.contains(&root.as_str()) {
-                        return Err(format!(
-                            "unknown variable `{root}`; the variables are request, token and now"
-                        ));
-                    }
-                    let fields = match root.as_str() {
-                        "request" => REQUEST_FIELDS,
-                        "token" => TOKEN_FIELDS,
-                        _ => &[][..], // `now` is a number
-                    };
-                    if !fields.contains(&select.field.as_str()) {
-                        return Err(format!(
-                            "`{root}` has no field `{}`; it has {}",
-                            select.field,
-                            if fields.is_empty() {
-                                "none".to_string()
-                            } else {
-                                fields.join(", ")
-                            }
-                        ));
-                    }
-                    if root == "request" {
-                        match select.field.as_str() {
-                            "arguments" => reads.arguments = true,
-                            // Not under a literal name: any header may be read.
-                            "headers" => reads.all_headers = true,
-                            _ => {}
-                        }
-                    }
-                    return Ok(());
-                }
-            }
-            check(&select.operand, bound, reads)
-        }
-        Expr::Call(call) => {
-            let operator = call.func_name.starts_with(['_', '@', '!', '-']);
-            if !operator && !FUNCTIONS.contains(&call.func_name.as_str()) {
-                return Err(format!("unknown function `{}`", call.func_name));
-            }
-            if let Some(name) = literal_header_read(call, bound) {
-                reads.header_names.push(name);
-                return Ok(());
-            }
-            if let Some(target) = &call.target {
-                check(target, bound, reads)?;
-            }
-            for arg in &call.args {
-                check(arg, bound, reads)?;
-            }
-            Ok(())
-        }
-        Expr::Comprehension(comprehension) => {
-            check(&comprehension.iter_range, bound, reads)?;
-            check(&comprehension.accu_init, bound, reads)?;
-            let before = bound.len();
-            bound.push(comprehension.iter_var.clone());
-            bound.extend(comprehension.iter_var2.clone());
-            bound.push(comprehension.accu_var.clone());
-            let inner = [
-                &comprehension.loop_cond,
-                &comprehension.loop_step,
-                &comprehension.result,
-            ]
-            .into_iter()
-            .try_for_each(|e| check(e, bound, reads));
-            bound.truncate(before);
-            inner
-        }
-        Expr::List(list) => list
-            .elements
-            .iter()
-            .try_for_each(|e| check(e, bound, reads)),
-        Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
-            EntryExpr::MapEntry(e) => {
-                check(&e.key, bound, reads)?;
-                check(&e.value, bound, reads)
-            }
-            EntryExpr::StructField(_) => Err("message literals are not supported".into()),
-        }),
-        Expr::Struct(_) => Err("message literals are not supported".into()),
-        Expr::Literal(_) => Ok(()),
-        Expr::Unspecified => Err("incomplete expression".into()),
-    }
-}
-
-/// Whether `expr` is `request.headers` (the variable, not a comprehension
-/// variable named `request`).
-fn is_request_headers(expr: &IdedExpr, bound: &[String]) -> bool {
-    match &expr.expr {
-        Expr::Select(select) if !select.test && select.field == "headers" => {
-            matches!(&select.operand.expr, Expr::Ident(root)
-                if root == "request" && !bound.iter().any(|b| b == root))
-        }
-        _ => false,
-    }
-}
-
-/// The header a call reads under a literal name, lower-case:
-/// `request.headers['x-tenant']` (or `[?'x-tenant']`), `request.headers.?x`
-/// and `'x-tenant' in request.headers`.
-fn literal_header_read(call: &cel::common::ast::CallExpr, bound: &[String]) -> Option<String> {
-    let [first, second] = call.args.as_slice() else {
-        return None;
-    };
-    let (headers, name) = match call.func_name.as_str() {
-        operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT => (first, second),
-        operators::IN => (second, first),
-        _ => return None,
-    };
-    if call.target.is_some() || !is_request_headers(headers, bound) {
-        return None;
-    }
-    match &name.expr {
-        Expr::Literal(LiteralValue::String(name)) => Some(name.inner().to_ascii_lowercase()),
-        _ => None,
-    }
 }
 
 fn request_value(facts: &Facts) -> Cel {
