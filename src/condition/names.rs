@@ -2,7 +2,9 @@
 //! functions — checked when a condition compiles, and what of the request
 //! the expression reads.
 
-use cel::common::ast::{operators, EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::{
+    operators, CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SelectExpr,
+};
 
 /// The fields each variable has.
 const REQUEST_FIELDS: &[&str] = &["method", "name", "arguments", "headers"];
@@ -63,98 +65,10 @@ pub(super) fn check(
     reads: &mut Reads,
 ) -> Result<(), String> {
     match &expr.expr {
-        Expr::Ident(name) => {
-            if bound.iter().any(|b| b == name) || TYPE_NAMES.contains(&name.as_str()) {
-                return Ok(());
-            }
-            if !VARIABLES.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown variable `{name}`; the variables are request, token and now"
-                ));
-            }
-            if name == "request" {
-                // The whole request, arguments and headers included.
-                reads.arguments = true;
-                reads.all_headers = true;
-            }
-            Ok(())
-        }
-        Expr::Select(select) => {
-            if is_request_headers(&select.operand, bound) {
-                // `request.headers.x_tenant`, `has(request.headers.x)`.
-                reads.header_names.push(select.field.to_ascii_lowercase());
-                return Ok(());
-            }
-            if let Expr::Ident(root) = &select.operand.expr {
-                if !bound.iter().any(|b| b == root) {
-                    if !VARIABLES.contains(&root.as_str()) {
-                        return Err(format!(
-                            "unknown variable `{root}`; the variables are request, token and now"
-                        ));
-                    }
-                    let fields = match root.as_str() {
-                        "request" => REQUEST_FIELDS,
-                        "token" => TOKEN_FIELDS,
-                        _ => &[][..], // `now` is a number
-                    };
-                    if !fields.contains(&select.field.as_str()) {
-                        return Err(format!(
-                            "`{root}` has no field `{}`; it has {}",
-                            select.field,
-                            if fields.is_empty() {
-                                "none".to_string()
-                            } else {
-                                fields.join(", ")
-                            }
-                        ));
-                    }
-                    if root == "request" {
-                        match select.field.as_str() {
-                            "arguments" => reads.arguments = true,
-                            // Not under a literal name: any header may be read.
-                            "headers" => reads.all_headers = true,
-                            _ => {}
-                        }
-                    }
-                    return Ok(());
-                }
-            }
-            check(&select.operand, bound, reads)
-        }
-        Expr::Call(call) => {
-            let operator = call.func_name.starts_with(['_', '@', '!', '-']);
-            if !operator && !FUNCTIONS.contains(&call.func_name.as_str()) {
-                return Err(format!("unknown function `{}`", call.func_name));
-            }
-            if let Some(name) = literal_header_read(call, bound) {
-                reads.header_names.push(name);
-                return Ok(());
-            }
-            if let Some(target) = &call.target {
-                check(target, bound, reads)?;
-            }
-            for arg in &call.args {
-                check(arg, bound, reads)?;
-            }
-            Ok(())
-        }
-        Expr::Comprehension(comprehension) => {
-            check(&comprehension.iter_range, bound, reads)?;
-            check(&comprehension.accu_init, bound, reads)?;
-            let before = bound.len();
-            bound.push(comprehension.iter_var.clone());
-            bound.extend(comprehension.iter_var2.clone());
-            bound.push(comprehension.accu_var.clone());
-            let inner = [
-                &comprehension.loop_cond,
-                &comprehension.loop_step,
-                &comprehension.result,
-            ]
-            .into_iter()
-            .try_for_each(|e| check(e, bound, reads));
-            bound.truncate(before);
-            inner
-        }
+        Expr::Ident(name) => check_variable(name, bound, reads),
+        Expr::Select(select) => check_select(select, bound, reads),
+        Expr::Call(call) => check_call(call, bound, reads),
+        Expr::Comprehension(comprehension) => check_comprehension(comprehension, bound, reads),
         Expr::List(list) => list
             .elements
             .iter()
@@ -172,6 +86,122 @@ pub(super) fn check(
     }
 }
 
+/// An identifier: a comprehension variable, a type name, or one of the
+/// variables (the whole `request` reads its arguments and headers).
+fn check_variable(name: &str, bound: &[String], reads: &mut Reads) -> Result<(), String> {
+    if bound.iter().any(|b| b == name) || TYPE_NAMES.contains(&name) {
+        return Ok(());
+    }
+    if !VARIABLES.contains(&name) {
+        return Err(unknown_variable(name));
+    }
+    if name == "request" {
+        // The whole request, arguments and headers included.
+        reads.arguments = true;
+        reads.all_headers = true;
+    }
+    Ok(())
+}
+
+fn unknown_variable(name: &str) -> String {
+    format!("unknown variable `{name}`; the variables are request, token and now")
+}
+
+/// `operand.field`: a header read by name, a variable's field (which must
+/// exist), or a field of something else, checked in turn.
+fn check_select(
+    select: &SelectExpr,
+    bound: &mut Vec<String>,
+    reads: &mut Reads,
+) -> Result<(), String> {
+    if is_request_headers(&select.operand, bound) {
+        // `request.headers.x_tenant`, `has(request.headers.x)`.
+        reads.header_names.push(select.field.to_ascii_lowercase());
+        return Ok(());
+    }
+    match &select.operand.expr {
+        Expr::Ident(root) if !bound.iter().any(|b| b == root) => {
+            check_field(root, &select.field, reads)
+        }
+        _ => check(&select.operand, bound, reads),
+    }
+}
+
+/// A field of one of the variables.
+fn check_field(root: &str, field: &str, reads: &mut Reads) -> Result<(), String> {
+    if !VARIABLES.contains(&root) {
+        return Err(unknown_variable(root));
+    }
+    let fields = match root {
+        "request" => REQUEST_FIELDS,
+        "token" => TOKEN_FIELDS,
+        _ => &[][..], // `now` is a number
+    };
+    if !fields.contains(&field) {
+        return Err(format!(
+            "`{root}` has no field `{field}`; it has {}",
+            if fields.is_empty() {
+                "none".to_string()
+            } else {
+                fields.join(", ")
+            }
+        ));
+    }
+    if root == "request" {
+        match field {
+            "arguments" => reads.arguments = true,
+            // Not under a literal name: any header may be read.
+            "headers" => reads.all_headers = true,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A function or operator call: a function this build has, a header read
+/// by a literal name, or else its target and arguments checked in turn.
+fn check_call(call: &CallExpr, bound: &mut Vec<String>, reads: &mut Reads) -> Result<(), String> {
+    let operator = call.func_name.starts_with(['_', '@', '!', '-']);
+    if !operator && !FUNCTIONS.contains(&call.func_name.as_str()) {
+        return Err(format!("unknown function `{}`", call.func_name));
+    }
+    if let Some(name) = literal_header_read(call, bound) {
+        reads.header_names.push(name);
+        return Ok(());
+    }
+    if let Some(target) = &call.target {
+        check(target, bound, reads)?;
+    }
+    for arg in &call.args {
+        check(arg, bound, reads)?;
+    }
+    Ok(())
+}
+
+/// A macro such as `list.all(x, …)`: its range and start outside, its
+/// body with its variables bound.
+fn check_comprehension(
+    comprehension: &ComprehensionExpr,
+    bound: &mut Vec<String>,
+    reads: &mut Reads,
+) -> Result<(), String> {
+    check(&comprehension.iter_range, bound, reads)?;
+    check(&comprehension.accu_init, bound, reads)?;
+    let before = bound.len();
+    bound.push(comprehension.iter_var.clone());
+    bound.extend(comprehension.iter_var2.clone());
+    bound.push(comprehension.accu_var.clone());
+    let inner = [
+        &comprehension.loop_cond,
+        &comprehension.loop_step,
+        &comprehension.result,
+    ]
+    .into_iter()
+    .try_for_each(|e| check(e, bound, reads));
+    bound.truncate(before);
+    inner
+}
+
 /// Whether `expr` is `request.headers` (the variable, not a comprehension
 /// variable named `request`).
 fn is_request_headers(expr: &IdedExpr, bound: &[String]) -> bool {
@@ -187,7 +217,7 @@ fn is_request_headers(expr: &IdedExpr, bound: &[String]) -> bool {
 /// The header a call reads under a literal name, lower-case:
 /// `request.headers['x-tenant']` (or `[?'x-tenant']`), `request.headers.?x`
 /// and `'x-tenant' in request.headers`.
-fn literal_header_read(call: &cel::common::ast::CallExpr, bound: &[String]) -> Option<String> {
+fn literal_header_read(call: &CallExpr, bound: &[String]) -> Option<String> {
     let [first, second] = call.args.as_slice() else {
         return None;
     };
