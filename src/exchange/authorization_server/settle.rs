@@ -13,8 +13,8 @@ use crate::authorization_server::{
 };
 use crate::counters::{CallEvent, Counter};
 use crate::exchange::output::{Effect, Level, Output};
-use crate::exchange::{Env, Exchange, Stage};
-use crate::gate;
+use crate::exchange::{Env, Exchange, Forward, Stage};
+use crate::gate::{self, Expect};
 use crate::token::TokenErrorKind;
 
 /// What the authorization server's answer comes to.
@@ -72,106 +72,117 @@ impl Exchange {
 
     /// The request goes on with what the authorization server said.
     pub(super) fn settle(&mut self, env: &mut Env, pending: Pending, settled: Settled) -> Output {
-        let purpose = pending.purpose;
-        let provider = pending.provider;
-        let mut failed = Vec::new();
+        let mut effects = Vec::new();
         if let Settled::Unavailable(why) = &settled {
-            failed.push(Effect::Count(
-                Counter::AuthorizationServer(purpose, CallEvent::Failed),
+            effects.push(Effect::Count(
+                Counter::AuthorizationServer(pending.purpose, CallEvent::Failed),
                 1,
             ));
-            failed.push(Effect::Log(
+            effects.push(Effect::Log(
                 Level::Warn,
                 format!(
                     "mcp_authz: {} at issuer {} failed: {why}",
-                    purpose.name(),
-                    env.policy.providers[provider].issuer
+                    pending.purpose.name(),
+                    env.policy.providers[pending.provider].issuer
                 ),
             ));
         }
         let mut output = match pending.job {
             Job::Introspect { expect } => {
-                self.stage = Stage::AwaitingKeys;
-                match settled {
-                    Settled::Ready(payload) => {
-                        let claims = payload_body(&payload).and_then(|b| {
-                            match crate::json::parse_strict(b) {
-                                Ok(Value::Object(map)) => Some(map),
-                                _ => None,
-                            }
-                        });
-                        let now_s = env.now_ms / 1000;
-                        match claims.map(|c| {
-                            gate::introspected(env.policy, &self.head, provider, &c, now_s)
-                        }) {
-                            Some(Ok((identity, proof))) => {
-                                self.verified(env, identity, proof, Vec::new(), expect)
-                            }
-                            Some(Err(refusal)) => self.refuse(env, *refusal, None),
-                            None => self.refuse(
-                                env,
-                                gate::introspection_unavailable("unreadable shared answer".into()),
-                                None,
-                            ),
-                        }
+                self.settle_introspection(env, pending.provider, expect, settled)
+            }
+            Job::Exchange(forward) => self.settle_exchange(env, *forward, settled),
+        };
+        effects.append(&mut output.effects);
+        output.effects = effects;
+        output
+    }
+
+    /// Introspection's verdict: the claims it accepted become the caller
+    /// (then the body is read); a refusal or no answer refuses the request.
+    fn settle_introspection(
+        &mut self,
+        env: &mut Env,
+        provider: usize,
+        expect: Expect,
+        settled: Settled,
+    ) -> Output {
+        self.stage = Stage::AwaitingKeys;
+        match settled {
+            Settled::Ready(payload) => {
+                let claims =
+                    payload_body(&payload).and_then(|b| match crate::json::parse_strict(b) {
+                        Ok(Value::Object(map)) => Some(map),
+                        _ => None,
+                    });
+                let now_s = env.now_ms / 1000;
+                match claims
+                    .map(|c| gate::introspected(env.policy, &self.head, provider, &c, now_s))
+                {
+                    Some(Ok((identity, proof))) => {
+                        self.verified(env, identity, proof, Vec::new(), expect)
                     }
-                    Settled::Refused(payload) => {
-                        let kind = refused_kind(&payload);
-                        let refusal = gate::token_refused(env.policy, &self.head, kind);
-                        self.refuse(env, refusal, None)
-                    }
-                    Settled::Unavailable(why) => {
-                        self.refuse(env, gate::introspection_unavailable(why), None)
-                    }
+                    Some(Err(refusal)) => self.refuse(env, *refusal, None),
+                    None => self.refuse(
+                        env,
+                        gate::introspection_unavailable("unreadable shared answer".into()),
+                        None,
+                    ),
                 }
             }
-            Job::Exchange(forward) => {
-                let audience = env
-                    .policy
-                    .upstream_token
-                    .as_ref()
-                    .map_or(String::new(), |u| {
-                        u.audience
-                            .clone()
-                            .or(u.resource.clone())
-                            .unwrap_or_default()
-                    });
-                match settled {
-                    Settled::Ready(payload) => {
-                        match payload_body(&payload).and_then(|b| std::str::from_utf8(b).ok()) {
-                            Some(token) => self.finish_forward(env, *forward, Some(token)),
-                            None => self.refuse_forward(
-                                *forward,
-                                gate::upstream_token_unavailable(
-                                    false,
-                                    format!("exchange for {audience}: unreadable shared answer"),
-                                ),
-                            ),
-                        }
-                    }
-                    Settled::Refused(why) => self.refuse_forward(
-                        *forward,
+            Settled::Refused(payload) => {
+                let kind = refused_kind(&payload);
+                let refusal = gate::token_refused(env.policy, &self.head, kind);
+                self.refuse(env, refusal, None)
+            }
+            Settled::Unavailable(why) => {
+                self.refuse(env, gate::introspection_unavailable(why), None)
+            }
+        }
+    }
+
+    /// The exchange's verdict: the request goes upstream with the token
+    /// issued for it; without one it is refused (502, or 503 when the
+    /// authorization server could not be reached).
+    fn settle_exchange(&mut self, env: &mut Env, forward: Forward, settled: Settled) -> Output {
+        let audience = env
+            .policy
+            .upstream_token
+            .as_ref()
+            .map_or(String::new(), |u| {
+                u.audience
+                    .clone()
+                    .or(u.resource.clone())
+                    .unwrap_or_default()
+            });
+        match settled {
+            Settled::Ready(payload) => {
+                match payload_body(&payload).and_then(|b| std::str::from_utf8(b).ok()) {
+                    Some(token) => self.finish_forward(env, forward, Some(token)),
+                    None => self.refuse_forward(
+                        forward,
                         gate::upstream_token_unavailable(
                             false,
-                            format!(
-                                "exchange for {audience} refused: {}",
-                                String::from_utf8_lossy(&why)
-                            ),
-                        ),
-                    ),
-                    Settled::Unavailable(why) => self.refuse_forward(
-                        *forward,
-                        gate::upstream_token_unavailable(
-                            true,
-                            format!("exchange for {audience}: {why}"),
+                            format!("exchange for {audience}: unreadable shared answer"),
                         ),
                     ),
                 }
             }
-        };
-        failed.append(&mut output.effects);
-        output.effects = failed;
-        output
+            Settled::Refused(why) => self.refuse_forward(
+                forward,
+                gate::upstream_token_unavailable(
+                    false,
+                    format!(
+                        "exchange for {audience} refused: {}",
+                        String::from_utf8_lossy(&why)
+                    ),
+                ),
+            ),
+            Settled::Unavailable(why) => self.refuse_forward(
+                forward,
+                gate::upstream_token_unavailable(true, format!("exchange for {audience}: {why}")),
+            ),
+        }
     }
 }
 
