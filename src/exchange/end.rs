@@ -146,26 +146,7 @@ impl Exchange {
     /// No token for the upstream: the request is answered (in audit mode
     /// too: it must never go on without the token the operator asked for).
     pub(super) fn refuse_forward(&mut self, forward: Forward, refusal: Refusal) -> Output {
-        let mut effects: Vec<Effect> = refusal
-            .counters()
-            .into_iter()
-            .map(|c| Effect::Count(c, 1))
-            .collect();
-        effects.push(Effect::Log(
-            Level::Info,
-            decision_log::refusal_line(&self.head, forward.identity.as_ref(), &refusal, true),
-        ));
-        effects.push(Effect::SendAnswer(refusal.answer.clone()));
-        self.stage = Stage::Answered;
-        self.verdict = Some(Verdict {
-            outcome: Outcome::Refused(refusal),
-            identity: forward.identity,
-            edits: None,
-        });
-        Output {
-            effects,
-            action: Action::Hold,
-        }
+        self.send_refusal(refusal, forward.identity)
     }
 
     /// A public path or a preflight: on, without client identity headers
@@ -208,29 +189,10 @@ impl Exchange {
         identity: Option<Identity>,
     ) -> Output {
         let policy = env.policy;
-        let enforced = gate::enforces(policy);
-        let mut effects: Vec<Effect> = refusal
-            .counters()
-            .into_iter()
-            .map(|c| Effect::Count(c, 1))
-            .collect();
-        effects.push(Effect::Log(
-            Level::Info,
-            decision_log::refusal_line(&self.head, identity.as_ref(), &refusal, enforced),
-        ));
-        if enforced {
-            effects.push(Effect::SendAnswer(refusal.answer.clone()));
-            self.stage = Stage::Answered;
-            self.verdict = Some(Verdict {
-                outcome: Outcome::Refused(refusal),
-                identity,
-                edits: None,
-            });
-            return Output {
-                effects,
-                action: Action::Hold,
-            };
+        if gate::enforces(policy) {
+            return self.send_refusal(refusal, identity);
         }
+        let mut effects = self.refusal_record(&refusal, identity.as_ref(), false);
         let edits = gate::upstream_headers(policy, &self.head, identity.as_ref());
         effects.push(Effect::Count(Counter::AuditWouldDeny, 1));
         effects.extend(skipped_headers(&edits));
@@ -244,6 +206,41 @@ impl Exchange {
                 watch: None,
             },
         )
+    }
+
+    /// Counts, logs and answers a refusal: the request ends here.
+    fn send_refusal(&mut self, refusal: Refusal, identity: Option<Identity>) -> Output {
+        let mut effects = self.refusal_record(&refusal, identity.as_ref(), true);
+        effects.push(Effect::SendAnswer(refusal.answer.clone()));
+        self.stage = Stage::Answered;
+        self.verdict = Some(Verdict {
+            outcome: Outcome::Refused(refusal),
+            identity,
+            edits: None,
+        });
+        Output {
+            effects,
+            action: Action::Hold,
+        }
+    }
+
+    /// The counters a refusal moves, and its decision-log line.
+    fn refusal_record(
+        &self,
+        refusal: &Refusal,
+        identity: Option<&Identity>,
+        enforced: bool,
+    ) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = refusal
+            .counters()
+            .into_iter()
+            .map(|c| Effect::Count(c, 1))
+            .collect();
+        effects.push(Effect::Log(
+            Level::Info,
+            decision_log::refusal_line(&self.head, identity, refusal, enforced),
+        ));
+        effects
     }
 }
 
