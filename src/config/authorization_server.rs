@@ -172,19 +172,7 @@ pub(super) fn parse_upstream_token(
         return Ok(None);
     };
     obj.only(UPSTREAM_TOKEN_KEYS)?;
-    let provider = match obj.optional_str("provider")? {
-        Some(issuer) => providers
-            .iter()
-            .position(|p| p.issuer == issuer)
-            .ok_or_else(|| obj.error("provider", "names no configured provider's issuer".into()))?,
-        None if providers.len() == 1 => 0,
-        None => {
-            return Err(obj.error(
-                "provider",
-                "is required when several providers are configured".into(),
-            ))
-        }
-    };
+    let provider = parse_exchanging_provider(&obj, providers)?;
     let endpoint = parse_endpoint(&obj, "token_endpoint")?;
     let client = parse_client(&obj)?;
     let audience = obj.optional_str("audience")?.map(str::to_string);
@@ -211,21 +199,7 @@ pub(super) fn parse_upstream_token(
             return Err(obj.error("scope", "must be space-separated OAuth scope tokens".into()));
         }
     }
-    let header = obj
-        .optional_str("header")?
-        .unwrap_or(defaults::UPSTREAM_TOKEN_HEADER)
-        .to_ascii_lowercase();
-    if header.is_empty() || !header.bytes().all(super::parse::is_header_name_byte) {
-        return Err(obj.error("header", "is not a valid HTTP header name".into()));
-    }
-    if header != "authorization"
-        && (RESERVED_HEADERS.contains(&header.as_str()) || header.starts_with(':'))
-    {
-        return Err(obj.error("header", "is reserved and cannot carry a token".into()));
-    }
-    if identity_headers.iter().any(|h| h.name == header) {
-        return Err(obj.error("header", "is also an identity header".into()));
-    }
+    let header = parse_upstream_header(&obj, identity_headers)?;
     if token_forwarding == TokenForwarding::Forward {
         return Err(obj.error(
             "",
@@ -243,6 +217,46 @@ pub(super) fn parse_upstream_token(
         header,
         cache: obj.optional_bool("cache")?.unwrap_or(true),
     }))
+}
+
+/// The provider whose tokens `upstream_token` exchanges: the one named by
+/// its issuer, or the only one.
+fn parse_exchanging_provider(obj: &Obj, providers: &[Provider]) -> Result<usize, ConfigError> {
+    match obj.optional_str("provider")? {
+        Some(issuer) => providers
+            .iter()
+            .position(|p| p.issuer == issuer)
+            .ok_or_else(|| obj.error("provider", "names no configured provider's issuer".into())),
+        None if providers.len() == 1 => Ok(0),
+        None => Err(obj.error(
+            "provider",
+            "is required when several providers are configured".into(),
+        )),
+    }
+}
+
+/// The header the exchanged token goes upstream in (lower-case): a valid
+/// name, not one the proxy or the filter uses for something else.
+fn parse_upstream_header(
+    obj: &Obj,
+    identity_headers: &[IdentityHeader],
+) -> Result<String, ConfigError> {
+    let header = obj
+        .optional_str("header")?
+        .unwrap_or(defaults::UPSTREAM_TOKEN_HEADER)
+        .to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(super::parse::is_header_name_byte) {
+        return Err(obj.error("header", "is not a valid HTTP header name".into()));
+    }
+    if header != "authorization"
+        && (RESERVED_HEADERS.contains(&header.as_str()) || header.starts_with(':'))
+    {
+        return Err(obj.error("header", "is reserved and cannot carry a token".into()));
+    }
+    if identity_headers.iter().any(|h| h.name == header) {
+        return Err(obj.error("header", "is also an identity header".into()));
+    }
+    Ok(header)
 }
 
 /// `cluster`, the URL under `url_key` (absent: discovered) and `timeout_ms`.
