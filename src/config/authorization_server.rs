@@ -298,54 +298,65 @@ fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
     if id.is_empty() {
         return Err(obj.error("client_id", "must not be empty".into()));
     }
-    if obj.optional_str("client_auth")? == Some("private_key_jwt") {
-        for key in ["client_secret", "client_secret_env"] {
-            if obj.get(key).is_some() {
-                return Err(obj.error(key, "is not used with \"private_key_jwt\"".into()));
-            }
+    let auth = if obj.optional_str("client_auth")? == Some("private_key_jwt") {
+        ClientAuth::PrivateKeyJwt(parse_client_key(obj)?)
+    } else {
+        parse_client_secret(obj)?
+    };
+    Ok(Client { id, auth })
+}
+
+/// `private_key_jwt`: the client's key, a JWK inline (`client_key`, an
+/// object or its JSON text) or in the environment (`client_key_env`); no
+/// secret.
+fn parse_client_key(obj: &Obj) -> Result<ClientKey, ConfigError> {
+    for key in ["client_secret", "client_secret_env"] {
+        if obj.get(key).is_some() {
+            return Err(obj.error(key, "is not used with \"private_key_jwt\"".into()));
         }
-        let jwk = match (obj.get("client_key"), obj.optional_str("client_key_env")?) {
-            (Some(_), Some(_)) => {
-                return Err(obj.error(
-                    "client_key",
-                    "give either \"client_key\" or \"client_key_env\", not both".into(),
-                ))
-            }
-            (Some(serde_json::Value::String(text)), None) => serde_json::from_str(text)
-                .map_err(|_| obj.error("client_key", "is not a JWK".into()))?,
-            (Some(value), None) => value.clone(),
-            (None, Some(name)) => {
-                let text = std::env::var(name).map_err(|_| {
-                    obj.error(
-                        "client_key_env",
-                        format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
-                    )
-                })?;
-                serde_json::from_str(&text).map_err(|_| {
-                    obj.error(
-                        "client_key_env",
-                        format!("environment variable {name:?} holds no JWK"),
-                    )
-                })?
-            }
-            (None, None) => {
-                return Err(obj.error(
-                    "client_key",
-                    "is required with \"private_key_jwt\" (or \"client_key_env\")".into(),
-                ))
-            }
-        };
-        let field = if obj.get("client_key").is_some() {
-            "client_key"
-        } else {
-            "client_key_env"
-        };
-        let key = ClientKey::from_jwk(&jwk).map_err(|m| obj.error(field, m))?;
-        return Ok(Client {
-            id,
-            auth: ClientAuth::PrivateKeyJwt(key),
-        });
     }
+    let jwk = match (obj.get("client_key"), obj.optional_str("client_key_env")?) {
+        (Some(_), Some(_)) => {
+            return Err(obj.error(
+                "client_key",
+                "give either \"client_key\" or \"client_key_env\", not both".into(),
+            ))
+        }
+        (Some(serde_json::Value::String(text)), None) => serde_json::from_str(text)
+            .map_err(|_| obj.error("client_key", "is not a JWK".into()))?,
+        (Some(value), None) => value.clone(),
+        (None, Some(name)) => {
+            let text = std::env::var(name).map_err(|_| {
+                obj.error(
+                    "client_key_env",
+                    format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|_| {
+                obj.error(
+                    "client_key_env",
+                    format!("environment variable {name:?} holds no JWK"),
+                )
+            })?
+        }
+        (None, None) => {
+            return Err(obj.error(
+                "client_key",
+                "is required with \"private_key_jwt\" (or \"client_key_env\")".into(),
+            ))
+        }
+    };
+    let field = if obj.get("client_key").is_some() {
+        "client_key"
+    } else {
+        "client_key_env"
+    };
+    ClientKey::from_jwk(&jwk).map_err(|m| obj.error(field, m))
+}
+
+/// A client secret, inline (`client_secret`) or in the environment
+/// (`client_secret_env`), sent as `client_auth` says; no key.
+fn parse_client_secret(obj: &Obj) -> Result<ClientAuth, ConfigError> {
     for key in ["client_key", "client_key_env"] {
         if obj.get(key).is_some() {
             return Err(obj.error(key, "is only used with \"private_key_jwt\"".into()));
@@ -379,17 +390,14 @@ fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
         return Err(obj.error("client_secret", "must not be empty".into()));
     }
     let secret = Secret::new(&secret);
-    let auth = match obj.optional_str("client_auth")? {
-        None | Some("client_secret_basic") => ClientAuth::SecretBasic(secret),
-        Some("client_secret_post") => ClientAuth::SecretPost(secret),
-        Some(other) => {
-            return Err(obj.error(
-                "client_auth",
-                format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\""),
-            ))
-        }
-    };
-    Ok(Client { id, auth })
+    match obj.optional_str("client_auth")? {
+        None | Some("client_secret_basic") => Ok(ClientAuth::SecretBasic(secret)),
+        Some("client_secret_post") => Ok(ClientAuth::SecretPost(secret)),
+        Some(other) => Err(obj.error(
+            "client_auth",
+            format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\""),
+        )),
+    }
 }
 
 /// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.
