@@ -39,7 +39,7 @@ use mcp_authz::config::Policy;
 use mcp_authz::dpop::replay;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
-use mcp_authz::jwks::KeySet;
+use mcp_authz::keys::jwks::KeySet;
 use mcp_authz::mcp::param_headers::ParamHeader;
 use mcp_authz::shared_data::SharedMap;
 use mcp_authz::token_cache::VerifiedTokenCache;
@@ -484,16 +484,10 @@ struct FakeHost {
     shared: SharedMap,
 }
 
-impl SharedData for FakeHost {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-}
-
 impl Host for FakeHost {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
     fn calls_in_flight(&self) -> usize {
         0
     }

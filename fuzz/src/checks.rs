@@ -25,7 +25,7 @@ use mcp_authz::config::{JwksSource, Policy};
 use mcp_authz::dpop::{self, htu, DpopPolicy};
 use mcp_authz::gate::{self, RequestHead};
 use mcp_authz::identity::Identity;
-use mcp_authz::jwks::{Algorithm, KeySet};
+use mcp_authz::keys::jwks::{Algorithm, KeySet};
 use mcp_authz::lists::{self, reference, Item, Keep, ListError, ListKind, PendingLists, SseFilter};
 use mcp_authz::mcp::{self, Body, BodyError, Message};
 use mcp_authz::policy;

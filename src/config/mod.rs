@@ -11,7 +11,7 @@ pub use authorization_server::{
 };
 
 use crate::glob::Glob;
-use crate::jwks::{Algorithm, KeySet};
+use crate::keys::jwks::{Algorithm, KeySet};
 
 /// Everything the filter needs to decide, validated and compiled once.
 #[derive(Debug, Clone)]

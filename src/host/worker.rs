@@ -4,7 +4,7 @@
 //! authorization server, and the calls in flight.
 
 use super::abi;
-use super::keys::{HostProxy, HostShared};
+use super::abi::HostShared;
 use super::stats::Stats;
 use crate::authorization_server::{shared, Purpose};
 use crate::config::Policy;
@@ -62,7 +62,7 @@ pub struct Request {
 
 impl Worker {
     pub fn new(policy: Policy, stats: Stats, now_ms: u64) -> Worker {
-        let slots = KeySlot::for_policy(&policy, now_ms, &mut HostProxy { stats: &stats });
+        let slots = KeySlot::for_policy(&policy, now_ms);
         if policy.providers.iter().any(|p| p.introspection.is_some()) {
             shared::prepare(&mut HostShared, Purpose::Introspection);
         }
