@@ -1,9 +1,10 @@
 //! Rule conditions: a `when` expression in CEL (Common Expression Language)
 //! that a rule needs to be true to match. Compiled once when the
-//! configuration loads — parsed, its variables and functions checked, and
-//! tried on a sample request so an expression that cannot yield a boolean is
-//! refused — and evaluated per call against what the filter verified: the
-//! body's method, name and arguments, the request headers, the token.
+//! configuration loads — parsed, its variables and functions checked, its
+//! type inferred (`condition/boolean.rs`) and tried on a sample request so
+//! an expression that cannot yield a boolean is refused — and evaluated per
+//! call against what the filter verified: the body's method, name and
+//! arguments, the request headers, the token.
 //!
 //! The variables (README "Conditions"):
 //! `request.method`, `request.name`, `request.arguments`, `request.headers`,
@@ -97,7 +98,8 @@ pub enum EvalError {
 impl Condition {
     /// Compiles `source`. Refused: a syntax error, a variable or field that
     /// does not exist (`request.argument`), a function this build lacks, an
-    /// expression that yields something other than a boolean on a sample
+    /// expression that cannot yield a boolean whatever the request
+    /// (`condition/boolean.rs`) or that yields something else on a sample
     /// request.
     pub fn compile(source: &str) -> Result<Condition, String> {
         let expr = PrattParser::new()
@@ -106,6 +108,7 @@ impl Condition {
             .map_err(|e| format!("does not parse: {}", first_line(&e.to_string())))?;
         let mut reads = Reads::default();
         check(&expr, &mut Vec::new(), &mut reads)?;
+        boolean::check(&expr)?;
         reads.header_names.sort();
         reads.header_names.dedup();
         let mut expr = expr;
@@ -317,5 +320,6 @@ pub fn to_cel(value: &Value) -> Cel {
     }
 }
 
+mod boolean;
 #[cfg(test)]
 mod tests;

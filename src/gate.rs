@@ -242,7 +242,8 @@ pub fn pending_lists(body: &Body) -> PendingLists {
 /// `uri` or `uriTemplate`, per [`ListKind::item_key`]): the same rule
 /// engine, asked about the call the item stands for. A resource template is
 /// kept when its `uriTemplate` text itself is allowed for `resources/read`
-/// (so `docs://*` keeps `docs://{path}`).
+/// (so `docs://*` keeps `docs://{path}`). The rules whose condition could
+/// not be evaluated go to `errors`.
 pub fn may_use(
     policy: &Policy,
     identity: &Identity,
@@ -250,13 +251,22 @@ pub fn may_use(
     now_s: u64,
     kind: ListKind,
     name: &str,
+    errors: &mut Vec<String>,
 ) -> bool {
     let method = match kind {
         ListKind::Tools => "tools/call",
         ListKind::Prompts => "prompts/get",
         ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
     };
-    policy::may_call(&policy.rules, method, name, identity, headers, now_s)
+    policy::may_call(
+        &policy.rules,
+        method,
+        name,
+        identity,
+        headers,
+        now_s,
+        errors,
+    )
 }
 
 #[cfg(test)]

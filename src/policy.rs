@@ -249,7 +249,9 @@ pub fn decide_body(
 }
 
 /// Whether the caller may make some call to a listed item, whatever its
-/// arguments: used to filter list results.
+/// arguments: used to filter list results. As for a call, a condition that
+/// cannot be evaluated counts against the caller and its rule's name goes to
+/// `errors`.
 pub fn may_call(
     rules: &[Rule],
     method: &str,
@@ -257,6 +259,7 @@ pub fn may_call(
     identity: &Identity,
     headers: &[(String, String)],
     now_s: u64,
+    errors: &mut Vec<String>,
 ) -> bool {
     let call = Call {
         method,
@@ -265,11 +268,9 @@ pub fn may_call(
         headers,
         now_s,
     };
-    // Asked once per listed item: nothing is copied out of the rules.
-    matches!(
-        judge(rules, &call, identity, &mut Vec::new()),
-        Verdict::Allowed(_)
-    )
+    // Asked once per listed item: nothing is copied out of the rules (a
+    // rule's name only when its condition could not be evaluated).
+    matches!(judge(rules, &call, identity, errors), Verdict::Allowed(_))
 }
 
 /// How one rule stands towards one call, for explaining a decision.
@@ -1011,29 +1012,34 @@ mod tests {
         );
     }
 
+    /// Whether a list shows the item to `identity` (no condition errors
+    /// expected).
+    fn may_list(rules: &[Rule], method: &str, name: &str, identity: &Identity) -> bool {
+        let mut errors = Vec::new();
+        let listed = may_call(rules, method, name, identity, &[], 0, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        listed
+    }
+
     #[test]
     fn may_call_filters_lists() {
         let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
-        assert!(may_call(&rules, "tools/call", "get_x", &reader, &[], 0));
-        assert!(!may_call(&rules, "tools/call", "set_x", &reader, &[], 0));
-        assert!(!may_call(
+        assert!(may_list(&rules, "tools/call", "get_x", &reader));
+        assert!(!may_list(&rules, "tools/call", "set_x", &reader));
+        assert!(!may_list(
             &rules,
             "tools/call",
             "get_x",
-            &identity(&["reader"], &[]),
-            &[],
-            0
+            &identity(&["reader"], &[])
         ));
-        assert!(!may_call(
+        assert!(!may_list(
             &rules,
             "tools/call",
             "delete_x",
-            &identity(&["admin"], &["mcp:read", "mcp:write"]),
-            &[],
-            0
+            &identity(&["admin"], &["mcp:read", "mcp:write"])
         ));
-        assert!(!may_call(&rules, "prompts/get", "p", &reader, &[], 0));
+        assert!(!may_list(&rules, "prompts/get", "p", &reader));
     }
 
     fn when(mut rule: Rule, source: &str) -> Rule {
@@ -1143,6 +1149,61 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_that_cannot_be_evaluated_for_a_list_counts_against_the_caller_and_is_noted() {
+        let tenant_only = |effect, name: &str, source| {
+            when(
+                rule(name, effect, &["tools/call"], Some(&["query"]), None, None),
+                source,
+            )
+        };
+        // The caller's token has no `tenant` claim: neither condition can be
+        // evaluated. The allow rule does not allow, the deny rule denies.
+        let caller = identity(&["reader"], &[]);
+        for (rules, failed) in [
+            (
+                vec![tenant_only(
+                    Effect::Allow,
+                    "acme only",
+                    "token.claims.tenant == 'acme'",
+                )],
+                "acme only",
+            ),
+            (
+                vec![
+                    rule("all", Effect::Allow, &["tools/call"], None, None, None),
+                    tenant_only(Effect::Deny, "no globex", "token.claims.tenant == 'globex'"),
+                ],
+                "no globex",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            assert!(!may_call(
+                &rules,
+                "tools/call",
+                "query",
+                &caller,
+                &[],
+                0,
+                &mut errors
+            ));
+            assert_eq!(errors, vec![failed.to_string()]);
+        }
+        // A condition on the arguments is not evaluated for a list: no error.
+        let mut errors = Vec::new();
+        let rules = vec![small_transfers()];
+        assert!(may_call(
+            &rules,
+            "tools/call",
+            "transfer",
+            &identity(&["clerk"], &[]),
+            &[],
+            0,
+            &mut errors
+        ));
+        assert!(errors.is_empty());
+    }
+
+    #[test]
     fn lists_keep_what_some_arguments_could_allow() {
         let rules = vec![
             small_transfers(),
@@ -1170,16 +1231,14 @@ mod tests {
             ),
         ];
         let reader = identity(&["reader"], &[]);
-        assert!(may_call(&rules, "tools/call", "transfer", &reader, &[], 0));
+        assert!(may_list(&rules, "tools/call", "transfer", &reader));
         // A condition on the token alone is decided at list time too.
-        assert!(!may_call(&rules, "tools/call", "audit", &reader, &[], 0));
-        assert!(may_call(
+        assert!(!may_list(&rules, "tools/call", "audit", &reader));
+        assert!(may_list(
             &rules,
             "tools/call",
             "audit",
-            &identity(&["admin"], &[]),
-            &[],
-            0
+            &identity(&["admin"], &[])
         ));
     }
 

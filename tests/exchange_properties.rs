@@ -33,9 +33,10 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
+use mcp_authz::answer::Answer as FilterAnswer;
 use mcp_authz::authorization_server::shared;
-use mcp_authz::authorization_server::{Call, CallAnswer, Purpose};
-use mcp_authz::config::Policy;
+use mcp_authz::authorization_server::{Call, CallAnswer, Purpose, MAX_CALLS_IN_FLIGHT};
+use mcp_authz::config::{Mode, Policy};
 use mcp_authz::dpop::replay;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
@@ -482,6 +483,8 @@ struct FakeHost {
     /// The proxy's shared data (the DPoP replay memory, the authorization
     /// server's answers).
     shared: SharedMap,
+    /// Calls to the authorization server this worker has under way.
+    in_flight: usize,
 }
 
 impl Host for FakeHost {
@@ -489,7 +492,7 @@ impl Host for FakeHost {
         &mut self.shared
     }
     fn calls_in_flight(&self) -> usize {
-        0
+        self.in_flight
     }
     fn digest_key(&self) -> [u8; 32] {
         [9; 32]
@@ -702,6 +705,7 @@ fn drive_request(r: &Request) -> (World, Run) {
                 }
                 shared
             },
+            in_flight: 0,
         },
         ring,
         cache: VerifiedTokenCache::new(8),
@@ -1756,35 +1760,43 @@ fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
     );
 }
 
+/// A run of requests to `policy` that may call the authorization server:
+/// A's keys at hand, `in_flight` calls already under way on the worker, and
+/// shared data with the tables for the answers when `shared_slots`.
+fn call_run(policy: Policy, in_flight: usize, shared_slots: bool) -> Run {
+    let mut host = FakeHost {
+        shared: SharedMap::default(),
+        request_body: Vec::new(),
+        response_buffer: Vec::new(),
+        fetch_asked: false,
+        refetch_granted: false,
+        refetch_asked: false,
+        in_flight,
+    };
+    if shared_slots {
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        shared::prepare(&mut host.shared, Purpose::TokenExchange);
+    }
+    replay::prepare(&mut host.shared, [2; 32]);
+    Run {
+        exchange: Exchange::new(),
+        host,
+        ring: KeyRing {
+            sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
+            generations: vec![1],
+        },
+        cache: VerifiedTokenCache::new(8),
+        policy,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
     fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
         let policy = call_policy(c.exchange.is_some(), c.dpop_required);
-        let mut host = FakeHost {
-            shared: SharedMap::default(),
-            request_body: Vec::new(),
-            response_buffer: Vec::new(),
-            fetch_asked: false,
-            refetch_granted: false,
-            refetch_asked: false,
-        };
-        if c.shared_slots {
-            shared::prepare(&mut host.shared, Purpose::Introspection);
-            shared::prepare(&mut host.shared, Purpose::TokenExchange);
-        }
-        replay::prepare(&mut host.shared, [2; 32]);
-        let mut run = Run {
-            exchange: Exchange::new(),
-            host,
-            ring: KeyRing {
-                sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
-                generations: vec![1],
-            },
-            cache: VerifiedTokenCache::new(8),
-            policy,
-        };
+        let mut run = call_run(policy, 0, c.shared_slots);
         let world = drive_with_calls(&c, &mut run, "call-1");
         check_with_calls(&c, &world, true);
         prop_assert!(!run.host.shared.contains(OPAQUE.as_bytes()), "a token was stored in shared data");
@@ -1817,4 +1829,287 @@ proptest! {
         let client = drive_answer(&mut run, &a);
         check_answer(&r, &a, &client);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Named cases: a worker at its limit of calls in flight, and audit mode
+// when the authorization server cannot vouch for a token or give the
+// upstream its own.
+
+/// One POST of `body` with `authorization` through `policy`, on a worker
+/// with `in_flight` calls to the authorization server already under way;
+/// each call the filter makes is answered by `answer`, by purpose. What the
+/// world saw, and every effect.
+fn drive_one(
+    policy: Policy,
+    in_flight: usize,
+    authorization: &str,
+    body: &[u8],
+    answer: impl Fn(Purpose) -> Option<CallAnswer>,
+) -> (World, Vec<Effect>) {
+    let mut run = call_run(policy, in_flight, true);
+    run.host.request_body = body.to_vec();
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("authorization".to_string(), authorization.to_string()),
+    ];
+    let mut world = World {
+        headers: headers.clone(),
+        ..World::default()
+    };
+    let mut effects = Vec::new();
+    let head = RequestHead::new("POST", "/mcp", headers);
+    let output = run.event(|ex, env| ex.on_request_headers(env, head, false));
+    after_request_callback(&mut world, &output, false);
+    effects.extend(output.effects);
+    let mut answered = 0;
+    let mut body_sent = false;
+    loop {
+        if answered < world.calls.len() {
+            let purpose = purpose_of(&world.calls[answered]);
+            answered += 1;
+            let output =
+                run.event(|ex, env| ex.on_authorization_server_answer(env, answer(purpose)));
+            after_request_callback(&mut world, &output, body_sent);
+            effects.extend(output.effects);
+        } else if !body_sent {
+            body_sent = true;
+            let output = run.event(|ex, env| ex.on_request_body(env, body.len(), true));
+            after_request_callback(&mut world, &output, true);
+            effects.extend(output.effects);
+        } else {
+            break;
+        }
+    }
+    (world, effects)
+}
+
+fn sent(effects: &[Effect]) -> Option<&FilterAnswer> {
+    effects.iter().find_map(|e| match e {
+        Effect::SendAnswer(answer) => Some(answer),
+        _ => None,
+    })
+}
+
+fn counted(effects: &[Effect], name: &str) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Count(c, n) if c.name() == name && *n > 0))
+}
+
+/// The JSON-RPC error code of an answer.
+fn error_code(answer: &FilterAnswer) -> i64 {
+    let body: Value = serde_json::from_slice(&answer.body).expect("a JSON-RPC error");
+    body["error"]["code"].as_i64().expect("a code")
+}
+
+fn header<'a>(answer: &'a FilterAnswer, name: &str) -> Option<&'a str> {
+    answer
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn calls_for(world: &World, purpose: Purpose) -> usize {
+    world
+        .calls
+        .iter()
+        .filter(|c| purpose_of(c) == purpose)
+        .count()
+}
+
+fn jwt_caller(roles: &[&str]) -> String {
+    format!("Bearer {}", sign(&keys().a, A, roles, None))
+}
+
+fn audit(mut policy: Policy) -> Policy {
+    policy.mode = Mode::Audit;
+    policy
+}
+
+fn list_body() -> Vec<u8> {
+    body_of(Payload::List)
+}
+
+fn issued(purpose: Purpose) -> Option<CallAnswer> {
+    match purpose {
+        Purpose::Introspection => introspection_answer(Introspected::Active, false),
+        Purpose::TokenExchange => exchange_answer(Exchanged::Issued),
+    }
+}
+
+#[test]
+fn a_worker_at_its_limit_of_calls_in_flight_answers_503_and_forwards_nothing() {
+    // (who calls, the answer's JSON-RPC code, the counters it moves)
+    let cases = [
+        (
+            format!("Bearer {OPAQUE}"),
+            false,
+            -32006,
+            ["introspection.busy", "denied.introspection_unavailable"],
+        ),
+        (
+            jwt_caller(&["reader"]),
+            true,
+            -32007,
+            ["token_exchange.busy", "denied.upstream_token_unavailable"],
+        ),
+    ];
+    for (authorization, exchange, code, counters) in cases {
+        let (world, effects) = drive_one(
+            call_policy(exchange, false),
+            MAX_CALLS_IN_FLIGHT,
+            &authorization,
+            &list_body(),
+            issued,
+        );
+        assert!(world.calls.is_empty(), "no call past the limit");
+        assert!(world.forwarded.is_none(), "nothing forwarded");
+        let answer = sent(&effects).expect("answered");
+        assert_eq!(answer.status, 503);
+        assert_eq!(header(answer, "retry-after"), Some("5"));
+        assert_eq!(error_code(answer), code);
+        for counter in counters {
+            assert!(counted(&effects, counter), "{counter}: {effects:?}");
+        }
+        // One call fewer in flight: the call is made and the request goes on.
+        let (world, effects) = drive_one(
+            call_policy(exchange, false),
+            MAX_CALLS_IN_FLIGHT - 1,
+            &authorization,
+            &list_body(),
+            issued,
+        );
+        assert_eq!(world.calls.len(), 1, "{effects:?}");
+        assert!(world.forwarded.is_some(), "{effects:?}");
+    }
+    assert_eq!(MAX_CALLS_IN_FLIGHT, 64, "the README's figure");
+}
+
+#[test]
+fn in_audit_mode_a_token_introspection_cannot_vouch_for_goes_on_with_no_identity_and_no_upstream_token(
+) {
+    // The authorization server calls the token inactive, cannot be reached,
+    // answers garbage, or this worker is at its limit.
+    let cases = [
+        (Introspected::Inactive, 0, "invalid_token.inactive"),
+        (
+            Introspected::NoAnswer,
+            0,
+            "denied.introspection_unavailable",
+        ),
+        (Introspected::Garbage, 0, "denied.introspection_unavailable"),
+        (
+            Introspected::Active,
+            MAX_CALLS_IN_FLIGHT,
+            "denied.introspection_unavailable",
+        ),
+    ];
+    for (introspected, in_flight, counter) in cases {
+        let (world, effects) = drive_one(
+            audit(call_policy(true, false)),
+            in_flight,
+            &format!("Bearer {OPAQUE}"),
+            &list_body(),
+            |purpose| match purpose {
+                Purpose::Introspection => introspection_answer(introspected, false),
+                Purpose::TokenExchange => exchange_answer(Exchanged::Issued),
+            },
+        );
+        let what = format!("{introspected:?}, {in_flight} in flight");
+        let forwarded = world.forwarded.as_ref().expect(&what);
+        assert!(counted(&effects, counter), "{what}: {effects:?}");
+        assert!(counted(&effects, "audit_would_deny"), "{what}");
+        // No identity: nothing to exchange, no token of any kind upstream.
+        assert_eq!(calls_for(&world, Purpose::TokenExchange), 0, "{what}");
+        assert!(
+            !forwarded
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("authorization")
+                    || n.eq_ignore_ascii_case("x-mcp-roles")),
+            "{what}: {forwarded:?}"
+        );
+    }
+}
+
+#[test]
+fn in_audit_mode_a_failed_exchange_is_still_refused_and_nothing_forwarded() {
+    // A verified caller (a JWT, or an opaque token introspection vouches
+    // for), for a call the rules allow and for one they would refuse.
+    let callers = [jwt_caller(&["reader"]), format!("Bearer {OPAQUE}")];
+    let bodies = [list_body(), body_of(Payload::DeniedCall)];
+    let failures = [
+        (Exchanged::Refused, 0, 502),
+        (Exchanged::WrongAudience, 0, 502),
+        (Exchanged::ServerError, 0, 503),
+        (Exchanged::NoAnswer, 0, 503),
+        (Exchanged::Issued, MAX_CALLS_IN_FLIGHT, 503),
+    ];
+    for authorization in &callers {
+        for body in &bodies {
+            for (exchanged, in_flight, status) in failures {
+                if authorization.contains(OPAQUE) && in_flight > 0 {
+                    // At the limit an opaque token is not even introspected
+                    // (the test above).
+                    continue;
+                }
+                let (world, effects) = drive_one(
+                    audit(call_policy(true, false)),
+                    in_flight,
+                    authorization,
+                    body,
+                    |purpose| match purpose {
+                        Purpose::Introspection => introspection_answer(Introspected::Active, false),
+                        Purpose::TokenExchange => exchange_answer(exchanged),
+                    },
+                );
+                let what = format!(
+                    "{exchanged:?}, {in_flight} in flight, {}",
+                    String::from_utf8_lossy(body)
+                );
+                assert!(world.forwarded.is_none(), "{what}: {effects:?}");
+                let answer = sent(&effects).expect(&what);
+                assert_eq!(answer.status, status, "{what}");
+                assert_eq!(error_code(answer), -32007, "{what}");
+                assert!(
+                    counted(&effects, "denied.upstream_token_unavailable"),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn in_audit_mode_a_call_the_rules_would_refuse_goes_on_with_the_exchanged_token() {
+    let (world, effects) = drive_one(
+        audit(call_policy(true, false)),
+        0,
+        &jwt_caller(&["reader"]),
+        &body_of(Payload::DeniedCall),
+        issued,
+    );
+    assert!(counted(&effects, "audit_would_deny"));
+    assert_eq!(calls_for(&world, Purpose::TokenExchange), 1);
+    let forwarded = world.forwarded.expect("audit mode lets it on");
+    let authorization: Vec<&str> = forwarded
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        authorization,
+        vec![format!("Bearer {}", exchanged_token(UPSTREAM_AUDIENCE)).as_str()]
+    );
+    // In enforce mode the same call is refused and makes no exchange.
+    let (world, effects) = drive_one(
+        call_policy(true, false),
+        0,
+        &jwt_caller(&["reader"]),
+        &body_of(Payload::DeniedCall),
+        issued,
+    );
+    assert_eq!(sent(&effects).map(|a| a.status), Some(403));
+    assert!(world.calls.is_empty());
 }

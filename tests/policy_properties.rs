@@ -198,7 +198,7 @@ proptest! {
         let items: Vec<Value> = tools.iter().map(|n| json!({"name": n})).collect();
         let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": items}}).to_string();
         let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
-        let keep = |item: &Item| item.key().is_some_and(|n| gate::may_use(&p, &id, &[], 0, item.kind(), n));
+        let keep = |item: &Item| item.key().is_some_and(|n| gate::may_use(&p, &id, &[], 0, item.kind(), n, &mut Vec::new()));
         let filtered = lists::filter_json(answer.as_bytes(), &pending, &keep).expect("valid answer");
         let out: Value = serde_json::from_slice(&filtered.body).expect("json");
         let kept: Vec<&str> = out["result"]["tools"].as_array().expect("tools").iter()
@@ -222,7 +222,7 @@ proptest! {
             now_s: 0,
         };
         if decide(&p.rules, &call, &id, &mut Vec::new()).is_allow() {
-            prop_assert!(gate::may_use(&p, &id, &[], 0, ListKind::Tools, name));
+            prop_assert!(gate::may_use(&p, &id, &[], 0, ListKind::Tools, name, &mut Vec::new()));
         }
     }
 

@@ -167,8 +167,8 @@ impl AnswerWatch {
             }
             Reading::Sse(filter) => {
                 let chunk = read(len);
-                let learned = Learned::default();
-                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
+                let seen = Seen::default();
+                let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
                 let before = filter.removed();
                 let mut out = filter.push(&chunk, &keep);
                 if end {
@@ -182,7 +182,7 @@ impl AnswerWatch {
                 match out {
                     Ok(bytes) => {
                         let mut effects = removed_count(removed);
-                        effects.extend(learn(learned));
+                        effects.extend(seen.effects());
                         if bytes != chunk {
                             effects.push(Effect::ReplaceResponseBody { len, bytes });
                         }
@@ -196,6 +196,7 @@ impl AnswerWatch {
                         // event, and the rest of the stream is dropped.
                         self.reading = Reading::Replaced;
                         let mut effects = unreadable(&e.to_string());
+                        effects.extend(seen.effects());
                         effects.push(Effect::ReplaceResponseBody {
                             len,
                             bytes: answer::list_unfilterable_event(),
@@ -231,11 +232,13 @@ impl AnswerWatch {
                 output
             }
             Reading::Sse(filter) => {
-                let learned = Learned::default();
-                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
+                let seen = Seen::default();
+                let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
                 let left = filter.finish(&keep);
+                drop(keep);
                 self.reading = Reading::Done;
                 let mut output = Output::go_on();
+                output.effects.extend(seen.effects());
                 if !matches!(left, Ok(ref bytes) if bytes.is_empty()) {
                     output.effects.push(Effect::Log(
                         Level::Warn,
@@ -271,16 +274,16 @@ impl AnswerWatch {
             return Output::go_on();
         }
         let body = read(self.held);
-        let learned = Learned::default();
+        let seen = Seen::default();
         let filtered = {
-            let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
+            let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
             lists::filter_json(&body, &self.pending, &keep)
         };
         match filtered {
             Ok(filtered) => {
                 self.reading = Reading::Done;
                 let mut effects = removed_count(filtered.removed);
-                effects.extend(learn(learned));
+                effects.extend(seen.effects());
                 if filtered.changed {
                     effects.push(set_header(
                         "content-length",
@@ -296,7 +299,11 @@ impl AnswerWatch {
                     action: Action::Continue,
                 }
             }
-            Err(e) => self.replace_held_json(self.held, &e),
+            Err(e) => {
+                let mut output = self.replace_held_json(self.held, &e);
+                output.effects.splice(0..0, seen.effects());
+                output
+            }
         }
     }
 
@@ -392,22 +399,32 @@ fn set_header(name: &str, value: Option<String>) -> Effect {
 /// The item predicate: the caller may use the item (same rule engine); an
 /// item without the string it is judged by is removed. Every listed tool
 /// also tells what it declares as `Mcp-Param-*` headers: that goes to
-/// `learned`.
+/// `seen.learned`; the rules whose condition could not be evaluated go to
+/// `seen.condition_errors`.
 fn keeper<'a>(
     policy: &'a Policy,
     identity: &'a Identity,
     headers: &'a [(String, String)],
     now_s: u64,
-    learned: &'a Learned,
+    seen: &'a Seen,
 ) -> impl Fn(&Item) -> bool + 'a {
     move |item| {
         let Some(name) = item.key() else {
             return false;
         };
         if item.kind() == ListKind::Tools {
-            learned.borrow_mut().push(name, declared_headers(item));
+            seen.learned.borrow_mut().push(name, declared_headers(item));
         }
-        gate::may_use(policy, identity, headers, now_s, item.kind(), name)
+        let mut errors = seen.condition_errors.borrow_mut();
+        gate::may_use(
+            policy,
+            identity,
+            headers,
+            now_s,
+            item.kind(),
+            name,
+            &mut errors,
+        )
     }
 }
 
@@ -430,6 +447,41 @@ type Learned = RefCell<ToolList>;
 fn learn(learned: Learned) -> Option<Effect> {
     let learned = learned.into_inner();
     (!learned.is_empty()).then_some(Effect::LearnToolHeaders(learned))
+}
+
+/// What filtering a list noticed besides its verdicts.
+#[derive(Default)]
+struct Seen {
+    learned: Learned,
+    /// A rule's name for each condition that could not be evaluated.
+    condition_errors: RefCell<Vec<String>>,
+}
+
+impl Seen {
+    /// The effects of what was seen: the learned declarations shared, and
+    /// the condition errors counted (each) and logged (once per rule, with
+    /// how many items it met, never their names or values) as at call time.
+    fn effects(self) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = learn(self.learned).into_iter().collect();
+        let errors = self.condition_errors.into_inner();
+        let mut rules: Vec<&String> = Vec::new();
+        for rule in &errors {
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+        for rule in rules {
+            let items = errors.iter().filter(|r| *r == rule).count();
+            effects.push(Effect::Count(Counter::ConditionError, items as u64));
+            effects.push(Effect::Log(
+                Level::Warn,
+                format!(
+                    "mcp_authz: the condition of rule {rule:?} could not be evaluated for {items} listed item(s); it counted against the caller"
+                ),
+            ));
+        }
+        effects
+    }
 }
 
 #[cfg(test)]
@@ -497,5 +549,102 @@ mod tests {
             .map(|(name, _)| name.as_str())
             .collect();
         assert_eq!(declaring, ["routed", "escaped"]);
+    }
+
+    fn policy() -> Policy {
+        Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp.example.com",
+                "jwks": {"remote": {"cluster": "idp", "url": "https://idp.example.com/jwks"}}}],
+            "rules": [
+                {"effect": "allow", "methods": ["tools/list"]},
+                {"name": "acme tools", "effect": "allow", "methods": ["tools/call"],
+                 "names": ["query*"], "when": "token.claims.tenant == 'acme'"},
+                {"name": "readers", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"]}
+            ]
+        }))
+        .expect("policy")
+    }
+
+    /// The effects of filtering `answer` to `tools/list` (id 1) for a
+    /// caller whose token has no `tenant` claim, as JSON or as one event.
+    fn filter(answer: &Value, sse: bool) -> Vec<Effect> {
+        let policy = policy();
+        let identity = Rc::new(Identity::anonymous("https://idp.example.com"));
+        let pending = [(json!(1), ListKind::Tools)].into_iter().collect();
+        let mut watch = AnswerWatch::new(pending, identity, Vec::new());
+        let (media, body) = if sse {
+            (
+                "text/event-stream",
+                format!("event: message\ndata: {answer}\n\n"),
+            )
+        } else {
+            ("application/json", answer.to_string())
+        };
+        let head = ResponseHead {
+            status: 200,
+            content_types: vec![media.into()],
+            content_encodings: Vec::new(),
+        };
+        let mut effects = watch.on_headers(&policy, &head, false).effects;
+        let bytes = body.into_bytes();
+        let read = |len: usize| bytes[..len].to_vec();
+        effects.extend(watch.on_body(&policy, 0, bytes.len(), true, &read).effects);
+        effects
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_for_a_list_is_counted_and_logged_by_rule_name() {
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "query", "inputSchema": {"type": "object"}},
+            {"name": "query_secret_project_x", "inputSchema": {"type": "object"}},
+            {"name": "get_weather", "inputSchema": {"type": "object"}}
+        ]}});
+        for sse in [false, true] {
+            let effects = filter(&answer, sse);
+            // Both `query*` tools are hidden (the allow rule counts as
+            // false), the other stays.
+            let body = effects
+                .iter()
+                .find_map(|e| match e {
+                    Effect::ReplaceResponseBody { bytes, .. } => Some(bytes.clone()),
+                    _ => None,
+                })
+                .expect("the answer is rewritten");
+            let body = String::from_utf8(body).expect("text");
+            assert!(
+                body.contains("get_weather") && !body.contains("query"),
+                "{body}"
+            );
+            let counted: u64 = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Count(Counter::ConditionError, n) => Some(*n),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(counted, 2, "one per item it was evaluated for (sse: {sse})");
+            let logs: Vec<&String> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Log(Level::Warn, line) => Some(line),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(logs.len(), 1, "one line per rule: {logs:?}");
+            assert!(logs[0].contains("\"acme tools\"") && logs[0].contains("2 listed item"));
+            assert!(!logs[0].contains("query"), "never the items it met");
+        }
+    }
+
+    #[test]
+    fn a_list_whose_conditions_evaluate_counts_no_error() {
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "get_weather", "inputSchema": {"type": "object"}}
+        ]}});
+        let effects = filter(&answer, false);
+        assert!(!effects
+            .iter()
+            .any(|e| matches!(e, Effect::Count(Counter::ConditionError, _))));
     }
 }
