@@ -10,7 +10,7 @@
 //! dynamic values (a member of `request.arguments` or `token.claims`), which
 //! keep failing closed at run time when they are not.
 
-use cel::common::ast::{operators, Expr, IdedExpr, LiteralValue};
+use cel::common::ast::{operators, CallExpr, ComprehensionExpr, Expr, IdedExpr, LiteralValue};
 
 /// What an expression yields, as far as the configuration tells.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,127 +100,138 @@ pub(super) fn check(expr: &IdedExpr) -> Result<(), String> {
 /// their types.
 fn infer(expr: &IdedExpr, bound: &mut Vec<(String, Ty)>) -> Ty {
     match &expr.expr {
-        Expr::Literal(literal) => match literal {
-            LiteralValue::Boolean(_) => Ty::Bool,
-            LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_) => NUMBER,
-            LiteralValue::String(_) => STRING,
-            LiteralValue::Bytes(_) => Ty::Other("bytes"),
-            LiteralValue::Null => Ty::Other("null"),
-        },
+        Expr::Literal(literal) => literal_type(literal),
         Expr::List(_) => Ty::List(Box::new(Ty::Dyn)),
         Expr::Map(_) | Expr::Struct(_) => Ty::Map(Box::new(Ty::Dyn)),
-        Expr::Ident(name) => {
-            if let Some((_, ty)) = bound.iter().rev().find(|(b, _)| b == name) {
-                return ty.clone();
-            }
-            match name.as_str() {
-                "request" => Ty::Request,
-                "token" => Ty::Token,
-                "now" => NUMBER,
-                // `int`, `string`, … as values are types.
-                "int" | "uint" | "double" | "bool" | "string" | "bytes" | "list" | "map"
-                | "null_type" | "type" => Ty::Other("a type"),
-                _ => Ty::Dyn,
-            }
-        }
+        Expr::Ident(name) => ident_type(name, bound),
         // `has(x.f)`
         Expr::Select(select) if select.test => Ty::Bool,
         Expr::Select(select) => infer(&select.operand, bound).field(&select.field),
-        Expr::Call(call) => {
-            let arg = |i: usize, bound: &mut Vec<(String, Ty)>| {
-                call.args.get(i).map_or(Ty::Dyn, |a| infer(a, bound))
-            };
-            match call.func_name.as_str() {
-                operators::LOGICAL_NOT => {
-                    if arg(0, bound).may_be_bool() {
-                        Ty::Bool
-                    } else {
-                        Ty::Error("an error (`!` of something that is not true or false)")
-                    }
-                }
-                operators::LOGICAL_AND | operators::LOGICAL_OR => {
-                    // One side may decide alone (`false && x` is false).
-                    if arg(0, bound).may_be_bool() || arg(1, bound).may_be_bool() {
-                        Ty::Bool
-                    } else {
-                        Ty::Error(
-                            "an error (`&&` or `||` of two values that are not true or false)",
-                        )
-                    }
-                }
-                operators::EQUALS
-                | operators::NOT_EQUALS
-                | operators::LESS
-                | operators::LESS_EQUALS
-                | operators::GREATER
-                | operators::GREATER_EQUALS
-                | operators::IN
-                | operators::NOT_STRICTLY_FALSE
-                | "contains"
-                | "startsWith"
-                | "endsWith"
-                | "matches"
-                | "bool" => Ty::Bool,
-                operators::CONDITIONAL => join(arg(1, bound), arg(2, bound)),
-                operators::ADD => {
-                    let (a, b) = (arg(0, bound), arg(1, bound));
-                    match (a, b) {
-                        (Ty::List(e), _) | (_, Ty::List(e)) => Ty::List(e),
-                        (t @ Ty::Other(_), _) | (_, t @ Ty::Other(_)) => t,
-                        _ => Ty::Other("a number, a string, a list or bytes (`+`)"),
-                    }
-                }
-                operators::SUBSTRACT
-                | operators::MULTIPLY
-                | operators::DIVIDE
-                | operators::MODULO
-                | operators::NEGATE
-                | "size"
-                | "int"
-                | "uint"
-                | "double" => NUMBER,
-                "string" => STRING,
-                "bytes" => Ty::Other("bytes"),
-                "type" => Ty::Other("a type"),
-                operators::INDEX => {
-                    let operand = arg(0, bound);
-                    match call.args.get(1) {
-                        Some(key) => operand.index(key),
-                        None => Ty::Dyn,
-                    }
-                }
-                // `dyn(x)`, optionals (`x.?f`, `x[?k]`), anything else: up
-                // to the run time.
-                _ => Ty::Dyn,
-            }
-        }
-        Expr::Comprehension(c) => {
-            let range = infer(&c.iter_range, bound);
-            let element = match &range {
-                Ty::List(e) => (**e).clone(),
-                _ => Ty::Dyn,
-            };
-            let before = bound.len();
-            match &c.iter_var2 {
-                // `(index or key, element or value)`
-                Some(second) => {
-                    bound.push((c.iter_var.clone(), Ty::Dyn));
-                    let value = match &range {
-                        Ty::Map(v) => (**v).clone(),
-                        _ => element,
-                    };
-                    bound.push((second.clone(), value));
-                }
-                None => bound.push((c.iter_var.clone(), element)),
-            }
-            let accumulator = infer(&c.accu_init, bound);
-            bound.push((c.accu_var.clone(), accumulator));
-            let result = infer(&c.result, bound);
-            bound.truncate(before);
-            result
-        }
+        Expr::Call(call) => call_type(call, bound),
+        Expr::Comprehension(c) => comprehension_type(c, bound),
         Expr::Unspecified => Ty::Dyn,
     }
+}
+
+fn literal_type(literal: &LiteralValue) -> Ty {
+    match literal {
+        LiteralValue::Boolean(_) => Ty::Bool,
+        LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_) => NUMBER,
+        LiteralValue::String(_) => STRING,
+        LiteralValue::Bytes(_) => Ty::Other("bytes"),
+        LiteralValue::Null => Ty::Other("null"),
+    }
+}
+
+/// A variable: a comprehension's own, else one of the condition's.
+fn ident_type(name: &str, bound: &[(String, Ty)]) -> Ty {
+    if let Some((_, ty)) = bound.iter().rev().find(|(b, _)| b == name) {
+        return ty.clone();
+    }
+    match name {
+        "request" => Ty::Request,
+        "token" => Ty::Token,
+        "now" => NUMBER,
+        // `int`, `string`, … as values are types.
+        "int" | "uint" | "double" | "bool" | "string" | "bytes" | "list" | "map" | "null_type"
+        | "type" => Ty::Other("a type"),
+        _ => Ty::Dyn,
+    }
+}
+
+/// An operator or a function call.
+fn call_type(call: &CallExpr, bound: &mut Vec<(String, Ty)>) -> Ty {
+    let arg = |i: usize, bound: &mut Vec<(String, Ty)>| {
+        call.args.get(i).map_or(Ty::Dyn, |a| infer(a, bound))
+    };
+    match call.func_name.as_str() {
+        operators::LOGICAL_NOT => {
+            if arg(0, bound).may_be_bool() {
+                Ty::Bool
+            } else {
+                Ty::Error("an error (`!` of something that is not true or false)")
+            }
+        }
+        operators::LOGICAL_AND | operators::LOGICAL_OR => {
+            // One side may decide alone (`false && x` is false).
+            if arg(0, bound).may_be_bool() || arg(1, bound).may_be_bool() {
+                Ty::Bool
+            } else {
+                Ty::Error("an error (`&&` or `||` of two values that are not true or false)")
+            }
+        }
+        operators::EQUALS
+        | operators::NOT_EQUALS
+        | operators::LESS
+        | operators::LESS_EQUALS
+        | operators::GREATER
+        | operators::GREATER_EQUALS
+        | operators::IN
+        | operators::NOT_STRICTLY_FALSE
+        | "contains"
+        | "startsWith"
+        | "endsWith"
+        | "matches"
+        | "bool" => Ty::Bool,
+        operators::CONDITIONAL => join(arg(1, bound), arg(2, bound)),
+        operators::ADD => sum_type(arg(0, bound), arg(1, bound)),
+        operators::SUBSTRACT
+        | operators::MULTIPLY
+        | operators::DIVIDE
+        | operators::MODULO
+        | operators::NEGATE
+        | "size"
+        | "int"
+        | "uint"
+        | "double" => NUMBER,
+        "string" => STRING,
+        "bytes" => Ty::Other("bytes"),
+        "type" => Ty::Other("a type"),
+        operators::INDEX => {
+            let operand = arg(0, bound);
+            call.args.get(1).map_or(Ty::Dyn, |key| operand.index(key))
+        }
+        // `dyn(x)`, optionals (`x.?f`, `x[?k]`), anything else: up to the
+        // run time.
+        _ => Ty::Dyn,
+    }
+}
+
+/// The type of `a + b`: never a boolean.
+fn sum_type(a: Ty, b: Ty) -> Ty {
+    match (a, b) {
+        (Ty::List(e), _) | (_, Ty::List(e)) => Ty::List(e),
+        (t @ Ty::Other(_), _) | (_, t @ Ty::Other(_)) => t,
+        _ => Ty::Other("a number, a string, a list or bytes (`+`)"),
+    }
+}
+
+/// A macro's loop (`all`, `exists`, `map`, `filter`, …): its result, with
+/// the loop's variables bound while it is inferred.
+fn comprehension_type(c: &ComprehensionExpr, bound: &mut Vec<(String, Ty)>) -> Ty {
+    let range = infer(&c.iter_range, bound);
+    let element = match &range {
+        Ty::List(e) => (**e).clone(),
+        _ => Ty::Dyn,
+    };
+    let before = bound.len();
+    match &c.iter_var2 {
+        // `(index or key, element or value)`
+        Some(second) => {
+            bound.push((c.iter_var.clone(), Ty::Dyn));
+            let value = match &range {
+                Ty::Map(v) => (**v).clone(),
+                _ => element,
+            };
+            bound.push((second.clone(), value));
+        }
+        None => bound.push((c.iter_var.clone(), element)),
+    }
+    let accumulator = infer(&c.accu_init, bound);
+    bound.push((c.accu_var.clone(), accumulator));
+    let result = infer(&c.result, bound);
+    bound.truncate(before);
+    result
 }
 
 /// The type of `c ? a : b`: a boolean when either branch may be one.

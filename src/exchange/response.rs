@@ -165,47 +165,61 @@ impl AnswerWatch {
                 }
                 self.finish_json(policy, now_s, read)
             }
-            Reading::Sse(filter) => {
-                let chunk = read(len);
-                let seen = Seen::default();
-                let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
-                let before = filter.removed();
-                let mut out = filter.push(&chunk, &keep);
-                if end {
-                    out = out.and_then(|mut bytes| {
-                        bytes.extend(filter.finish(&keep)?);
-                        Ok(bytes)
-                    });
+            Reading::Sse(_) => self.filter_event_chunk(policy, now_s, len, end, read),
+        }
+    }
+
+    /// A chunk of an event stream: its list answers filtered as they
+    /// complete; what cannot be read ends the stream with an error event.
+    fn filter_event_chunk(
+        &mut self,
+        policy: &Policy,
+        now_s: u64,
+        len: usize,
+        end: bool,
+        read: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Output {
+        let Reading::Sse(filter) = &mut self.reading else {
+            return Output::go_on();
+        };
+        let chunk = read(len);
+        let seen = Seen::default();
+        let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
+        let before = filter.removed();
+        let mut out = filter.push(&chunk, &keep);
+        if end {
+            out = out.and_then(|mut bytes| {
+                bytes.extend(filter.finish(&keep)?);
+                Ok(bytes)
+            });
+        }
+        drop(keep);
+        let removed = filter.removed() - before;
+        match out {
+            Ok(bytes) => {
+                let mut effects = removed_count(removed);
+                effects.extend(seen.effects());
+                if bytes != chunk {
+                    effects.push(Effect::ReplaceResponseBody { len, bytes });
                 }
-                drop(keep);
-                let removed = filter.removed() - before;
-                match out {
-                    Ok(bytes) => {
-                        let mut effects = removed_count(removed);
-                        effects.extend(seen.effects());
-                        if bytes != chunk {
-                            effects.push(Effect::ReplaceResponseBody { len, bytes });
-                        }
-                        Output {
-                            effects,
-                            action: Action::Continue,
-                        }
-                    }
-                    Err(e) => {
-                        // The headers went out: the caller gets an error
-                        // event, and the rest of the stream is dropped.
-                        self.reading = Reading::Replaced;
-                        let mut effects = unreadable(&e.to_string());
-                        effects.extend(seen.effects());
-                        effects.push(Effect::ReplaceResponseBody {
-                            len,
-                            bytes: answer::list_unfilterable_event(),
-                        });
-                        Output {
-                            effects,
-                            action: Action::Continue,
-                        }
-                    }
+                Output {
+                    effects,
+                    action: Action::Continue,
+                }
+            }
+            Err(e) => {
+                // The headers went out: the caller gets an error event, and
+                // the rest of the stream is dropped.
+                self.reading = Reading::Replaced;
+                let mut effects = unreadable(&e.to_string());
+                effects.extend(seen.effects());
+                effects.push(Effect::ReplaceResponseBody {
+                    len,
+                    bytes: answer::list_unfilterable_event(),
+                });
+                Output {
+                    effects,
+                    action: Action::Continue,
                 }
             }
         }
