@@ -3,9 +3,10 @@ filter and how they read and check its answers.
 
 - `post` is how every test POSTs a JSON-RPC body to the MCP endpoint, over
   HTTP/1.1 by `http.client` or over any of `wire.TRANSPORTS`; `rpc`, `call`
-  and `LIST` are the bodies.
-- `modern_call`, `tool_call`, `raw_post` and `legacy_headers` send what a
-  2026-07-28 or a 2025 client sends to the official SDK's MCP server
+  and `LIST` are the bodies, `client_headers` the headers of a request
+  sent with `wire` directly.
+- `modern_call`, `tool_call`, `raw_post`, `routing_headers` and
+  `legacy_headers` send what a 2026-07-28 or a 2025 client sends to the official SDK's MCP server
   (`mcp_upstream.py`) behind Envoy: `SdkEnvoy` runs that stack with the
   policy over the server's tools, prompts and resources (`SDK_RULES`), and
   `READER`, `READER_NO_SCOPE`, `ADMIN`, `NO_ROLES` are its callers.
@@ -160,9 +161,33 @@ def tool_call(envoy, tool, arguments=None, **kw):
 
 
 def raw_post(envoy, body, token=READER, headers=None, path="/mcp"):
-    """POSTs `body` exactly as given (bytes or str), as a client that
-    accepts JSON and event streams."""
+    """POSTs `body` (bytes or str exactly as given, a dict or list as JSON)
+    as a client that accepts JSON and event streams; `headers` as `post`
+    takes them."""
+    if isinstance(headers, (list, tuple)):
+        return post(envoy, body, token, [("Accept", ACCEPT), *headers], path=path)
     return post(envoy, body, token, {"Accept": ACCEPT, **(headers or {})}, path=path)
+
+
+def client_headers(token):
+    """The headers of a client's POST as (name, value) pairs, for `wire`'s
+    requests: JSON, the answers it accepts, and `Authorization: Bearer
+    <token>` when `token`."""
+    headers = [("content-type", "application/json"), ("accept", ACCEPT)]
+    if token:
+        headers.append(("authorization", f"Bearer {token}"))
+    return headers
+
+
+def routing_headers(body):
+    """What a 2026-07-28 client adds to a POST of `body` (a JSON-RPC
+    request, as a dict): the protocol version, `Mcp-Method`, and `Mcp-Name`
+    for a call that names something."""
+    headers = [("MCP-Protocol-Version", MODERN), ("Mcp-Method", body["method"])]
+    field = NAME_FIELD.get(body["method"])
+    if field and field in body.get("params", {}):
+        headers.append(("Mcp-Name", body["params"][field]))
+    return headers
 
 
 def raw_modern(method_src, params_src, id_src="1"):

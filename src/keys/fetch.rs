@@ -164,7 +164,7 @@ impl KeySlot {
     /// Loads what another worker published or recorded, then asks for the
     /// lease when a fetch is due and none is under way. The first tick comes
     /// from configuring: it only creates the lease entry (see
-    /// [`Remote::claim_lease`]; Envoy configures its main-thread VMs before
+    /// `Remote::claim_lease`; Envoy configures its main-thread VMs before
     /// the workers', so the entry exists before any worker claims it).
     pub fn tick(&mut self, now_ms: u64, shared: &Snapshot) -> Vec<Effect> {
         let mut effects = Vec::new();

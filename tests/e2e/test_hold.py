@@ -18,6 +18,7 @@ import harness
 from configs import ISSUER, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
 from harness import Envoy
 from jwks_server import JwksServer
+from mcp_client import call, client_headers, raw_post, rpc
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims, jwks
 from wire import TRANSPORTS, Script, ScriptedUpstream, h2_request, send
@@ -47,6 +48,11 @@ def mint(roles, scope="mcp:read", key=KEY, issuer=ISSUER, headers=None, **extra)
 
 READER = mint(["reader"])
 ADMIN = mint(["admin"], "mcp:read mcp:write")
+HEADERS = client_headers(READER)
+
+# A call every rule refuses, and one a reader may make.
+DELETE = call("delete_everything", arguments={})
+WEATHER = call("get_weather", arguments={})
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +74,6 @@ def fresh_record(mcp_server):
     mcp_server.clear()
 
 
-def rpc(method, name=None, id=1):
-    params = {"name": name, "arguments": {}} if name else {}
-    return json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-
-
-def headers(token=READER, **extra):
-    h = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
-    if token:
-        h.append(("authorization", f"Bearer {token}"))
-    return h + [(k.replace("_", "-") if not k.startswith("raw_") else k[4:], v) for k, v in extra.items()]
-
-
 TRAILERS = [("x-foo", "bar")]
 
 
@@ -94,7 +88,7 @@ def error_code(body):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_denied_call(envoy, mcp_server, transport):
-    reply = send(transport, envoy, "POST", "/mcp", headers(), rpc("tools/call", "delete_everything"), TRAILERS)
+    reply = send(transport, envoy, "POST", "/mcp", HEADERS, DELETE, TRAILERS)
     assert reply.status == 403, reply.body
     assert error_code(reply.body) == -32003
     assert mcp_server.seen() == []
@@ -102,15 +96,15 @@ def test_trailers_do_not_release_a_denied_call(envoy, mcp_server, transport):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_request_without_a_token(envoy, mcp_server, transport):
-    reply = send(transport, envoy, "POST", "/mcp", headers(token=None), rpc("tools/call", "get_weather"), TRAILERS)
+    reply = send(transport, envoy, "POST", "/mcp", client_headers(None), WEATHER, TRAILERS)
     assert reply.status == 401, reply.body
     assert mcp_server.seen() == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_an_allowed_call_with_trailers_goes_on_with_the_filters_headers(envoy, mcp_server, transport):
-    hdrs = headers(x_mcp_subject="root", x_mcp_roles="admin")
-    reply = send(transport, envoy, "POST", "/mcp", hdrs, rpc("tools/call", "get_weather"), TRAILERS)
+    hdrs = HEADERS + [("x-mcp-subject", "root"), ("x-mcp-roles", "admin")]
+    reply = send(transport, envoy, "POST", "/mcp", hdrs, WEATHER, TRAILERS)
     assert reply.status == 200, reply.body
     [seen] = mcp_server.seen()
     assert seen["rpc"][0]["name"] == "get_weather"
@@ -128,14 +122,13 @@ def test_trailers_do_not_release_a_request_waiting_for_keys(envoy_version, mcp_s
         with Envoy(envoy_version, config(server.port), mcp_server.port,
                    clusters=[harness.cluster("idp", server.port)], trailers_listener=True) as e:
             good = mint(["reader"], key=REMOTE_KEY, issuer=REMOTE_ISSUER)
-            reply = send(transport, e, "POST", "/mcp", headers(token=good), rpc("tools/list"), TRAILERS)
+            reply = send(transport, e, "POST", "/mcp", client_headers(good), rpc("tools/list"), TRAILERS)
             assert reply.status == 200, reply.body
             fetches = server.count("/certs")
             mcp_server.clear()
             server.set(delay=1.0)
             forged = mint(["admin"], "mcp:read mcp:write", key=STRANGER, issuer=REMOTE_ISSUER)
-            reply = send(transport, e, "POST", "/mcp", headers(token=forged),
-                         rpc("tools/call", "delete_everything"), TRAILERS)
+            reply = send(transport, e, "POST", "/mcp", client_headers(forged), DELETE, TRAILERS)
             assert reply.status == 401, reply.body
             assert server.count("/certs") == fetches + 1, "the filter refetched the keys"
             assert mcp_server.seen() == []
@@ -161,7 +154,7 @@ def assert_refused_by_envoys_codec(reply, mcp_server):
 def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, transport, method):
     """The body is read and the call refused, whatever the method's case;
     over HTTP/1.1 such a method never gets past Envoy's codec."""
-    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, method, "/mcp", HEADERS, DELETE)
     if refused_by_envoys_codec(transport, method):
         assert_refused_by_envoys_codec(reply, mcp_server)
         return
@@ -173,7 +166,7 @@ def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, transport, metho
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "TRACE", "put"])
 def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, transport, method):
-    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "get_weather"))
+    reply = send(transport, envoy, method, "/mcp", HEADERS, WEATHER)
     if refused_by_envoys_codec(transport, method):
         assert_refused_by_envoys_codec(reply, mcp_server)
         return
@@ -185,7 +178,7 @@ def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, t
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["GET", "DELETE", "get", "OPTIONS"])
 def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, transport, method):
-    reply = send(transport, envoy, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, method, "/mcp", HEADERS, DELETE)
     if refused_by_envoys_codec(transport, method):
         assert_refused_by_envoys_codec(reply, mcp_server)
         return
@@ -197,7 +190,7 @@ def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, transport, meth
 def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, upstream):
     """Trailers alone make no body: the GET goes on once they came."""
     upstream.clear()
-    reply = h2_request(recording_envoy.port, "GET", "/mcp", headers(), None, trailers=[("x-foo", "bar")])
+    reply = h2_request(recording_envoy.port, "GET", "/mcp", HEADERS, None, trailers=[("x-foo", "bar")])
     assert reply.status == 200, reply.body
     assert [r["method"] for r in upstream.requests] == ["GET"]
 
@@ -208,11 +201,11 @@ def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, upst
 def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, transport, path):
     h = [("origin", "https://app.example"), ("access-control-request-method", "GET"),
          ("content-type", "application/json")]
-    reply = send(transport, envoy, "OPTIONS", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "OPTIONS", path, h, DELETE)
     assert reply.status == 204
     assert reply.headers["access-control-allow-origin"] == ["*"]
     assert "GET" in reply.headers["access-control-allow-methods"][0]
-    reply = send(transport, envoy, "PUT", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "PUT", path, h, DELETE)
     assert reply.status == 405
     reply = send(transport, envoy, "get" if transport == "h2" else "GET", path, [])
     assert reply.status == 200
@@ -232,8 +225,7 @@ def recording_envoy(envoy_version, upstream):
 def test_accept_encoding_is_not_passed_on(recording_envoy, upstream):
     """The upstream answers in plain bytes the filter can read."""
     upstream.clear()
-    status, _, _ = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                           {**dict(headers()), "Accept-Encoding": "gzip, deflate, br"})
+    status, _, _ = raw_post(recording_envoy, WEATHER, READER, {"Accept-Encoding": "gzip, deflate, br"})
     assert status == 200
     assert "accept-encoding" not in upstream.requests[0]["headers"]
 
@@ -260,7 +252,7 @@ def test_a_header_value_that_is_not_utf8_crashes_nothing(envoy, mcp_server):
     status = raw_exchange(envoy.port, b"GET /mcp HTTP/1.1\r\nHost: a\r\nX-Foo: \xff\xfe\r\n"
                                       b"Connection: close\r\n\r\n")
     assert status == 401
-    body = rpc("tools/call", "get_weather").encode()
+    body = json.dumps(WEATHER).encode()
     status = raw_exchange(envoy.port, b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
                                       b"Accept: application/json, text/event-stream\r\n"
                                       b"Authorization: Bearer " + READER.encode() + b"\r\nX-Foo: \xc3\x28\r\n"
@@ -268,7 +260,7 @@ def test_a_header_value_that_is_not_utf8_crashes_nothing(envoy, mcp_server):
                                       b"Connection: close\r\n\r\n" + body)
     assert status == 200
     for _ in range(3):
-        status, _, out = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"), dict(headers()))
+        status, _, out = raw_post(envoy, WEATHER, READER)
         assert status == 200, out
     assert "panicked" not in envoy.logs()
 
@@ -283,7 +275,7 @@ def test_request_trailers_carry_nothing_to_the_mcp_endpoint(envoy_version):
                                      chunks=['{"jsonrpc":"2.0","id":1,"result":{}}'])
             trailers = [("authorization", f"Bearer {ADMIN}"), ("x-mcp-roles", "admin"),
                         ("x_mcp_subject", "root"), ("mcp-name", "delete_everything"), ("x-foo", "bar")]
-            reply = h2_request(e.port, "POST", "/mcp", headers(), rpc("tools/call", "get_weather"), trailers)
+            reply = h2_request(e.port, "POST", "/mcp", HEADERS, json.dumps(WEATHER), trailers)
             assert reply.status == 200, reply.body
             [seen] = upstream.requests
             assert seen["trailers"] == []
@@ -302,12 +294,10 @@ def test_request_trailers_carry_nothing_to_the_mcp_endpoint(envoy_version):
 @pytest.mark.parametrize("spelling", ["Mcp_Name", "mcp_name", "MCP_NAME"])
 def test_routing_headers_in_other_spellings_are_checked_too(envoy, mcp_server, spelling):
     """`Mcp_Name` is `Mcp-Name` to a CGI-style server."""
-    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                    {**dict(headers()), spelling: "delete_everything"})
+    status, _, body = raw_post(envoy, WEATHER, READER, {spelling: "delete_everything"})
     assert status == 400, body
     assert json.loads(body)["error"]["code"] == -32020
-    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                    {**dict(headers()), "Mcp-Name": "get_weather", spelling: "get_weather"})
+    status, _, body = raw_post(envoy, WEATHER, READER, {"Mcp-Name": "get_weather", spelling: "get_weather"})
     assert status == 400, "two spellings are two copies"
     assert mcp_server.seen() == []
 
@@ -317,8 +307,7 @@ def test_routing_headers_in_other_spellings_are_checked_too(envoy, mcp_server, s
 def test_resource_uris_in_another_spelling_are_refused(envoy, mcp_server, uri):
     """A server may normalise a URI before reading it; a rule matches the
     text. Only the normal form is taken."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
-    status, _, out = envoy.request("POST", "/mcp", body, dict(headers()))
+    status, _, out = raw_post(envoy, rpc("resources/read", uri=uri), READER)
     assert status == 400, out
     assert json.loads(out)["error"]["code"] == -32600
     assert "normal form" in json.loads(out)["error"]["message"]
