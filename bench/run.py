@@ -7,8 +7,10 @@ route, so only the HTTP filters are measured. The load generator is wrk
 
     .venvs/test/bin/python bench/run.py            # the full run (about 6 minutes)
     .venvs/test/bin/python bench/run.py --quick    # 3 s runs, for trying it out
+    .venvs/test/bin/python bench/run.py --list-only --rounds 5   # the tools/list load alone
 
-Writes bench/RESULTS.md (not with --quick unless --write is given).
+Writes bench/RESULTS.md (not with --quick unless --write is given; never with
+--list-only).
 """
 
 import argparse
@@ -649,6 +651,28 @@ class Bench:
             out["marginal"][v] = per
         return out
 
+    def list_only(self):
+        """--list-only: the `tools/list` load alone, bare Envoy against
+        mcp_authz, in alternating rounds (the figure to watch while working
+        on list filtering); prints the rounds and their medians."""
+        a = self.args
+        variants = ["bare", "mcp_authz"]
+        try:
+            for v in variants:
+                self.envoys[v] = self.start(v)
+                self.verify(self.envoys[v])
+            load = Load(self.work, "list", "/list", rpc_body("tools/list"), [self.token])
+            print(f"== tools/list answer of {LIST_TOOLS} tools ({len(self.list_body):,} bytes): "
+                  f"{a.rounds} rounds, {a.warmup} s warm-up + {a.extra_seconds} s each")
+            _, runs = self.rounds(variants, load, a.extra_seconds, a.rounds)
+        finally:
+            for e in self.envoys.values():
+                e.stop()
+        cpu = {v: statistics.median(r["cpu_us_per_req"] for r in runs[v]) for v in variants}
+        print(f"\n   median Envoy CPU per request: bare {cpu['bare']:.0f} µs, mcp_authz "
+              f"{cpu['mcp_authz']:.0f} µs ({cpu['mcp_authz'] / cpu['bare']:.1f}×); load average "
+              + " / ".join(f"{x:.2f}" for x in os.getloadavg()))
+
     def run(self):
         a = self.args
         t_start = time.monotonic()
@@ -1169,6 +1193,8 @@ def main():
     p.add_argument("--skip-extras", action="store_true")
     p.add_argument("--quick", action="store_true", help="short runs; RESULTS.md not written")
     p.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
+    p.add_argument("--list-only", action="store_true",
+                   help="only the tools/list load, bare against mcp_authz (--rounds, --extra-seconds)")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.warmup, args.rounds, args.extra_seconds, args.startups = 3, 1, 1, 2, 1
@@ -1178,7 +1204,10 @@ def main():
     bench = Bench(args)
     bench.load_at_start = " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
     try:
-        bench.run()
+        if args.list_only:
+            bench.list_only()
+        else:
+            bench.run()
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
 

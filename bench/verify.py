@@ -1,11 +1,12 @@
 """Signature verification inside Envoy's V8: the filter's code against the
 libraries it could use instead, one verification at a time.
 
-Builds bench/verify (a proxy-wasm module compiling the filter's src/jwks.rs
-and src/signature.rs with the candidate libraries), mints one key and token
-per algorithm, starts Envoy with the module as a singleton bootstrap service
-and prints, per algorithm and candidate, microseconds per verification (the
-lowest and the median of the timed batches), then stops Envoy.
+Builds bench/verify (a proxy-wasm module compiling the filter's
+src/keys/jwks.rs and src/signature.rs with the candidate libraries), mints one
+key and token per algorithm, starts Envoy with the module as a singleton
+bootstrap service and prints, per algorithm and candidate, microseconds per
+verification (the lowest and the median of the timed batches), then stops
+Envoy.
 
     .venvs/test/bin/python bench/verify.py [--iterations N] [--batches B] [--json FILE] [--ring]
 

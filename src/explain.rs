@@ -9,12 +9,12 @@ use std::fmt::Write;
 
 use crate::answer::Answer;
 use crate::condition::EvalError;
-use crate::config::{Effect, Gateway, Policy};
+use crate::config::{Effect, Gateway, Policy, Rule};
 use crate::dpop::replay;
 use crate::exchange::{self, Exchange, Outcome as Verdict};
 use crate::gate::{self, Class, KeyRing, Reason, Refusal, RequestHead, Verb};
 use crate::identity::Identity;
-use crate::jwks::KeySet;
+use crate::keys::jwks::KeySet;
 use crate::mcp::{self, Message};
 use crate::policy;
 use crate::shared_data::{SharedData, SharedMap};
@@ -91,17 +91,11 @@ struct Offline<'a> {
     shared: SharedMap,
 }
 
-impl SharedData for Offline<'_> {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-}
-
 impl exchange::Host for Offline<'_> {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
+
     fn request_body(&self, len: usize) -> Vec<u8> {
         self.body.get(..len).unwrap_or(self.body).to_vec()
     }
@@ -353,9 +347,7 @@ fn write_calls(
     request: &Request,
     now_s: u64,
 ) {
-    let headers = &request.head.headers;
-    let body = &request.body;
-    let Ok(body) = mcp::parse_body(body) else {
+    let Ok(body) = mcp::parse_body(&request.body) else {
         out.push_str("body: not a valid JSON-RPC message (see the answer)\n");
         return;
     };
@@ -363,77 +355,91 @@ fn write_calls(
         let _ = writeln!(out, "body: a batch of {}", body.messages().len());
     }
     for message in body.messages() {
-        let call = match message {
+        match message {
             Message::Response { id } => {
                 let _ = writeln!(out, "response: id {id} (no rule applies)");
-                continue;
             }
-            Message::Call(call) => call,
-        };
-        let id = call
-            .id
-            .as_ref()
-            .map_or("none (notification)".to_string(), |id| id.to_string());
-        let name = call
-            .name
-            .as_ref()
-            .map_or("(none)".to_string(), |n| format!("{n:?}"));
-        let _ = writeln!(out, "call: method {:?}, name {name}, id {id}", call.method);
-        let facts = policy::Call {
-            method: &call.method,
-            name: call.name.as_deref(),
-            arguments: policy::Arguments::Known(call.arguments.as_ref()),
-            headers,
-            now_s,
-        };
-        let traces = policy::trace(&policy.rules, &facts, identity);
-        for (i, (t, rule)) in traces.iter().zip(&policy.rules).enumerate() {
-            let effect = match t.effect {
-                Effect::Allow => "allow",
-                Effect::Deny => "deny ",
-            };
-            let verdict = if !t.matched {
-                "does not match".to_string()
-            } else if t.satisfied() {
-                "matches, caller satisfies it".to_string()
-            } else {
-                let mut lacks = Vec::new();
-                if !t.has_role {
-                    let roles = rule.roles.as_deref().unwrap_or_default().join(", ");
-                    lacks.push(format!("needs a role of {roles}"));
-                }
-                if !t.has_scopes {
-                    lacks.push(format!("lacks scopes {}", t.missing_scopes.join(" ")));
-                }
-                format!("matches, caller does not satisfy it: {}", lacks.join("; "))
-            };
-            let _ = writeln!(out, "  rule {i} {effect} {:?}: {verdict}", t.rule);
-            if let Some((source, value)) = &t.condition {
-                let value = match value {
-                    Ok(value) => value.to_string(),
-                    Err(EvalError::Failed) => {
-                        "could not be evaluated (counts against the caller)".into()
-                    }
-                    Err(EvalError::NotBoolean) => {
-                        "not true or false (counts against the caller)".into()
-                    }
-                };
-                let _ = writeln!(out, "    when {source} => {value}");
+            Message::Call(call) => {
+                write_call(out, policy, identity, call, &request.head.headers, now_s)
             }
         }
-        let decision = match policy::decide(&policy.rules, &facts, identity, &mut Vec::new()) {
-            policy::Decision::Allow { rule } => format!("allow ({})", rule.unwrap_or_default()),
-            policy::Decision::Forbidden { rule: Some(rule) } => {
-                format!("forbidden by {rule:?}")
-            }
-            policy::Decision::Forbidden { rule: None } => {
-                "forbidden: no rule allows it (default deny)".into()
-            }
-            policy::Decision::NeedScopes { rule, scopes } => {
-                format!("needs scopes {} (rule {rule:?})", scopes.join(" "))
-            }
+    }
+}
+
+/// One call: every rule's verdict on it, then the decision.
+fn write_call(
+    out: &mut String,
+    policy: &Policy,
+    identity: &Identity,
+    call: &mcp::Call,
+    headers: &[(String, String)],
+    now_s: u64,
+) {
+    let id = call
+        .id
+        .as_ref()
+        .map_or("none (notification)".to_string(), |id| id.to_string());
+    let name = call
+        .name
+        .as_ref()
+        .map_or("(none)".to_string(), |n| format!("{n:?}"));
+    let _ = writeln!(out, "call: method {:?}, name {name}, id {id}", call.method);
+    let facts = policy::Call {
+        method: &call.method,
+        name: call.name.as_deref(),
+        arguments: policy::Arguments::Known(call.arguments.as_ref()),
+        headers,
+        now_s,
+    };
+    let traces = policy::trace(&policy.rules, &facts, identity);
+    for (i, (trace, rule)) in traces.iter().zip(&policy.rules).enumerate() {
+        write_rule_trace(out, i, trace, rule);
+    }
+    let decision = match policy::decide(&policy.rules, &facts, identity, &mut Vec::new()) {
+        policy::Decision::Allow { rule } => format!("allow ({})", rule.unwrap_or_default()),
+        policy::Decision::Forbidden { rule: Some(rule) } => {
+            format!("forbidden by {rule:?}")
+        }
+        policy::Decision::Forbidden { rule: None } => {
+            "forbidden: no rule allows it (default deny)".into()
+        }
+        policy::Decision::NeedScopes { rule, scopes } => {
+            format!("needs scopes {} (rule {rule:?})", scopes.join(" "))
+        }
+    };
+    let _ = writeln!(out, "  => {decision}");
+}
+
+/// The `i`-th rule's verdict on a call: whether it matches, what the caller
+/// lacks, what its condition gave.
+fn write_rule_trace(out: &mut String, i: usize, t: &policy::RuleTrace, rule: &Rule) {
+    let effect = match t.effect {
+        Effect::Allow => "allow",
+        Effect::Deny => "deny ",
+    };
+    let verdict = if !t.matched {
+        "does not match".to_string()
+    } else if t.satisfied() {
+        "matches, caller satisfies it".to_string()
+    } else {
+        let mut lacks = Vec::new();
+        if !t.has_role {
+            let roles = rule.roles.as_deref().unwrap_or_default().join(", ");
+            lacks.push(format!("needs a role of {roles}"));
+        }
+        if !t.has_scopes {
+            lacks.push(format!("lacks scopes {}", t.missing_scopes.join(" ")));
+        }
+        format!("matches, caller does not satisfy it: {}", lacks.join("; "))
+    };
+    let _ = writeln!(out, "  rule {i} {effect} {:?}: {verdict}", t.rule);
+    if let Some((source, value)) = &t.condition {
+        let value = match value {
+            Ok(value) => value.to_string(),
+            Err(EvalError::Failed) => "could not be evaluated (counts against the caller)".into(),
+            Err(EvalError::NotBoolean) => "not true or false (counts against the caller)".into(),
         };
-        let _ = writeln!(out, "  => {decision}");
+        let _ = writeln!(out, "    when {source} => {value}");
     }
 }
 

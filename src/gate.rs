@@ -2,264 +2,31 @@
 //! route → token → body → decide → answer. Plain functions over a request's
 //! head and body; the order they run in is the exchange's (`exchange`), the
 //! only place that drives them.
-
-use std::rc::Rc;
+//!
+//! Routing, the header edits on the way upstream and the list answers to
+//! filter are here; a request's head is `request_head`, the token step
+//! `access_token`, the body step (with the decision) `body`, and what a
+//! refusal is `refusal`.
 
 use crate::answer::{self, codes, Answer};
-use crate::authorization_server::introspection;
-use crate::config::{Mode, Policy, Provider, TokenForwarding};
-use crate::counters::Counter;
-use crate::dpop::{self, Mode as DpopMode, ProofError, ProofErrorKind, Scheme};
+use crate::config::{Mode, Policy, TokenForwarding};
 use crate::identity::{HeaderValueError, Identity};
-use crate::jwks::KeySet;
 use crate::lists::{ListKind, PendingLists};
-use crate::mcp::param_headers::{self, ParamHeader};
-use crate::mcp::{self, Body, BodyError};
-use crate::policy::{self, Decision};
-use crate::token::{self, BearerError, TokenError, TokenErrorKind};
-use crate::token_cache::VerifiedTokenCache;
+use crate::mcp::{self, Body};
+use crate::policy;
 
-/// What the filter knows of a request before its body: method, path without
-/// query, and the headers (names lower-case, as Envoy gives them).
-#[derive(Debug, Clone, Default)]
-pub struct RequestHead {
-    /// The method as sent (HTTP/2 lets a client send `post`).
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    /// A body (or trailers) follows the headers: they did not end the stream.
-    pub has_body: bool,
-}
+mod access_token;
+mod body;
+mod refusal;
+mod request_head;
 
-/// The request methods the filter tells apart, whatever their case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Post,
-    Get,
-    Delete,
-    Options,
-    Head,
-    Other,
-}
-
-impl RequestHead {
-    /// Splits `:path` into path and query, and keeps the headers, their
-    /// values without leading or trailing spaces and tabs: they are no part
-    /// of a field value (RFC 9110, section 5.5), and an HTTP/1.1 hop drops
-    /// them, so a server reads `MCP-Protocol-Version: " 2026-07-28"` (which
-    /// HTTP/2 carries as it is) as `2026-07-28`; the filter must too.
-    pub fn new(
-        method: &str,
-        path_and_query: &str,
-        mut headers: Vec<(String, String)>,
-    ) -> RequestHead {
-        for (_, value) in &mut headers {
-            let trimmed = value.trim_matches([' ', '\t']);
-            if trimmed.len() != value.len() {
-                *value = trimmed.to_string();
-            }
-        }
-        let path = crate::uri::path_of(path_and_query).to_string();
-        RequestHead {
-            method: method.to_string(),
-            path,
-            headers,
-            has_body: false,
-        }
-    }
-
-    /// The method, recognised whatever its case: an upstream may read `post`
-    /// as POST, so the filter must too.
-    pub fn verb(&self) -> Verb {
-        let m = self.method.as_str();
-        if m.eq_ignore_ascii_case("POST") {
-            Verb::Post
-        } else if m.eq_ignore_ascii_case("GET") {
-            Verb::Get
-        } else if m.eq_ignore_ascii_case("DELETE") {
-            Verb::Delete
-        } else if m.eq_ignore_ascii_case("OPTIONS") {
-            Verb::Options
-        } else if m.eq_ignore_ascii_case("HEAD") {
-            Verb::Head
-        } else {
-            Verb::Other
-        }
-    }
-
-    /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of a header in any spelling an HTTP stack could read as
-    /// `name` (case, `_` for `-`), in order.
-    pub fn header_values_any_spelling(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| same_header(n, name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// Every value of a header, in order.
-    pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Why a request was refused; names the counter and the log's `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    NoToken,
-    InvalidToken,
-    KeysUnavailable,
-    Forbidden,
-    InsufficientScope,
-    BadRequest,
-    TooLarge,
-    UnsupportedMediaType,
-    MethodNotAllowed,
-    /// Introspection could not say whether the token is good (the
-    /// authorization server down, slow or answering garbage): 503.
-    IntrospectionUnavailable,
-    /// No token for the upstream could be had by exchange: 502 or 503.
-    UpstreamTokenUnavailable,
-    /// A DPoP proof that failed its checks.
-    InvalidDpopProof,
-    /// A DPoP proof without a fresh server nonce.
-    UseDpopNonce,
-    /// No configured server takes the request.
-    NoServer,
-}
-
-/// The classes of malformed request, each with its own counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadRequestKind {
-    Parse,
-    Invalid,
-    HeaderMismatch,
-    /// A body on a request that takes none (GET, DELETE, OPTIONS).
-    UnexpectedBody,
-    /// A path (or host) that some component could read as another
-    /// server's than it is as sent.
-    AmbiguousPath,
-    /// A batch of several calls where the call is published: one request
-    /// would stand for several calls in rate limits.
-    Batch,
-}
-
-impl BadRequestKind {
-    /// Stable, lower-case name for stats and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            BadRequestKind::Parse => "parse_error",
-            BadRequestKind::Invalid => "invalid_request",
-            BadRequestKind::HeaderMismatch => "header_mismatch",
-            BadRequestKind::UnexpectedBody => "unexpected_body",
-            BadRequestKind::AmbiguousPath => "ambiguous_path",
-            BadRequestKind::Batch => "batch",
-        }
-    }
-}
-
-impl Reason {
-    /// Stable, lower-case name for stats and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::NoToken => "no_token",
-            Reason::InvalidToken => "invalid_token",
-            Reason::KeysUnavailable => "keys_unavailable",
-            Reason::Forbidden => "forbidden",
-            Reason::InsufficientScope => "insufficient_scope",
-            Reason::BadRequest => "bad_request",
-            Reason::TooLarge => "too_large",
-            Reason::UnsupportedMediaType => "unsupported_media_type",
-            Reason::MethodNotAllowed => "method_not_allowed",
-            Reason::IntrospectionUnavailable => "introspection_unavailable",
-            Reason::UpstreamTokenUnavailable => "upstream_token_unavailable",
-            Reason::InvalidDpopProof => "invalid_dpop_proof",
-            Reason::UseDpopNonce => "use_dpop_nonce",
-            Reason::NoServer => "no_server",
-        }
-    }
-}
-
-/// The finer class of a refusal, where its reason has classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Token(TokenErrorKind),
-    Request(BadRequestKind),
-    Proof(ProofErrorKind),
-}
-
-impl Class {
-    /// The class's stable name, as counters and logs show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Class::Token(kind) => kind.name(),
-            Class::Request(kind) => kind.name(),
-            Class::Proof(kind) => kind.name(),
-        }
-    }
-}
-
-/// A refusal: the answer to send and why.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub answer: Answer,
-    pub reason: Reason,
-    pub class: Option<Class>,
-    /// The deciding rule, when a rule decided.
-    pub rule: Option<String>,
-    /// The JSON-RPC method and name, once the body was parsed (for the log).
-    pub method: Option<String>,
-    pub name: Option<String>,
-    /// What went wrong with a call to the authorization server (for the
-    /// log; never a token or a secret).
-    pub detail: Option<String>,
-    /// Rules whose condition could not be evaluated on the way.
-    pub condition_errors: Vec<String>,
-}
-
-impl Refusal {
-    fn new(answer: Answer, reason: Reason) -> Refusal {
-        Refusal {
-            answer,
-            reason,
-            class: None,
-            rule: None,
-            method: None,
-            name: None,
-            detail: None,
-            condition_errors: Vec::new(),
-        }
-    }
-
-    fn with_class(mut self, class: Class) -> Refusal {
-        self.class = Some(class);
-        self
-    }
-
-    /// The counters this refusal moves.
-    pub fn counters(&self) -> Vec<Counter> {
-        let mut counters = vec![Counter::Denied(self.reason)];
-        match self.class {
-            Some(Class::Token(kind)) => counters.push(Counter::InvalidToken(kind)),
-            Some(Class::Request(kind)) => counters.push(Counter::BadRequest(kind)),
-            Some(Class::Proof(kind)) => counters.push(Counter::InvalidDpopProof(kind)),
-            None => {}
-        }
-        counters
-    }
-}
+pub use access_token::{
+    check_token, introspected, introspection_unavailable, keys_unavailable, proof_refusal,
+    token_refused, KeyRing, TokenVerdict,
+};
+pub use body::{check_body, check_content_type, first_call, too_large, Allowed, ToolHeaders};
+pub use refusal::{BadRequestKind, Class, Reason, Refusal};
+pub use request_head::{same_header, RequestHead, Verb};
 
 /// What a request is, from its head alone.
 #[derive(Debug)]
@@ -338,6 +105,71 @@ pub fn ambiguous_path() -> Refusal {
     .with_class(Class::Request(BadRequestKind::AmbiguousPath))
 }
 
+/// What a request that matches no server goes on without (`unmatched:
+/// "pass"`): every client header any HTTP stack could read as an identity
+/// header of some server, and a DPoP proof. Its token stays: the route is
+/// not the filter's.
+pub fn unmatched_headers(gateway: &crate::config::Gateway, head: &RequestHead) -> UpstreamHeaders {
+    let mut edits = UpstreamHeaders::default();
+    for (name, _) in &head.headers {
+        if kept_from_unmatched(gateway, name) && !edits.remove.contains(name) {
+            edits.remove.push(name.clone());
+        }
+    }
+    edits
+}
+
+/// The request trailers of a request that matches no server that may not
+/// go on: the same headers as [`unmatched_headers`].
+pub fn trailers_to_remove_unmatched(
+    gateway: &crate::config::Gateway,
+    names: &[String],
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| kept_from_unmatched(gateway, name))
+        .cloned()
+        .collect()
+}
+
+/// A DPoP proof, or a header some server's upstream would read as its
+/// identity header.
+fn kept_from_unmatched(gateway: &crate::config::Gateway, name: &str) -> bool {
+    name.eq_ignore_ascii_case("dpop")
+        || gateway.servers.iter().any(|s| {
+            s.policy
+                .identity_headers
+                .iter()
+                .any(|h| same_header(&h.name, name))
+        })
+}
+
+/// How many calls (requests and notifications) a body holds.
+pub fn calls_in(body: &Body) -> usize {
+    body.messages()
+        .iter()
+        .filter(|m| matches!(m, mcp::Message::Call(_)))
+        .count()
+}
+
+/// 400 for a batch of several calls where the call is published (`publish`):
+/// a rate limit keyed on the published call would count it once.
+pub fn published_batch(body: &Body) -> Refusal {
+    let (method, name) = first_call(body);
+    let mut refusal = Refusal::new(
+        answer::bad_request(
+            codes::INVALID_REQUEST,
+            "A batch of several calls is not taken here: send each call on its own",
+            None,
+        ),
+        Reason::BadRequest,
+    )
+    .with_class(Class::Request(BadRequestKind::Batch));
+    refusal.method = method;
+    refusal.name = name;
+    refusal
+}
+
 /// 400 for a body on a request that takes none.
 pub fn unexpected_body() -> Refusal {
     Refusal::new(
@@ -356,276 +188,6 @@ fn is_cors_preflight(head: &RequestHead) -> bool {
         && head.header("access-control-request-method").is_some()
 }
 
-/// The keys the host holds now, per provider, and their generations (a
-/// generation changes whenever a provider's key set changes).
-#[derive(Debug, Clone, Default)]
-pub struct KeyRing {
-    pub sets: Vec<Option<Rc<KeySet>>>,
-    pub generations: Vec<u64>,
-}
-
-/// The outcome of checking a request's token.
-#[derive(Debug)]
-pub enum TokenVerdict {
-    /// The token is good (and so is its DPoP proof, when it is bound).
-    Verified {
-        identity: Rc<Identity>,
-        /// It was found in the verified-token cache.
-        cached: bool,
-        /// The DPoP proof that came with a bound token: its `jti` is still
-        /// to be checked against replay.
-        proof: Option<dpop::Accepted>,
-    },
-    /// Refuse the request.
-    Refuse(Refusal),
-    /// The token named a key the provider's current set lacks: its keys may
-    /// be refetched once, then the token is checked again.
-    UnknownKey { provider: usize, refusal: Refusal },
-    /// The provider's remote keys have never been fetched: wait for them,
-    /// then check again or answer 503.
-    KeysPending { provider: usize },
-    /// The token is the provider's to introspect: an opaque token (the one
-    /// provider with `introspection`), or a JWT of an issuer without keys.
-    Introspect { provider: usize },
-}
-
-/// Checks the access token: exactly one `Authorization: Bearer` or `DPoP`
-/// header, a JWT that verifies with the provider's keys (the verified-token
-/// cache first), presented with a scheme its provider takes; and for a
-/// token bound to a key, the request's DPoP proof, on every request (a
-/// cached token needs a proof as much as a new one).
-pub fn check_token(
-    policy: &Policy,
-    head: &RequestHead,
-    keys: &KeyRing,
-    cache: &mut VerifiedTokenCache,
-    now_s: u64,
-) -> TokenVerdict {
-    let malformed = || {
-        TokenVerdict::Refuse(invalid_token(
-            policy,
-            Scheme::Bearer,
-            TokenErrorKind::Malformed,
-        ))
-    };
-    let (scheme, token) = match token::presented(&head.header_values("authorization")) {
-        Ok(credentials) => credentials,
-        Err(BearerError::Missing) => {
-            return TokenVerdict::Refuse(Refusal::new(
-                answer::token_required(policy),
-                Reason::NoToken,
-            ))
-        }
-        Err(BearerError::Malformed) => return malformed(),
-    };
-    if let Some(provider) = introspecting_provider(policy, token) {
-        if !token::is_b64token(token) {
-            return malformed();
-        }
-        // The scheme is checked before any call: whether the token is bound
-        // to a key is only known from the answer (`introspected`).
-        return match (scheme, policy.providers[provider].dpop.mode) {
-            (Scheme::DPoP, DpopMode::Off) | (Scheme::Bearer, DpopMode::Required) => {
-                TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Scheme))
-            }
-            _ => TokenVerdict::Introspect { provider },
-        };
-    }
-    let (identity, cached) = match cache.get(policy.server_index, token, now_s, &keys.generations) {
-        Some(identity) => (identity, true),
-        // Only a token that verified is cached, and none verifies outside
-        // the b64token alphabet: the alphabet is checked on a miss only.
-        None if !token::is_b64token(token) => return malformed(),
-        None => match verify(policy, token, scheme, keys, cache, now_s) {
-            Ok(identity) => (identity, false),
-            Err(verdict) => return *verdict,
-        },
-    };
-    let Some(provider) = policy
-        .providers
-        .iter()
-        .find(|p| p.issuer == identity.issuer)
-    else {
-        return TokenVerdict::Refuse(invalid_token(policy, scheme, TokenErrorKind::Issuer));
-    };
-    match check_binding(policy, head, (scheme, token), provider, &identity, now_s) {
-        Ok(proof) => TokenVerdict::Verified {
-            identity,
-            cached,
-            proof,
-        },
-        Err(refusal) => TokenVerdict::Refuse(*refusal),
-    }
-}
-
-/// The scheme a token came with against its binding and its provider's
-/// DPoP mode; for a token bound to a key (`cnf.jkt`, from the JWT or the
-/// introspection answer), the request's DPoP proof.
-fn check_binding(
-    policy: &Policy,
-    head: &RequestHead,
-    (scheme, token): (Scheme, &str),
-    provider: &Provider,
-    identity: &Identity,
-    now_s: u64,
-) -> Result<Option<dpop::Accepted>, Box<Refusal>> {
-    let refuse = |kind| Err(Box::new(invalid_token(policy, scheme, kind)));
-    let config = &provider.dpop;
-    match (scheme, identity.jkt.as_deref(), config.mode) {
-        // A bound token without its proof: refused, whatever the mode.
-        (Scheme::Bearer, Some(_), _) => refuse(TokenErrorKind::DpopBound),
-        (Scheme::Bearer, None, DpopMode::Required) => refuse(TokenErrorKind::Scheme),
-        (Scheme::Bearer, None, _) => Ok(None),
-        (Scheme::DPoP, _, DpopMode::Off) => refuse(TokenErrorKind::Scheme),
-        (Scheme::DPoP, None, _) => refuse(TokenErrorKind::KeyBinding),
-        (Scheme::DPoP, Some(jkt), _) => {
-            let origin = crate::uri::HttpUri::parse(&policy.resource)
-                .map(|u| u.origin())
-                .unwrap_or_default();
-            let request = dpop::proof::Request {
-                method: &head.method,
-                path: &head.path,
-                resource_origin: &origin,
-                token,
-                jkt,
-                now_s,
-            };
-            dpop::proof::check(&head.header_values("dpop"), &request, config)
-                .map(Some)
-                .map_err(|e| Box::new(proof_refusal(policy, e)))
-        }
-    }
-}
-
-/// The caller, from claims introspection accepted (checked again at
-/// `now_s`: a shared answer is checked each time it is used), with the
-/// scopes its scopes imply; and, for a token bound to a key, the request's
-/// DPoP proof, as for a JWT.
-pub fn introspected(
-    policy: &Policy,
-    head: &RequestHead,
-    provider: usize,
-    claims: &serde_json::Map<String, serde_json::Value>,
-    now_s: u64,
-) -> Result<(Identity, Option<dpop::Accepted>), Box<Refusal>> {
-    // The token was taken from this very header before the call was made.
-    let credentials = token::credentials(&head.header_values("authorization")).map_err(|_| {
-        Box::new(invalid_token(
-            policy,
-            Scheme::Bearer,
-            TokenErrorKind::Malformed,
-        ))
-    })?;
-    let provider = &policy.providers[provider];
-    let mut identity = introspection::identity(claims, provider, now_s)
-        .map_err(|kind| Box::new(invalid_token(policy, credentials.0, kind)))?;
-    identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
-    let proof = check_binding(policy, head, credentials, provider, &identity, now_s)?;
-    Ok((identity, proof))
-}
-
-/// Verifies a token the cache did not hold, and caches it.
-fn verify(
-    policy: &Policy,
-    token: &str,
-    scheme: Scheme,
-    keys: &KeyRing,
-    cache: &mut VerifiedTokenCache,
-    now_s: u64,
-) -> Result<Rc<Identity>, Box<TokenVerdict>> {
-    let sets: Vec<Option<&KeySet>> = keys.sets.iter().map(Option::as_deref).collect();
-    match token::verify(token, &policy.providers, &sets, now_s) {
-        Ok(mut identity) => {
-            identity.implied_scopes = policy.scope_implies.implied_by(&identity.scopes);
-            let identity = Rc::new(identity);
-            if let Some(provider) = policy
-                .providers
-                .iter()
-                .position(|p| p.issuer == identity.issuer)
-            {
-                let generation = keys.generations.get(provider).copied().unwrap_or(0);
-                cache.insert(
-                    policy.server_index,
-                    token,
-                    provider,
-                    generation,
-                    Rc::clone(&identity),
-                );
-            }
-            Ok(identity)
-        }
-        Err(TokenError {
-            kind: TokenErrorKind::KeysUnavailable,
-            provider: Some(provider),
-        }) => Err(Box::new(TokenVerdict::KeysPending { provider })),
-        Err(TokenError {
-            kind: TokenErrorKind::UnknownKey,
-            provider: Some(provider),
-        }) => Err(Box::new(TokenVerdict::UnknownKey {
-            provider,
-            refusal: invalid_token(policy, scheme, TokenErrorKind::UnknownKey),
-        })),
-        Err(e) => Err(Box::new(TokenVerdict::Refuse(invalid_token(
-            policy, scheme, e.kind,
-        )))),
-    }
-}
-
-/// The refusal of a DPoP proof: `invalid_dpop_proof`, `invalid_token` when
-/// the proof's key is not the token's, `use_dpop_nonce` with a new nonce.
-pub fn proof_refusal(policy: &Policy, error: ProofError) -> Refusal {
-    match (error.kind, error.nonce) {
-        (ProofErrorKind::KeyBinding, _) => {
-            invalid_token(policy, Scheme::DPoP, TokenErrorKind::KeyBinding)
-        }
-        (ProofErrorKind::Nonce, Some(nonce)) => {
-            Refusal::new(answer::use_dpop_nonce(policy, &nonce), Reason::UseDpopNonce)
-        }
-        (kind, _) => Refusal::new(
-            answer::invalid_dpop_proof(policy, kind.description()),
-            Reason::InvalidDpopProof,
-        )
-        .with_class(Class::Proof(kind)),
-    }
-}
-
-/// The provider that introspects `token`, if it is one to introspect. A
-/// JWT of an issuer with keys keeps the local path; a JWT of an unknown
-/// issuer is refused locally, never sent to an authorization server.
-fn introspecting_provider(policy: &Policy, token: &str) -> Option<usize> {
-    // An oversized token is refused as malformed by verification, before
-    // any authorization server sees it.
-    if token.len() > token::MAX_TOKEN_BYTES
-        || !policy.providers.iter().any(|p| p.introspection.is_some())
-    {
-        return None;
-    }
-    match token::shape(token) {
-        token::Shape::Opaque => policy
-            .providers
-            .iter()
-            .position(|p| p.introspection.is_some()),
-        token::Shape::Jwt { issuer } => {
-            let index = policy
-                .providers
-                .iter()
-                .position(|p| Some(p.issuer.as_str()) == issuer.as_deref())?;
-            let provider = &policy.providers[index];
-            (provider.introspection.is_some() && provider.jwks.is_none()).then_some(index)
-        }
-    }
-}
-
-/// 503: introspection could not tell whether the token is good.
-pub fn introspection_unavailable(detail: String) -> Refusal {
-    let mut refusal = Refusal::new(
-        answer::authorization_server_unavailable(answer::RETRY_AFTER_SECONDS),
-        Reason::IntrospectionUnavailable,
-    );
-    refusal.detail = Some(detail);
-    refusal
-}
-
 /// 502 (the authorization server refused, or issued something unusable)
 /// or 503 with `Retry-After` (it could not be reached): no token for the
 /// upstream, so nothing is forwarded.
@@ -636,213 +198,6 @@ pub fn upstream_token_unavailable(unreachable: bool, detail: String) -> Refusal 
     );
     refusal.detail = Some(detail);
     refusal
-}
-
-/// 401 for a token introspection refused (the challenge on the scheme the
-/// token came with).
-pub fn token_refused(policy: &Policy, head: &RequestHead, kind: TokenErrorKind) -> Refusal {
-    let scheme = token::credentials(&head.header_values("authorization"))
-        .map_or(Scheme::Bearer, |(scheme, _)| scheme);
-    invalid_token(policy, scheme, kind)
-}
-
-/// 503 once the wait for keys is over and none arrived.
-pub fn keys_unavailable() -> Refusal {
-    Refusal::new(
-        answer::keys_unavailable(answer::RETRY_AFTER_SECONDS),
-        Reason::KeysUnavailable,
-    )
-}
-
-fn invalid_token(policy: &Policy, scheme: Scheme, kind: TokenErrorKind) -> Refusal {
-    Refusal::new(
-        answer::invalid_token(policy, scheme, kind.description()),
-        Reason::InvalidToken,
-    )
-    .with_class(Class::Token(kind))
-}
-
-/// Before reading a POST body: is it declared JSON?
-pub fn check_content_type(head: &RequestHead) -> Option<Refusal> {
-    let types = head.header_values("content-type");
-    // Two Content-Type headers: a server may read either; refuse both.
-    if types.len() == 1 && mcp::is_json_content_type(types.first().copied()) {
-        None
-    } else {
-        Some(Refusal::new(
-            answer::unsupported_media_type(),
-            Reason::UnsupportedMediaType,
-        ))
-    }
-}
-
-/// A body over `max_body_bytes`.
-pub fn too_large(policy: &Policy) -> Refusal {
-    Refusal::new(answer::too_large(policy.max_body_bytes), Reason::TooLarge)
-}
-
-/// The verdict on a POSTed JSON-RPC body.
-#[derive(Debug)]
-pub struct Allowed {
-    /// The parsed body, for logging and list filtering.
-    pub body: Body,
-    /// The deciding rule (None for a JSON-RPC response, which needs none).
-    pub rule: Option<String>,
-    /// Rules whose condition could not be evaluated on the way.
-    pub condition_errors: Vec<String>,
-}
-
-/// What a tool's `Mcp-Param-*` headers stand for, as far as the filter
-/// learned it from `tools/list` answers (`None`: never seen).
-pub type ToolHeaders<'a> = &'a dyn Fn(&str) -> Option<Vec<ParamHeader>>;
-
-/// Parses the body, checks the MCP headers against it, and decides.
-pub fn check_body(
-    policy: &Policy,
-    head: &RequestHead,
-    identity: &Identity,
-    bytes: &[u8],
-    now_s: u64,
-    tool_headers: ToolHeaders,
-) -> Result<Allowed, Box<Refusal>> {
-    let body = mcp::parse_body(bytes).map_err(|e| {
-        let kind = match e {
-            BodyError::Parse(_) => BadRequestKind::Parse,
-            BodyError::Invalid(_) => BadRequestKind::Invalid,
-        };
-        Box::new(
-            Refusal::new(
-                answer::bad_request(e.code(), e.message(), None),
-                Reason::BadRequest,
-            )
-            .with_class(Class::Request(kind)),
-        )
-    })?;
-    let id = body.answer_id().cloned();
-    let (method, name) = first_call(&body);
-    let refusal = |answer: Answer, reason: Reason, rule: Option<String>| Refusal {
-        answer,
-        reason,
-        class: None,
-        rule,
-        method: method.clone(),
-        name: name.clone(),
-        detail: None,
-        condition_errors: Vec::new(),
-    };
-    // `Mcp_Name` is `Mcp-Name` to a CGI-style server: every spelling counts.
-    let (mcp_method, mcp_name) = (
-        head.header_values_any_spelling("mcp-method"),
-        head.header_values_any_spelling("mcp-name"),
-    );
-    let checked = if mcp_method.len() > 1 || mcp_name.len() > 1 {
-        // Every copy must equal the body, and a component reading another
-        // copy (or the joined value) would act on a call never checked:
-        // refuse repeats (in any spelling) outright.
-        Err(mcp::HeaderMismatch {
-            reason: "Mcp-Method or Mcp-Name header appears more than once",
-        })
-    } else {
-        let modern = head
-            .header_values_any_spelling("mcp-protocol-version")
-            .contains(&MODERN_PROTOCOL);
-        mcp::check_mcp_headers(
-            &body,
-            mcp_method.first().copied(),
-            mcp_name.first().copied(),
-            modern,
-        )
-        .and_then(|()| check_param_headers(&body, head, modern, tool_headers))
-    };
-    if let Err(mismatch) = checked {
-        return Err(Box::new(
-            refusal(
-                answer::bad_request(
-                    codes::HEADER_MISMATCH,
-                    &format!("HeaderMismatch: {}", mismatch.reason),
-                    id.as_ref(),
-                ),
-                Reason::BadRequest,
-                None,
-            )
-            .with_class(Class::Request(BadRequestKind::HeaderMismatch)),
-        ));
-    }
-    let mut condition_errors = Vec::new();
-    let decision = policy::decide_body(
-        &policy.rules,
-        &body,
-        identity,
-        &head.headers,
-        now_s,
-        &mut condition_errors,
-    );
-    let refused = |answer, reason, rule| {
-        let mut refused = refusal(answer, reason, rule);
-        refused.condition_errors = condition_errors.clone();
-        Err(Box::new(refused))
-    };
-    match decision {
-        Decision::Allow { rule } => Ok(Allowed {
-            body,
-            rule,
-            condition_errors,
-        }),
-        Decision::Forbidden { rule } => {
-            refused(answer::forbidden(id.as_ref()), Reason::Forbidden, rule)
-        }
-        Decision::NeedScopes { rule, scopes } => refused(
-            // A token bound to a key only ever comes with the DPoP scheme.
-            answer::insufficient_scope(
-                policy,
-                if identity.jkt.is_some() {
-                    Scheme::DPoP
-                } else {
-                    Scheme::Bearer
-                },
-                &scopes,
-                id.as_ref(),
-            ),
-            Reason::InsufficientScope,
-            Some(rule),
-        ),
-    }
-}
-
-/// The protocol revision whose requests must carry their routing headers.
-const MODERN_PROTOCOL: &str = "2026-07-28";
-
-/// Each `tools/call`'s `Mcp-Param-*` headers, for tools whose declarations
-/// are known.
-fn check_param_headers(
-    body: &Body,
-    head: &RequestHead,
-    modern: bool,
-    tool_headers: ToolHeaders,
-) -> Result<(), mcp::HeaderMismatch> {
-    for message in body.messages() {
-        let mcp::Message::Call(call) = message else {
-            continue;
-        };
-        let (true, Some(tool)) = (call.method == "tools/call", &call.name) else {
-            continue;
-        };
-        if let Some(declared) = tool_headers(tool) {
-            param_headers::check(&declared, call.arguments.as_ref(), &head.headers, modern)?;
-        }
-    }
-    Ok(())
-}
-
-/// The method and name of a body's first call, for logs.
-pub fn first_call(body: &Body) -> (Option<String>, Option<String>) {
-    body.messages()
-        .iter()
-        .find_map(|m| match m {
-            mcp::Message::Call(call) => Some((Some(call.method.clone()), call.name.clone())),
-            mcp::Message::Response { .. } => None,
-        })
-        .unwrap_or_default()
 }
 
 /// Header edits on the way upstream.
@@ -953,81 +308,6 @@ pub fn trailers_to_remove(policy: &Policy, endpoint: bool, names: &[String]) -> 
         .collect()
 }
 
-/// What a request that matches no server goes on without (`unmatched:
-/// "pass"`): every client header any HTTP stack could read as an identity
-/// header of some server, and a DPoP proof. Its token stays: the route is
-/// not the filter's.
-pub fn unmatched_headers(gateway: &crate::config::Gateway, head: &RequestHead) -> UpstreamHeaders {
-    let mut edits = UpstreamHeaders::default();
-    for (name, _) in &head.headers {
-        if kept_from_unmatched(gateway, name) && !edits.remove.contains(name) {
-            edits.remove.push(name.clone());
-        }
-    }
-    edits
-}
-
-/// The request trailers of a request that matches no server that may not
-/// go on: the same headers as [`unmatched_headers`].
-pub fn trailers_to_remove_unmatched(
-    gateway: &crate::config::Gateway,
-    names: &[String],
-) -> Vec<String> {
-    names
-        .iter()
-        .filter(|name| kept_from_unmatched(gateway, name))
-        .cloned()
-        .collect()
-}
-
-/// A DPoP proof, or a header some server's upstream would read as its
-/// identity header.
-fn kept_from_unmatched(gateway: &crate::config::Gateway, name: &str) -> bool {
-    name.eq_ignore_ascii_case("dpop")
-        || gateway.servers.iter().any(|s| {
-            s.policy
-                .identity_headers
-                .iter()
-                .any(|h| same_header(&h.name, name))
-        })
-}
-
-/// How many calls (requests and notifications) a body holds.
-pub fn calls_in(body: &Body) -> usize {
-    body.messages()
-        .iter()
-        .filter(|m| matches!(m, mcp::Message::Call(_)))
-        .count()
-}
-
-/// 400 for a batch of several calls where the call is published (`publish`):
-/// a rate limit keyed on the published call would count it once.
-pub fn published_batch(body: &Body) -> Refusal {
-    let (method, name) = first_call(body);
-    let mut refusal = Refusal::new(
-        answer::bad_request(
-            codes::INVALID_REQUEST,
-            "A batch of several calls is not taken here: send each call on its own",
-            None,
-        ),
-        Reason::BadRequest,
-    )
-    .with_class(Class::Request(BadRequestKind::Batch));
-    refusal.method = method;
-    refusal.name = name;
-    refusal
-}
-
-/// Whether two header names are the same to some HTTP stack: case and `_`
-/// for `-` aside (CGI-style servers fold `x_mcp_roles` into `X-Mcp-Roles`).
-pub fn same_header(a: &str, b: &str) -> bool {
-    let fold = |c: u8| match c {
-        b'_' => b'-',
-        c => c.to_ascii_lowercase(),
-    };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
-}
-
 /// In audit mode a refusal is logged and counted but not enforced.
 pub fn enforces(policy: &Policy) -> bool {
     policy.mode == Mode::Enforce
@@ -1047,28 +327,35 @@ pub fn pending_lists(body: &Body) -> PendingLists {
         .collect()
 }
 
-/// Whether the caller may use a listed item: the same rule engine, asked
-/// about the call the item stands for. A resource template is kept when its
-/// `uriTemplate` text itself is allowed for `resources/read` (so `docs://*`
-/// keeps `docs://{path}`); an item without the expected string is removed.
+/// Whether the caller may use a listed item, named `name` (its `name`,
+/// `uri` or `uriTemplate`, per [`ListKind::item_key`]): the same rule
+/// engine, asked about the call the item stands for. A resource template is
+/// kept when its `uriTemplate` text itself is allowed for `resources/read`
+/// (so `docs://*` keeps `docs://{path}`). The rules whose condition could
+/// not be evaluated go to `errors`.
 pub fn may_use(
     policy: &Policy,
     identity: &Identity,
     headers: &[(String, String)],
     now_s: u64,
     kind: ListKind,
-    item: &serde_json::Value,
+    name: &str,
+    errors: &mut Vec<String>,
 ) -> bool {
-    let (method, field) = match kind {
-        ListKind::Tools => ("tools/call", "name"),
-        ListKind::Prompts => ("prompts/get", "name"),
-        ListKind::Resources => ("resources/read", "uri"),
-        ListKind::ResourceTemplates => ("resources/read", "uriTemplate"),
+    let method = match kind {
+        ListKind::Tools => "tools/call",
+        ListKind::Prompts => "prompts/get",
+        ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
     };
-    match item.get(field).and_then(|v| v.as_str()) {
-        Some(name) => policy::may_call(&policy.rules, method, name, identity, headers, now_s),
-        None => false,
-    }
+    policy::may_call(
+        &policy.rules,
+        method,
+        name,
+        identity,
+        headers,
+        now_s,
+        errors,
+    )
 }
 
 #[cfg(test)]
@@ -1115,8 +402,12 @@ mod tests {
 
     use crate::dpop::proof::tests::{claims as proof_claims, ClientKey};
     use crate::dpop::proof::token_hash;
+    use crate::dpop::{Mode as DpopMode, ProofErrorKind};
     use crate::token::tests::{claims, key_sets, provider, sign, Signer, ISS, NOW};
+    use crate::token::TokenErrorKind;
+    use crate::token_cache::VerifiedTokenCache;
     use serde_json::json;
+    use std::rc::Rc;
 
     fn policy_with(mode: DpopMode) -> Policy {
         let mut policy = Policy::from_value(&json!({

@@ -8,6 +8,19 @@
 pub struct Glob {
     pattern: Vec<char>,
     source: String,
+    shape: Shape,
+}
+
+/// What most patterns are, told once when the pattern is read: rules name
+/// methods and tools plainly or by a prefix (`get_*`), and a list filter
+/// asks about every listed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// No wildcard: a plain comparison.
+    Literal,
+    /// One `*`, last: whether the text starts with the rest.
+    Prefix,
+    General,
 }
 
 impl Glob {
@@ -23,9 +36,16 @@ impl Glob {
                 "glob {pattern:?} holds a control character and can never match"
             ));
         }
+        let wild = ['*', '?'];
+        let shape = match pattern.strip_suffix('*') {
+            _ if !pattern.contains(wild) => Shape::Literal,
+            Some(prefix) if !prefix.contains(wild) => Shape::Prefix,
+            _ => Shape::General,
+        };
         Ok(Glob {
             pattern: pattern.chars().collect(),
             source: pattern.to_string(),
+            shape,
         })
     }
 
@@ -37,10 +57,15 @@ impl Glob {
     /// Whether `text` matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
         // Every rule's globs meet every call: a pattern without wildcards
-        // is a plain comparison, and the general case walks `text` in place
-        // (no copy of it per call).
-        if !self.source.contains(['*', '?']) {
-            return self.source == text;
+        // is a plain comparison, a prefix pattern a look at the start, and
+        // the general case walks `text` in place (no copy of it per call).
+        match self.shape {
+            Shape::Literal => return self.source == text,
+            Shape::Prefix => {
+                let prefix = self.source.get(..self.source.len() - 1);
+                return prefix.is_some_and(|prefix| text.starts_with(prefix));
+            }
+            Shape::General => {}
         }
         // Iterative matcher with single-star backtracking: linear in practice,
         // never exponential, no recursion (the VM's stack is small). `t` and

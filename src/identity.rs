@@ -37,8 +37,11 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&
 }
 
 impl Identity {
-    /// An identity with no roles and no scopes: the caller of a request that
-    /// needs none (and a start for tests).
+    /// An identity granted nothing: its issuer alone, without subject,
+    /// client, roles, scopes, claims or key binding. No request is ever
+    /// decided for one (every request to the MCP endpoint needs a verified
+    /// token); it is the sample caller each rule condition is tried on when
+    /// the configuration loads (`condition::Condition::compile`).
     pub fn anonymous(issuer: &str) -> Identity {
         Identity {
             issuer: issuer.to_string(),

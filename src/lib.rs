@@ -12,8 +12,8 @@
 //! - **route**: [`gate::route`] — metadata paths, public paths, preflights,
 //!   methods.
 //! - **extract, verify**: [`token`] (bearer header, JWT checks) with keys
-//!   from [`jwks`] (typed keys) and [`keys`] (discovery, fetching, sharing,
-//!   refresh schedule), remembered in [`token_cache`]; the caller becomes an
+//!   from [`keys`] (typed keys, discovery, fetching, sharing, refresh
+//!   schedule), remembered in [`token_cache`]; the caller becomes an
 //!   [`identity::Identity`].
 //! - **parse**: [`mcp`] — the JSON-RPC body, strictly ([`json`]), and the
 //!   `Mcp-Method` / `Mcp-Name` header checks.
@@ -36,7 +36,6 @@ pub mod glob;
 pub mod header_pairs;
 pub mod identity;
 pub mod json;
-pub mod jwks;
 pub mod keys;
 pub mod lists;
 pub mod mcp;

@@ -80,6 +80,49 @@ pub fn decide(
     identity: &Identity,
     errors: &mut Vec<String>,
 ) -> Decision {
+    match judge(rules, call, identity, errors) {
+        Verdict::Allowed(rule) => Decision::Allow {
+            rule: Some(rule.name.clone()),
+        },
+        Verdict::Denied(rule) => Decision::Forbidden {
+            rule: Some(rule.name.clone()),
+        },
+        Verdict::ShortOfScopes(rule) => {
+            // The rule's whole list, and what the caller holds: the client
+            // re-authorizes and the new token must carry all of them. A held
+            // "scope" that is no scope token (a quote, a backslash, a control
+            // character, non-ASCII) would break the challenge's quoted `scope`
+            // or the header itself: it is left out.
+            let held = identity.scopes.iter().filter(|s| is_scope_token(s));
+            let mut scopes: Vec<String> = Vec::new();
+            for scope in rule.scopes.iter().flatten().chain(held) {
+                if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
+                    scopes.push(scope.clone());
+                }
+            }
+            Decision::NeedScopes {
+                rule: rule.name.clone(),
+                scopes,
+            }
+        }
+        Verdict::NoRule => Decision::Forbidden { rule: None },
+    }
+}
+
+/// [`decide`]'s outcome before anything is copied out of the rules.
+enum Verdict<'r> {
+    Allowed(&'r Rule),
+    Denied(&'r Rule),
+    ShortOfScopes(&'r Rule),
+    NoRule,
+}
+
+fn judge<'r>(
+    rules: &'r [Rule],
+    call: &Call,
+    identity: &Identity,
+    errors: &mut Vec<String>,
+) -> Verdict<'r> {
     let mut allowed_by: Option<&Rule> = None;
     let mut short_of_scopes: Option<&Rule> = None;
     // What conditions see: one set of variables for the whole call. For a
@@ -107,11 +150,7 @@ pub fn decide(
             continue;
         }
         match rule.effect {
-            Effect::Deny => {
-                return Decision::Forbidden {
-                    rule: Some(rule.name.clone()),
-                }
-            }
+            Effect::Deny => return Verdict::Denied(rule),
             Effect::Allow if has_scopes => {
                 allowed_by.get_or_insert(rule);
             }
@@ -120,30 +159,11 @@ pub fn decide(
             }
         }
     }
-    if let Some(rule) = allowed_by {
-        return Decision::Allow {
-            rule: Some(rule.name.clone()),
-        };
+    match (allowed_by, short_of_scopes) {
+        (Some(rule), _) => Verdict::Allowed(rule),
+        (None, Some(rule)) => Verdict::ShortOfScopes(rule),
+        (None, None) => Verdict::NoRule,
     }
-    if let Some(rule) = short_of_scopes {
-        // The rule's whole list, and what the caller holds: the client
-        // re-authorizes and the new token must carry all of them. A held
-        // "scope" that is no scope token (a quote, a backslash, a control
-        // character, non-ASCII) would break the challenge's quoted `scope`
-        // or the header itself: it is left out.
-        let held = identity.scopes.iter().filter(|s| is_scope_token(s));
-        let mut scopes: Vec<String> = Vec::new();
-        for scope in rule.scopes.iter().flatten().chain(held) {
-            if scope != OFFLINE_ACCESS && !scopes.contains(scope) {
-                scopes.push(scope.clone());
-            }
-        }
-        return Decision::NeedScopes {
-            rule: rule.name.clone(),
-            scopes,
-        };
-    }
-    Decision::Forbidden { rule: None }
 }
 
 /// Whether a rule's `when` condition holds for the call.
@@ -229,7 +249,9 @@ pub fn decide_body(
 }
 
 /// Whether the caller may make some call to a listed item, whatever its
-/// arguments: used to filter list results.
+/// arguments: used to filter list results. As for a call, a condition that
+/// cannot be evaluated counts against the caller and its rule's name goes to
+/// `errors`.
 pub fn may_call(
     rules: &[Rule],
     method: &str,
@@ -237,6 +259,7 @@ pub fn may_call(
     identity: &Identity,
     headers: &[(String, String)],
     now_s: u64,
+    errors: &mut Vec<String>,
 ) -> bool {
     let call = Call {
         method,
@@ -245,7 +268,9 @@ pub fn may_call(
         headers,
         now_s,
     };
-    decide(rules, &call, identity, &mut Vec::new()).is_allow()
+    // Asked once per listed item: nothing is copied out of the rules (a
+    // rule's name only when its condition could not be evaluated).
+    matches!(judge(rules, &call, identity, errors), Verdict::Allowed(_))
 }
 
 /// How one rule stands towards one call, for explaining a decision.
@@ -987,29 +1012,34 @@ mod tests {
         );
     }
 
+    /// Whether a list shows the item to `identity` (no condition errors
+    /// expected).
+    fn may_list(rules: &[Rule], method: &str, name: &str, identity: &Identity) -> bool {
+        let mut errors = Vec::new();
+        let listed = may_call(rules, method, name, identity, &[], 0, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        listed
+    }
+
     #[test]
     fn may_call_filters_lists() {
         let rules = readme_rules();
         let reader = identity(&["reader"], &["mcp:read"]);
-        assert!(may_call(&rules, "tools/call", "get_x", &reader, &[], 0));
-        assert!(!may_call(&rules, "tools/call", "set_x", &reader, &[], 0));
-        assert!(!may_call(
+        assert!(may_list(&rules, "tools/call", "get_x", &reader));
+        assert!(!may_list(&rules, "tools/call", "set_x", &reader));
+        assert!(!may_list(
             &rules,
             "tools/call",
             "get_x",
-            &identity(&["reader"], &[]),
-            &[],
-            0
+            &identity(&["reader"], &[])
         ));
-        assert!(!may_call(
+        assert!(!may_list(
             &rules,
             "tools/call",
             "delete_x",
-            &identity(&["admin"], &["mcp:read", "mcp:write"]),
-            &[],
-            0
+            &identity(&["admin"], &["mcp:read", "mcp:write"])
         ));
-        assert!(!may_call(&rules, "prompts/get", "p", &reader, &[], 0));
+        assert!(!may_list(&rules, "prompts/get", "p", &reader));
     }
 
     fn when(mut rule: Rule, source: &str) -> Rule {
@@ -1119,6 +1149,61 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_that_cannot_be_evaluated_for_a_list_counts_against_the_caller_and_is_noted() {
+        let tenant_only = |effect, name: &str, source| {
+            when(
+                rule(name, effect, &["tools/call"], Some(&["query"]), None, None),
+                source,
+            )
+        };
+        // The caller's token has no `tenant` claim: neither condition can be
+        // evaluated. The allow rule does not allow, the deny rule denies.
+        let caller = identity(&["reader"], &[]);
+        for (rules, failed) in [
+            (
+                vec![tenant_only(
+                    Effect::Allow,
+                    "acme only",
+                    "token.claims.tenant == 'acme'",
+                )],
+                "acme only",
+            ),
+            (
+                vec![
+                    rule("all", Effect::Allow, &["tools/call"], None, None, None),
+                    tenant_only(Effect::Deny, "no globex", "token.claims.tenant == 'globex'"),
+                ],
+                "no globex",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            assert!(!may_call(
+                &rules,
+                "tools/call",
+                "query",
+                &caller,
+                &[],
+                0,
+                &mut errors
+            ));
+            assert_eq!(errors, vec![failed.to_string()]);
+        }
+        // A condition on the arguments is not evaluated for a list: no error.
+        let mut errors = Vec::new();
+        let rules = vec![small_transfers()];
+        assert!(may_call(
+            &rules,
+            "tools/call",
+            "transfer",
+            &identity(&["clerk"], &[]),
+            &[],
+            0,
+            &mut errors
+        ));
+        assert!(errors.is_empty());
+    }
+
+    #[test]
     fn lists_keep_what_some_arguments_could_allow() {
         let rules = vec![
             small_transfers(),
@@ -1146,16 +1231,14 @@ mod tests {
             ),
         ];
         let reader = identity(&["reader"], &[]);
-        assert!(may_call(&rules, "tools/call", "transfer", &reader, &[], 0));
+        assert!(may_list(&rules, "tools/call", "transfer", &reader));
         // A condition on the token alone is decided at list time too.
-        assert!(!may_call(&rules, "tools/call", "audit", &reader, &[], 0));
-        assert!(may_call(
+        assert!(!may_list(&rules, "tools/call", "audit", &reader));
+        assert!(may_list(
             &rules,
             "tools/call",
             "audit",
-            &identity(&["admin"], &[]),
-            &[],
-            0
+            &identity(&["admin"], &[])
         ));
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::config::Provider;
 use crate::dpop::Scheme;
 use crate::identity::{claim_at, Identity};
-use crate::jwks::{Algorithm, KeySet, LookupError};
+use crate::keys::jwks::{Algorithm, KeySet, LookupError, VerifyingKey};
 
 /// Largest token accepted. Real access tokens are a few KiB at most; the
 /// limit bounds the work an anonymous caller can cause before any check.
@@ -200,90 +200,134 @@ pub fn verify(
     keys: &[Option<&KeySet>],
     now_s: u64,
 ) -> Result<Identity, TokenError> {
-    let fail = |kind, provider| TokenError { kind, provider };
-    let malformed = fail(TokenErrorKind::Malformed, None);
-
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(malformed);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed);
+    let malformed = TokenError {
+        kind: TokenErrorKind::Malformed,
+        provider: None,
     };
-    // An empty signature (an unsecured JWS) gets through here so that its
-    // `alg: none` is reported as what it is; no algorithm accepts it.
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| malformed)?;
-    let header = decode_object(header_b64).ok_or(malformed)?;
-    let payload = decode_object(payload_b64).ok_or(malformed)?;
-
-    let alg_name = header.get("alg").and_then(Value::as_str).ok_or(malformed)?;
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => return Err(malformed),
-    };
-    let typ = match header.get("typ") {
-        None => None,
-        Some(Value::String(typ)) => Some(fold_token_type(typ)),
-        Some(_) => return Err(malformed),
-    };
-    // RFC 7515 4.1.11: no extension is understood here, so a token that
-    // makes one critical is refused (and `crit` must never be empty).
-    if header.contains_key("crit") {
-        return Err(malformed);
-    }
+    let jws = Jws::split(token).ok_or(malformed)?;
+    let header = Header::read(&jws.header).ok_or(malformed)?;
 
     // Select the provider by the unverified `iss`; the verified payload is
     // checked against it again below.
-    let issuer = payload.get("iss").and_then(Value::as_str);
+    let issuer = jws.payload.get("iss").and_then(Value::as_str);
     let index = providers
         .iter()
         .position(|p| Some(p.issuer.as_str()) == issuer)
-        .ok_or(fail(TokenErrorKind::Issuer, None))?;
+        .ok_or(TokenError {
+            kind: TokenErrorKind::Issuer,
+            provider: None,
+        })?;
     let provider = &providers[index];
     let fail = |kind| TokenError {
         kind,
         provider: Some(index),
     };
 
-    // A logout token, a DPoP proof or a security event is signed by the same
-    // keys but is no access token (RFC 8725 3.11, RFC 9068 4).
-    let type_ok = match &typ {
-        None => !provider.require_token_type,
-        Some(typ) => provider.token_types.contains(typ),
-    };
-    if !type_ok {
-        return Err(fail(TokenErrorKind::TokenType));
-    }
-    let alg = Algorithm::parse(alg_name).map_err(|_| fail(TokenErrorKind::Algorithm))?;
-    if !provider.algorithms.contains(&alg) {
-        return Err(fail(TokenErrorKind::Algorithm));
-    }
-    let key_set = keys
-        .get(index)
-        .copied()
-        .flatten()
-        .ok_or(fail(TokenErrorKind::KeysUnavailable))?;
-    let key = key_set.find(kid, alg).map_err(|e| {
-        fail(match e {
-            LookupError::UnknownKey => TokenErrorKind::UnknownKey,
-            LookupError::Algorithm => TokenErrorKind::Algorithm,
-        })
-    })?;
-
-    // The JWS signing input: the first two parts exactly as sent.
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    key.verify(signing_input.as_bytes(), &signature)
+    let key_set = keys.get(index).copied().flatten();
+    let key = header.key(provider, key_set).map_err(fail)?;
+    key.verify(jws.signing_input.as_bytes(), &jws.signature)
         .map_err(|_| fail(TokenErrorKind::Signature))?;
 
     // Signature verified: `payload` is authenticated (it was decoded from the
     // very bytes that were signed).
-    let expires_at = check_claims(&payload, provider, now_s).map_err(fail)?;
-    Ok(identity(payload, provider, expires_at))
+    let expires_at = check_claims(&jws.payload, provider, now_s).map_err(fail)?;
+    Ok(identity(jws.payload, provider, expires_at))
+}
+
+/// A compact JWS, split and decoded but not yet trusted.
+struct Jws<'t> {
+    header: Map<String, Value>,
+    payload: Map<String, Value>,
+    /// The first two parts exactly as sent: what the signature covers.
+    signing_input: &'t str,
+    signature: Vec<u8>,
+}
+
+impl<'t> Jws<'t> {
+    /// Three base64url parts, the first two JSON objects; `None` for
+    /// anything else, or a token over [`MAX_TOKEN_BYTES`].
+    fn split(token: &'t str) -> Option<Jws<'t>> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        // An empty signature (an unsecured JWS) gets through here so that its
+        // `alg: none` is reported as what it is; no algorithm accepts it.
+        let signature = URL_SAFE_NO_PAD.decode(signature_b64).ok()?;
+        let header = decode_object(header_b64)?;
+        let payload = decode_object(payload_b64)?;
+        Some(Jws {
+            header,
+            payload,
+            signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+            signature,
+        })
+    }
+}
+
+/// What a JWT's header says of how to verify it.
+struct Header<'h> {
+    alg: &'h str,
+    kid: Option<&'h str>,
+    /// `typ`, folded ([`fold_token_type`]).
+    typ: Option<String>,
+}
+
+impl<'h> Header<'h> {
+    /// `alg` (a string), `kid` and `typ` (strings when present), and no
+    /// `crit`; `None` for anything else.
+    fn read(header: &'h Map<String, Value>) -> Option<Header<'h>> {
+        let alg = header.get("alg").and_then(Value::as_str)?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return None,
+        };
+        let typ = match header.get("typ") {
+            None => None,
+            Some(Value::String(typ)) => Some(fold_token_type(typ)),
+            Some(_) => return None,
+        };
+        // RFC 7515 4.1.11: no extension is understood here, so a token that
+        // makes one critical is refused (and `crit` must never be empty).
+        if header.contains_key("crit") {
+            return None;
+        }
+        Some(Header { alg, kid, typ })
+    }
+
+    /// The provider's key this token is to verify with: of a type the
+    /// provider takes as an access token, with an algorithm it accepts,
+    /// from its current keys (`None`: never fetched).
+    fn key<'k>(
+        &self,
+        provider: &Provider,
+        keys: Option<&'k KeySet>,
+    ) -> Result<VerifyingKey<'k>, TokenErrorKind> {
+        // A logout token, a DPoP proof or a security event is signed by the
+        // same keys but is no access token (RFC 8725 3.11, RFC 9068 4).
+        let type_ok = match &self.typ {
+            None => !provider.require_token_type,
+            Some(typ) => provider.token_types.contains(typ),
+        };
+        if !type_ok {
+            return Err(TokenErrorKind::TokenType);
+        }
+        let alg = Algorithm::parse(self.alg).map_err(|_| TokenErrorKind::Algorithm)?;
+        if !provider.algorithms.contains(&alg) {
+            return Err(TokenErrorKind::Algorithm);
+        }
+        let keys = keys.ok_or(TokenErrorKind::KeysUnavailable)?;
+        keys.find(self.kid, alg).map_err(|e| match e {
+            LookupError::UnknownKey => TokenErrorKind::UnknownKey,
+            LookupError::Algorithm => TokenErrorKind::Algorithm,
+        })
+    }
 }
 
 /// What a bearer token looks like, before any check.
@@ -464,7 +508,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::JwksSource;
-    use crate::jwks::test_keys::*;
+    use crate::keys::jwks::test_keys::*;
 
     pub(crate) const ISS: &str = "https://idp.example.com/realms/mcp";
     const OTHER_ISS: &str = "https://other.example.com";

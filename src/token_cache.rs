@@ -175,7 +175,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jwks::KeySet;
+    use crate::keys::jwks::KeySet;
     use crate::token::tests::{check, claims, key_sets, provider, sign, Signer, ISS, NOW};
     use crate::token::{verify, TokenError, TokenErrorKind};
 

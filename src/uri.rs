@@ -26,6 +26,34 @@ impl<'a> HttpUri<'a> {
         } else {
             return Err(format!("{text:?} is not an absolute http(s) URI"));
         };
+        Self::split(text, scheme, rest)
+    }
+
+    /// Parses an absolute `http(s)` URI a client wrote and signed (a DPoP
+    /// proof's `htu`), to be compared after normalisation: its scheme in any
+    /// case (schemes are case-insensitive, RFC 3986 §3.1), and its query
+    /// and fragment dropped, so `query` is always empty. Otherwise as
+    /// [`HttpUri::parse`]; `scheme` is `https` or `http`.
+    pub fn parse_lenient(text: &'a str) -> Result<HttpUri<'a>, String> {
+        let text = path_of(text);
+        let (scheme, rest) = text
+            .split_once("://")
+            .and_then(|(scheme, rest)| {
+                if scheme.eq_ignore_ascii_case("https") {
+                    Some(("https", rest))
+                } else if scheme.eq_ignore_ascii_case("http") {
+                    Some(("http", rest))
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| format!("{text:?} is not an absolute http(s) URI"))?;
+        Self::split(text, scheme, rest)
+    }
+
+    /// The authority, path and query of `rest` (what follows `scheme://` in
+    /// `text`).
+    fn split(text: &'a str, scheme: &'a str, rest: &'a str) -> Result<HttpUri<'a>, String> {
         if text
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
@@ -105,6 +133,25 @@ mod tests {
             "",
         ] {
             assert!(HttpUri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signed_uris_take_any_scheme_case_and_drop_query_and_fragment() {
+        let uri = HttpUri::parse_lenient("HTTPS://Idp.Example/a?x=1#f").unwrap();
+        assert_eq!(
+            (uri.scheme, uri.authority, uri.path, uri.query),
+            ("https", "Idp.Example", "/a", "")
+        );
+        assert_eq!(HttpUri::parse_lenient("Http://h").unwrap().scheme, "http");
+        for bad in [
+            "ftp://host/x",
+            "https:///nohost",
+            "https://host/a b",
+            "/a",
+            "",
+        ] {
+            assert!(HttpUri::parse_lenient(bad).is_err(), "{bad}");
         }
     }
 

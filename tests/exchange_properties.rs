@@ -1,8 +1,12 @@
 //! The hold invariant, over every order of events: random requests and
-//! answers, cut into random chunks, with or without trailers, with the key
-//! wait ending anywhere, driven through the filter's state machine
-//! (`exchange::Exchange`) against a model of what Envoy does with each
-//! "hold" and "continue".
+//! answers, cut into random chunks (a few, or many down to one byte each),
+//! with or without trailers, with the key wait ending anywhere, driven
+//! through the filter's state machine (`exchange::Exchange`) against a
+//! model of what Envoy does with each "hold" and "continue". Answers come
+//! with a body, with an empty one, or with none (the headers end the
+//! stream, or only trailers follow); compressed ones carry real gzip or
+//! deflate bytes under every spelling of `Content-Encoding`, and the client
+//! decodes what it gets as its headers say.
 //!
 //! Checked for every sequence:
 //! - nothing of a request reaches the upstream unless its verdict is
@@ -17,7 +21,8 @@
 //!   before); sent as a bearer token it never passes;
 //! - no byte of a list answer reaches the client before it was filtered: a
 //!   tool nobody may call never shows, whatever the media type, encoding,
-//!   chunking, trailers or echoed id; an error replacing an answer has
+//!   chunking, trailers or echoed id; the headers a client gets match the
+//!   body it gets (length, encoding); an error replacing an answer has
 //!   headers that match it; nothing stays held at the end;
 //! - answers that need no filtering pass byte for byte;
 //! - with two servers behind the filter (`servers`), a request is decided
@@ -27,19 +32,21 @@
 //!   its audience, and the published call header is the filter's, never
 //!   the client's.
 
+use std::io::{Read, Write};
 use std::rc::Rc;
 use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
+use mcp_authz::answer::Answer as FilterAnswer;
 use mcp_authz::authorization_server::shared;
-use mcp_authz::authorization_server::{Call, CallAnswer, Purpose};
-use mcp_authz::config::{Gateway, Policy};
+use mcp_authz::authorization_server::{Call, CallAnswer, Purpose, MAX_CALLS_IN_FLIGHT};
+use mcp_authz::config::{Gateway, Mode, Policy};
 use mcp_authz::dpop::replay;
 use mcp_authz::exchange::{Action, Effect, Env, Exchange, Host, Output, ResponseHead, SharedData};
 use mcp_authz::gate::{KeyRing, RequestHead};
-use mcp_authz::jwks::KeySet;
+use mcp_authz::keys::jwks::KeySet;
 use mcp_authz::mcp::param_headers::ParamHeader;
 use mcp_authz::shared_data::SharedMap;
 use mcp_authz::token_cache::VerifiedTokenCache;
@@ -289,8 +296,8 @@ struct Request {
     token: Token,
     proof: Proof,
     payload: Payload,
-    /// Where the body is cut (fractions of its length).
-    cuts: Vec<u8>,
+    /// How the body is cut into chunks.
+    chunks: Chunking,
     trailers: bool,
     /// Provider B's keys before the request: never fetched, or `b1`.
     b_fetched: bool,
@@ -368,7 +375,7 @@ fn request() -> impl Strategy<Value = Request> {
             (content_type, token, payload, proof),
         ),
         (
-            prop::collection::vec(any::<u8>(), 0..4),
+            chunking(),
             any::<bool>(),
             any::<bool>(),
             prop::option::of(any::<bool>()),
@@ -382,7 +389,7 @@ fn request() -> impl Strategy<Value = Request> {
                     (audit, filter_lists, method, path, preflight_headers),
                     (content_type, token, payload, proof),
                 ),
-                (cuts, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
+                (chunks, trailers, b_fetched, b_after_wait, refetch_granted, settle_at),
             )| Request {
                 two_servers: false,
                 target: match path {
@@ -401,7 +408,7 @@ fn request() -> impl Strategy<Value = Request> {
                 content_type,
                 token,
                 payload,
-                cuts,
+                chunks,
                 trailers,
                 b_fetched,
                 b_after_wait,
@@ -615,20 +622,16 @@ struct FakeHost {
     /// The proxy's shared data (the DPoP replay memory, the authorization
     /// server's answers).
     shared: SharedMap,
-}
-
-impl SharedData for FakeHost {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
+    /// Calls to the authorization server this worker has under way.
+    in_flight: usize,
 }
 
 impl Host for FakeHost {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
     fn calls_in_flight(&self) -> usize {
-        0
+        self.in_flight
     }
     fn digest_key(&self) -> [u8; 32] {
         [9; 32]
@@ -762,13 +765,49 @@ fn warm_up(run: &mut Run, token: &str, path: &str) {
     run.host.request_body = saved;
 }
 
-fn cut_points(len: usize, cuts: &[u8]) -> Vec<usize> {
-    let mut points: Vec<usize> = cuts.iter().map(|c| (*c as usize * len) / 256).collect();
+/// How a body (a request's or an answer's) is cut into the chunks Envoy
+/// hands over.
+#[derive(Debug, Clone)]
+enum Chunking {
+    /// At these fractions (of 256) of its length: a few chunks.
+    Fractions(Vec<u8>),
+    /// Into chunks of these sizes, over and over: many chunks, down to one
+    /// byte each.
+    Sizes(Vec<usize>),
+}
+
+fn chunking() -> impl Strategy<Value = Chunking> {
+    prop_oneof![
+        3 => prop::collection::vec(any::<u8>(), 0..4).prop_map(Chunking::Fractions),
+        1 => Just(Chunking::Sizes(vec![1])),
+        2 => prop::collection::vec(1usize..=48, 1..6).prop_map(Chunking::Sizes),
+    ]
+}
+
+/// Where the chunks of a body of `len` bytes end (the last at `len`).
+fn cut_points(len: usize, chunking: &Chunking) -> Vec<usize> {
+    let mut points: Vec<usize> = match chunking {
+        Chunking::Fractions(cuts) => cuts.iter().map(|c| (*c as usize * len) / 256).collect(),
+        Chunking::Sizes(sizes) => sizes
+            .iter()
+            .cycle()
+            .scan(0, |at, size| {
+                *at += size;
+                (*at < len).then_some(*at)
+            })
+            .collect(),
+    };
     points.push(len);
     points.sort_unstable();
     points.dedup();
     points.retain(|p| *p > 0);
     points
+}
+
+/// The event after which something happens (`at` spread over the
+/// `n_events` events and the time after them).
+fn moment(at: u8, n_events: usize) -> usize {
+    at as usize * (n_events + 1) / 256
 }
 
 /// Drives the request; returns the world and the run (for the answer).
@@ -842,6 +881,7 @@ fn drive_request(r: &Request) -> (World, Run) {
                 }
                 shared
             },
+            in_flight: 0,
         },
         ring,
         cache: VerifiedTokenCache::new(8),
@@ -864,10 +904,10 @@ fn drive_request(r: &Request) -> (World, Run) {
 
     let head = RequestHead::new(r.method, &format!("{}?q=1", r.path), headers);
     let eos_at_headers = body.is_empty() && !r.trailers;
-    let points = cut_points(body.len(), &r.cuts);
+    let points = cut_points(body.len(), &r.chunks);
     // Events: headers, chunks..., trailers?; the key wait may end after any.
     let n_events = 1 + points.len() + usize::from(r.trailers);
-    let settle_after = r.settle_at as usize % (n_events + 1);
+    let settle_after = moment(r.settle_at, n_events);
     // Each wait ends once; a request may wait twice (a first fetch, then
     // a refetch for a kid the fetch did not bring).
     let settle = |run: &mut Run, world: &mut World, ended: bool| {
@@ -1005,13 +1045,65 @@ enum Media {
     TwoJson,
 }
 
+/// How the upstream encodes its answer: the `Content-Encoding` headers it
+/// sends, and what its bytes really are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Encoding {
+    /// No `Content-Encoding`.
+    Plain,
+    /// `Content-Encoding: identity`: plain bytes, readable.
+    Identity,
+    Gzip,
+    /// `GZIP`: codings are case-insensitive.
+    GzipUpper,
+    XGzip,
+    /// zlib, as HTTP's `deflate` is.
+    Deflate,
+    /// `identity, gzip`: gzip bytes under a list.
+    IdentityThenGzip,
+    /// Two headers, `identity` then `gzip`.
+    TwoHeaders,
+}
+
+impl Encoding {
+    fn headers(self) -> &'static [&'static str] {
+        match self {
+            Encoding::Plain => &[],
+            Encoding::Identity => &["identity"],
+            Encoding::Gzip => &["gzip"],
+            Encoding::GzipUpper => &["GZIP"],
+            Encoding::XGzip => &["x-gzip"],
+            Encoding::Deflate => &["deflate"],
+            Encoding::IdentityThenGzip => &["identity, gzip"],
+            Encoding::TwoHeaders => &["identity", "gzip"],
+        }
+    }
+
+    /// The bytes are compressed (the filter cannot read them).
+    fn compresses(self) -> bool {
+        !matches!(self, Encoding::Plain | Encoding::Identity)
+    }
+}
+
+/// What follows the answer's headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Body {
+    /// The answer's bytes, in chunks.
+    Full,
+    /// Nothing: the headers end the stream, or only trailers follow.
+    None,
+    /// One empty chunk (HTTP/2 lets an upstream end a stream so).
+    EmptyChunk,
+}
+
 #[derive(Debug, Clone)]
 struct Answer {
     status: u32,
     media: Media,
-    gzip: bool,
+    encoding: Encoding,
     id: Value,
-    cuts: Vec<u8>,
+    body: Body,
+    chunks: Chunking,
     trailers: bool,
 }
 
@@ -1028,19 +1120,32 @@ fn answer() -> impl Strategy<Value = Answer> {
             Media::JsonRpc,
             Media::TwoJson,
         ]),
-        prop::bool::weighted(0.2),
+        prop_oneof![
+            8 => Just(Encoding::Plain),
+            1 => Just(Encoding::Identity),
+            1 => Just(Encoding::Gzip),
+            1 => Just(Encoding::GzipUpper),
+            1 => Just(Encoding::XGzip),
+            1 => Just(Encoding::Deflate),
+            1 => Just(Encoding::IdentityThenGzip),
+            1 => Just(Encoding::TwoHeaders),
+        ],
         prop::sample::select(vec![json!(1), json!("1"), json!(1.0), json!(77)]),
-        prop::collection::vec(any::<u8>(), 0..5),
+        prop_oneof![8 => Just(Body::Full), 1 => Just(Body::None), 1 => Just(Body::EmptyChunk)],
+        chunking(),
         any::<bool>(),
     )
-        .prop_map(|(status, media, gzip, id, cuts, trailers)| Answer {
-            status,
-            media,
-            gzip,
-            id,
-            cuts,
-            trailers,
-        })
+        .prop_map(
+            |(status, media, encoding, id, body, chunks, trailers)| Answer {
+                status,
+                media,
+                encoding,
+                id,
+                body,
+                chunks,
+                trailers,
+            },
+        )
 }
 
 fn list_answer(id: &Value) -> String {
@@ -1050,21 +1155,65 @@ fn list_answer(id: &Value) -> String {
     .to_string()
 }
 
-fn answer_bytes(a: &Answer) -> Vec<u8> {
+/// The answer's plain text.
+fn answer_text(a: &Answer) -> Vec<u8> {
     let list = list_answer(&a.id);
-    let text = match a.media {
+    match a.media {
         Media::Sse => format!(
             ": priming\n\nid: e1\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{{}}}}\n\nid: e2\nevent: message\ndata: {list}\n\n"
         ),
         _ => list,
-    };
-    if a.gzip {
-        // Stands for compressed bytes: the filter cannot read them, so they
-        // must never reach the client.
-        format!("GZIP\u{1}{text}").into_bytes()
-    } else {
-        text.into_bytes()
     }
+    .into_bytes()
+}
+
+/// The bytes the upstream sends: the text, compressed as its headers say.
+fn answer_bytes(a: &Answer) -> Vec<u8> {
+    if a.body != Body::Full {
+        return Vec::new();
+    }
+    let text = answer_text(a);
+    match a.encoding {
+        Encoding::Plain | Encoding::Identity => text,
+        Encoding::Deflate => {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(&text).expect("deflate");
+            z.finish().expect("deflate")
+        }
+        _ => {
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(&text).expect("gzip");
+            z.finish().expect("gzip")
+        }
+    }
+}
+
+/// What a client makes of a body under these `Content-Encoding` headers:
+/// the plain bytes, or `None` when they do not decode as the headers say.
+fn decoded(body: &[u8], encodings: &[&str]) -> Option<Vec<u8>> {
+    let codings: Vec<String> = encodings
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    if body.is_empty() {
+        // No content: nothing to decode, whatever the headers say.
+        return Some(Vec::new());
+    }
+    let mut bytes = body.to_vec();
+    // The last coding applied is the first to undo.
+    for coding in codings.iter().rev() {
+        let mut out = Vec::new();
+        let read = match coding.as_str() {
+            "gzip" | "x-gzip" => flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out),
+            "deflate" => flate2::read::ZlibDecoder::new(&bytes[..]).read_to_end(&mut out),
+            _ => return None,
+        };
+        read.ok()?;
+        bytes = out;
+    }
+    Some(bytes)
 }
 
 fn answer_headers(a: &Answer) -> Vec<(String, String)> {
@@ -1080,8 +1229,8 @@ fn answer_headers(a: &Answer) -> Vec<(String, String)> {
     for t in types {
         headers.push(("content-type".into(), t.to_string()));
     }
-    if a.gzip {
-        headers.push(("content-encoding".into(), "gzip".into()));
+    for e in a.encoding.headers() {
+        headers.push(("content-encoding".into(), e.to_string()));
     }
     headers
 }
@@ -1095,16 +1244,26 @@ struct Client {
     trailers_removed: bool,
 }
 
+/// Envoy's side of an answer, as the filter's effects change it.
+#[derive(Default)]
+struct Held {
+    /// The headers as Envoy holds them, until they go out to the client.
+    headers: Vec<(String, String)>,
+    /// Body bytes Envoy holds.
+    body: Vec<u8>,
+    /// A body callback came: Envoy has a body buffer the filter may
+    /// rewrite. (With none, Envoy ignores a rewrite.)
+    body_seen: bool,
+}
+
 fn drive_answer(run: &mut Run, a: &Answer) -> Client {
     let bytes = answer_bytes(a);
-    // The headers as Envoy holds them, until they go out to the client.
-    let mut headers = answer_headers(a);
+    let mut held = Held {
+        headers: answer_headers(a),
+        ..Held::default()
+    };
     let mut client = Client::default();
-    let mut held: Vec<u8> = Vec::new();
-    let step = |out: Output,
-                headers: &mut Vec<(String, String)>,
-                held: &mut Vec<u8>,
-                client: &mut Client| {
+    let step = |out: Output, held: &mut Held, client: &mut Client| {
         for effect in &out.effects {
             match effect {
                 Effect::SetResponseHeader { name, value } => {
@@ -1112,16 +1271,20 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
                         client.headers.is_none(),
                         "header {name} set after the headers went out"
                     );
-                    headers.retain(|(n, _)| n != name);
+                    held.headers.retain(|(n, _)| n != name);
                     if let Some(v) = value {
-                        headers.push((name.clone(), v.clone()));
+                        held.headers.push((name.clone(), v.clone()));
                     }
                 }
                 Effect::ReplaceResponseBody { len, bytes } => {
-                    assert!(*len <= held.len(), "replaced more than is held");
-                    let rest = held.split_off(*len);
-                    *held = bytes.clone();
-                    held.extend(rest);
+                    assert!(
+                        held.body_seen,
+                        "a body rewritten where Envoy has none (it would ignore it)"
+                    );
+                    assert!(*len <= held.body.len(), "replaced more than is held");
+                    let rest = held.body.split_off(*len);
+                    held.body = bytes.clone();
+                    held.body.extend(rest);
                 }
                 Effect::Count(..)
                 | Effect::Log(..)
@@ -1132,27 +1295,40 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
         }
         if out.action == Action::Continue {
             if client.headers.is_none() {
-                client.headers = Some(headers.clone());
+                client.headers = Some(held.headers.clone());
             }
-            client.body.append(held);
+            client.body.append(&mut held.body);
         }
     };
-    let head = ResponseHead::from_headers(&headers);
-    let out = run.event(|ex, env| ex.on_response_headers(env, &head, false));
-    step(out, &mut headers, &mut held, &mut client);
-    let points = cut_points(bytes.len(), &a.cuts);
+    let head = ResponseHead::from_headers(&held.headers);
+    let ends_at_headers = a.body == Body::None && !a.trailers;
+    let out = run.event(|ex, env| ex.on_response_headers(env, &head, ends_at_headers));
+    step(out, &mut held, &mut client);
+    if ends_at_headers {
+        assert!(
+            client.headers.is_some(),
+            "headers of a bodiless answer held"
+        );
+        return client;
+    }
+    let points = match a.body {
+        Body::Full => cut_points(bytes.len(), &a.chunks),
+        Body::EmptyChunk => vec![0],
+        Body::None => Vec::new(),
+    };
     let mut start = 0;
     for (i, &point) in points.iter().enumerate() {
         let last = i + 1 == points.len() && !a.trailers;
-        held.extend_from_slice(&bytes[start..point]);
+        held.body.extend_from_slice(&bytes[start..point]);
+        held.body_seen = true;
         start = point;
-        run.host.response_buffer = held.clone();
-        let len = held.len();
+        run.host.response_buffer = held.body.clone();
+        let len = held.body.len();
         let out = run.event(|ex, env| ex.on_response_body(env, len, last));
-        step(out, &mut headers, &mut held, &mut client);
+        step(out, &mut held, &mut client);
     }
     if a.trailers {
-        run.host.response_buffer = held.clone();
+        run.host.response_buffer = held.body.clone();
         let names = vec!["x-upstream-trailer".to_string()];
         let out = run.event(|ex, env| ex.on_response_trailers(env, &names));
         client.trailers_removed = out
@@ -1160,9 +1336,9 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
             .iter()
             .any(|e| matches!(e, Effect::RemoveResponseTrailers(n) if n == &names));
         assert_eq!(out.action, Action::Continue, "trailers held for ever");
-        step(out, &mut headers, &mut held, &mut client);
+        step(out, &mut held, &mut client);
     }
-    assert!(held.is_empty(), "bytes left held at the end");
+    assert!(held.body.is_empty(), "bytes left held at the end");
     assert!(client.headers.is_some(), "headers never went out");
     client
 }
@@ -1190,7 +1366,6 @@ fn check_answer(r: &Request, a: &Answer, client: &Client) {
             .map(|(_, v)| v.as_str())
             .collect()
     };
-    let text = String::from_utf8_lossy(&client.body);
     if !watched(r) {
         assert_eq!(
             client.body,
@@ -1199,18 +1374,39 @@ fn check_answer(r: &Request, a: &Answer, client: &Client) {
         );
         return;
     }
+    // Headers that match the body: its length, and an encoding it has.
+    for length in header("content-length") {
+        assert_eq!(length, client.body.len().to_string(), "content-length");
+    }
+    let plain = decoded(&client.body, &header("content-encoding"))
+        .expect("the body does not decode as its content-encoding says");
+    let text = String::from_utf8_lossy(&plain);
     assert!(
         !text.contains(FORBIDDEN),
         "a forbidden tool reached the client: {text}"
     );
+    if a.body == Body::None {
+        // Envoy has no body to rewrite: the headers must say so.
+        assert!(
+            client.body.is_empty(),
+            "a body made up for a bodiless answer"
+        );
+        return;
+    }
+    if a.body == Body::EmptyChunk && !text.contains("-32005") {
+        // An empty body passes, or the error replaces it (checked below).
+        assert!(client.body.is_empty(), "a body made up for an empty answer");
+        return;
+    }
+    let compressed = a.encoding.compresses();
     if text.contains("-32005") {
-        if a.trailers && (a.media != Media::Sse || a.gzip) {
+        if a.trailers && (a.media != Media::Sse || compressed) {
             assert!(
                 client.trailers_removed,
                 "the upstream's trailers went with the error"
             );
         }
-        if a.media != Media::Sse || a.gzip {
+        if a.media != Media::Sse || compressed {
             assert_eq!(header("content-type"), vec!["application/json"]);
             assert!(
                 header("content-encoding").is_empty(),
@@ -1222,13 +1418,13 @@ fn check_answer(r: &Request, a: &Answer, client: &Client) {
             );
         }
     } else {
-        assert!(!a.gzip, "compressed bytes passed");
+        assert!(!compressed, "compressed bytes passed");
         assert!(
             matches!(a.media, Media::Json | Media::Sse),
             "unreadable media passed"
         );
     }
-    if a.media == Media::Json && !a.gzip {
+    if a.media == Media::Json && !compressed {
         let value: Value = serde_json::from_slice(&client.body).expect("JSON to the client");
         if value.get("result").is_some() {
             assert_eq!(value["result"]["tools"], json!([{"name": "get_weather"}]));
@@ -1239,7 +1435,7 @@ fn check_answer(r: &Request, a: &Answer, client: &Client) {
             );
         }
     }
-    if a.media == Media::Sse && !a.gzip && !text.contains("-32005") {
+    if a.media == Media::Sse && !compressed && !text.contains("-32005") {
         assert!(text.contains("\"cacheScope\":\"private\""), "{text}");
         assert!(text.contains("get_weather"), "{text}");
     }
@@ -1350,7 +1546,7 @@ struct CallScenario {
     method: &'static str,
     caller: Caller,
     payload: Payload,
-    cuts: Vec<u8>,
+    chunks: Chunking,
     trailers: bool,
     introspected: Introspected,
     /// Where introspection's answer falls among the request's events
@@ -1388,7 +1584,7 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
                 Payload::Oversize,
                 Payload::Empty,
             ]),
-            prop::collection::vec(any::<u8>(), 0..4),
+            chunking(),
             any::<bool>(),
         ),
         (
@@ -1418,7 +1614,7 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
     )
         .prop_map(
             |(
-                (method, caller, payload, cuts, trailers),
+                (method, caller, payload, chunks, trailers),
                 (introspected, answer_at, exchange, shared_slots, again, dpop_required),
             )| CallScenario {
                 method,
@@ -1428,7 +1624,7 @@ fn call_scenario() -> impl Strategy<Value = CallScenario> {
                 } else {
                     Payload::Empty
                 },
-                cuts,
+                chunks,
                 trailers,
                 introspected,
                 answer_at,
@@ -1609,9 +1805,9 @@ fn drive_with_calls(c: &CallScenario, run: &mut Run, jti: &str) -> World {
     };
     let head = RequestHead::new(c.method, "/mcp", headers);
     let eos_at_headers = body.is_empty() && !c.trailers;
-    let points = cut_points(body.len(), &c.cuts);
+    let points = cut_points(body.len(), &c.chunks);
     let n_events = 1 + points.len() + usize::from(c.trailers);
-    let answer_after = c.answer_at as usize % (n_events + 1);
+    let answer_after = moment(c.answer_at, n_events);
     let mut answered = 0;
     // Answers the calls asked for so far (in order), once their moment came.
     let answer_calls = |run: &mut Run, world: &mut World, answered: &mut usize, ended: bool| {
@@ -1771,35 +1967,43 @@ fn check_with_calls(c: &CallScenario, world: &World, first: bool) {
     );
 }
 
+/// A run of requests to `policy` that may call the authorization server:
+/// A's keys at hand, `in_flight` calls already under way on the worker, and
+/// shared data with the tables for the answers when `shared_slots`.
+fn call_run(policy: Policy, in_flight: usize, shared_slots: bool) -> Run {
+    let mut host = FakeHost {
+        shared: SharedMap::default(),
+        request_body: Vec::new(),
+        response_buffer: Vec::new(),
+        fetch_asked: false,
+        refetch_granted: false,
+        refetch_asked: false,
+        in_flight,
+    };
+    if shared_slots {
+        shared::prepare(&mut host.shared, Purpose::Introspection);
+        shared::prepare(&mut host.shared, Purpose::TokenExchange);
+    }
+    replay::prepare(&mut host.shared, [2; 32]);
+    Run {
+        exchange: Exchange::new(),
+        host,
+        ring: KeyRing {
+            sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
+            generations: vec![1],
+        },
+        cache: VerifiedTokenCache::new(8),
+        gateway: Gateway::single(policy),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
     fn nothing_passes_while_the_authorization_server_is_asked(c in call_scenario()) {
         let policy = call_policy(c.exchange.is_some(), c.dpop_required);
-        let mut host = FakeHost {
-            shared: SharedMap::default(),
-            request_body: Vec::new(),
-            response_buffer: Vec::new(),
-            fetch_asked: false,
-            refetch_granted: false,
-            refetch_asked: false,
-        };
-        if c.shared_slots {
-            shared::prepare(&mut host.shared, Purpose::Introspection);
-            shared::prepare(&mut host.shared, Purpose::TokenExchange);
-        }
-        replay::prepare(&mut host.shared, [2; 32]);
-        let mut run = Run {
-            exchange: Exchange::new(),
-            host,
-            ring: KeyRing {
-                sets: vec![Some(key_set(vec![jwk(&keys().a, "a1")]))],
-                generations: vec![1],
-            },
-            cache: VerifiedTokenCache::new(8),
-            gateway: Gateway::single(policy),
-        };
+        let mut run = call_run(policy, 0, c.shared_slots);
         let world = drive_with_calls(&c, &mut run, "call-1");
         check_with_calls(&c, &world, true);
         prop_assert!(!run.host.shared.contains(OPAQUE.as_bytes()), "a token was stored in shared data");
@@ -1843,4 +2047,287 @@ proptest! {
         let client = drive_answer(&mut run, &a);
         check_answer(&r, &a, &client);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Named cases: a worker at its limit of calls in flight, and audit mode
+// when the authorization server cannot vouch for a token or give the
+// upstream its own.
+
+/// One POST of `body` with `authorization` through `policy`, on a worker
+/// with `in_flight` calls to the authorization server already under way;
+/// each call the filter makes is answered by `answer`, by purpose. What the
+/// world saw, and every effect.
+fn drive_one(
+    policy: Policy,
+    in_flight: usize,
+    authorization: &str,
+    body: &[u8],
+    answer: impl Fn(Purpose) -> Option<CallAnswer>,
+) -> (World, Vec<Effect>) {
+    let mut run = call_run(policy, in_flight, true);
+    run.host.request_body = body.to_vec();
+    let headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("authorization".to_string(), authorization.to_string()),
+    ];
+    let mut world = World {
+        headers: headers.clone(),
+        ..World::default()
+    };
+    let mut effects = Vec::new();
+    let head = RequestHead::new("POST", "/mcp", headers);
+    let output = run.event(|ex, env| ex.on_request_headers(env, head, false));
+    after_request_callback(&mut world, &output, false);
+    effects.extend(output.effects);
+    let mut answered = 0;
+    let mut body_sent = false;
+    loop {
+        if answered < world.calls.len() {
+            let purpose = purpose_of(&world.calls[answered]);
+            answered += 1;
+            let output =
+                run.event(|ex, env| ex.on_authorization_server_answer(env, answer(purpose)));
+            after_request_callback(&mut world, &output, body_sent);
+            effects.extend(output.effects);
+        } else if !body_sent {
+            body_sent = true;
+            let output = run.event(|ex, env| ex.on_request_body(env, body.len(), true));
+            after_request_callback(&mut world, &output, true);
+            effects.extend(output.effects);
+        } else {
+            break;
+        }
+    }
+    (world, effects)
+}
+
+fn sent(effects: &[Effect]) -> Option<&FilterAnswer> {
+    effects.iter().find_map(|e| match e {
+        Effect::SendAnswer(answer) => Some(answer),
+        _ => None,
+    })
+}
+
+fn counted(effects: &[Effect], name: &str) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Count(c, n) if c.name() == name && *n > 0))
+}
+
+/// The JSON-RPC error code of an answer.
+fn error_code(answer: &FilterAnswer) -> i64 {
+    let body: Value = serde_json::from_slice(&answer.body).expect("a JSON-RPC error");
+    body["error"]["code"].as_i64().expect("a code")
+}
+
+fn header<'a>(answer: &'a FilterAnswer, name: &str) -> Option<&'a str> {
+    answer
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn calls_for(world: &World, purpose: Purpose) -> usize {
+    world
+        .calls
+        .iter()
+        .filter(|c| purpose_of(c) == purpose)
+        .count()
+}
+
+fn jwt_caller(roles: &[&str]) -> String {
+    format!("Bearer {}", sign(&keys().a, A, roles, None))
+}
+
+fn audit(mut policy: Policy) -> Policy {
+    policy.mode = Mode::Audit;
+    policy
+}
+
+fn list_body() -> Vec<u8> {
+    body_of(Payload::List)
+}
+
+fn issued(purpose: Purpose) -> Option<CallAnswer> {
+    match purpose {
+        Purpose::Introspection => introspection_answer(Introspected::Active, false),
+        Purpose::TokenExchange => exchange_answer(Exchanged::Issued),
+    }
+}
+
+#[test]
+fn a_worker_at_its_limit_of_calls_in_flight_answers_503_and_forwards_nothing() {
+    // (who calls, the answer's JSON-RPC code, the counters it moves)
+    let cases = [
+        (
+            format!("Bearer {OPAQUE}"),
+            false,
+            -32006,
+            ["introspection.busy", "denied.introspection_unavailable"],
+        ),
+        (
+            jwt_caller(&["reader"]),
+            true,
+            -32007,
+            ["token_exchange.busy", "denied.upstream_token_unavailable"],
+        ),
+    ];
+    for (authorization, exchange, code, counters) in cases {
+        let (world, effects) = drive_one(
+            call_policy(exchange, false),
+            MAX_CALLS_IN_FLIGHT,
+            &authorization,
+            &list_body(),
+            issued,
+        );
+        assert!(world.calls.is_empty(), "no call past the limit");
+        assert!(world.forwarded.is_none(), "nothing forwarded");
+        let answer = sent(&effects).expect("answered");
+        assert_eq!(answer.status, 503);
+        assert_eq!(header(answer, "retry-after"), Some("5"));
+        assert_eq!(error_code(answer), code);
+        for counter in counters {
+            assert!(counted(&effects, counter), "{counter}: {effects:?}");
+        }
+        // One call fewer in flight: the call is made and the request goes on.
+        let (world, effects) = drive_one(
+            call_policy(exchange, false),
+            MAX_CALLS_IN_FLIGHT - 1,
+            &authorization,
+            &list_body(),
+            issued,
+        );
+        assert_eq!(world.calls.len(), 1, "{effects:?}");
+        assert!(world.forwarded.is_some(), "{effects:?}");
+    }
+    assert_eq!(MAX_CALLS_IN_FLIGHT, 64, "the README's figure");
+}
+
+#[test]
+fn in_audit_mode_a_token_introspection_cannot_vouch_for_goes_on_with_no_identity_and_no_upstream_token(
+) {
+    // The authorization server calls the token inactive, cannot be reached,
+    // answers garbage, or this worker is at its limit.
+    let cases = [
+        (Introspected::Inactive, 0, "invalid_token.inactive"),
+        (
+            Introspected::NoAnswer,
+            0,
+            "denied.introspection_unavailable",
+        ),
+        (Introspected::Garbage, 0, "denied.introspection_unavailable"),
+        (
+            Introspected::Active,
+            MAX_CALLS_IN_FLIGHT,
+            "denied.introspection_unavailable",
+        ),
+    ];
+    for (introspected, in_flight, counter) in cases {
+        let (world, effects) = drive_one(
+            audit(call_policy(true, false)),
+            in_flight,
+            &format!("Bearer {OPAQUE}"),
+            &list_body(),
+            |purpose| match purpose {
+                Purpose::Introspection => introspection_answer(introspected, false),
+                Purpose::TokenExchange => exchange_answer(Exchanged::Issued),
+            },
+        );
+        let what = format!("{introspected:?}, {in_flight} in flight");
+        let forwarded = world.forwarded.as_ref().expect(&what);
+        assert!(counted(&effects, counter), "{what}: {effects:?}");
+        assert!(counted(&effects, "audit_would_deny"), "{what}");
+        // No identity: nothing to exchange, no token of any kind upstream.
+        assert_eq!(calls_for(&world, Purpose::TokenExchange), 0, "{what}");
+        assert!(
+            !forwarded
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("authorization")
+                    || n.eq_ignore_ascii_case("x-mcp-roles")),
+            "{what}: {forwarded:?}"
+        );
+    }
+}
+
+#[test]
+fn in_audit_mode_a_failed_exchange_is_still_refused_and_nothing_forwarded() {
+    // A verified caller (a JWT, or an opaque token introspection vouches
+    // for), for a call the rules allow and for one they would refuse.
+    let callers = [jwt_caller(&["reader"]), format!("Bearer {OPAQUE}")];
+    let bodies = [list_body(), body_of(Payload::DeniedCall)];
+    let failures = [
+        (Exchanged::Refused, 0, 502),
+        (Exchanged::WrongAudience, 0, 502),
+        (Exchanged::ServerError, 0, 503),
+        (Exchanged::NoAnswer, 0, 503),
+        (Exchanged::Issued, MAX_CALLS_IN_FLIGHT, 503),
+    ];
+    for authorization in &callers {
+        for body in &bodies {
+            for (exchanged, in_flight, status) in failures {
+                if authorization.contains(OPAQUE) && in_flight > 0 {
+                    // At the limit an opaque token is not even introspected
+                    // (the test above).
+                    continue;
+                }
+                let (world, effects) = drive_one(
+                    audit(call_policy(true, false)),
+                    in_flight,
+                    authorization,
+                    body,
+                    |purpose| match purpose {
+                        Purpose::Introspection => introspection_answer(Introspected::Active, false),
+                        Purpose::TokenExchange => exchange_answer(exchanged),
+                    },
+                );
+                let what = format!(
+                    "{exchanged:?}, {in_flight} in flight, {}",
+                    String::from_utf8_lossy(body)
+                );
+                assert!(world.forwarded.is_none(), "{what}: {effects:?}");
+                let answer = sent(&effects).expect(&what);
+                assert_eq!(answer.status, status, "{what}");
+                assert_eq!(error_code(answer), -32007, "{what}");
+                assert!(
+                    counted(&effects, "denied.upstream_token_unavailable"),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn in_audit_mode_a_call_the_rules_would_refuse_goes_on_with_the_exchanged_token() {
+    let (world, effects) = drive_one(
+        audit(call_policy(true, false)),
+        0,
+        &jwt_caller(&["reader"]),
+        &body_of(Payload::DeniedCall),
+        issued,
+    );
+    assert!(counted(&effects, "audit_would_deny"));
+    assert_eq!(calls_for(&world, Purpose::TokenExchange), 1);
+    let forwarded = world.forwarded.expect("audit mode lets it on");
+    let authorization: Vec<&str> = forwarded
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        authorization,
+        vec![format!("Bearer {}", exchanged_token(UPSTREAM_AUDIENCE)).as_str()]
+    );
+    // In enforce mode the same call is refused and makes no exchange.
+    let (world, effects) = drive_one(
+        call_policy(true, false),
+        0,
+        &jwt_caller(&["reader"]),
+        &body_of(Payload::DeniedCall),
+        issued,
+    );
+    assert_eq!(sent(&effects).map(|a| a.status), Some(403));
+    assert!(world.calls.is_empty());
 }

@@ -40,7 +40,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cluster(name, port, http2=False):
+def cluster(name, port, http2=False, http1_trailers=False):
+    """A cluster of one endpoint on 127.0.0.1:`port`, spoken to over HTTP/2
+    (`http2`), or HTTP/1.1 reading the upstream's chunked trailers
+    (`http1_trailers`), or plain HTTP/1.1."""
     c = {
         "name": name,
         "type": "STATIC",
@@ -51,11 +54,13 @@ def cluster(name, port, http2=False):
                 "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
         },
     }
-    if http2:
+    if http2 or http1_trailers:
+        protocol = ({"http2_protocol_options": {}} if http2
+                    else {"http_protocol_options": {"enable_trailers": True}})
         c["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
+                "explicit_http_config": protocol,
             }}
     return c
 
@@ -84,41 +89,54 @@ def wasm_filter(plugin_config, wasm=WASM):
 
 
 def bootstrap(listener_port, admin_port, plugin_config, upstream_port, clusters=(), filters=None,
-              hcm=None, upstream_http2=False, routes=(), buffer_limit=None):
+              hcm=None, upstream_http2=False, routes=(), buffer_limit=None, trailers_port=None,
+              upstream_http1_trailers=False):
     """An Envoy bootstrap: one listener with the filter (or `filters`) in
     front of the `upstream` cluster; `routes` are matched before the one to
     `upstream`; `hcm` is merged into the HttpConnectionManager (e.g.
     `http_protocol_options`); `buffer_limit`, when set, is the listener's and
-    every cluster's `per_connection_buffer_limit_bytes`."""
+    every cluster's `per_connection_buffer_limit_bytes`. With
+    `trailers_port`, a second listener there, the same but for HTTP/1.1
+    trailers (`enable_trailers`). The `upstream` cluster speaks HTTP/2
+    (`upstream_http2`), HTTP/1.1 with trailers (`upstream_http1_trailers`)
+    or plain HTTP/1.1."""
     http_filters = filters if filters is not None else [wasm_filter(plugin_config)]
     http_filters = list(http_filters) + [{
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }]
+    def listener(name, port, extra):
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": name,
+                    "route_config": {"virtual_hosts": [{
+                        "name": "mcp", "domains": ["*"],
+                        "routes": list(routes) + [{"match": {"prefix": "/"},
+                                                   "route": {"cluster": "upstream", "timeout": "30s"}}],
+                    }]},
+                    "http_filters": http_filters,
+                    **extra,
+                },
+            }]}],
+        }
+
+    listeners = [listener("mcp", listener_port, hcm or {})]
+    if trailers_port:
+        listeners.append(listener("mcp_trailers", trailers_port,
+                                  {**(hcm or {}), "http_protocol_options": {"enable_trailers": True}}))
     boot = {
         # Dynamic (ECDS) configuration needs a node identity.
         "node": {"id": "mcp-authz-test", "cluster": "mcp-authz-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [{
-                "name": "mcp",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "mcp",
-                        "route_config": {"virtual_hosts": [{
-                            "name": "mcp", "domains": ["*"],
-                            "routes": list(routes) + [{"match": {"prefix": "/"},
-                                                       "route": {"cluster": "upstream", "timeout": "30s"}}],
-                        }]},
-                        "http_filters": http_filters,
-                        **(hcm or {}),
-                    },
-                }]}],
-            }],
-            "clusters": [cluster("upstream", upstream_port, http2=upstream_http2)] + list(clusters),
+            "listeners": listeners,
+            "clusters": [cluster("upstream", upstream_port, http2=upstream_http2,
+                                 http1_trailers=upstream_http1_trailers)] + list(clusters),
         },
     }
     if buffer_limit:
@@ -214,9 +232,12 @@ class Envoy(ManagedProcess):
     label = "Envoy"
 
     def __init__(self, version, plugin_config, upstream_port, clusters=(), concurrency=1, filters=None,
-                 hcm=None, upstream_http2=False, routes=(), buffer_limit=None):
+                 hcm=None, upstream_http2=False, routes=(), buffer_limit=None, trailers_listener=False,
+                 upstream_http1_trailers=False):
         self.version = version
         self.port = free_port()
+        # A second listener, for HTTP/1.1 with trailers (`wire.TRANSPORTS`).
+        self.trailers_port = free_port() if trailers_listener else None
         self.admin_port = free_port()
         self.dir = tempfile.mkdtemp(prefix="mcp-authz-envoy-")
         self.config_path = os.path.join(self.dir, "envoy.json")
@@ -226,7 +247,8 @@ class Envoy(ManagedProcess):
             plugin_config = plugin_config(self.port)
         with open(self.config_path, "w") as f:
             json.dump(bootstrap(self.port, self.admin_port, plugin_config, upstream_port, clusters, filters,
-                                hcm, upstream_http2, routes, buffer_limit), f)
+                                hcm, upstream_http2, routes, buffer_limit, self.trailers_port,
+                                upstream_http1_trailers), f)
         self.concurrency = concurrency
 
     def command(self, *extra):
@@ -242,6 +264,16 @@ class Envoy(ManagedProcess):
 
     def request(self, method, path, body=None, headers=None, timeout=10):
         return request(self.port, method, path, body, headers, timeout)
+
+    def port_for(self, transport):
+        """The listener a client of `transport` (`wire.TRANSPORTS`) uses:
+        the one with `enable_trailers` for "h1-trailers", else the default
+        one (HTTP/2 needs no setting for trailers)."""
+        if transport == "h1-trailers":
+            if not self.trailers_port:
+                raise RuntimeError("this Envoy has no HTTP/1.1 trailers listener (trailers_listener=True)")
+            return self.trailers_port
+        return self.port
 
     def stats(self, prefix="wasmcustom.mcp_authz"):
         """Counters from the admin endpoint, as a dict."""
@@ -346,6 +378,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.server.owner
 
     def read_body(self):
+        """The request body, by `Content-Length` or chunked (how Envoy
+        forwards an HTTP/2 request that came without a length)."""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 

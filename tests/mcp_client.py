@@ -1,11 +1,12 @@
 """The end-to-end tests as an MCP client: the requests they send to the
 filter and how they read and check its answers.
 
-- `post` is how every test POSTs a JSON-RPC body to the MCP endpoint over
-  HTTP/1.1 (`wire.py` has HTTP/2 and hand-written HTTP/1.1); `rpc`, `call`
-  and `LIST` are the bodies.
-- `modern_call`, `tool_call`, `raw_post` and `legacy_headers` send what a
-  2026-07-28 or a 2025 client sends to the official SDK's MCP server
+- `post` is how every test POSTs a JSON-RPC body to the MCP endpoint, over
+  HTTP/1.1 by `http.client` or over any of `wire.TRANSPORTS`; `rpc`, `call`
+  and `LIST` are the bodies, `client_headers` the headers of a request
+  sent with `wire` directly.
+- `modern_call`, `tool_call`, `raw_post`, `routing_headers` and
+  `legacy_headers` send what a 2026-07-28 or a 2025 client sends to the official SDK's MCP server
   (`mcp_upstream.py`) behind Envoy: `SdkEnvoy` runs that stack with the
   policy over the server's tools, prompts and resources (`SDK_RULES`), and
   `READER`, `READER_NO_SCOPE`, `ADMIN`, `NO_ROLES` are its callers.
@@ -23,7 +24,7 @@ import json
 from configs import ISSUER, METADATA_URL, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
 from harness import Envoy, cluster, request
 from tokens import RsaKey, claims
-from wire import sse_messages
+from wire import send, sse_messages
 
 ACCEPT = "application/json, text/event-stream"
 
@@ -47,13 +48,15 @@ def call(tool, id=1, **params):
 LIST = rpc("tools/list")
 
 
-def post(envoy, body, token=None, headers=None, content_type="application/json", path="/mcp", timeout=10):
+def post(envoy, body, token=None, headers=None, content_type="application/json", path="/mcp", timeout=10,
+         transport=None):
     """POSTs `body` (a dict or list sent as JSON, str or bytes sent as they
     are) to the MCP endpoint with `Content-Type: <content_type>` (None: no
     such header), `Authorization: Bearer <token>` when `token`, then
     `headers`: a dict (whose names replace those) or (name, value) pairs
-    (added; a name may repeat). Returns (status, headers, body) like
-    `harness.request`."""
+    (added; a name may repeat). Over `http.client`, or over `transport`
+    (`wire.TRANSPORTS`, to an Envoy with `trailers_listener=True`). Returns
+    (status, headers, body) like `harness.request`."""
     first = []
     if content_type:
         first.append(("Content-Type", content_type))
@@ -63,6 +66,8 @@ def post(envoy, body, token=None, headers=None, content_type="application/json",
         sent = first + list(headers)
     else:
         sent = {**dict(first), **(headers or {})}
+    if transport:
+        return tuple(send(transport, envoy, "POST", path, sent, body, timeout=timeout))
     return request(envoy.port, "POST", path, body, sent, timeout)
 
 
@@ -156,9 +161,33 @@ def tool_call(envoy, tool, arguments=None, **kw):
 
 
 def raw_post(envoy, body, token=READER, headers=None, path="/mcp"):
-    """POSTs `body` exactly as given (bytes or str), as a client that
-    accepts JSON and event streams."""
+    """POSTs `body` (bytes or str exactly as given, a dict or list as JSON)
+    as a client that accepts JSON and event streams; `headers` as `post`
+    takes them."""
+    if isinstance(headers, (list, tuple)):
+        return post(envoy, body, token, [("Accept", ACCEPT), *headers], path=path)
     return post(envoy, body, token, {"Accept": ACCEPT, **(headers or {})}, path=path)
+
+
+def client_headers(token):
+    """The headers of a client's POST as (name, value) pairs, for `wire`'s
+    requests: JSON, the answers it accepts, and `Authorization: Bearer
+    <token>` when `token`."""
+    headers = [("content-type", "application/json"), ("accept", ACCEPT)]
+    if token:
+        headers.append(("authorization", f"Bearer {token}"))
+    return headers
+
+
+def routing_headers(body):
+    """What a 2026-07-28 client adds to a POST of `body` (a JSON-RPC
+    request, as a dict): the protocol version, `Mcp-Method`, and `Mcp-Name`
+    for a call that names something."""
+    headers = [("MCP-Protocol-Version", MODERN), ("Mcp-Method", body["method"])]
+    field = NAME_FIELD.get(body["method"])
+    if field and field in body.get("params", {}):
+        headers.append(("Mcp-Name", body["params"][field]))
+    return headers
 
 
 def raw_modern(method_src, params_src, id_src="1"):

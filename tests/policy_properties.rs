@@ -4,7 +4,7 @@
 use mcp_authz::config::{Effect, Policy};
 use mcp_authz::gate;
 use mcp_authz::identity::Identity;
-use mcp_authz::lists::{self, ListKind, PendingLists};
+use mcp_authz::lists::{self, Item, ListKind, PendingLists};
 use mcp_authz::policy::{decide, Arguments, Call, Decision};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -198,7 +198,7 @@ proptest! {
         let items: Vec<Value> = tools.iter().map(|n| json!({"name": n})).collect();
         let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": items}}).to_string();
         let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
-        let keep = |kind: ListKind, item: &Value| gate::may_use(&p, &id, &[], 0, kind, item);
+        let keep = |item: &Item| item.key().is_some_and(|n| gate::may_use(&p, &id, &[], 0, item.kind(), n, &mut Vec::new()));
         let filtered = lists::filter_json(answer.as_bytes(), &pending, &keep).expect("valid answer");
         let out: Value = serde_json::from_slice(&filtered.body).expect("json");
         let kept: Vec<&str> = out["result"]["tools"].as_array().expect("tools").iter()
@@ -222,8 +222,7 @@ proptest! {
             now_s: 0,
         };
         if decide(&p.rules, &call, &id, &mut Vec::new()).is_allow() {
-            let item = json!({"name": name});
-            prop_assert!(gate::may_use(&p, &id, &[], 0, ListKind::Tools, &item));
+            prop_assert!(gate::may_use(&p, &id, &[], 0, ListKind::Tools, name, &mut Vec::new()));
         }
     }
 

@@ -266,3 +266,130 @@ fn readme_lists_every_counter_and_no_other() {
     defined.sort();
     assert_eq!(documented, defined);
 }
+
+/// Every ```` ```json ```` block of the README: (line, text).
+fn json_blocks(readme: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in readme.lines().enumerate() {
+        match &mut open {
+            None if line.trim_end() == "```json" => open = Some((i + 1, String::new())),
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(open.take()),
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+/// JSON examples that are no configuration, by a text each holds.
+const NOT_CONFIGURATION: &[(&str, &str)] = &[("a decision log line", r#"{"mcp_authz":"deny""#)];
+
+/// Placeholders the README writes where an operator puts a value of their
+/// own, and a value of that form the test puts in their place.
+const PLACEHOLDERS: &[(&str, &str)] = &[
+    // A DPoP nonce key: 32 random bytes, base64url.
+    (
+        "<43+ base64url characters>",
+        "c2VjcmV0LW5vbmNlLWtleS1vZi10aGlydHktdHdvLWI",
+    ),
+    // An environment variable the operator sets (Envoy's
+    // `vm_config.environment_variables`): here, one that is set.
+    ("\"MCP_AUTHZ_CLIENT_SECRET\"", "\"PATH\""),
+];
+
+/// What a fragment is completed with: a configuration it can stand in.
+fn base_configuration() -> serde_json::Value {
+    serde_json::json!({
+        "resource": "https://mcp.example.com/mcp",
+        "providers": [{"issuer": "https://idp.example.com/realms/mcp",
+                       "jwks": {"remote": {"cluster": "idp"}}}],
+        "rules": [{"effect": "allow", "methods": ["ping"]}]
+    })
+}
+
+/// An example as the configuration it belongs to. The README shows whole
+/// configurations, and fragments of one: rules (`{...}, {...}`), a
+/// provider (`{"issuer": ...}`), top-level members (`"key": ...,`).
+fn as_configuration(text: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let mut config = base_configuration();
+    if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) {
+        if object.contains_key("resource") || object.contains_key("servers") {
+            return Ok(Value::Object(object));
+        }
+        if object.contains_key("issuer") {
+            config["providers"] = Value::Array(vec![Value::Object(object)]);
+            return Ok(config);
+        }
+        if object.contains_key("effect") {
+            config["rules"] = Value::Array(vec![Value::Object(object)]);
+            return Ok(config);
+        }
+    }
+    if let Ok(Value::Array(rules)) = serde_json::from_str::<Value>(&format!("[{text}]")) {
+        if rules.iter().all(|r| r.get("effect").is_some()) {
+            config["rules"] = Value::Array(rules);
+            return Ok(config);
+        }
+    }
+    if let Ok(Value::Object(members)) = serde_json::from_str::<Value>(&format!("{{{text}}}")) {
+        for (key, value) in members {
+            config[key] = value;
+        }
+        return Ok(config);
+    }
+    Err("neither a configuration nor a fragment of one: give it a marker".into())
+}
+
+#[test]
+fn every_readme_json_example_is_a_configuration_the_filter_accepts() {
+    let text = readme();
+    let mut checked = 0;
+    for (line, block) in json_blocks(&text) {
+        if let Some((what, _)) = NOT_CONFIGURATION
+            .iter()
+            .find(|(_, marker)| block.contains(marker))
+        {
+            println!("README line {line}: skipped, {what}");
+            continue;
+        }
+        let mut block = block;
+        for (placeholder, value) in PLACEHOLDERS {
+            block = block.replace(placeholder, value);
+        }
+        let config = as_configuration(&block).unwrap_or_else(|e| panic!("README line {line}: {e}"));
+        // What `mcp-authz check` and the filter load it with.
+        if let Err(e) = Gateway::from_value(&config) {
+            panic!("README line {line}: the example is refused: {e}");
+        }
+        checked += 1;
+    }
+    // The reference, the conditions, several servers, the Keycloak
+    // settings, DPoP, publishing the call.
+    assert_eq!(checked, 6, "a JSON example went unchecked");
+}
+
+#[test]
+fn the_readme_scope_implies_example_is_accepted_and_means_what_it_says() {
+    let text = readme();
+    let start = text
+        .find("\n| `scope_implies` |")
+        .expect("the reference has a scope_implies row");
+    let row_text = text[start + 1..].lines().next().unwrap_or_default();
+    let example = row_text
+        .split('`')
+        .find(|span| span.starts_with('{'))
+        .expect("the row has an example");
+    let mut config = base_configuration();
+    config["scope_implies"] = serde_json::from_str(example).expect("the example is JSON");
+    let policy = Policy::from_value(&config).expect("the example is accepted");
+    // "`mcp:admin` also satisfies `mcp:read`"
+    assert_eq!(
+        policy.scope_implies.implied_by(&["mcp:admin".to_string()]),
+        vec!["mcp:write".to_string(), "mcp:read".to_string()]
+    );
+}

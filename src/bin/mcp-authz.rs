@@ -13,7 +13,7 @@ use mcp_authz::config::{Client, Endpoint, Gateway, JwksSource, Policy, Provider}
 use mcp_authz::dpop::Mode as DpopMode;
 use mcp_authz::explain::{self, Outcome, Request};
 use mcp_authz::gate::RequestHead;
-use mcp_authz::jwks::KeySet;
+use mcp_authz::keys::jwks::KeySet;
 use mcp_authz::uri::HttpUri;
 
 const USAGE: &str = "\

@@ -172,19 +172,7 @@ pub(super) fn parse_upstream_token(
         return Ok(None);
     };
     obj.only(UPSTREAM_TOKEN_KEYS)?;
-    let provider = match obj.optional_str("provider")? {
-        Some(issuer) => providers
-            .iter()
-            .position(|p| p.issuer == issuer)
-            .ok_or_else(|| obj.error("provider", "names no configured provider's issuer".into()))?,
-        None if providers.len() == 1 => 0,
-        None => {
-            return Err(obj.error(
-                "provider",
-                "is required when several providers are configured".into(),
-            ))
-        }
-    };
+    let provider = parse_exchanging_provider(&obj, providers)?;
     let endpoint = parse_endpoint(&obj, "token_endpoint")?;
     let client = parse_client(&obj)?;
     let audience = obj.optional_str("audience")?.map(str::to_string);
@@ -211,21 +199,7 @@ pub(super) fn parse_upstream_token(
             return Err(obj.error("scope", "must be space-separated OAuth scope tokens".into()));
         }
     }
-    let header = obj
-        .optional_str("header")?
-        .unwrap_or(defaults::UPSTREAM_TOKEN_HEADER)
-        .to_ascii_lowercase();
-    if header.is_empty() || !header.bytes().all(super::parse::is_header_name_byte) {
-        return Err(obj.error("header", "is not a valid HTTP header name".into()));
-    }
-    if header != "authorization"
-        && (RESERVED_HEADERS.contains(&header.as_str()) || header.starts_with(':'))
-    {
-        return Err(obj.error("header", "is reserved and cannot carry a token".into()));
-    }
-    if identity_headers.iter().any(|h| h.name == header) {
-        return Err(obj.error("header", "is also an identity header".into()));
-    }
+    let header = parse_upstream_header(&obj, identity_headers)?;
     if token_forwarding == TokenForwarding::Forward {
         return Err(obj.error(
             "",
@@ -243,6 +217,46 @@ pub(super) fn parse_upstream_token(
         header,
         cache: obj.optional_bool("cache")?.unwrap_or(true),
     }))
+}
+
+/// The provider whose tokens `upstream_token` exchanges: the one named by
+/// its issuer, or the only one.
+fn parse_exchanging_provider(obj: &Obj, providers: &[Provider]) -> Result<usize, ConfigError> {
+    match obj.optional_str("provider")? {
+        Some(issuer) => providers
+            .iter()
+            .position(|p| p.issuer == issuer)
+            .ok_or_else(|| obj.error("provider", "names no configured provider's issuer".into())),
+        None if providers.len() == 1 => Ok(0),
+        None => Err(obj.error(
+            "provider",
+            "is required when several providers are configured".into(),
+        )),
+    }
+}
+
+/// The header the exchanged token goes upstream in (lower-case): a valid
+/// name, not one the proxy or the filter uses for something else.
+fn parse_upstream_header(
+    obj: &Obj,
+    identity_headers: &[IdentityHeader],
+) -> Result<String, ConfigError> {
+    let header = obj
+        .optional_str("header")?
+        .unwrap_or(defaults::UPSTREAM_TOKEN_HEADER)
+        .to_ascii_lowercase();
+    if header.is_empty() || !header.bytes().all(super::parse::is_header_name_byte) {
+        return Err(obj.error("header", "is not a valid HTTP header name".into()));
+    }
+    if header != "authorization"
+        && (RESERVED_HEADERS.contains(&header.as_str()) || header.starts_with(':'))
+    {
+        return Err(obj.error("header", "is reserved and cannot carry a token".into()));
+    }
+    if identity_headers.iter().any(|h| h.name == header) {
+        return Err(obj.error("header", "is also an identity header".into()));
+    }
+    Ok(header)
 }
 
 /// `cluster`, the URL under `url_key` (absent: discovered) and `timeout_ms`.
@@ -284,54 +298,65 @@ fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
     if id.is_empty() {
         return Err(obj.error("client_id", "must not be empty".into()));
     }
-    if obj.optional_str("client_auth")? == Some("private_key_jwt") {
-        for key in ["client_secret", "client_secret_env"] {
-            if obj.get(key).is_some() {
-                return Err(obj.error(key, "is not used with \"private_key_jwt\"".into()));
-            }
+    let auth = if obj.optional_str("client_auth")? == Some("private_key_jwt") {
+        ClientAuth::PrivateKeyJwt(parse_client_key(obj)?)
+    } else {
+        parse_client_secret(obj)?
+    };
+    Ok(Client { id, auth })
+}
+
+/// `private_key_jwt`: the client's key, a JWK inline (`client_key`, an
+/// object or its JSON text) or in the environment (`client_key_env`); no
+/// secret.
+fn parse_client_key(obj: &Obj) -> Result<ClientKey, ConfigError> {
+    for key in ["client_secret", "client_secret_env"] {
+        if obj.get(key).is_some() {
+            return Err(obj.error(key, "is not used with \"private_key_jwt\"".into()));
         }
-        let jwk = match (obj.get("client_key"), obj.optional_str("client_key_env")?) {
-            (Some(_), Some(_)) => {
-                return Err(obj.error(
-                    "client_key",
-                    "give either \"client_key\" or \"client_key_env\", not both".into(),
-                ))
-            }
-            (Some(serde_json::Value::String(text)), None) => serde_json::from_str(text)
-                .map_err(|_| obj.error("client_key", "is not a JWK".into()))?,
-            (Some(value), None) => value.clone(),
-            (None, Some(name)) => {
-                let text = std::env::var(name).map_err(|_| {
-                    obj.error(
-                        "client_key_env",
-                        format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
-                    )
-                })?;
-                serde_json::from_str(&text).map_err(|_| {
-                    obj.error(
-                        "client_key_env",
-                        format!("environment variable {name:?} holds no JWK"),
-                    )
-                })?
-            }
-            (None, None) => {
-                return Err(obj.error(
-                    "client_key",
-                    "is required with \"private_key_jwt\" (or \"client_key_env\")".into(),
-                ))
-            }
-        };
-        let field = if obj.get("client_key").is_some() {
-            "client_key"
-        } else {
-            "client_key_env"
-        };
-        let key = ClientKey::from_jwk(&jwk).map_err(|m| obj.error(field, m))?;
-        return Ok(Client {
-            id,
-            auth: ClientAuth::PrivateKeyJwt(key),
-        });
     }
+    let jwk = match (obj.get("client_key"), obj.optional_str("client_key_env")?) {
+        (Some(_), Some(_)) => {
+            return Err(obj.error(
+                "client_key",
+                "give either \"client_key\" or \"client_key_env\", not both".into(),
+            ))
+        }
+        (Some(serde_json::Value::String(text)), None) => serde_json::from_str(text)
+            .map_err(|_| obj.error("client_key", "is not a JWK".into()))?,
+        (Some(value), None) => value.clone(),
+        (None, Some(name)) => {
+            let text = std::env::var(name).map_err(|_| {
+                obj.error(
+                    "client_key_env",
+                    format!("environment variable {name:?} is not set in the VM (vm_config.environment_variables)"),
+                )
+            })?;
+            serde_json::from_str(&text).map_err(|_| {
+                obj.error(
+                    "client_key_env",
+                    format!("environment variable {name:?} holds no JWK"),
+                )
+            })?
+        }
+        (None, None) => {
+            return Err(obj.error(
+                "client_key",
+                "is required with \"private_key_jwt\" (or \"client_key_env\")".into(),
+            ))
+        }
+    };
+    let field = if obj.get("client_key").is_some() {
+        "client_key"
+    } else {
+        "client_key_env"
+    };
+    ClientKey::from_jwk(&jwk).map_err(|m| obj.error(field, m))
+}
+
+/// A client secret, inline (`client_secret`) or in the environment
+/// (`client_secret_env`), sent as `client_auth` says; no key.
+fn parse_client_secret(obj: &Obj) -> Result<ClientAuth, ConfigError> {
     for key in ["client_key", "client_key_env"] {
         if obj.get(key).is_some() {
             return Err(obj.error(key, "is only used with \"private_key_jwt\"".into()));
@@ -365,17 +390,14 @@ fn parse_client(obj: &Obj) -> Result<Client, ConfigError> {
         return Err(obj.error("client_secret", "must not be empty".into()));
     }
     let secret = Secret::new(&secret);
-    let auth = match obj.optional_str("client_auth")? {
-        None | Some("client_secret_basic") => ClientAuth::SecretBasic(secret),
-        Some("client_secret_post") => ClientAuth::SecretPost(secret),
-        Some(other) => {
-            return Err(obj.error(
-                "client_auth",
-                format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\""),
-            ))
-        }
-    };
-    Ok(Client { id, auth })
+    match obj.optional_str("client_auth")? {
+        None | Some("client_secret_basic") => Ok(ClientAuth::SecretBasic(secret)),
+        Some("client_secret_post") => Ok(ClientAuth::SecretPost(secret)),
+        Some(other) => Err(obj.error(
+            "client_auth",
+            format!("{other:?} is not one of \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\""),
+        )),
+    }
 }
 
 /// RFC 6749 scope-token: printable ASCII without space, `"` or `\`.

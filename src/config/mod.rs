@@ -19,7 +19,7 @@ pub use authorization_server::{
 };
 
 use crate::glob::Glob;
-use crate::jwks::{Algorithm, KeySet};
+use crate::keys::jwks::{Algorithm, KeySet};
 
 /// Everything the filter needs to decide on a request for one protected
 /// server, validated and compiled once.

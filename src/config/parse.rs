@@ -10,7 +10,7 @@ use super::*;
 use crate::condition::Condition;
 use crate::dpop::{DpopPolicy, Mode as DpopMode, NonceKeys};
 use crate::glob::Glob;
-use crate::jwks::{Algorithm, KeySet};
+use crate::keys::jwks::{Algorithm, KeySet};
 use crate::uri::HttpUri;
 use std::collections::BTreeMap;
 

@@ -12,6 +12,8 @@
 //! slash). The query and fragment of `htu` are ignored, as the request's
 //! query is.
 
+use crate::uri::{path_of, HttpUri};
+
 /// A URI in the normal form `htu` values are compared in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normal(String);
@@ -26,27 +28,21 @@ impl Normal {
 /// `None` for anything else (another scheme, no host, characters no URI
 /// holds).
 pub fn normalize(uri: &str) -> Option<Normal> {
-    let uri = uri.split(['?', '#']).next().unwrap_or_default();
-    let (scheme, rest) = uri.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => "443",
-        "http" => "80",
-        _ => return None,
-    };
-    if !uri
+    // Only printable ASCII: a byte outside it is no part of a URI, and
+    // percent-encodings are normalised byte by byte below.
+    if !path_of(uri)
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     {
         return None;
     }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        return None;
-    }
+    let HttpUri {
+        scheme,
+        authority,
+        path,
+        ..
+    } = HttpUri::parse_lenient(uri).ok()?;
+    let default_port = if scheme == "https" { "443" } else { "80" };
     let mut authority = normalize_encoding(authority)?.to_ascii_lowercase();
     // `host:` and `host:<default port>` are `host` (the port of an IPv6
     // literal follows its `]`).

@@ -22,7 +22,7 @@ pub mod replay;
 pub mod thumbprint;
 
 use crate::config::Provider;
-use crate::jwks::Algorithm;
+use crate::keys::jwks::Algorithm;
 
 pub use nonce::NonceKeys;
 pub use proof::{Accepted, ProofError, ProofErrorKind};

@@ -21,7 +21,7 @@ use super::htu;
 use super::nonce::NonceCheck;
 use super::thumbprint;
 use super::DpopPolicy;
-use crate::jwks::{Algorithm as JwsAlgorithm, KeySet, LookupError};
+use crate::keys::jwks::{Algorithm as JwsAlgorithm, KeySet, LookupError};
 
 /// Largest proof read. An RSA-4096 proof is about 1.5 KiB.
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;
@@ -196,109 +196,178 @@ pub fn check(
     request: &Request,
     policy: &DpopPolicy,
 ) -> Result<Accepted, ProofError> {
-    use ProofErrorKind::*;
     let proof = match values {
-        [] => return Err(Missing.into()),
+        [] => return Err(ProofErrorKind::Missing.into()),
         [one] => one.trim_matches([' ', '\t']),
-        _ => return Err(Malformed.into()),
+        _ => return Err(ProofErrorKind::Malformed.into()),
     };
     let parsed = parse(proof)?;
-    let (header, claims) = (&parsed.header, &parsed.claims);
+    let key = ProofKey::read(&parsed.header, policy)?;
+    let claims = ProofClaims::read(&parsed.claims)?;
+    claims.check_against(request, &key.jkt, policy.iat_window_seconds)?;
+    let (remember_until, next_nonce) = check_nonce(&claims, request.now_s, policy)?;
+    // The signature last: the one costly check.
+    key.verify(&parsed)?;
+    Ok(Accepted {
+        jkt: key.jkt,
+        jti: claims.jti.to_string(),
+        remember_until: remember_until.saturating_add(1),
+        next_nonce,
+    })
+}
 
-    // Header: typ, alg, jwk, and nothing pointing elsewhere.
-    let typ = header.get("typ").and_then(Value::as_str).ok_or(Malformed)?;
-    if crate::token::fold_token_type(typ) != "dpop+jwt" || header.contains_key("crit") {
-        return Err(Malformed.into());
-    }
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(Malformed)?;
-    let alg = JwsAlgorithm::parse(alg).map_err(|_| Algorithm)?;
-    if !policy.algorithms.contains(&alg) {
-        return Err(Algorithm.into());
-    }
-    let jwk = match header.get("jwk") {
-        Some(Value::Object(jwk)) => jwk,
-        _ => return Err(Malformed.into()),
-    };
-    if OTHER_KEY_MEMBERS.iter().any(|m| header.contains_key(*m)) {
-        return Err(Key.into());
-    }
-    let jkt = thumbprint::of(jwk).map_err(|_| Key)?;
+/// The key a proof names in its header, with the algorithm it signs with.
+struct ProofKey<'p> {
+    alg: JwsAlgorithm,
+    jwk: &'p Map<String, Value>,
+    /// Its thumbprint.
+    jkt: String,
+}
 
-    // Claims: each of the type RFC 9449 §4.2 gives it.
-    let text = |name: &str| -> Result<&str, ProofErrorKind> {
-        match claims.get(name) {
-            Some(Value::String(s)) => Ok(s),
-            _ => Err(Malformed),
+impl<'p> ProofKey<'p> {
+    /// From the header: `typ` `dpop+jwt` and no `crit`, an accepted `alg`,
+    /// a `jwk`, and nothing pointing at another key.
+    fn read(
+        header: &'p Map<String, Value>,
+        policy: &DpopPolicy,
+    ) -> Result<ProofKey<'p>, ProofErrorKind> {
+        use ProofErrorKind::*;
+        let typ = header.get("typ").and_then(Value::as_str).ok_or(Malformed)?;
+        if crate::token::fold_token_type(typ) != "dpop+jwt" || header.contains_key("crit") {
+            return Err(Malformed);
         }
-    };
-    let jti = text("jti")?;
-    if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
-        return Err(Malformed.into());
+        let alg = header.get("alg").and_then(Value::as_str).ok_or(Malformed)?;
+        let alg = JwsAlgorithm::parse(alg).map_err(|_| Algorithm)?;
+        if !policy.algorithms.contains(&alg) {
+            return Err(Algorithm);
+        }
+        let jwk = match header.get("jwk") {
+            Some(Value::Object(jwk)) => jwk,
+            _ => return Err(Malformed),
+        };
+        if OTHER_KEY_MEMBERS.iter().any(|m| header.contains_key(*m)) {
+            return Err(Key);
+        }
+        let jkt = thumbprint::of(jwk).map_err(|_| Key)?;
+        Ok(ProofKey { alg, jwk, jkt })
     }
-    let (htm, htu, ath) = (text("htm")?, text("htu")?, text("ath")?);
-    let iat = match claims.get("iat") {
-        // A NumericDate: a non-negative number; a string is no date.
-        Some(value) => crate::token::numeric_date(value).ok_or(Malformed)?,
-        None => return Err(Malformed.into()),
-    };
-    let nonce = match claims.get("nonce") {
-        None => None,
-        Some(Value::String(n)) => Some(n.as_str()),
-        Some(_) => return Err(Malformed.into()),
-    };
 
-    if htm != request.method {
-        return Err(Method.into());
+    /// Whether the proof's signature verifies with this key.
+    fn verify(&self, parsed: &Parsed) -> Result<(), ProofErrorKind> {
+        let (keys, _) =
+            KeySet::from_value(&json!({ "keys": [self.jwk] })).map_err(|_| ProofErrorKind::Key)?;
+        let key = keys.find(None, self.alg).map_err(|e| match e {
+            LookupError::UnknownKey => ProofErrorKind::Key,
+            LookupError::Algorithm => ProofErrorKind::Algorithm,
+        })?;
+        key.verify(parsed.signing_input.as_bytes(), &parsed.signature)
+            .map_err(|_| ProofErrorKind::Signature)
     }
-    if !htu::matches(htu, request.resource_origin, request.path) {
-        return Err(Uri.into());
+}
+
+/// A proof's claims, each of the type RFC 9449 §4.2 gives it.
+struct ProofClaims<'p> {
+    jti: &'p str,
+    htm: &'p str,
+    htu: &'p str,
+    ath: &'p str,
+    iat: u64,
+    nonce: Option<&'p str>,
+}
+
+impl<'p> ProofClaims<'p> {
+    fn read(claims: &'p Map<String, Value>) -> Result<ProofClaims<'p>, ProofErrorKind> {
+        use ProofErrorKind::Malformed;
+        let text = |name: &str| -> Result<&'p str, ProofErrorKind> {
+            match claims.get(name) {
+                Some(Value::String(s)) => Ok(s),
+                _ => Err(Malformed),
+            }
+        };
+        let jti = text("jti")?;
+        if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
+            return Err(Malformed);
+        }
+        let (htm, htu, ath) = (text("htm")?, text("htu")?, text("ath")?);
+        let iat = match claims.get("iat") {
+            // A NumericDate: a non-negative number; a string is no date.
+            Some(value) => crate::token::numeric_date(value).ok_or(Malformed)?,
+            None => return Err(Malformed),
+        };
+        let nonce = match claims.get("nonce") {
+            None => None,
+            Some(Value::String(n)) => Some(n.as_str()),
+            Some(_) => return Err(Malformed),
+        };
+        Ok(ProofClaims {
+            jti,
+            htm,
+            htu,
+            ath,
+            iat,
+            nonce,
+        })
     }
-    let window = policy.iat_window_seconds;
-    if iat.abs_diff(request.now_s) > window {
-        return Err(Time.into());
+
+    /// The claims against the request: its method and URI, the time, the
+    /// access token, and the key the token is bound to (`jkt`: the proof
+    /// key's thumbprint).
+    fn check_against(
+        &self,
+        request: &Request,
+        jkt: &str,
+        window_s: u64,
+    ) -> Result<(), ProofErrorKind> {
+        use ProofErrorKind::*;
+        if self.htm != request.method {
+            return Err(Method);
+        }
+        if !htu::matches(self.htu, request.resource_origin, request.path) {
+            return Err(Uri);
+        }
+        if self.iat.abs_diff(request.now_s) > window_s {
+            return Err(Time);
+        }
+        if self.ath != token_hash(request.token) {
+            return Err(TokenHash);
+        }
+        if jkt != request.jkt {
+            return Err(KeyBinding);
+        }
+        Ok(())
     }
-    if ath != token_hash(request.token) {
-        return Err(TokenHash.into());
-    }
-    if jkt != request.jkt {
-        return Err(KeyBinding.into());
-    }
-    let mut remember_until = iat.saturating_add(window);
+}
+
+/// The server nonce, when nonces are on: a fresh one of ours, or the
+/// refusal carries a new one. Returns until when the proof's `jti` is
+/// remembered (while `iat` is in the window, and no longer than the nonce
+/// lives) and, when the nonce is past half its life, the next one.
+fn check_nonce(
+    claims: &ProofClaims,
+    now_s: u64,
+    policy: &DpopPolicy,
+) -> Result<(u64, Option<String>), ProofError> {
+    let mut remember_until = claims.iat.saturating_add(policy.iat_window_seconds);
     let mut next_nonce = None;
     if let Some(keys) = &policy.nonce {
-        let fresh = || keys.issue(request.now_s);
-        match nonce.map(|n| keys.check(n, request.now_s)) {
+        let fresh = || keys.issue(now_s);
+        match claims.nonce.map(|n| keys.check(n, now_s)) {
             Some(NonceCheck::Fresh { issued_at }) => {
                 remember_until =
                     remember_until.min(issued_at.saturating_add(keys.lifetime_seconds));
-                if keys.due_for_renewal(issued_at, request.now_s) {
+                if keys.due_for_renewal(issued_at, now_s) {
                     next_nonce = Some(fresh());
                 }
             }
             None | Some(NonceCheck::Stale) => {
                 return Err(ProofError {
-                    kind: Nonce,
+                    kind: ProofErrorKind::Nonce,
                     nonce: Some(fresh()),
                 })
             }
         }
     }
-
-    // The signature last: the one costly check.
-    let (keys, _) = KeySet::from_value(&json!({ "keys": [jwk] })).map_err(|_| Key)?;
-    let key = keys.find(None, alg).map_err(|e| match e {
-        LookupError::UnknownKey => Key,
-        LookupError::Algorithm => Algorithm,
-    })?;
-    key.verify(parsed.signing_input.as_bytes(), &parsed.signature)
-        .map_err(|_| Signature)?;
-
-    Ok(Accepted {
-        jkt,
-        jti: jti.to_string(),
-        remember_until: remember_until.saturating_add(1),
-        next_nonce,
-    })
+    Ok((remember_until, next_nonce))
 }
 
 /// `ath`: the base64url SHA-256 of the access token's ASCII text.

@@ -9,10 +9,6 @@
 //! the call another request made, or makes the call itself (discovering the
 //! endpoint first when none is configured).
 
-use std::rc::Rc;
-
-use serde_json::Value;
-
 use super::output::{Action, Effect, Level, Output};
 use super::{Env, Exchange, Forward, Stage};
 use crate::authorization_server::client_auth::Assertion;
@@ -22,8 +18,12 @@ use crate::authorization_server::{
 };
 use crate::config::{Endpoint, Policy};
 use crate::counters::{CallEvent, Counter};
-use crate::gate::{self, Expect};
-use crate::token::{self, TokenErrorKind};
+use crate::gate::Expect;
+use crate::token;
+
+mod settle;
+
+use settle::{publish, Settled};
 
 /// A request's business with the authorization server.
 pub(super) struct Pending {
@@ -54,17 +54,6 @@ enum Step {
     Call,
     /// Another request's call for the same token is under way.
     Wait { deadline_ms: u64 },
-}
-
-/// What the authorization server's answer comes to.
-enum Settled {
-    /// An answer to use: introspected claims (JSON), or the exchanged token.
-    Ready(Vec<u8>),
-    /// A refusal: the class of an introspection refusal, or why an exchange
-    /// was refused.
-    Refused(Vec<u8>),
-    /// No answer: the server down, slow, busy, or answering garbage.
-    Unavailable(String),
 }
 
 impl Exchange {
@@ -209,7 +198,13 @@ impl Exchange {
         };
         let endpoint = endpoint_of(self.policy(env), &pending).clone();
         let lease_ms = endpoint.timeout_ms * 3 + 1000;
-        let found = shared::look_up(env.host, pending.purpose, &digest, env.now_ms, lease_ms);
+        let found = shared::look_up(
+            env.host.shared_data(),
+            pending.purpose,
+            &digest,
+            env.now_ms,
+            lease_ms,
+        );
         let purpose = pending.purpose;
         let count = move |event| Effect::Count(Counter::AuthorizationServer(purpose, event), 1);
         let mut output = match found {
@@ -296,10 +291,14 @@ impl Exchange {
         }
         let issuer = self.policy(env).providers[pending.provider].issuer.clone();
         let endpoint = endpoint_of(self.policy(env), &pending).clone();
-        let url = endpoint
-            .url
-            .clone()
-            .or_else(|| shared::endpoint(env.host, pending.purpose, &issuer, &endpoint.cluster));
+        let url = endpoint.url.clone().or_else(|| {
+            shared::endpoint(
+                env.host.shared_data(),
+                pending.purpose,
+                &issuer,
+                &endpoint.cluster,
+            )
+        });
         let Some(url) = url else {
             return self.discover(env, pending, 0);
         };
@@ -372,7 +371,13 @@ impl Exchange {
         match found {
             Ok(url) => {
                 let cluster = endpoint_of(self.policy(env), &pending).cluster.clone();
-                shared::remember_endpoint(env.host, pending.purpose, &issuer, &cluster, &url);
+                shared::remember_endpoint(
+                    env.host.shared_data(),
+                    pending.purpose,
+                    &issuer,
+                    &cluster,
+                    &url,
+                );
                 self.call(env, pending)
             }
             Err(why) => {
@@ -398,149 +403,6 @@ impl Exchange {
         }
         pending.claimed = false;
         self.settle(env, pending, settled)
-    }
-
-    fn read_answer(&self, env: &mut Env, pending: &Pending, answer: Option<CallAnswer>) -> Settled {
-        let Some(answer) = answer else {
-            return Settled::Unavailable("no answer (unreachable or timed out)".into());
-        };
-        let provider = &self.policy(env).providers[pending.provider];
-        match pending.purpose {
-            Purpose::Introspection => match introspection::read(&answer, provider, env.now_ms) {
-                introspection::Verdict::Active { claims, until_ms } => {
-                    let mut payload = until_ms.to_string().into_bytes();
-                    payload.push(b'\n');
-                    payload.extend(Value::Object(claims).to_string().into_bytes());
-                    Settled::Ready(payload)
-                }
-                introspection::Verdict::Refused(kind) => {
-                    Settled::Refused(kind.name().as_bytes().to_vec())
-                }
-                introspection::Verdict::Unusable(why) => Settled::Unavailable(why),
-            },
-            Purpose::TokenExchange => {
-                let Some(config) = self.policy(env).upstream_token.as_ref() else {
-                    return Settled::Unavailable("no upstream_token configured".into());
-                };
-                match token_exchange::read(&answer, config, &provider.issuer, env.now_ms) {
-                    token_exchange::Verdict::Issued { token, until_ms } => {
-                        let mut payload = until_ms.to_string().into_bytes();
-                        payload.push(b'\n');
-                        payload.extend(token.into_bytes());
-                        Settled::Ready(payload)
-                    }
-                    token_exchange::Verdict::Refused(why) => Settled::Refused(why.into_bytes()),
-                    token_exchange::Verdict::Unavailable(why) => Settled::Unavailable(why),
-                }
-            }
-        }
-    }
-
-    /// The request goes on with what the authorization server said.
-    fn settle(&mut self, env: &mut Env, pending: Pending, settled: Settled) -> Output {
-        let purpose = pending.purpose;
-        let provider = pending.provider;
-        let mut failed = Vec::new();
-        if let Settled::Unavailable(why) = &settled {
-            failed.push(Effect::Count(
-                Counter::AuthorizationServer(purpose, CallEvent::Failed),
-                1,
-            ));
-            failed.push(Effect::Log(
-                Level::Warn,
-                format!(
-                    "mcp_authz: {} at issuer {} failed: {why}",
-                    purpose.name(),
-                    self.policy(env).providers[provider].issuer
-                ),
-            ));
-        }
-        let mut output = match pending.job {
-            Job::Introspect { expect } => {
-                self.stage = Stage::AwaitingKeys;
-                match settled {
-                    Settled::Ready(payload) => {
-                        let claims = payload_body(&payload).and_then(|b| {
-                            match crate::json::parse_strict(b) {
-                                Ok(Value::Object(map)) => Some(map),
-                                _ => None,
-                            }
-                        });
-                        let now_s = env.now_ms / 1000;
-                        match claims.map(|c| {
-                            gate::introspected(self.policy(env), &self.head, provider, &c, now_s)
-                        }) {
-                            Some(Ok((identity, proof))) => {
-                                self.verified(env, Rc::new(identity), proof, Vec::new(), expect)
-                            }
-                            Some(Err(refusal)) => self.refuse(env, *refusal, None),
-                            None => self.refuse(
-                                env,
-                                gate::introspection_unavailable("unreadable shared answer".into()),
-                                None,
-                            ),
-                        }
-                    }
-                    Settled::Refused(payload) => {
-                        let kind = refused_kind(&payload);
-                        let refusal = gate::token_refused(self.policy(env), &self.head, kind);
-                        self.refuse(env, refusal, None)
-                    }
-                    Settled::Unavailable(why) => {
-                        self.refuse(env, gate::introspection_unavailable(why), None)
-                    }
-                }
-            }
-            Job::Exchange(forward) => {
-                let audience =
-                    self.policy(env)
-                        .upstream_token
-                        .as_ref()
-                        .map_or(String::new(), |u| {
-                            u.audience
-                                .clone()
-                                .or(u.resource.clone())
-                                .unwrap_or_default()
-                        });
-                match settled {
-                    Settled::Ready(payload) => {
-                        match payload_body(&payload).and_then(|b| std::str::from_utf8(b).ok()) {
-                            Some(token) => self.finish_forward(env, *forward, Some(token)),
-                            None => self.refuse_forward(
-                                env,
-                                *forward,
-                                gate::upstream_token_unavailable(
-                                    false,
-                                    format!("exchange for {audience}: unreadable shared answer"),
-                                ),
-                            ),
-                        }
-                    }
-                    Settled::Refused(why) => self.refuse_forward(
-                        env,
-                        *forward,
-                        gate::upstream_token_unavailable(
-                            false,
-                            format!(
-                                "exchange for {audience} refused: {}",
-                                String::from_utf8_lossy(&why)
-                            ),
-                        ),
-                    ),
-                    Settled::Unavailable(why) => self.refuse_forward(
-                        env,
-                        *forward,
-                        gate::upstream_token_unavailable(
-                            true,
-                            format!("exchange for {audience}: {why}"),
-                        ),
-                    ),
-                }
-            }
-        };
-        failed.append(&mut output.effects);
-        output.effects = failed;
-        output
     }
 
     /// The caller's access token, either scheme (checked before any call is
@@ -585,63 +447,17 @@ static FALLBACK: Endpoint = Endpoint {
     timeout_ms: 1,
 };
 
-fn publish(env: &mut Env, purpose: Purpose, digest: &Digest, settled: &Settled) {
-    let now = env.now_ms;
-    let outcome = match settled {
-        Settled::Ready(payload) => Shared::Ready {
-            until_ms: payload_until(payload).unwrap_or(now),
-            payload: payload.clone(),
-        },
-        Settled::Refused(payload) => Shared::Refused {
-            payload: payload.clone(),
-            until_ms: now + introspection::NEGATIVE_CACHE_MS,
-        },
-        Settled::Unavailable(_) => Shared::Failed {
-            until_ms: now + server::FAILURE_MEMORY_MS,
-        },
-    };
-    shared::publish(env.host, purpose, digest, outcome, now);
-}
-
 /// Gives a claimed call back without an answer (it was never made).
 fn release(env: &mut Env, pending: &Pending) {
     if let Some(digest) = pending.digest.filter(|_| pending.claimed) {
         shared::publish(
-            env.host,
+            env.host.shared_data(),
             pending.purpose,
             &digest,
             Shared::Released,
             env.now_ms,
         );
     }
-}
-
-/// A ready payload: `<until_ms>\n<body>`.
-fn payload_until(payload: &[u8]) -> Option<u64> {
-    let end = payload.iter().position(|b| *b == b'\n')?;
-    std::str::from_utf8(&payload[..end]).ok()?.parse().ok()
-}
-
-fn payload_body(payload: &[u8]) -> Option<&[u8]> {
-    let end = payload.iter().position(|b| *b == b'\n')?;
-    Some(&payload[end + 1..])
-}
-
-/// The class of a shared introspection refusal.
-fn refused_kind(payload: &[u8]) -> TokenErrorKind {
-    const KINDS: [TokenErrorKind; 7] = [
-        TokenErrorKind::Inactive,
-        TokenErrorKind::Audience,
-        TokenErrorKind::Issuer,
-        TokenErrorKind::Expired,
-        TokenErrorKind::NotYetValid,
-        TokenErrorKind::TokenType,
-        TokenErrorKind::Malformed,
-    ];
-    KINDS
-        .into_iter()
-        .find(|k| k.name().as_bytes() == payload)
-        .unwrap_or(TokenErrorKind::Inactive)
 }
 
 #[cfg(test)]
@@ -657,7 +473,9 @@ mod tests {
     use crate::gate::{KeyRing, RequestHead};
     use crate::mcp::param_headers::ParamHeader;
     use crate::shared_data::{SharedData, SharedMap};
+    use crate::token::TokenErrorKind;
     use crate::token_cache::VerifiedTokenCache;
+    use serde_json::Value;
 
     struct TestHost {
         shared: SharedMap,
@@ -665,16 +483,10 @@ mod tests {
         body: Vec<u8>,
     }
 
-    impl SharedData for TestHost {
-        fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            self.shared.shared_get(key)
-        }
-        fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-            self.shared.shared_set(key, value, cas)
-        }
-    }
-
     impl Host for TestHost {
+        fn shared_data(&mut self) -> &mut dyn SharedData {
+            &mut self.shared
+        }
         fn request_body(&self, len: usize) -> Vec<u8> {
             self.body[..len.min(self.body.len())].to_vec()
         }

@@ -5,7 +5,7 @@ use crate::answer::Answer;
 use crate::authorization_server::Call;
 use crate::counters::Counter;
 use crate::gate::UpstreamHeaders;
-use crate::mcp::param_headers::ParamHeader;
+use crate::mcp::param_headers::ToolList;
 
 /// Whether Envoy may move the stream on after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum Effect {
     SetResponseHeader { name: String, value: Option<String> },
     /// Remember what these tools declare as `Mcp-Param-*` headers (read
     /// from a `tools/list` answer), for every worker.
-    LearnToolHeaders(Vec<(String, Vec<ParamHeader>)>),
+    LearnToolHeaders(ToolList),
     /// Set these properties (name, value): Envoy filter state
     /// `wasm.<name>`, for the filters after this one and the access log.
     Publish(Vec<(String, String)>),

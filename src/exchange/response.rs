@@ -4,8 +4,6 @@
 //! `Content-Type` headers, malformed, too large) is replaced by a JSON-RPC
 //! error with headers that match it.
 
-use serde_json::Value;
-
 use super::output::{Action, Effect, Level, Output};
 use crate::answer;
 use crate::config::Policy;
@@ -14,8 +12,8 @@ use crate::gate;
 use std::rc::Rc;
 
 use crate::identity::Identity;
-use crate::lists::{self, ListError, ListKind, PendingLists, SseFilter};
-use crate::mcp::param_headers::{self, ParamHeader};
+use crate::lists::{self, Item, ListError, ListKind, PendingLists, SseFilter};
+use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::media;
 use std::cell::RefCell;
 
@@ -55,9 +53,13 @@ enum Reading {
     Json,
     /// `text/event-stream`: filtered event by event as chunks pass.
     Sse(Box<SseFilter>),
-    /// Unreadable: the error replaces the body; `sent` once its bytes went
-    /// out, after which every byte of the upstream's body is dropped.
-    Replacing { sent: bool },
+    /// Unreadable (`why`): the headers are held until a body comes, which
+    /// the error replaces. An answer that ends without one passes as it is:
+    /// Envoy has no body to put the error in, and there is nothing to hide.
+    Unreadable { status: u32, why: String },
+    /// The error went out in place of the answer: every further byte of the
+    /// upstream's body is dropped, and its trailers.
+    Replaced,
     /// Finished: nothing more to do.
     Done,
 }
@@ -114,13 +116,11 @@ impl AnswerWatch {
                 }
             }
             Err(why) => {
-                self.reading = Reading::Replacing { sent: false };
-                let mut effects = unreadable(&why);
-                effects.extend(error_headers(head.status));
-                Output {
-                    effects,
-                    action: Action::Continue,
-                }
+                self.reading = Reading::Unreadable {
+                    status: head.status,
+                    why,
+                };
+                Output::hold()
             }
         }
     }
@@ -135,18 +135,26 @@ impl AnswerWatch {
     ) -> Output {
         match &mut self.reading {
             Reading::Headers | Reading::Done => Output::go_on(),
-            Reading::Replacing { sent } => {
-                let bytes = if *sent {
-                    Vec::new()
-                } else {
-                    answer::list_unfilterable_body()
-                };
-                *sent = true;
+            Reading::Unreadable { status, why } => {
+                let mut effects = unreadable(why);
+                effects.extend(error_headers(*status));
+                effects.push(Effect::ReplaceResponseBody {
+                    len,
+                    bytes: answer::list_unfilterable_body(),
+                });
+                self.reading = Reading::Replaced;
                 Output {
-                    effects: vec![Effect::ReplaceResponseBody { len, bytes }],
+                    effects,
                     action: Action::Continue,
                 }
             }
+            Reading::Replaced => Output {
+                effects: vec![Effect::ReplaceResponseBody {
+                    len,
+                    bytes: Vec::new(),
+                }],
+                action: Action::Continue,
+            },
             Reading::Json => {
                 self.held = len;
                 if len > policy.max_body_bytes {
@@ -157,46 +165,61 @@ impl AnswerWatch {
                 }
                 self.finish_json(policy, now_s, read)
             }
-            Reading::Sse(filter) => {
-                let chunk = read(len);
-                let learned = Learned::default();
-                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
-                let before = filter.removed();
-                let mut out = filter.push(&chunk, &keep);
-                if end {
-                    out = out.and_then(|mut bytes| {
-                        bytes.extend(filter.finish(&keep)?);
-                        Ok(bytes)
-                    });
+            Reading::Sse(_) => self.filter_event_chunk(policy, now_s, len, end, read),
+        }
+    }
+
+    /// A chunk of an event stream: its list answers filtered as they
+    /// complete; what cannot be read ends the stream with an error event.
+    fn filter_event_chunk(
+        &mut self,
+        policy: &Policy,
+        now_s: u64,
+        len: usize,
+        end: bool,
+        read: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Output {
+        let Reading::Sse(filter) = &mut self.reading else {
+            return Output::go_on();
+        };
+        let chunk = read(len);
+        let seen = Seen::default();
+        let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
+        let before = filter.removed();
+        let mut out = filter.push(&chunk, &keep);
+        if end {
+            out = out.and_then(|mut bytes| {
+                bytes.extend(filter.finish(&keep)?);
+                Ok(bytes)
+            });
+        }
+        drop(keep);
+        let removed = filter.removed() - before;
+        match out {
+            Ok(bytes) => {
+                let mut effects = removed_count(removed);
+                effects.extend(seen.effects());
+                if bytes != chunk {
+                    effects.push(Effect::ReplaceResponseBody { len, bytes });
                 }
-                drop(keep);
-                let removed = filter.removed() - before;
-                match out {
-                    Ok(bytes) => {
-                        let mut effects = removed_count(removed);
-                        effects.extend(learn(learned));
-                        if bytes != chunk {
-                            effects.push(Effect::ReplaceResponseBody { len, bytes });
-                        }
-                        Output {
-                            effects,
-                            action: Action::Continue,
-                        }
-                    }
-                    Err(e) => {
-                        // The headers went out: the caller gets an error
-                        // event, and the rest of the stream is dropped.
-                        self.reading = Reading::Replacing { sent: true };
-                        let mut effects = unreadable(&e.to_string());
-                        effects.push(Effect::ReplaceResponseBody {
-                            len,
-                            bytes: answer::list_unfilterable_event(),
-                        });
-                        Output {
-                            effects,
-                            action: Action::Continue,
-                        }
-                    }
+                Output {
+                    effects,
+                    action: Action::Continue,
+                }
+            }
+            Err(e) => {
+                // The headers went out: the caller gets an error event, and
+                // the rest of the stream is dropped.
+                self.reading = Reading::Replaced;
+                let mut effects = unreadable(&e.to_string());
+                effects.extend(seen.effects());
+                effects.push(Effect::ReplaceResponseBody {
+                    len,
+                    bytes: answer::list_unfilterable_event(),
+                });
+                Output {
+                    effects,
+                    action: Action::Continue,
                 }
             }
         }
@@ -215,7 +238,7 @@ impl AnswerWatch {
         match &mut self.reading {
             Reading::Json => {
                 let mut output = self.finish_json(policy, now_s, read);
-                if matches!(self.reading, Reading::Replacing { .. }) && !names.is_empty() {
+                if matches!(self.reading, Reading::Replaced) && !names.is_empty() {
                     output
                         .effects
                         .push(Effect::RemoveResponseTrailers(names.to_vec()));
@@ -223,11 +246,13 @@ impl AnswerWatch {
                 output
             }
             Reading::Sse(filter) => {
-                let learned = Learned::default();
-                let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
+                let seen = Seen::default();
+                let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
                 let left = filter.finish(&keep);
+                drop(keep);
                 self.reading = Reading::Done;
                 let mut output = Output::go_on();
+                output.effects.extend(seen.effects());
                 if !matches!(left, Ok(ref bytes) if bytes.is_empty()) {
                     output.effects.push(Effect::Log(
                         Level::Warn,
@@ -238,10 +263,15 @@ impl AnswerWatch {
             }
             // The error stands for the whole answer: nothing of the
             // upstream's goes with it.
-            Reading::Replacing { .. } if !names.is_empty() => Output {
+            Reading::Replaced if !names.is_empty() => Output {
                 effects: vec![Effect::RemoveResponseTrailers(names.to_vec())],
                 action: Action::Continue,
             },
+            // No body came: nothing was read, nothing is replaced.
+            Reading::Unreadable { .. } => {
+                self.reading = Reading::Done;
+                Output::go_on()
+            }
             _ => Output::go_on(),
         }
     }
@@ -258,16 +288,16 @@ impl AnswerWatch {
             return Output::go_on();
         }
         let body = read(self.held);
-        let learned = Learned::default();
+        let seen = Seen::default();
         let filtered = {
-            let keep = keeper(policy, &self.identity, &self.headers, now_s, &learned);
+            let keep = keeper(policy, &self.identity, &self.headers, now_s, &seen);
             lists::filter_json(&body, &self.pending, &keep)
         };
         match filtered {
             Ok(filtered) => {
                 self.reading = Reading::Done;
                 let mut effects = removed_count(filtered.removed);
-                effects.extend(learn(learned));
+                effects.extend(seen.effects());
                 if filtered.changed {
                     effects.push(set_header(
                         "content-length",
@@ -283,13 +313,17 @@ impl AnswerWatch {
                     action: Action::Continue,
                 }
             }
-            Err(e) => self.replace_held_json(self.held, &e),
+            Err(e) => {
+                let mut output = self.replace_held_json(self.held, &e);
+                output.effects.splice(0..0, seen.effects());
+                output
+            }
         }
     }
 
     /// The held headers become the error's, and the held body the error.
     fn replace_held_json(&mut self, len: usize, e: &ListError) -> Output {
-        self.reading = Reading::Replacing { sent: true };
+        self.reading = Reading::Replaced;
         let mut effects = unreadable(&e.to_string());
         effects.extend(error_headers(502));
         effects.push(Effect::ReplaceResponseBody {
@@ -376,33 +410,255 @@ fn set_header(name: &str, value: Option<String>) -> Effect {
     }
 }
 
-/// The item predicate: the caller may use the item (same rule engine).
-/// Every listed tool also tells what it declares as `Mcp-Param-*`
-/// headers: that goes to `learned`.
+/// The item predicate: the caller may use the item (same rule engine); an
+/// item without the string it is judged by is removed. Every listed tool
+/// also tells what it declares as `Mcp-Param-*` headers: that goes to
+/// `seen.learned`; the rules whose condition could not be evaluated go to
+/// `seen.condition_errors`.
 fn keeper<'a>(
     policy: &'a Policy,
     identity: &'a Identity,
     headers: &'a [(String, String)],
     now_s: u64,
-    learned: &'a Learned,
-) -> impl Fn(ListKind, &Value) -> bool + 'a {
-    move |kind, item| {
-        if kind == ListKind::Tools {
-            if let Some(name) = item.get("name").and_then(Value::as_str) {
-                learned
-                    .borrow_mut()
-                    .push((name.to_string(), param_headers::declarations(item)));
-            }
+    seen: &'a Seen,
+) -> impl Fn(&Item) -> bool + 'a {
+    move |item| {
+        let Some(name) = item.key() else {
+            return false;
+        };
+        if item.kind() == ListKind::Tools {
+            seen.learned.borrow_mut().push(name, declared_headers(item));
         }
-        gate::may_use(policy, identity, headers, now_s, kind, item)
+        let mut errors = seen.condition_errors.borrow_mut();
+        gate::may_use(
+            policy,
+            identity,
+            headers,
+            now_s,
+            item.kind(),
+            name,
+            &mut errors,
+        )
     }
 }
 
+/// A tool's `Mcp-Param-*` declarations. Only a tool with an
+/// `x-mcp-header` member can declare any, so only such a tool is parsed;
+/// for the others `declarations` would find nothing either.
+fn declared_headers(tool: &Item) -> Vec<ParamHeader> {
+    if !tool.has_declaration() {
+        return Vec::new();
+    }
+    tool.value()
+        .map(|tool| param_headers::declarations(&tool))
+        .unwrap_or_default()
+}
+
 /// Tools' `Mcp-Param-*` declarations seen while filtering.
-type Learned = RefCell<Vec<(String, Vec<ParamHeader>)>>;
+type Learned = RefCell<ToolList>;
 
 /// The effect that shares what was learned, if anything was.
 fn learn(learned: Learned) -> Option<Effect> {
     let learned = learned.into_inner();
     (!learned.is_empty()).then_some(Effect::LearnToolHeaders(learned))
+}
+
+/// What filtering a list noticed besides its verdicts.
+#[derive(Default)]
+struct Seen {
+    learned: Learned,
+    /// A rule's name for each condition that could not be evaluated.
+    condition_errors: RefCell<Vec<String>>,
+}
+
+impl Seen {
+    /// The effects of what was seen: the learned declarations shared, and
+    /// the condition errors counted (each) and logged (once per rule, with
+    /// how many items it met, never their names or values) as at call time.
+    fn effects(self) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = learn(self.learned).into_iter().collect();
+        let errors = self.condition_errors.into_inner();
+        let mut rules: Vec<&String> = Vec::new();
+        for rule in &errors {
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+        for rule in rules {
+            let items = errors.iter().filter(|r| *r == rule).count();
+            effects.push(Effect::Count(Counter::ConditionError, items as u64));
+            effects.push(Effect::Log(
+                Level::Warn,
+                format!(
+                    "mcp_authz: the condition of rule {rule:?} could not be evaluated for {items} listed item(s); it counted against the caller"
+                ),
+            ));
+        }
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// Whatever a `tools/list` answer's tools look like, what is learned of
+    /// them is what `declarations` finds in each parsed tool, even when the
+    /// filter skips parsing it.
+    #[test]
+    fn listed_tools_teach_what_their_parsed_schemas_declare() {
+        let policy = Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp", "jwks": {"remote": {"cluster": "idp"}}}],
+            "rules": [{"effect": "allow", "methods": ["tools/list", "tools/call"]}]
+        }))
+        .expect("policy");
+        let body = concat!(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":["#,
+            r#"{"name":"plain","inputSchema":{"type":"object","properties":{"id":{"type":"string"}}}},"#,
+            r#"{"name":"routed","inputSchema":{"properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},"#,
+            r#"{"name":"escaped","inputSchema":{"properties":{"t":{"type":"integer","x-mcp-h\u0065ader":"Tenant"}}}},"#,
+            r#"{"n\u0061me":"escaped name","description":"x-mcp-header","inputSchema":{}},"#,
+            r#"{"name":"invalid","inputSchema":{"properties":{"a":{"type":"object","x-mcp-header":"A"}}}},"#,
+            r#"{"name":7},{"description":"no name"}]}}"#
+        );
+        let head = ResponseHead {
+            status: 200,
+            content_types: vec!["application/json".into()],
+            content_encodings: Vec::new(),
+        };
+        let pending: PendingLists = [(json!(1), ListKind::Tools)].into_iter().collect();
+        let mut watch = AnswerWatch::new(
+            pending,
+            Rc::new(Identity::anonymous("https://idp")),
+            Vec::new(),
+        );
+        watch.on_headers(&policy, &head, false);
+        let output = watch.on_body(&policy, 0, body.len(), true, &|_| body.as_bytes().to_vec());
+        let learned = output.effects.iter().find_map(|e| match e {
+            Effect::LearnToolHeaders(learned) => Some(
+                learned
+                    .iter()
+                    .map(|(tool, declared)| (tool.to_string(), declared.to_vec()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        });
+
+        let parsed: Value = serde_json::from_str(body).expect("JSON");
+        let expected: Vec<(String, Vec<ParamHeader>)> = parsed["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|tool| {
+                let name = tool.get("name")?.as_str()?;
+                Some((name.to_string(), param_headers::declarations(tool)))
+            })
+            .collect();
+        assert_eq!(learned, Some(expected.clone()));
+        let declaring: Vec<&str> = expected
+            .iter()
+            .filter(|(_, declared)| !declared.is_empty())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(declaring, ["routed", "escaped"]);
+    }
+
+    fn policy() -> Policy {
+        Policy::from_value(&json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp.example.com",
+                "jwks": {"remote": {"cluster": "idp", "url": "https://idp.example.com/jwks"}}}],
+            "rules": [
+                {"effect": "allow", "methods": ["tools/list"]},
+                {"name": "acme tools", "effect": "allow", "methods": ["tools/call"],
+                 "names": ["query*"], "when": "token.claims.tenant == 'acme'"},
+                {"name": "readers", "effect": "allow", "methods": ["tools/call"], "names": ["get_*"]}
+            ]
+        }))
+        .expect("policy")
+    }
+
+    /// The effects of filtering `answer` to `tools/list` (id 1) for a
+    /// caller whose token has no `tenant` claim, as JSON or as one event.
+    fn filter(answer: &Value, sse: bool) -> Vec<Effect> {
+        let policy = policy();
+        let identity = Rc::new(Identity::anonymous("https://idp.example.com"));
+        let pending = [(json!(1), ListKind::Tools)].into_iter().collect();
+        let mut watch = AnswerWatch::new(pending, identity, Vec::new());
+        let (media, body) = if sse {
+            (
+                "text/event-stream",
+                format!("event: message\ndata: {answer}\n\n"),
+            )
+        } else {
+            ("application/json", answer.to_string())
+        };
+        let head = ResponseHead {
+            status: 200,
+            content_types: vec![media.into()],
+            content_encodings: Vec::new(),
+        };
+        let mut effects = watch.on_headers(&policy, &head, false).effects;
+        let bytes = body.into_bytes();
+        let read = |len: usize| bytes[..len].to_vec();
+        effects.extend(watch.on_body(&policy, 0, bytes.len(), true, &read).effects);
+        effects
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_for_a_list_is_counted_and_logged_by_rule_name() {
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "query", "inputSchema": {"type": "object"}},
+            {"name": "query_secret_project_x", "inputSchema": {"type": "object"}},
+            {"name": "get_weather", "inputSchema": {"type": "object"}}
+        ]}});
+        for sse in [false, true] {
+            let effects = filter(&answer, sse);
+            // Both `query*` tools are hidden (the allow rule counts as
+            // false), the other stays.
+            let body = effects
+                .iter()
+                .find_map(|e| match e {
+                    Effect::ReplaceResponseBody { bytes, .. } => Some(bytes.clone()),
+                    _ => None,
+                })
+                .expect("the answer is rewritten");
+            let body = String::from_utf8(body).expect("text");
+            assert!(
+                body.contains("get_weather") && !body.contains("query"),
+                "{body}"
+            );
+            let counted: u64 = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Count(Counter::ConditionError, n) => Some(*n),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(counted, 2, "one per item it was evaluated for (sse: {sse})");
+            let logs: Vec<&String> = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Log(Level::Warn, line) => Some(line),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(logs.len(), 1, "one line per rule: {logs:?}");
+            assert!(logs[0].contains("\"acme tools\"") && logs[0].contains("2 listed item"));
+            assert!(!logs[0].contains("query"), "never the items it met");
+        }
+    }
+
+    #[test]
+    fn a_list_whose_conditions_evaluate_counts_no_error() {
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "get_weather", "inputSchema": {"type": "object"}}
+        ]}});
+        let effects = filter(&answer, false);
+        assert!(!effects
+            .iter()
+            .any(|e| matches!(e, Effect::Count(Counter::ConditionError, _))));
+    }
 }

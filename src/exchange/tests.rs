@@ -45,16 +45,10 @@ struct Host {
     shared: SharedMap,
 }
 
-impl SharedData for Host {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-}
-
 impl super::Host for Host {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
     fn calls_in_flight(&self) -> usize {
         0
     }
@@ -388,16 +382,14 @@ fn through(
         exchange.on_response_headers(&mut env, &head, false);
         let len = env.host.response_body(usize::MAX).len();
         let out = exchange.on_response_body(&mut env, len, true);
-        let learned: Vec<_> = out
-            .effects
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::LearnToolHeaders(tools) => Some(tools),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        host.learned.borrow_mut().extend(learned);
+        for effect in out.effects {
+            if let Effect::LearnToolHeaders(tools) = effect {
+                let mut learned = host.learned.borrow_mut();
+                for (tool, declared) in tools.iter() {
+                    learned.insert(tool.to_string(), declared.to_vec());
+                }
+            }
+        }
     }
     verdict
 }

@@ -7,6 +7,7 @@
 //! filter.
 
 use crate::header_pairs;
+use crate::shared_data::SharedData;
 use std::ptr::null_mut;
 
 /// A host call that did not succeed: its proxy-wasm status code.
@@ -236,6 +237,20 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Faile
             cas.unwrap_or(0),
         )
     })
+}
+
+/// Shared data as the core reaches it ([`SharedData`]): the key sets and
+/// their leases, the authorization server's answers, the DPoP replay memory.
+pub struct HostShared;
+
+impl SharedData for HostShared {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        shared_get(key)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        shared_set(key, value, cas).is_ok()
+    }
 }
 
 /// Resumes the request held on the current context.

@@ -4,7 +4,7 @@
 //! through the machine, so none can fall back to the SDK's default of
 //! "continue".
 
-use super::abi::{self, Buffer, Map};
+use super::abi::{self, Buffer, HostShared, Map};
 use super::worker::{Request, Worker};
 use super::{log, now_ms};
 use crate::authorization_server::{Call, CallAnswer, MAX_ANSWER_BYTES};
@@ -120,24 +120,19 @@ impl HttpContext for RequestFilter {
     }
 }
 
-/// The host as the machine sees it while it decides: Envoy's buffers and
-/// this VM's key slots.
+/// The host as the machine sees it while it decides: Envoy's buffers,
+/// shared data and this VM's key slots.
 struct Live<'a> {
     worker: &'a Worker,
     now_ms: u64,
-}
-
-impl SharedData for Live<'_> {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        abi::shared_get(key)
-    }
-
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        abi::shared_set(key, value, cas).is_ok()
-    }
+    shared: HostShared,
 }
 
 impl exchange::Host for Live<'_> {
+    fn shared_data(&mut self) -> &mut dyn SharedData {
+        &mut self.shared
+    }
+
     fn calls_in_flight(&self) -> usize {
         self.worker.calls_in_flight()
     }
@@ -183,7 +178,11 @@ pub fn drive(
     let now_ms = now_ms();
     let keys = worker.key_ring();
     let mut cache = worker.cache.borrow_mut();
-    let mut host = Live { worker, now_ms };
+    let mut host = Live {
+        worker,
+        now_ms,
+        shared: HostShared,
+    };
     let mut env = Env {
         gateway: &worker.gateway,
         keys: &keys,

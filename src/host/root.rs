@@ -3,7 +3,7 @@
 //! request a context that shares this VM's worker state.
 
 use super::abi::{self, Buffer, Map};
-use super::keys::HostProxy;
+use super::keys;
 use super::request::{self, RequestFilter};
 use super::stats::Stats;
 use super::worker::Worker;
@@ -34,11 +34,8 @@ impl PluginRoot {
     fn drive_keys(&self) {
         let Some(worker) = &self.worker else { return };
         let now_ms = now_ms();
-        let mut proxy = HostProxy {
-            stats: &worker.stats,
-        };
         for slot in worker.slots.borrow_mut().iter_mut() {
-            slot.tick(now_ms, &mut proxy);
+            keys::tick(slot, now_ms, &worker.stats);
         }
         for (context_id, exchange) in worker.ready_waiters(now_ms) {
             request::resume_with(worker, context_id, &exchange, |ex, env| {
@@ -75,12 +72,10 @@ impl Context for PluginRoot {
         let status = header(":status").and_then(|s| s.trim().parse().ok());
         let cache_control = header("cache-control");
         let body = abi::buffer(Buffer::CallResponseBody, body_size);
-        let mut proxy = HostProxy {
-            stats: &worker.stats,
-        };
         for slot in worker.slots.borrow_mut().iter_mut() {
             if slot.owns_call(token) {
-                slot.on_response(now_ms(), status, cache_control, &body, &mut proxy);
+                let answer = (status, cache_control, body.as_slice());
+                keys::on_response(slot, now_ms(), answer, &worker.stats);
                 break;
             }
         }

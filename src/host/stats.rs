@@ -1,6 +1,9 @@
 //! Envoy stats for the core's counters (`counters::Counter`), defined once
 //! per VM from the core's table. Envoy shows them under
-//! `wasmcustom.mcp_authz.*` (and `wasmcustom_mcp_authz_*` in Prometheus).
+//! `wasmcustom.mcp_authz.*` in `/stats`, and as `mcp_authz_*` in
+//! `/stats/prometheus`: `wasmcustom` is a custom stat namespace, which the
+//! Prometheus output strips, without adding its `envoy_` prefix (seen in
+//! Envoy 1.36.4 and 1.40.0: `mcp_authz_denied_no_token{} 1`).
 
 use super::abi;
 use crate::config::Gateway;

@@ -4,14 +4,15 @@
 //! the authorization server, and the calls in flight.
 
 use super::abi;
-use super::keys::{HostProxy, HostShared};
+use super::abi::HostShared;
 use super::stats::Stats;
 use crate::authorization_server::{shared, Purpose};
 use crate::config::Gateway;
 use crate::exchange::Exchange;
 use crate::gate::KeyRing;
 use crate::keys::fetch::KeySlot;
-use crate::mcp::param_headers::{self, ParamHeader};
+use crate::keys::wait::{KeyProgress, KeyWaits};
+use crate::mcp::param_headers::{self, ParamHeader, ToolList};
 use crate::token_cache::VerifiedTokenCache;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,10 @@ fn tool_headers_key(tool: &str) -> String {
     format!("mcp_authz.tool_headers.{tool}")
 }
 
+/// The last tool list any worker learned ([`ToolList::encode`]);
+/// outside `tool_headers_key`'s names, which end in a tool's.
+const LAST_TOOL_LIST_KEY: &str = "mcp_authz.last_tool_list";
+
 pub struct Worker {
     pub gateway: Rc<Gateway>,
     /// Tools' `Mcp-Param-*` declarations this worker learned or read from
@@ -35,7 +40,9 @@ pub struct Worker {
     pub slots: RefCell<Vec<KeySlot>>,
     pub cache: RefCell<VerifiedTokenCache>,
     pub stats: Stats,
-    pub waiters: RefCell<Vec<Waiter>>,
+    /// Requests held until a provider's keys settle (`keys::wait` says
+    /// when).
+    pub waiters: RefCell<KeyWaits<Request>>,
     /// The proxy's key for digests of tokens (shared data, so every worker
     /// finds a token's answer in the same slot).
     pub digest_key: [u8; 32],
@@ -53,22 +60,11 @@ pub struct Request {
     pub exchange: Weak<RefCell<Exchange>>,
 }
 
-/// A request held until a provider's keys arrive (or its wait runs out).
-pub struct Waiter {
-    pub context_id: u32,
-    pub exchange: Weak<RefCell<Exchange>>,
-    pub provider: usize,
-    pub generation: u64,
-    pub deadline_ms: u64,
-}
-
 impl Worker {
     pub fn new(gateway: Gateway, stats: Stats, now_ms: u64) -> Worker {
         // Keys are per provider, and every server shares the providers.
         let slots = match gateway.servers.first() {
-            Some(first) => {
-                KeySlot::for_policy(&first.policy, now_ms, &mut HostProxy { stats: &stats })
-            }
+            Some(first) => KeySlot::for_policy(&first.policy, now_ms),
             None => Vec::new(),
         };
         if gateway
@@ -94,7 +90,7 @@ impl Worker {
             slots: RefCell::new(slots),
             cache: RefCell::new(VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY)),
             stats,
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(KeyWaits::new()),
             digest_key: shared::digest_key(&mut HostShared, random_key(now_ms)),
             calls: RefCell::new(HashMap::new()),
             call_waiters: RefCell::new(Vec::new()),
@@ -122,21 +118,32 @@ impl Worker {
     }
 
     /// Remembers, and shares with the other workers, what listed tools
-    /// declare (a list is the newest word on a tool's schema).
-    pub fn learn_tool_headers(&self, tools: Vec<(String, Vec<ParamHeader>)>) {
-        for (tool, declared) in tools {
+    /// declare (a list is the newest word on a tool's schema). A list is
+    /// learned tool by tool (a shared-data look each) only when it is not
+    /// the last list any worker learned: listing the same tools again costs
+    /// one look.
+    pub fn learn_tool_headers(&self, tools: ToolList) {
+        let list = tools.encode();
+        let (last, _) = abi::shared_get(LAST_TOOL_LIST_KEY);
+        if last.as_deref() == Some(list.as_slice()) {
+            // Every tool of that list was shared before the list was, and
+            // whoever shares another list shares its tools first, then it.
+            return;
+        }
+        for (tool, declared) in tools.iter() {
             // Against what is shared, not this worker's memory: another
             // worker may have shared a newer list since.
-            let known = self.tool_headers(&tool).as_ref() == Some(&declared);
+            let known = self.tool_headers(tool).as_deref() == Some(declared);
             if !known {
                 let _ = abi::shared_set(
-                    &tool_headers_key(&tool),
-                    &param_headers::encode(&declared),
+                    &tool_headers_key(tool),
+                    &param_headers::encode(declared),
                     None,
                 );
-                self.remember(&tool, declared);
+                self.remember(tool, declared.to_vec());
             }
         }
+        let _ = abi::shared_set(LAST_TOOL_LIST_KEY, &list, None);
     }
 
     fn remember(&self, tool: &str, declared: Vec<ParamHeader>) {
@@ -160,6 +167,7 @@ impl Worker {
         }
     }
 
+    /// Holds the request until `provider`'s keys settle.
     pub fn wait(
         &self,
         context_id: u32,
@@ -167,43 +175,26 @@ impl Worker {
         provider: usize,
         now_ms: u64,
     ) {
-        let slots = self.slots.borrow();
-        let (generation, wait_ms) = slots
-            .get(provider)
-            .map(|s| (s.generation, s.wait_ms()))
-            .unwrap_or((0, 0));
-        self.waiters.borrow_mut().push(Waiter {
+        let progress = KeyProgress::of(&self.slots.borrow());
+        let request = Request {
             context_id,
             exchange: Rc::downgrade(exchange),
-            provider,
-            generation,
-            deadline_ms: now_ms + wait_ms,
-        });
+        };
+        self.waiters
+            .borrow_mut()
+            .add(request, provider, &progress, now_ms);
     }
 
-    /// Takes out the waiters whose keys changed, whose fetch ended, or whose
-    /// wait ran out; drops those whose request is gone.
+    /// Takes out the requests whose key wait is over; drops those whose
+    /// request is gone.
     pub fn ready_waiters(&self, now_ms: u64) -> Vec<(u32, Rc<RefCell<Exchange>>)> {
-        let slots = self.slots.borrow();
-        let mut ready = Vec::new();
-        self.waiters.borrow_mut().retain(|w| {
-            let Some(exchange) = w.exchange.upgrade() else {
-                return false;
-            };
-            let done = match slots.get(w.provider) {
-                Some(slot) => {
-                    slot.generation != w.generation
-                        || !slot.fetch_pending()
-                        || now_ms >= w.deadline_ms
-                }
-                None => true,
-            };
-            if done {
-                ready.push((w.context_id, exchange));
-            }
-            !done
-        });
-        ready
+        let progress = KeyProgress::of(&self.slots.borrow());
+        self.waiters
+            .borrow_mut()
+            .take_settled(&progress, now_ms, |r| r.exchange.strong_count() == 0)
+            .into_iter()
+            .filter_map(|r| Some((r.context_id, r.exchange.upgrade()?)))
+            .collect()
     }
 }
 

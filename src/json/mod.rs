@@ -6,14 +6,19 @@
 //! - [`keys`]: duplicate-key bookkeeping shared by every walk of a document.
 //! - [`walk`]: serde seeds that walk a value (skipping it, or building a
 //!   `serde_json::Value`) while checking every object in it.
-//! - [`spans`]: byte spans of members and elements in a document already
-//!   validated, for rewriting it without re-serialising it.
+//! - [`scan`]: one pass that checks a document as strictly as
+//!   [`parse_strict`] without building it, and reports byte spans, so an
+//!   answer can be rewritten from its own bytes (serde_json would reorder
+//!   keys and rewrite numbers such as `1.0e3`).
 //!
-//! Recursion always goes through serde_json's deserializer, so its depth
-//! limit (128) holds: deep nesting is a syntax error, not a stack overflow.
+//! Recursion goes through serde_json's deserializer, whose depth limit (128)
+//! holds, or through the scanner, which keeps the same limit: deep nesting
+//! is a syntax error, not a stack overflow.
 
+#[cfg(test)]
+pub(crate) mod edits;
 pub mod keys;
-pub mod spans;
+pub mod scan;
 pub mod walk;
 
 use std::fmt;
@@ -30,8 +35,6 @@ pub enum JsonError {
     /// JSON with a repeated key (the message quotes the key only when it is
     /// short and printable).
     DuplicateKey(String),
-    /// A span scan met something the parse did not (a bug if it shows).
-    Layout(&'static str),
 }
 
 impl fmt::Display for JsonError {
@@ -39,7 +42,6 @@ impl fmt::Display for JsonError {
         match self {
             JsonError::Syntax(why) => write!(f, "malformed JSON: {why}"),
             JsonError::DuplicateKey(message) => f.write_str(message),
-            JsonError::Layout(why) => write!(f, "unexpected JSON layout: {why}"),
         }
     }
 }

@@ -1,43 +1,36 @@
 //! Remote key sets, fetched through an Envoy cluster by one worker at a time
 //! and shared with the others: the steps (discovery documents, then the key
-//! set), the lease that elects the fetching worker, the records published to
-//! shared data (keys, failures), and when a request's wait is over.
+//! set), the lease that elects the fetching worker, and the records published
+//! to shared data (keys, failures). When a request waiting for them may go
+//! on is `super::wait`.
 //!
-//! Pure logic over a [`Proxy`]: shared data and outgoing calls are asked of
-//! it, so the whole exchange between workers runs natively in tests (two
-//! simulated workers, a configuration canary, a failing issuer). The host
-//! implements `Proxy` with proxy-wasm calls; this mirrors Envoy's own split
-//! of `jwks_async_fetcher` and `jwks_cache`.
+//! Pure logic: each entry point takes the time and what happened (a tick
+//! with a [`Snapshot`] of the slot's shared-data entries, the answer to a
+//! call) and returns [`Effect`]s for the host to carry out in order:
+//! dispatch this fetch, claim or release the lease, publish these bytes,
+//! record this failure, log this, count this, keys changed. The effects
+//! whose result matters (a claim's compare-and-swap, a dispatch's call
+//! token, the version a write left) are answered with an [`Outcome`], which
+//! may bring more effects. So the whole exchange between workers runs
+//! natively in tests (two simulated workers, a configuration canary, a
+//! failing issuer); the host (`host::keys`) runs the effects with
+//! proxy-wasm calls. This mirrors Envoy's own split of `jwks_async_fetcher`
+//! and `jwks_cache`.
 
 use std::rc::Rc;
 
 use super::discovery;
+use super::jwks::KeySet;
 use super::schedule::{self, Schedule};
 use crate::config::{JwksSource, Policy, RemoteJwks};
 use crate::counters::Counter;
 use crate::exchange::Level;
-use crate::jwks::KeySet;
 
-/// What the fetcher asks of the proxy.
-pub trait Proxy {
-    /// A shared-data entry (visible to every worker of the proxy): its value
-    /// and version, `(None, None)` when absent.
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes a shared-data entry; with `cas`, only if its version is still
-    /// `cas`. Whether it was written.
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-    /// Starts a GET through `cluster`: the call's token, or why it could
-    /// not start.
-    fn dispatch(
-        &mut self,
-        cluster: &str,
-        authority: &str,
-        path: &str,
-        timeout_ms: u64,
-    ) -> Result<u32, String>;
-    fn log(&mut self, level: Level, line: &str);
-    fn count(&mut self, counter: Counter);
-}
+mod effects;
+mod records;
+
+pub use effects::{Effect, Entry, Fetch, Outcome, Snapshot, Write};
+use records::{lease_value, Failure, Published};
 
 /// One provider's keys in this worker.
 pub struct KeySlot {
@@ -75,7 +68,8 @@ struct Remote {
 /// A fetch under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
-    token: u32,
+    /// The call's token, once the host started it.
+    token: Option<u32>,
     step: Step,
 }
 
@@ -88,7 +82,7 @@ enum Step {
 
 impl KeySlot {
     /// The slots of a policy: inline keys ready, remote ones empty and due.
-    pub fn for_policy(policy: &Policy, now_ms: u64, proxy: &mut dyn Proxy) -> Vec<KeySlot> {
+    pub fn for_policy(policy: &Policy, now_ms: u64) -> Vec<KeySlot> {
         policy
             .providers
             .iter()
@@ -113,8 +107,6 @@ impl KeySlot {
                         remote.cluster,
                         remote.url.as_deref().unwrap_or("discover")
                     );
-                    let lease_key = format!("mcp_authz.lease.{id}");
-                    create_lease(proxy, &lease_key);
                     KeySlot {
                         keys: None,
                         generation: 0,
@@ -123,7 +115,7 @@ impl KeySlot {
                             issuer: p.issuer.clone(),
                             schedule: Schedule::new(remote.refresh_seconds, now_ms),
                             published_key: format!("mcp_authz.jwks.{id}"),
-                            lease_key,
+                            lease_key: format!("mcp_authz.lease.{id}"),
                             failure_key: format!("mcp_authz.failure.{id}"),
                             loaded_cas: None,
                             loaded_failure_cas: None,
@@ -169,33 +161,74 @@ impl KeySlot {
         }
     }
 
-    /// Loads what another worker published, then starts a fetch when one is
-    /// due and this worker wins the lease.
-    pub fn tick(&mut self, now_ms: u64, proxy: &mut dyn Proxy) {
-        self.adopt_published(proxy);
-        self.adopt_failure(proxy);
+    /// Loads what another worker published or recorded, then asks for the
+    /// lease when a fetch is due and none is under way. The first tick comes
+    /// from configuring: it only creates the lease entry (see
+    /// `Remote::claim_lease`; Envoy configures its main-thread VMs before
+    /// the workers', so the entry exists before any worker claims it).
+    pub fn tick(&mut self, now_ms: u64, shared: &Snapshot) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.adopt(shared, &mut effects);
         let Some(r) = self.remote.as_mut() else {
-            return;
+            return effects;
         };
         if !std::mem::replace(&mut r.ticked, true) {
-            return;
+            if shared.lease.0.is_none() {
+                effects.push(r.free_lease());
+            }
+            return effects;
         }
-        if r.in_flight.is_some()
-            || !r.schedule.due(now_ms)
-            || !claim_lease(proxy, &r.lease_key, now_ms, &r.config)
-        {
-            return;
+        if r.in_flight.is_none() && r.schedule.due(now_ms) {
+            effects.extend(r.claim_lease(&shared.lease, now_ms));
         }
-        // Another worker may have published (or failed) and released the
-        // lease between the look above and the claim: load what it left, and
-        // fetch only if still due.
-        self.adopt_published(proxy);
-        self.adopt_failure(proxy);
+        effects
+    }
+
+    /// Takes what came of an effect; `shared` was read after it.
+    pub fn on_outcome(&mut self, now_ms: u64, outcome: Outcome, shared: &Snapshot) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match outcome {
+            Outcome::LeaseClaimed(won) => {
+                if won {
+                    self.lease_won(now_ms, shared, &mut effects);
+                }
+            }
+            Outcome::Dispatched(Ok(token)) => {
+                if let Some(in_flight) = self.remote.as_mut().and_then(|r| r.in_flight.as_mut()) {
+                    in_flight.token = Some(token);
+                }
+            }
+            Outcome::Dispatched(Err(why)) => {
+                if let Some(r) = &self.remote {
+                    let line = format!(
+                        "mcp_authz: JWKS fetch for issuer {} through cluster {:?} could not start: {why}",
+                        r.issuer, r.config.cluster
+                    );
+                    effects.push(Effect::Log(Level::Warn, line));
+                }
+                self.fetch_failed(now_ms, None, &mut effects);
+            }
+            Outcome::Published => self.adopt_published(&shared.published, &mut effects),
+            // Our own record is not news to us.
+            Outcome::FailureRecorded => {
+                if let Some(r) = self.remote.as_mut() {
+                    r.loaded_failure_cas = shared.failure.1;
+                }
+            }
+        }
+        effects
+    }
+
+    /// The lease is ours. Another worker may have published (or failed) and
+    /// released it between the look that asked for it and the claim: load
+    /// what it left, and fetch only if still due.
+    fn lease_won(&mut self, now_ms: u64, shared: &Snapshot, effects: &mut Vec<Effect>) {
+        self.adopt(shared, effects);
         let Some(r) = self.remote.as_mut() else {
             return;
         };
         if !r.schedule.due(now_ms) {
-            release_lease(proxy, &r.lease_key);
+            effects.push(r.free_lease());
             return;
         }
         r.schedule.started();
@@ -206,30 +239,26 @@ impl KeySlot {
                 Step::Discover(0),
             ),
         };
-        self.dispatch(&url, step, now_ms, proxy);
+        self.dispatch(&url, step, now_ms, effects);
     }
 
-    fn dispatch(&mut self, url: &str, step: Step, now_ms: u64, proxy: &mut dyn Proxy) {
+    fn dispatch(&mut self, url: &str, step: Step, now_ms: u64, effects: &mut Vec<Effect>) {
         let Some(r) = self.remote.as_mut() else {
             return;
         };
         let Some((authority, path)) = discovery::authority_and_path(url) else {
             let line = format!("mcp_authz: cannot fetch {url:?} for issuer {}", r.issuer);
-            proxy.log(Level::Warn, &line);
-            self.fetch_failed(now_ms, None, proxy);
+            effects.push(Effect::Log(Level::Warn, line));
+            self.fetch_failed(now_ms, None, effects);
             return;
         };
-        match proxy.dispatch(&r.config.cluster, &authority, &path, r.config.timeout_ms) {
-            Ok(token) => r.in_flight = Some(InFlight { token, step }),
-            Err(why) => {
-                let line = format!(
-                    "mcp_authz: JWKS fetch for issuer {} through cluster {:?} could not start: {why}",
-                    r.issuer, r.config.cluster
-                );
-                proxy.log(Level::Warn, &line);
-                self.fetch_failed(now_ms, None, proxy);
-            }
-        }
+        r.in_flight = Some(InFlight { token: None, step });
+        effects.push(Effect::Dispatch(Fetch {
+            cluster: r.config.cluster.clone(),
+            authority,
+            path,
+            timeout_ms: r.config.timeout_ms,
+        }));
     }
 
     /// Whether `token` is this slot's call.
@@ -237,7 +266,7 @@ impl KeySlot {
         self.remote
             .as_ref()
             .and_then(|r| r.in_flight)
-            .is_some_and(|f| f.token == token)
+            .is_some_and(|f| f.token == Some(token))
     }
 
     /// Handles the answer to this slot's call: discovery goes on to the next
@@ -249,78 +278,99 @@ impl KeySlot {
         status: Option<u32>,
         cache_control: Option<&str>,
         body: &[u8],
-        proxy: &mut dyn Proxy,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(r) = self.remote.as_mut() else {
+            return effects;
+        };
+        let Some(InFlight { step, .. }) = r.in_flight.take() else {
+            return effects;
+        };
+        let answer = if status == Some(200) {
+            Ok(body)
+        } else {
+            Err(format!("status {status:?}"))
+        };
+        match step {
+            Step::Discover(i) => self.on_discovery_document(i, answer, now_ms, &mut effects),
+            Step::Jwks => self.on_key_set(answer, cache_control, now_ms, &mut effects),
+        }
+        effects
+    }
+
+    /// The `i`-th discovery document: its `jwks_uri` is fetched next, or
+    /// else the next document; after the last one, the fetch failed.
+    fn on_discovery_document(
+        &mut self,
+        i: usize,
+        answer: Result<&[u8], String>,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
     ) {
         let Some(r) = self.remote.as_mut() else {
             return;
         };
-        let Some(InFlight { step, .. }) = r.in_flight.take() else {
-            return;
-        };
-        let ok = status == Some(200);
-        match step {
-            Step::Discover(i) => {
-                let found = if ok {
-                    discovery::jwks_uri(body, &r.issuer)
-                } else {
-                    Err(format!("status {status:?}"))
-                };
-                match found {
-                    Ok(uri) => {
-                        r.jwks_uri = Some(uri.clone());
-                        self.dispatch(&uri, Step::Jwks, now_ms, proxy);
-                    }
-                    Err(why) => {
-                        let urls = discovery::metadata_urls(&r.issuer);
-                        let line = format!(
-                            "mcp_authz: discovery at {} failed: {why}",
-                            urls.get(i).map_or("?", String::as_str)
-                        );
-                        proxy.log(Level::Warn, &line);
-                        match urls.get(i + 1) {
-                            Some(next) => {
-                                let next = next.clone();
-                                self.dispatch(&next, Step::Discover(i + 1), now_ms, proxy)
-                            }
-                            None => self.fetch_failed(
-                                now_ms,
-                                Some("no usable discovery document"),
-                                proxy,
-                            ),
-                        }
-                    }
-                }
+        match answer.and_then(|body| discovery::jwks_uri(body, &r.issuer)) {
+            Ok(uri) => {
+                r.jwks_uri = Some(uri.clone());
+                self.dispatch(&uri, Step::Jwks, now_ms, effects);
             }
-            Step::Jwks => {
-                let parsed = if ok {
-                    parse_key_set(body, proxy)
-                } else {
-                    Err(format!("status {status:?}"))
-                };
-                match parsed {
-                    Ok(_) => {
-                        proxy.count(Counter::JwksFetchOk);
-                        let record = Published {
-                            fetched_at_ms: now_ms,
-                            max_age: cache_control.and_then(schedule::max_age),
-                            body: body.to_vec(),
-                        };
-                        proxy.shared_set(&r.published_key, &record.encode(), None);
-                        release_lease(proxy, &r.lease_key);
-                        self.adopt_published(proxy);
+            Err(why) => {
+                let urls = discovery::metadata_urls(&r.issuer);
+                let line = format!(
+                    "mcp_authz: discovery at {} failed: {why}",
+                    urls.get(i).map_or("?", String::as_str)
+                );
+                effects.push(Effect::Log(Level::Warn, line));
+                match urls.get(i + 1) {
+                    Some(next) => self.dispatch(next, Step::Discover(i + 1), now_ms, effects),
+                    None => {
+                        self.fetch_failed(now_ms, Some("no usable discovery document"), effects)
                     }
-                    Err(why) => self.fetch_failed(now_ms, Some(&why), proxy),
                 }
             }
         }
     }
 
-    fn fetch_failed(&mut self, now_ms: u64, why: Option<&str>, proxy: &mut dyn Proxy) {
+    /// The key set: a usable one is published for every worker (and loaded
+    /// here when the host says it was written); else the fetch failed.
+    fn on_key_set(
+        &mut self,
+        answer: Result<&[u8], String>,
+        cache_control: Option<&str>,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let parsed = answer.and_then(|body| parse_key_set(body, effects).map(|_| body));
+        let body = match parsed {
+            Ok(body) => body,
+            Err(why) => {
+                self.fetch_failed(now_ms, Some(&why), effects);
+                return;
+            }
+        };
+        let Some(r) = self.remote.as_mut() else {
+            return;
+        };
+        effects.push(Effect::Count(Counter::JwksFetchOk));
+        let record = Published {
+            fetched_at_ms: now_ms,
+            max_age: cache_control.and_then(schedule::max_age),
+            body: body.to_vec(),
+        };
+        effects.push(Effect::Publish(Write {
+            key: r.published_key.clone(),
+            value: record.encode(),
+        }));
+        effects.push(r.free_lease());
+    }
+
+    fn fetch_failed(&mut self, now_ms: u64, why: Option<&str>, effects: &mut Vec<Effect>) {
         let has_keys = self.keys.is_some();
         let Some(r) = self.remote.as_mut() else {
             return;
         };
-        proxy.count(Counter::JwksFetchFailed);
+        effects.push(Effect::Count(Counter::JwksFetchFailed));
         r.in_flight = None;
         r.schedule.failed(now_ms);
         // Tell the other workers, so they back off too instead of each
@@ -330,10 +380,11 @@ impl KeySlot {
             at_ms: now_ms,
             failures: r.schedule.failures(),
         };
-        proxy.shared_set(&r.failure_key, &record.encode(), None);
-        // Our own record is not news to us.
-        r.loaded_failure_cas = proxy.shared_get(&r.failure_key).1;
-        release_lease(proxy, &r.lease_key);
+        effects.push(Effect::RecordFailure(Write {
+            key: r.failure_key.clone(),
+            value: record.encode(),
+        }));
+        effects.push(r.free_lease());
         let keeping = if has_keys {
             "keeping the last good keys"
         } else {
@@ -345,169 +396,121 @@ impl KeySlot {
             why.unwrap_or("not started"),
             r.schedule.failures()
         );
-        proxy.log(Level::Warn, &line);
+        effects.push(Effect::Log(Level::Warn, line));
+    }
+
+    /// Loads what other workers left in shared data.
+    fn adopt(&mut self, shared: &Snapshot, effects: &mut Vec<Effect>) {
+        self.adopt_published(&shared.published, effects);
+        self.adopt_failure(&shared.failure);
     }
 
     /// Adopts a failed fetch another worker recorded since we last looked.
-    fn adopt_failure(&mut self, proxy: &mut dyn Proxy) {
+    fn adopt_failure(&mut self, entry: &Entry) {
         let Some(r) = self.remote.as_mut() else {
             return;
         };
-        let (Some(bytes), cas) = proxy.shared_get(&r.failure_key) else {
+        let (Some(bytes), cas) = entry else {
             return;
         };
-        if cas.is_none() || cas == r.loaded_failure_cas {
+        if cas.is_none() || *cas == r.loaded_failure_cas {
             return;
         }
-        r.loaded_failure_cas = cas;
-        if let Some(record) = Failure::decode(&bytes) {
+        r.loaded_failure_cas = *cas;
+        if let Some(record) = Failure::decode(bytes) {
             r.schedule.failure_adopted(record.at_ms, record.failures);
         }
     }
 
     /// Loads the key set in shared data when it is newer than ours.
-    fn adopt_published(&mut self, proxy: &mut dyn Proxy) {
+    fn adopt_published(&mut self, entry: &Entry, effects: &mut Vec<Effect>) {
         let Some(r) = self.remote.as_mut() else {
             return;
         };
-        let (Some(bytes), cas) = proxy.shared_get(&r.published_key) else {
+        let (Some(bytes), cas) = entry else {
             return;
         };
-        if cas.is_some() && cas == r.loaded_cas {
+        if cas.is_some() && *cas == r.loaded_cas {
             return;
         }
-        r.loaded_cas = cas;
-        let Some(record) = Published::decode(&bytes) else {
+        r.loaded_cas = *cas;
+        let Some(record) = Published::decode(bytes) else {
             return;
         };
         r.schedule.adopted(record.fetched_at_ms, record.max_age);
         if r.loaded_body.as_deref() == Some(record.body.as_slice()) {
             return;
         }
-        match parse_key_set(&record.body, proxy) {
+        match parse_key_set(&record.body, effects) {
             Ok(keys) => {
                 let line = format!(
                     "mcp_authz: loaded {} signing key(s) for issuer {}",
                     keys.len(),
                     r.issuer
                 );
-                proxy.log(Level::Info, &line);
+                effects.push(Effect::Log(Level::Info, line));
                 r.loaded_body = Some(record.body);
                 self.keys = Some(Rc::new(keys));
                 self.generation += 1;
+                effects.push(Effect::KeysChanged);
             }
-            Err(why) => proxy.log(
+            Err(why) => effects.push(Effect::Log(
                 Level::Warn,
-                &format!("mcp_authz: published key set unusable: {why}"),
-            ),
+                format!("mcp_authz: published key set unusable: {why}"),
+            )),
         }
     }
 }
 
-/// What one worker publishes for the others: when, how fresh, and the body.
-#[derive(Debug, PartialEq, Eq)]
-struct Published {
-    fetched_at_ms: u64,
-    max_age: Option<u64>,
-    body: Vec<u8>,
-}
-
-impl Published {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = format!(
-            "{}\n{}\n",
-            self.fetched_at_ms,
-            self.max_age.map(|a| a.to_string()).unwrap_or_default()
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Published> {
-        let mut parts = bytes.splitn(3, |b| *b == b'\n');
-        let fetched_at_ms = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-        let max_age = std::str::from_utf8(parts.next()?).ok()?.parse().ok();
-        Some(Published {
-            fetched_at_ms,
-            max_age,
-            body: parts.next()?.to_vec(),
+impl Remote {
+    /// Asks to take the fetch lease when it is free or expired
+    /// (compare-and-swap on an existing entry, so of N workers exactly one
+    /// wins). Shared data checks compare-and-swap only on entries that exist
+    /// (a write to a missing key always succeeds), so two workers racing
+    /// for a lease never written would both win: a missing lease is created
+    /// free instead, to be claimed on a later tick.
+    fn claim_lease(&self, lease: &Entry, now_ms: u64) -> Option<Effect> {
+        let (value, cas) = lease;
+        let Some(cas) = *cas else {
+            return Some(self.free_lease());
+        };
+        let held_until: u64 = value
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if held_until > now_ms {
+            return None;
+        }
+        // Discovery may take three calls, each with the timeout.
+        let until = now_ms + self.config.timeout_ms * 3 + 1000;
+        Some(Effect::ClaimLease {
+            write: Write {
+                key: self.lease_key.clone(),
+                value: lease_value(until),
+            },
+            cas,
         })
     }
-}
 
-/// A failed fetch, as one worker records it for the others.
-#[derive(Debug, PartialEq, Eq)]
-struct Failure {
-    at_ms: u64,
-    failures: u32,
-}
-
-impl Failure {
-    fn encode(&self) -> Vec<u8> {
-        format!("{}\n{}", self.at_ms, self.failures).into_bytes()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Failure> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let (at, failures) = text.split_once('\n')?;
-        Some(Failure {
-            at_ms: at.parse().ok()?,
-            failures: failures.parse().ok()?,
+    fn free_lease(&self) -> Effect {
+        Effect::ReleaseLease(Write {
+            key: self.lease_key.clone(),
+            value: lease_value(0),
         })
     }
-}
-
-/// The lease value: the time (ms) until which a worker holds the fetch;
-/// `0` is free.
-fn lease_value(until_ms: u64) -> Vec<u8> {
-    until_ms.to_string().into_bytes()
-}
-
-/// Creates the lease entry when it does not exist yet. Shared data checks
-/// compare-and-swap only on entries that exist (a write to a missing key
-/// always succeeds), so two workers racing for a lease that was never
-/// written would both win. Every VM calls this while configuring, and Envoy
-/// configures its main-thread VMs before the workers', so the entry exists
-/// before any worker claims it.
-fn create_lease(proxy: &mut dyn Proxy, key: &str) {
-    if proxy.shared_get(key).0.is_none() {
-        proxy.shared_set(key, &lease_value(0), None);
-    }
-}
-
-/// Takes the fetch lease when it is free or expired (compare-and-swap on an
-/// existing entry, so of N workers exactly one wins).
-fn claim_lease(proxy: &mut dyn Proxy, key: &str, now_ms: u64, config: &RemoteJwks) -> bool {
-    let (value, cas) = proxy.shared_get(key);
-    if cas.is_none() {
-        // Never created (see `create_lease`): create it; claim on a later tick.
-        create_lease(proxy, key);
-        return false;
-    }
-    let held_until: u64 = value
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if held_until > now_ms {
-        return false;
-    }
-    // Discovery may take three calls, each with the timeout.
-    let until = now_ms + config.timeout_ms * 3 + 1000;
-    proxy.shared_set(key, &lease_value(until), cas)
-}
-
-fn release_lease(proxy: &mut dyn Proxy, key: &str) {
-    proxy.shared_set(key, &lease_value(0), None);
 }
 
 /// A fetched key set, usable only when it holds at least one key: an empty
 /// or garbled answer counts as a failed fetch, so the last good keys stay.
-fn parse_key_set(body: &[u8], proxy: &mut dyn Proxy) -> Result<KeySet, String> {
+fn parse_key_set(body: &[u8], effects: &mut Vec<Effect>) -> Result<KeySet, String> {
     let text = std::str::from_utf8(body).map_err(|_| "key set is not UTF-8".to_string())?;
     let (keys, skipped) = KeySet::parse(text).map_err(|e| e.to_string())?;
     for why in skipped {
-        proxy.log(Level::Info, &format!("mcp_authz: skipped a key: {why}"));
+        effects.push(Effect::Log(
+            Level::Info,
+            format!("mcp_authz: skipped a key: {why}"),
+        ));
     }
     if keys.is_empty() {
         return Err("key set holds no usable signing key".into());

@@ -7,20 +7,25 @@
 //! ([`filter_json`]) or a `text/event-stream` body ([`SseFilter`]) and removes
 //! the items the predicate refuses.
 //!
-//! The answer is never re-serialised from a parsed tree: `serde_json` (without
-//! `preserve_order`) would sort keys and rewrite numbers such as `1.0e3` or
-//! integers beyond 2^64. Instead the body is parsed once to validate it and to
-//! make the decisions, and the rewrite splices the original bytes: kept items
-//! are copied verbatim, the array around them is rebuilt, and the result is
-//! minified (whitespace outside strings removed) so it is compact and fits on
-//! one SSE `data:` line.
+//! The answer is never parsed into a tree nor re-serialised from one:
+//! `serde_json` (without `preserve_order`) would sort keys and rewrite
+//! numbers such as `1.0e3` or integers beyond 2^64, and building a tree for
+//! a long list costs more than everything else the filter does. Instead one
+//! strict scan ([`crate::json::scan`], as strict as `json::parse_strict`)
+//! checks the body and keeps only what the decisions need (`read`): ids,
+//! item spans and the string each item is judged by. The rewrite splices the
+//! original bytes: an items array with removed items is rebuilt from its
+//! kept items, copied verbatim, and everything else passes byte for byte
+//! (whitespace included; an SSE event keeps its `data:` lines, see
+//! [`SseFilter`]).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 
-use crate::json::spans::{array_elements, minify, object_members, skip_ws};
-use crate::json::{self, JsonError};
+use crate::json::JsonError;
+use read::{Document, Listed, Members, Message, Top};
 
 /// The list methods whose answers are filtered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +69,73 @@ impl ListKind {
             ListKind::ResourceTemplates => "resourceTemplates",
         }
     }
+
+    /// The kind whose items a `result` member holds, if it holds items.
+    pub fn from_items_key(key: &str) -> Option<ListKind> {
+        ListKind::ALL
+            .into_iter()
+            .find(|kind| kind.items_key() == key)
+    }
+
+    /// The member of an item that names it: what the rules judge it by.
+    pub fn item_key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::ResourceTemplates => "uriTemplate",
+        }
+    }
+
+    /// The kind's position in [`ListKind::ALL`].
+    fn index(self) -> usize {
+        match self {
+            ListKind::Tools => 0,
+            ListKind::Prompts => 1,
+            ListKind::Resources => 2,
+            ListKind::ResourceTemplates => 3,
+        }
+    }
 }
+
+/// One listed item, as the predicate that keeps or removes it sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    kind: ListKind,
+    key: Option<&'a str>,
+    json: &'a [u8],
+    declaration: bool,
+}
+
+impl<'a> Item<'a> {
+    /// The kind of list it is in.
+    pub fn kind(&self) -> ListKind {
+        self.kind
+    }
+
+    /// Its [`ListKind::item_key`] member, unescaped, when that is a string:
+    /// what the rules judge it by. An item without one cannot be judged.
+    pub fn key(&self) -> Option<&'a str> {
+        self.key
+    }
+
+    /// The item parsed (its text was checked with the whole answer), for a
+    /// predicate that needs more than its key. It costs a tree, so ask only
+    /// when it matters (see [`Item::has_declaration`]).
+    pub fn value(&self) -> Option<Value> {
+        serde_json::from_slice(self.json).ok()
+    }
+
+    /// Whether a key [`crate::mcp::param_headers::DECLARATION`]
+    /// (`x-mcp-header`, after unescaping) stands anywhere in the item, as
+    /// the scan saw: only then can a tool declare `Mcp-Param-*` headers, so
+    /// only then is it worth parsing.
+    pub fn has_declaration(&self) -> bool {
+        self.declaration
+    }
+}
+
+/// The predicate that keeps an item (`true`) or removes it.
+pub type Keep<'k> = dyn Fn(&Item) -> bool + 'k;
 
 /// The list requests (JSON-RPC id and kind) whose answers must be filtered:
 /// one entry for a single request, several for a batch. Ids are kept under
@@ -73,7 +144,61 @@ impl ListKind {
 /// echoes `1` as `"1"` or `1.0` is still matched.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PendingLists {
-    by_id: BTreeMap<String, Vec<ListKind>>,
+    by_id: BTreeMap<IdKey, Vec<ListKind>>,
+}
+
+/// A JSON-RPC id by its canonical text ([`id_key`]): what pending list
+/// requests are found by. Every comparison of two keys is counted in the
+/// unit tests ([`comparisons`]), which show that finding the answers of a
+/// batch grows with its size, not with its square.
+#[derive(Debug, Clone)]
+struct IdKey(String);
+
+impl PartialEq for IdKey {
+    fn eq(&self, other: &IdKey) -> bool {
+        comparisons::count();
+        self.0 == other.0
+    }
+}
+
+impl Eq for IdKey {}
+
+impl PartialOrd for IdKey {
+    fn partial_cmp(&self, other: &IdKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IdKey {
+    fn cmp(&self, other: &IdKey) -> std::cmp::Ordering {
+        comparisons::count();
+        self.0.cmp(&other.0)
+    }
+}
+
+/// Counts comparisons of pending ids, in unit tests only.
+#[cfg(test)]
+mod comparisons {
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub fn count() {
+        COUNT.with(|c| c.set(c.get() + 1));
+    }
+
+    /// The comparisons made on this thread since the last call.
+    pub fn take() -> u64 {
+        COUNT.with(|c| c.replace(0))
+    }
+}
+
+#[cfg(not(test))]
+mod comparisons {
+    #[inline(always)]
+    pub fn count() {}
 }
 
 impl PendingLists {
@@ -84,7 +209,7 @@ impl PendingLists {
 
     /// Records that the request with `id` asked for a list of `kind`.
     pub fn add(&mut self, id: &Value, kind: ListKind) {
-        let kinds = self.by_id.entry(id_key(id)).or_default();
+        let kinds = self.by_id.entry(IdKey(id_key(id))).or_default();
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
@@ -99,7 +224,9 @@ impl PendingLists {
     /// id for two list methods gets both filters, which only ever removes
     /// more.
     fn kinds_for(&self, id: &Value) -> &[ListKind] {
-        self.by_id.get(&id_key(id)).map_or(&[], Vec::as_slice)
+        self.by_id
+            .get(&IdKey(id_key(id)))
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -183,11 +310,11 @@ pub struct Filtered {
 /// an items array) has its items filtered with `keep`, and a present
 /// `cacheScope` becomes `"private"`; errors, other answers and other fields
 /// pass untouched. When nothing changes the original bytes come back as they
-/// are; otherwise the body is rewritten compactly.
+/// are; otherwise the body is spliced from them (see the module's notes).
 pub fn filter_json(
     body: &[u8],
     pending: &PendingLists,
-    keep: &dyn Fn(ListKind, &Value) -> bool,
+    keep: &Keep,
 ) -> Result<Filtered, ListError> {
     match filter_document(body, pending, keep, Shape::ResponsesOnly)? {
         Some((rewritten, removed)) => Ok(Filtered {
@@ -212,101 +339,65 @@ enum Shape {
     AnyMessages,
 }
 
-/// Which items of one items array stay.
-struct Cut {
-    key: &'static str,
-    keep: Vec<bool>,
+/// A change to the document.
+enum Edit {
+    /// The items array at `span` becomes its kept items (those of `items`
+    /// in [`Document::items`] marked kept).
+    Cut {
+        span: Range<usize>,
+        items: Range<usize>,
+    },
+    /// The `cacheScope` value at `span` becomes `"private"`.
+    MakePrivate { span: Range<usize> },
 }
 
-/// A replacement of `doc[start..end]`.
-struct Edit {
-    start: usize,
-    end: usize,
-    with: Vec<u8>,
+impl Edit {
+    fn start(&self) -> usize {
+        match self {
+            Edit::Cut { span, .. } | Edit::MakePrivate { span } => span.start,
+        }
+    }
 }
 
-/// Filters one JSON document. `None` when nothing was removed; otherwise the
-/// rewritten, minified document and the number of items removed.
+/// What is decided about a document: its edits, and which of its items stay.
+struct Plan {
+    edits: Vec<Edit>,
+    /// One flag per item of [`Document::items`].
+    kept: Vec<bool>,
+    removed: usize,
+}
+
+/// Filters one JSON document. `None` when nothing changes; otherwise the
+/// rewritten document and the number of items removed.
 fn filter_document(
     doc: &[u8],
     pending: &PendingLists,
-    keep: &dyn Fn(ListKind, &Value) -> bool,
+    keep: &Keep,
     shape: Shape,
 ) -> Result<Option<(Vec<u8>, usize)>, ListError> {
-    let value = json::parse_strict(doc)?;
-    let top = skip_ws(doc, 0);
-    // Decide on the parsed tree first; locate byte spans only if a cut is due.
-    let mut plans: Vec<(usize, Plan)> = Vec::new();
-    match &value {
-        Value::Array(messages) => {
-            if messages.is_empty() && shape == Shape::ResponsesOnly {
-                return Err(invalid("empty batch"));
-            }
-            for (index, message) in messages.iter().enumerate() {
-                let plan = plan_message(message, pending, keep, shape)?;
-                if !plan.is_empty() {
-                    plans.push((index, plan));
-                }
-            }
+    // The whole document is checked before anything is decided: a syntax
+    // error or a repeated key anywhere wins over what the messages say.
+    let read = read::document(doc)?;
+    if shape == Shape::ResponsesOnly {
+        match read.top {
+            Top::Batch if read.messages.is_empty() => return Err(invalid("empty batch")),
+            Top::Other => return Err(invalid("not a JSON-RPC response or batch")),
+            _ => {}
         }
-        Value::Object(_) => {
-            let plan = plan_message(&value, pending, keep, shape)?;
-            if !plan.is_empty() {
-                plans.push((0, plan));
-            }
-        }
-        _ if shape == Shape::ResponsesOnly => {
-            return Err(invalid("not a JSON-RPC response or batch"))
-        }
-        _ => {}
     }
-    if plans.is_empty() {
+    let mut plan = Plan {
+        edits: Vec::new(),
+        kept: vec![true; read.items.len()],
+        removed: 0,
+    };
+    for message in &read.messages {
+        plan_message(doc, &read, message, pending, keep, shape, &mut plan)?;
+    }
+    if plan.edits.is_empty() {
         return Ok(None);
     }
-
-    let starts: Vec<usize> = if value.is_array() {
-        array_elements(doc, top)?
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect()
-    } else {
-        vec![top]
-    };
-    let mut edits = Vec::new();
-    let mut removed = 0;
-    for (index, plan) in &plans {
-        let start = *starts
-            .get(*index)
-            .ok_or_else(|| invalid("batch layout does not match its parse"))?;
-        removed += cut_message(doc, start, plan, &mut edits)?;
-    }
-    edits.sort_by_key(|e| e.start);
-    let mut out = Vec::with_capacity(doc.len());
-    let mut at = 0;
-    for edit in &edits {
-        let before = doc
-            .get(at..edit.start)
-            .ok_or_else(|| invalid("overlapping rewrite"))?;
-        out.extend_from_slice(before);
-        out.extend_from_slice(&edit.with);
-        at = edit.end;
-    }
-    out.extend_from_slice(doc.get(at..).unwrap_or_default());
-    Ok(Some((minify(&out), removed)))
-}
-
-/// What to change in one message: the items arrays to cut, and whether its
-/// `cacheScope` must become `"private"`.
-#[derive(Default)]
-struct Plan {
-    cuts: Vec<Cut>,
-    make_private: bool,
-}
-
-impl Plan {
-    fn is_empty(&self) -> bool {
-        self.cuts.is_empty() && !self.make_private
-    }
+    let out = rewrite(doc, &read.items, &plan)?;
+    Ok(Some((out, plan.removed)))
 }
 
 /// Decides what to change in one message. A response is a list answer when
@@ -317,117 +408,131 @@ impl Plan {
 /// is refused: a client would choke on it anyway, and refusing is safer than
 /// guessing what it would show.
 fn plan_message(
-    message: &Value,
+    doc: &[u8],
+    read: &Document,
+    message: &Message,
     pending: &PendingLists,
-    keep: &dyn Fn(ListKind, &Value) -> bool,
+    keep: &Keep,
     shape: Shape,
-) -> Result<Plan, ListError> {
-    let Some(object) = message.as_object() else {
+    plan: &mut Plan,
+) -> Result<(), ListError> {
+    if !message.is_object {
         return match shape {
             Shape::ResponsesOnly => Err(invalid("batch element is not an object")),
-            Shape::AnyMessages => Ok(Plan::default()),
+            Shape::AnyMessages => Ok(()),
         };
-    };
-    let is_response = object.contains_key("id")
-        && (object.contains_key("result") || object.contains_key("error"));
+    }
+    let is_response = message.id.is_some() && (message.has_result || message.has_error);
     if shape == Shape::ResponsesOnly && !is_response {
         return Err(invalid("not a JSON-RPC response"));
     }
-    let (Some(id), Some(Value::Object(result))) = (object.get("id"), object.get("result")) else {
-        return Ok(Plan::default());
+    let (Some(id), Some(result)) = (&message.id, &message.result) else {
+        return Ok(());
     };
-    let asked = pending.kinds_for(id);
+    let id: Value = serde_json::from_slice(doc.get(id.clone()).unwrap_or_default())
+        .map_err(|_| invalid("unreadable id"))?;
+    let asked = pending.kinds_for(&id);
     for kind in asked {
-        let key = kind.items_key();
-        if result.get(key).is_some_and(|items| !items.is_array()) {
-            return Err(invalid(format!("result.{key} is not an array")));
+        if matches!(result.lists[kind.index()], Members::NotArray) {
+            return Err(invalid(format!(
+                "result.{} is not an array",
+                kind.items_key()
+            )));
         }
     }
-    let mut plan = Plan::default();
     let mut is_list = !asked.is_empty();
     for kind in ListKind::ALL {
-        let Some(Value::Array(items)) = result.get(kind.items_key()) else {
+        let Members::Array { span, items } = &result.lists[kind.index()] else {
             continue;
         };
         is_list = true;
-        // Items that are not objects cannot be judged, so they go.
-        let flags: Vec<bool> = items
-            .iter()
-            .map(|item| item.is_object() && keep(kind, item))
-            .collect();
-        if flags.contains(&false) {
-            plan.cuts.push(Cut {
-                key: kind.items_key(),
-                keep: flags,
+        let mut removed = 0;
+        for index in items.clone() {
+            let listed = read.items.get(index).ok_or_else(|| invalid("item lost"))?;
+            // Items that are not objects cannot be judged, so they go.
+            let stays = listed.is_object && keep(&item_view(doc, kind, listed));
+            if !stays {
+                if let Some(flag) = plan.kept.get_mut(index) {
+                    *flag = false;
+                }
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            plan.removed += removed;
+            plan.edits.push(Edit::Cut {
+                span: span.clone(),
+                items: items.clone(),
             });
         }
     }
     // A list is judged per caller: a shared cache must never serve it to
     // another, whether or not anything was cut this time.
-    plan.make_private = is_list
-        && result
-            .get("cacheScope")
-            .is_some_and(|scope| scope != "private");
-    Ok(plan)
+    if let Some(scope) = &result.cache_scope {
+        if is_list && !scope.private {
+            plan.edits.push(Edit::MakePrivate {
+                span: scope.span.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
-/// Records the edits for one message object starting at `start`; returns the
-/// number of items removed.
-fn cut_message(
-    doc: &[u8],
-    start: usize,
-    plan: &Plan,
-    edits: &mut Vec<Edit>,
-) -> Result<usize, ListError> {
-    let members = object_members(doc, start)?;
-    let (result_start, _) = member(&members, "result")?;
-    let result = object_members(doc, result_start)?;
-    let mut removed = 0;
-    for cut in &plan.cuts {
-        let (items_start, items_end) = member(&result, cut.key)?;
-        let items = array_elements(doc, items_start)?;
-        if items.len() != cut.keep.len() {
-            return Err(invalid("items layout does not match their parse"));
-        }
-        let mut with = vec![b'['];
-        for (&(s, e), &kept) in items.iter().zip(&cut.keep) {
-            if kept {
-                if with.len() > 1 {
-                    with.push(b',');
+fn item_view<'a>(doc: &'a [u8], kind: ListKind, listed: &'a Listed) -> Item<'a> {
+    Item {
+        kind,
+        key: listed.key.as_deref(),
+        json: doc.get(listed.span.clone()).unwrap_or_default(),
+        declaration: listed.declaration,
+    }
+}
+
+/// The document with the plan's edits made. Edits never overlap: a cut
+/// array and a `cacheScope` are distinct members of one `result`.
+fn rewrite(doc: &[u8], items: &[Listed], plan: &Plan) -> Result<Vec<u8>, ListError> {
+    let mut edits: Vec<&Edit> = plan.edits.iter().collect();
+    edits.sort_by_key(|edit| edit.start());
+    let mut out = Vec::with_capacity(doc.len());
+    let mut at = 0;
+    for edit in edits {
+        let before = doc
+            .get(at..edit.start())
+            .ok_or_else(|| invalid("overlapping rewrite"))?;
+        out.extend_from_slice(before);
+        match edit {
+            Edit::Cut { span, items: range } => {
+                out.push(b'[');
+                let mut first = true;
+                for index in range.clone() {
+                    let (Some(listed), Some(true)) = (items.get(index), plan.kept.get(index))
+                    else {
+                        continue;
+                    };
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    out.extend_from_slice(doc.get(listed.span.clone()).unwrap_or_default());
                 }
-                with.extend_from_slice(doc.get(s..e).unwrap_or_default());
-            } else {
-                removed += 1;
+                out.push(b']');
+                at = span.end;
+            }
+            Edit::MakePrivate { span } => {
+                out.extend_from_slice(b"\"private\"");
+                at = span.end;
             }
         }
-        with.push(b']');
-        edits.push(Edit {
-            start: items_start,
-            end: items_end,
-            with,
-        });
     }
-    if plan.make_private {
-        let (s, e) = member(&result, "cacheScope")?;
-        edits.push(Edit {
-            start: s,
-            end: e,
-            with: b"\"private\"".to_vec(),
-        });
-    }
-    Ok(removed)
+    out.extend_from_slice(doc.get(at..).unwrap_or_default());
+    Ok(out)
 }
 
-fn member(members: &[(String, usize, usize)], key: &str) -> Result<(usize, usize), ListError> {
-    members
-        .iter()
-        .find(|(k, _, _)| k == key)
-        .map(|&(_, s, e)| (s, e))
-        .ok_or_else(|| invalid(format!("member {key:?} not found")))
-}
-
+mod read;
+pub mod reference;
 mod sse;
 pub use sse::SseFilter;
 
+#[cfg(test)]
+mod agreement;
 #[cfg(test)]
 mod tests;

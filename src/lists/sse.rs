@@ -2,9 +2,7 @@
 //! pass: SSE framing (events, lines, fields, a leading byte-order mark) around
 //! the JSON filtering of `lists`.
 
-use serde_json::Value;
-
-use super::{filter_document, invalid, ListError, ListKind, PendingLists, Shape};
+use super::{filter_document, invalid, Keep, ListError, PendingLists, Shape};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -15,9 +13,12 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// it may be half of a CRLF). An event whose `data:` lines form JSON holding a
 /// response to a pending list request, with something removed, is re-emitted
 /// with its other lines (`event:`, `id:`, `retry:`, comments) in order and the
-/// filtered JSON on a single `data:` line in place of the first one. Every
-/// other event passes byte for byte, as soon as it is complete. Ids stay
-/// pending for the whole stream, so a repeated answer is filtered too.
+/// filtered JSON in place of the first `data:` line: one `data:` line per line
+/// of the JSON, which is the joined data with the removed items' bytes gone,
+/// so a payload that came on several `data:` lines goes on as many or fewer
+/// (each ended as the first one was). Every other event passes byte for byte,
+/// as soon as it is complete. Ids stay pending for the whole stream, so a
+/// repeated answer is filtered too.
 ///
 /// Stricter than "invalid JSON for a pending id": a non-empty, non-blank data
 /// payload that is not valid JSON (or repeats a key) is an error whatever its
@@ -60,11 +61,7 @@ impl SseFilter {
 
     /// Feeds the next chunk; returns the bytes that can be emitted now (every
     /// event completed so far, filtered where needed).
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<Vec<u8>, ListError> {
+    pub fn push(&mut self, chunk: &[u8], keep: &Keep) -> Result<Vec<u8>, ListError> {
         if self.finished {
             return Err(invalid("data after the end of the stream"));
         }
@@ -76,10 +73,7 @@ impl SseFilter {
     /// still filtered and emitted in the shape it came (no blank line is
     /// added): a client that drops incomplete events still drops it, and one
     /// that dispatches it sees the filtered list.
-    pub fn finish(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<Vec<u8>, ListError> {
+    pub fn finish(&mut self, keep: &Keep) -> Result<Vec<u8>, ListError> {
         if self.finished && self.failed.is_none() {
             return Ok(Vec::new());
         }
@@ -92,11 +86,7 @@ impl SseFilter {
         self.removed
     }
 
-    fn run(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-        at_end: bool,
-    ) -> Result<Vec<u8>, ListError> {
+    fn run(&mut self, keep: &Keep, at_end: bool) -> Result<Vec<u8>, ListError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -107,11 +97,7 @@ impl SseFilter {
         result
     }
 
-    fn drain(
-        &mut self,
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-        at_end: bool,
-    ) -> Result<Vec<u8>, ListError> {
+    fn drain(&mut self, keep: &Keep, at_end: bool) -> Result<Vec<u8>, ListError> {
         let mut out = Vec::new();
         if self.at_stream_start {
             // The SSE parser drops a leading BOM; so must we, or a client
@@ -178,11 +164,7 @@ impl SseFilter {
 
     /// The bytes to emit for one event (complete, or trailing at the end)
     /// and the items removed from it.
-    fn emit(
-        &self,
-        event: &[u8],
-        keep: &dyn Fn(ListKind, &Value) -> bool,
-    ) -> Result<(Vec<u8>, usize), ListError> {
+    fn emit(&self, event: &[u8], keep: &Keep) -> Result<(Vec<u8>, usize), ListError> {
         if event.len() > self.max_event_bytes {
             return Err(ListError::TooLarge);
         }
@@ -236,7 +218,7 @@ fn field(line: &[u8]) -> (&[u8], &[u8]) {
 fn filter_event(
     event: &[u8],
     pending: &PendingLists,
-    keep: &dyn Fn(ListKind, &Value) -> bool,
+    keep: &Keep,
 ) -> Result<(Vec<u8>, usize), ListError> {
     let lines = split_lines(event);
     // The spec appends each data value plus LF and drops the last LF: a join.
@@ -263,9 +245,22 @@ fn filter_event(
     for (content, line_end) in &lines {
         if field(content).0 == b"data" {
             if !data_written {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&json);
-                out.extend_from_slice(line_end);
+                // The joined data holds an LF only where two `data:` lines
+                // met (a line holds no CR nor LF), and so does the JSON
+                // spliced from it.
+                let mut lines = json.split(|&c| c == b'\n').peekable();
+                while let Some(line) = lines.next() {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(line);
+                    // Only a last line of the stream has no end, and then
+                    // it is the only `data:` line; still, never join two.
+                    let end: &[u8] = if line_end.is_empty() && lines.peek().is_some() {
+                        b"\n"
+                    } else {
+                        line_end
+                    };
+                    out.extend_from_slice(end);
+                }
                 data_written = true;
             }
         } else {

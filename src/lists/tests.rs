@@ -5,20 +5,11 @@ use serde_json::json;
 
 /// What the host's predicate does: judge an item by the field its kind
 /// names, against an allow list.
-fn allow(allowed: &'static [&'static str]) -> impl Fn(ListKind, &Value) -> bool {
-    move |kind, item| {
-        let field = match kind {
-            ListKind::Tools | ListKind::Prompts => "name",
-            ListKind::Resources => "uri",
-            ListKind::ResourceTemplates => "uriTemplate",
-        };
-        item.get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|v| allowed.contains(&v))
-    }
+fn allow(allowed: &'static [&'static str]) -> impl Fn(&Item) -> bool {
+    move |item| item.key().is_some_and(|v| allowed.contains(&v))
 }
 
-fn keep_all(_: ListKind, _: &Value) -> bool {
+fn keep_all(_: &Item) -> bool {
     true
 }
 
@@ -310,9 +301,10 @@ fn batch_filters_each_list_result_and_passes_other_results() {
     assert_eq!(names, ["get_weather"]);
     assert_eq!(v[1], parse(call.as_bytes()));
     assert_eq!(v[2]["result"]["resources"].as_array().unwrap().len(), 1);
-    // Compact: the whitespace between batch elements is gone too.
+    // Only item arrays are rebuilt: what stands between the batch's
+    // elements passes as it came.
     assert!(text(&out.body).starts_with(r#"[{"jsonrpc""#));
-    assert!(text(&out.body).contains(r#"}},{"jsonrpc""#) && !text(&out.body).contains('\n'));
+    assert!(text(&out.body).contains(&format!("\"t-1\"}}}}}}, {call},\n {{")));
 }
 
 #[test]
@@ -340,7 +332,7 @@ fn rewrite_keeps_key_order_number_text_and_escapes() {
     .unwrap();
     assert_eq!(
         text(&out.body),
-        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","inputSchema":{"type":"object","maximum":1.0e3,"big":123456789012345678901234567890},"description":"say \"hi\"  now\t"}]}}"#
+        r#"{ "jsonrpc": "2.0", "id": 1, "result": { "tools": [{ "name": "a", "inputSchema": { "type": "object", "maximum": 1.0e3, "big": 123456789012345678901234567890 }, "description": "say \"hi\"  now\t" }] } }"#
     );
 }
 
@@ -622,31 +614,45 @@ fn sse_lf_and_cr_only_line_ends_are_understood() {
 }
 
 #[test]
-fn sse_multi_line_data_is_joined_and_reemitted_on_one_line() {
+fn sse_multi_line_data_is_joined_and_reemitted_in_its_lines() {
     let pretty = serde_json::to_string_pretty(&parse(TOOLS.as_bytes())).unwrap();
-    let mut stream = String::from("event: message\n");
-    for (n, line) in pretty.lines().enumerate() {
-        // One leading space is stripped, and only one: mix both forms.
-        if n % 2 == 0 {
-            stream.push_str(&format!("data: {line}\n"));
-        } else {
-            stream.push_str(&format!("data:{line}\n"));
+    for end in ["\n", "\r\n"] {
+        let mut stream = format!("event: message{end}");
+        for (n, line) in pretty.lines().enumerate() {
+            // One leading space is stripped, and only one: mix both forms.
+            if n % 2 == 0 {
+                stream.push_str(&format!("data: {line}{end}"));
+            } else {
+                stream.push_str(&format!("data:{line}{end}"));
+            }
         }
+        stream.push_str(&format!(": after{end}{end}"));
+        let (out, removed) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
+        assert_eq!(removed, 1);
+        let out = text(&out);
+        let lines: Vec<&str> = out.split(end).collect();
+        assert_eq!(lines[0], "event: message");
+        assert_eq!(lines[lines.len() - 3..], [": after", "", ""]);
+        let data: Vec<&str> = lines[1..lines.len() - 3]
+            .iter()
+            .map(|line| line.strip_prefix("data: ").expect("a data line"))
+            .collect();
+        // The kept text keeps its lines; the removed item's are gone.
+        assert!(
+            data.len() > 1 && data.len() < pretty.lines().count(),
+            "{out}"
+        );
+        let kept = pretty
+            .lines()
+            .find(|l| l.contains("Get the current weather"));
+        assert!(data.contains(&kept.unwrap()), "{out}");
+        let mut expected = parse(TOOLS.as_bytes());
+        expected["result"]["tools"]
+            .as_array_mut()
+            .unwrap()
+            .remove(1);
+        assert_eq!(parse(data.join("\n").as_bytes()), expected);
     }
-    stream.push('\n');
-    let (out, removed) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
-    assert_eq!(removed, 1);
-    let out = text(&out);
-    let lines: Vec<&str> = out.split('\n').collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    assert_eq!(lines[0], "event: message");
-    let data = lines[1].strip_prefix("data: ").unwrap();
-    let mut expected = parse(TOOLS.as_bytes());
-    expected["result"]["tools"]
-        .as_array_mut()
-        .unwrap()
-        .remove(1);
-    assert_eq!(parse(data.as_bytes()), expected);
 }
 
 #[test]
@@ -786,4 +792,65 @@ fn sse_server_request_and_error_response_pass() {
     let stream = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"sampling/createMessage\",\"params\":{}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32603,\"message\":\"x\"}}\n\n";
     let (out, _) = run_sse(&[stream.as_bytes()], tools_1(), 1 << 20).unwrap();
     assert_eq!(out, stream.as_bytes());
+}
+
+/// Comparisons of pending ids made while the answers of a batch of `n`
+/// `tools/list` requests are recorded and then filtered, as one JSON batch
+/// answer and as an event stream of `n` answers; the answers come back in
+/// another order than the requests went.
+fn id_comparisons(n: usize) -> (u64, u64) {
+    let ids = |n: usize| (0..n).map(move |i| (i * 7919) % n);
+    let answer = |id: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"get_weather"}},{{"name":"delete_repo"}}]}}}}"#
+        )
+    };
+    let keep = allow(&["get_weather"]);
+    comparisons::take();
+
+    let pending: PendingLists = (0..n).map(|i| (json!(i), ListKind::Tools)).collect();
+    let batch = format!("[{}]", ids(n).map(answer).collect::<Vec<_>>().join(","));
+    let out = filter_json(batch.as_bytes(), &pending, &keep).unwrap();
+    assert_eq!(out.removed, n);
+    let json = comparisons::take();
+
+    let pending: PendingLists = (0..n).map(|i| (json!(i), ListKind::Tools)).collect();
+    let mut filter = SseFilter::new(pending, 1 << 20);
+    let mut removed = 0;
+    for id in ids(n) {
+        let event = format!("event: message\ndata: {}\n\n", answer(id));
+        let out = filter.push(event.as_bytes(), &keep).unwrap();
+        removed += usize::from(out.len() < event.len());
+    }
+    assert_eq!(removed, n);
+    (json, comparisons::take())
+}
+
+/// Issue 12 case 11: 9,000 answers in one batch took four times as long as
+/// 2,000 because each answer's id was looked for by a scan of the pending
+/// ones. Counted, not timed: with 16 times the messages the comparisons of
+/// ids may grow 16 times for the messages, and by the ratio of the
+/// logarithms (about 1.4) for a look-up in a sorted tree; doubling that
+/// (at most 32 times) leaves room and still fails a scan per message by far
+/// (the square: 256 times).
+#[test]
+fn finding_pending_ids_grows_with_the_batch_not_with_its_square() {
+    let (json_small, sse_small) = id_comparisons(1_000);
+    let (json_large, sse_large) = id_comparisons(16_000);
+    for (what, small, large) in [
+        ("JSON batch", json_small, json_large),
+        ("event stream", sse_small, sse_large),
+    ] {
+        assert!(small > 0, "{what}: the comparisons are counted");
+        assert!(
+            large <= 32 * small,
+            "{what}: {small} comparisons for 1,000 answers, {large} for 16,000"
+        );
+        // And per answer, a few per level of a tree of 16,000 ids at most.
+        assert!(
+            large / 16_000 <= 4 * 14 + 16,
+            "{what}: {} comparisons per answer",
+            large / 16_000
+        );
+    }
 }

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use super::headers::{decode_header_value, HeaderMismatch};
 
+/// The schema keyword that mirrors a parameter into a header.
+pub const DECLARATION: &str = "x-mcp-header";
+
 /// One parameter mirrored into a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamHeader {
@@ -69,7 +72,7 @@ fn walk(
             return Err(Invalid);
         }
         path.push(property.clone());
-        if let Some(declared) = sub.get("x-mcp-header") {
+        if let Some(declared) = sub.get(DECLARATION) {
             let name = declared.as_str().filter(|n| is_token(n)).ok_or(Invalid)?;
             let kind = match sub.get("type").and_then(Value::as_str) {
                 Some("string") => ParamKind::String,
@@ -154,23 +157,77 @@ fn fold(name: &str) -> String {
 /// Declarations as shared between workers (proxy-wasm shared data): one
 /// line per parameter, `name`, `kind` and the path, separated by tabs.
 pub fn encode(declared: &[ParamHeader]) -> Vec<u8> {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    encode_into(declared, &mut out);
+    out
+}
+
+fn encode_into(declared: &[ParamHeader], out: &mut Vec<u8>) {
     for param in declared {
         let kind = match param.kind {
             ParamKind::String => "string",
             ParamKind::Integer => "integer",
             ParamKind::Boolean => "boolean",
         };
-        out.push_str(&param.name);
-        out.push('\t');
-        out.push_str(kind);
+        out.extend_from_slice(param.name.as_bytes());
+        out.push(b'\t');
+        out.extend_from_slice(kind.as_bytes());
         for segment in &param.path {
-            out.push('\t');
-            out.push_str(segment);
+            out.push(b'\t');
+            out.extend_from_slice(segment.as_bytes());
         }
-        out.push('\n');
+        out.push(b'\n');
     }
-    out.into_bytes()
+}
+
+/// The tools of one `tools/list` answer, in order, with what each declares:
+/// what the filter learned from it. The names share one text, so a long
+/// list costs a few allocations, not a few per tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolList {
+    names: String,
+    tools: Vec<(std::ops::Range<usize>, Vec<ParamHeader>)>,
+}
+
+impl ToolList {
+    pub fn push(&mut self, tool: &str, declared: Vec<ParamHeader>) {
+        let start = self.names.len();
+        self.names.push_str(tool);
+        self.tools.push((start..self.names.len(), declared));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// Each tool's name and declarations, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ParamHeader])> {
+        self.tools.iter().map(|(name, declared)| {
+            let name = self.names.get(name.clone()).unwrap_or_default();
+            (name, declared.as_slice())
+        })
+    }
+
+    /// The whole list as one text: each tool's name and [`encode`]d
+    /// declarations, each with its length before it, so two lists have the
+    /// same text exactly when they are the same list. Workers share the last
+    /// list learned under it and compare a new list's text with it: one look
+    /// instead of one per tool when nothing changed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.names.len() + 16 * self.tools.len());
+        for (tool, declared) in self.iter() {
+            out.extend_from_slice(&tool.len().to_le_bytes());
+            out.extend_from_slice(tool.as_bytes());
+            let at = out.len();
+            out.extend_from_slice(&0usize.to_le_bytes());
+            encode_into(declared, &mut out);
+            let len = (out.len() - at - std::mem::size_of::<usize>()).to_le_bytes();
+            if let Some(slot) = out.get_mut(at..at + len.len()) {
+                slot.copy_from_slice(&len);
+            }
+        }
+        out
+    }
 }
 
 /// What a tool declares, from what every worker shares (`shared`: the
@@ -509,5 +566,42 @@ mod tests {
         let mut extra = ok;
         extra.push(("mcp-param-other".into(), "x".into()));
         assert_eq!(check(&declared, Some(&args), &extra, true), Ok(()));
+    }
+
+    #[test]
+    fn lists_encode_to_the_same_text_only_when_they_are_the_same() {
+        let param = |name: &str| ParamHeader {
+            name: name.into(),
+            path: vec!["a".into()],
+            kind: ParamKind::String,
+        };
+        let lists: Vec<Vec<(&str, Vec<ParamHeader>)>> = vec![
+            vec![],
+            vec![("t", vec![])],
+            vec![("t", vec![param("A")])],
+            vec![("t", vec![param("B")])],
+            vec![("t", vec![]), ("u", vec![])],
+            vec![("u", vec![]), ("t", vec![])],
+            // Names that would run together in a plainer text.
+            vec![("t\tA\tstring\ta\n", vec![])],
+            vec![("tu", vec![])],
+            vec![("", vec![]), ("", vec![])],
+            vec![("", vec![])],
+        ];
+        let lists: Vec<ToolList> = lists
+            .into_iter()
+            .map(|tools| {
+                let mut list = ToolList::default();
+                for (tool, declared) in tools {
+                    list.push(tool, declared);
+                }
+                list
+            })
+            .collect();
+        for (i, a) in lists.iter().enumerate() {
+            for (j, b) in lists.iter().enumerate() {
+                assert_eq!(a.encode() == b.encode(), i == j, "{a:?} {b:?}");
+            }
+        }
     }
 }

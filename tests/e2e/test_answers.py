@@ -2,12 +2,15 @@
 answer reaches the client unfiltered — whatever callbacks carry it (response
 trailers), whatever stream carries it (a POST's answer, a GET stream live or
 resumed with `Last-Event-ID`), whatever id the upstream echoes — and an
-answer the filter cannot read (compressed, another media type, two
-`Content-Type` headers) is replaced by a JSON-RPC error whose headers match
-it. Real Envoy, both versions, in front of a scripted upstream (HTTP/1.1 or
-HTTP/2, answering exactly as each test says) and of the official Python SDK
-server with an event store."""
+answer the filter cannot read (compressed in any coding, another media
+type, two `Content-Type` headers) is replaced by a JSON-RPC error whose
+headers match it. Real Envoy, both versions; every case over each client
+transport (`wire.TRANSPORTS`: HTTP/1.1 with Envoy's default codec, HTTP/1.1
+with `enable_trailers`, HTTP/2), in front of a scripted upstream (HTTP/1.1,
+HTTP/1.1 with trailers, or HTTP/2, answering exactly as each test says) and
+of the official Python SDK server with an event store."""
 
+import base64
 import gzip
 import http.client
 import json
@@ -16,11 +19,11 @@ import zlib
 import pytest
 
 from configs import ISSUER, RESOURCE, TOOL_RULES, base_config, inline_provider
-from harness import Envoy
+from harness import Envoy, poll
 from mcp_client import initialize
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims
-from wire import Script, ScriptedUpstream, h2_request, sse_messages
+from wire import TRANSPORTS, Script, ScriptedUpstream, h2_read_until, send, sse_messages
 
 KEY = RsaKey("answers-k1")
 READER = KEY.sign(claims(ISSUER, RESOURCE, roles=["reader"], scope="mcp:read", ttl=3600))
@@ -53,22 +56,38 @@ def sse_script(text, **kw):
     return Script(headers=[("content-type", "text/event-stream")], chunks=[text], **kw)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["h1-upstream", "h2-upstream"])
+# How the Envoy of a stack reaches its scripted upstream: HTTP/1.1 (which
+# drops the upstream's trailers), HTTP/1.1 with `enable_trailers` on the
+# cluster, HTTP/2.
+UPSTREAMS = {"h1-upstream": {}, "h1-trailers-upstream": {"upstream_http1_trailers": True},
+             "h2-upstream": {"upstream_http2": True}}
+
+
+def scripted_stack(envoy_version, upstream_kind):
+    upstream = ScriptedUpstream(http2=upstream_kind == "h2-upstream")
+    envoy = Envoy(envoy_version, config(), upstream.port, trailers_listener=True, **UPSTREAMS[upstream_kind])
+    return envoy, upstream
+
+
+@pytest.fixture(scope="module", params=["h1-upstream", "h2-upstream"])
 def stack(request, envoy_version):
-    upstream = ScriptedUpstream(http2=request.param)
+    envoy, upstream = scripted_stack(envoy_version, request.param)
     try:
-        with Envoy(envoy_version, config(), upstream.port, upstream_http2=request.param) as e:
-            yield e, upstream
+        with envoy:
+            yield envoy, upstream
     finally:
         upstream.close()
 
 
-@pytest.fixture(scope="module")
-def h2_stack(envoy_version):
-    upstream = ScriptedUpstream(http2=True)
+@pytest.fixture(scope="module", params=list(UPSTREAMS))
+def trailer_stack(request, envoy_version):
+    """Upstreams that send trailers: over HTTP/2, over HTTP/1.1 with
+    `enable_trailers` on the cluster, and over plain HTTP/1.1, whose codec
+    in Envoy drops them before any filter sees them."""
+    envoy, upstream = scripted_stack(envoy_version, request.param)
     try:
-        with Envoy(envoy_version, config(), upstream.port, upstream_http2=True) as e:
-            yield e, upstream
+        with envoy:
+            yield envoy, upstream, request.param
     finally:
         upstream.close()
 
@@ -78,18 +97,22 @@ def list_request(token=READER, id=1):
             ("authorization", f"Bearer {token}")], json.dumps({"jsonrpc": "2.0", "id": id, "method": "tools/list"})
 
 
-def post_list(envoy, token=READER, id=1):
+def post_list(envoy, transport, token=READER, id=1):
     headers, body = list_request(token, id)
-    return h2_request(envoy.port, "POST", "/mcp", headers, body)
+    return send(transport, envoy, "POST", "/mcp", headers, body)
 
 
-def get_stream(envoy, token=READER, extra=()):
-    return h2_request(envoy.port, "GET", "/mcp",
-                      [("accept", "text/event-stream"), ("authorization", f"Bearer {token}"), *extra])
+def get_stream(envoy, transport, token=READER, extra=()):
+    return send(transport, envoy, "GET", "/mcp",
+                [("accept", "text/event-stream"), ("authorization", f"Bearer {token}"), *extra])
 
 
 def tool_names(message):
     return [t["name"] for t in message["result"]["tools"]]
+
+
+def assert_length_matches(reply):
+    assert reply.headers.get("content-length", [str(len(reply.body))]) == [str(len(reply.body))]
 
 
 def assert_unfilterable(reply, status=502):
@@ -97,36 +120,89 @@ def assert_unfilterable(reply, status=502):
     assert reply.status == status, reply.body
     assert reply.headers["content-type"] == ["application/json"]
     assert "content-encoding" not in reply.headers
-    assert reply.headers.get("content-length", [str(len(reply.body))]) == [str(len(reply.body))]
+    assert_length_matches(reply)
     error = json.loads(reply.body)["error"]
     assert error["code"] == -32005
     assert b"delete_everything" not in reply.body
 
 
-# --- trailers ---------------------------------------------------------------
+# --- case 2: trailers ------------------------------------------------------------
 
+def trailers_reach_the_client(transport, upstream_kind, shape):
+    """Whether the upstream's trailers get to the client, which is Envoy's
+    doing, not the filter's: the upstream's HTTP/1.1 codec drops them unless
+    `enable_trailers` is set on the cluster; towards the client HTTP/2
+    carries them, HTTP/1.1 only with `enable_trailers` and only on a chunked
+    answer — not the JSON one, to which the filter gives a `Content-Length`."""
+    if upstream_kind == "h1-upstream":
+        return False
+    return transport == "h2" or (transport == "h1-trailers" and shape == "sse")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("shape", ["json", "sse"])
-def test_response_trailers_do_not_release_an_unfiltered_list(h2_stack, shape):
-    envoy, upstream = h2_stack
+def test_response_trailers_do_not_release_an_unfiltered_list(trailer_stack, transport, shape):
+    """Trailers end the answer and the filter reads it then. From a plain
+    HTTP/1.1 upstream there are none (Envoy drops them): the list is
+    filtered all the same."""
+    envoy, upstream, upstream_kind = trailer_stack
     trailers = [("x-upstream-trailer", "done")]
     upstream.script = (json_script(list_answer(), trailers=trailers) if shape == "json"
                        else sse_script(sse(list_answer()), trailers=trailers))
-    reply = post_list(envoy)
+    reply = post_list(envoy, transport)
     assert reply.status == 200, reply.body
     message = json.loads(reply.body) if shape == "json" else sse_messages(reply.body)[0]
     assert tool_names(message) == READER_TOOLS
     assert message["result"]["cacheScope"] == "private"
+    assert_length_matches(reply)
     if shape == "json":
         assert reply.headers["content-length"] == [str(len(reply.body))]
+    got = reply.trailers.get("x-upstream-trailer")
+    assert got == (["done"] if trailers_reach_the_client(transport, upstream_kind, shape) else None)
 
 
-# --- streams ----------------------------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_upstreams_trailers_do_not_go_with_an_error(trailer_stack, transport):
+    envoy, upstream, _ = trailer_stack
+    upstream.script = Script(headers=[("content-type", "text/plain")], chunks=[list_answer()],
+                             trailers=[("x-upstream-trailer", "secret")])
+    reply = post_list(envoy, transport)
+    assert_unfilterable(reply)
+    assert "x-upstream-trailer" not in reply.trailers
 
-def test_list_answers_on_a_get_stream_are_filtered(stack):
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("media", ["application/json", "text/plain"])
+def test_an_answer_of_headers_and_trailers_alone_is_never_a_half_error(trailer_stack, transport, media):
+    """An answer the filter could not read (`gzip`, `text/plain`) with no
+    body at all: an HTTP/2 upstream's headers followed by trailers alone, an
+    HTTP/1.1 one's empty chunked body and trailers. There is nothing to
+    filter, and Envoy has no body to put an error in: it passes as it is,
+    with headers that match its empty body (not the error's headers over
+    nothing). From a plain HTTP/1.1 upstream, whose trailers Envoy drops,
+    the filter sees an empty body end the answer instead, and the error
+    replaces it, whole."""
+    envoy, upstream, upstream_kind = trailer_stack
+    upstream.script = Script(headers=[("content-type", media), ("content-encoding", "gzip")], chunks=[],
+                             trailers=[("x-upstream-trailer", "done")])
+    reply = post_list(envoy, transport)
+    if upstream_kind == "h1-upstream":
+        assert_unfilterable(reply)
+        return
+    assert reply.status == 200, (reply.headers, reply.body)
+    assert reply.body == b""
+    assert reply.headers["content-type"] == [media]
+    assert_length_matches(reply)
+
+
+# --- case 3: streams ----------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_list_answers_on_a_get_stream_are_filtered(stack, transport):
     envoy, upstream = stack
     upstream.script = sse_script(sse(
         '{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}', list_answer(id=7)))
-    reply = get_stream(envoy)
+    reply = get_stream(envoy, transport)
     assert reply.status == 200, reply.body
     notification, answer = sse_messages(reply.body)
     assert notification["method"] == "notifications/tools/list_changed"
@@ -134,37 +210,57 @@ def test_list_answers_on_a_get_stream_are_filtered(stack):
     assert answer["result"]["cacheScope"] == "private"
 
 
-def test_a_resumed_stream_replays_lists_filtered(envoy_version):
-    """The SDK server with an event store: a POSTed tools/list answered on
-    an event stream, then replayed by `GET` with `Last-Event-ID`."""
+@pytest.fixture(scope="module")
+def resumable(envoy_version):
+    """The SDK server with an event store, behind Envoy with both listeners."""
     with McpUpstream(json_response=False, stateless=False, event_store=True) as server:
-        with Envoy(envoy_version, config(), server.port) as envoy:
-            h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-                 "Authorization": f"Bearer {READER}"}
-            status, headers, _ = envoy.request("POST", "/mcp", initialize(), h)
-            assert status == 200
-            h["Mcp-Session-Id"] = headers["mcp-session-id"][0]
-            h["MCP-Protocol-Version"] = "2025-11-25"
-            status, _, _ = envoy.request("POST", "/mcp", {"jsonrpc": "2.0", "method": "notifications/initialized"}, h)
-            assert status == 202
-            status, headers, body = envoy.request("POST", "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, h)
-            assert status == 200, body
-            ids = [line[3:].strip() for line in body.decode().splitlines() if line.startswith("id:")]
-            [answer] = [m for m in sse_messages(body) if m.get("id") == 2]
-            assert sorted(tool_names(answer)) == sorted(READER_TOOLS)
-            assert len(ids) >= 2, body
-            # Replay everything after the stream's first event: the list again.
-            replay = read_stream_until(envoy.port, {**h, "Accept": "text/event-stream", "Last-Event-ID": ids[0]},
-                                       lambda messages: any(m.get("id") == 2 for m in messages))
-            [again] = [m for m in replay if m.get("id") == 2]
-            assert sorted(tool_names(again)) == sorted(READER_TOOLS)
-            assert "delete_everything" not in json.dumps(replay)
-            assert [r["http_method"] for r in server.seen()][-1] == "GET"
+        with Envoy(envoy_version, config(), server.port, trailers_listener=True) as envoy:
+            yield envoy, server
 
 
-def read_stream_until(port, headers, done, limit=1 << 20):
-    """GETs an event stream and reads it until `done(messages)` holds."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_resumed_stream_replays_lists_filtered(resumable, transport):
+    """A POSTed tools/list answered on an event stream, then replayed by
+    `GET` with `Last-Event-ID`; the session's every request goes over
+    `transport`."""
+    envoy, server = resumable
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+         "authorization": f"Bearer {READER}"}
+    reply = send(transport, envoy, "POST", "/mcp", h, initialize())
+    assert reply.status == 200, reply.body
+    h["mcp-session-id"] = reply.headers["mcp-session-id"][0]
+    h["mcp-protocol-version"] = "2025-11-25"
+    reply = send(transport, envoy, "POST", "/mcp", h, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert reply.status == 202
+    reply = send(transport, envoy, "POST", "/mcp", h, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert reply.status == 200, reply.body
+    ids = [line[3:].strip() for line in reply.body.decode().splitlines() if line.startswith("id:")]
+    [answer] = [m for m in sse_messages(reply.body) if m.get("id") == 2]
+    assert sorted(tool_names(answer)) == sorted(READER_TOOLS)
+    assert len(ids) >= 2, reply.body
+    # Replay everything after the stream's first event: the list again.
+    replay = read_stream_until(envoy, transport, {**h, "accept": "text/event-stream", "last-event-id": ids[0]},
+                               lambda messages: any(m.get("id") == 2 for m in messages))
+    [again] = [m for m in replay if m.get("id") == 2]
+    assert sorted(tool_names(again)) == sorted(READER_TOOLS)
+    assert "delete_everything" not in json.dumps(replay)
+    assert [r["http_method"] for r in server.seen()][-1] == "GET"
+
+
+def complete_messages(data):
+    """The messages of the complete events in `data` (a stream read so far)."""
+    return sse_messages(data.replace(b"\r\n", b"\n").rpartition(b"\n\n")[0])
+
+
+def read_stream_until(envoy, transport, headers, done, limit=1 << 20):
+    """GETs an event stream over `transport` and reads it until
+    `done(messages)` holds (the stream stays open)."""
+    if transport == "h2":
+        reply = h2_read_until(envoy.port, "GET", "/mcp", list(headers.items()),
+                              lambda data: done(complete_messages(data)))
+        assert reply.status == 200, reply.body
+        return complete_messages(reply.body)
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.port_for(transport), timeout=10)
     try:
         conn.request("GET", "/mcp", headers=headers)
         resp = conn.getresponse()
@@ -175,8 +271,7 @@ def read_stream_until(port, headers, done, limit=1 << 20):
             if not chunk:
                 break
             data += chunk
-            complete = data.replace(b"\r\n", b"\n").rpartition(b"\n\n")[0]
-            messages = sse_messages(complete)
+            messages = complete_messages(data)
             if done(messages):
                 return messages
         raise AssertionError(f"the stream ended without the awaited message: {data[:500]!r}")
@@ -184,28 +279,88 @@ def read_stream_until(port, headers, done, limit=1 << 20):
         conn.close()
 
 
-# --- what the filter cannot read -------------------------------------------------
+# --- case 4: what the filter cannot read: compressed ------------------------------
+
+# Real brotli (Python `brotli` 1.2) and zstd (`zstd -19`) bytes of
+# `list_answer()` and `sse(list_answer())` as they stand here; the filter
+# reads no compressed byte, so what they hold only matters to a reader.
+BROTLI_JSON = base64.b64decode(
+    "GzkBwBwHbqw1F0lwgygvEeS21G+dAakSDR/QOZPMUdw3S1+XzgCBmN0CxrYDqqhl4e8Fvz3hI7w72DeuErJZuqrfb03TS8VzWgO8LBXT"
+    "yCPJyXZfO8QaUnyPAu//ArGIR2HS+TQpdlg0Gzh3xdDn/D6m15hvgg2mAg==")
+BROTLI_SSE = base64.b64decode(
+    "G1kBgIzUYq0wbAbR5vZfxptfscZf1saIH1TCKQkJQgwQCNvdgHHX07BKuqhxQHG7CEPIzfk51/EhRujd3orVLyQhNANM4GmTrft9e8bY"
+    "Y0JpBduUZkZVukyjnxM5mou7DhfjKFL4XQpG+XsZRj2spVxeFk2rw0cYe5js5aacd/BLWYpx5AfCYcki")
+ZSTD_JSON = base64.b64decode(
+    "KLUv/WQ6AG0EAMLIGxlwrQ6AoCGpbuEv6NKSc0hAtSWOWOTVfwgB0/R9EHGmXILdtr1aRnyuI8oPH9wMOVmeEuUe7ZY2rmpN03uZQeSM"
+    "WsNuiXZmpOy6MXQ0L9y0eKlQ7BVK2ZcUe0OnMr1agmJP3tV6AAxX7DtplJW5FAkgEKbsA44hWTxLP+LQp3zoVYHroPz8RetAAVlz/+Y=")
+ZSTD_SSE = base64.b64decode(
+    "KLUv/WRaAA0FAIJKIBlwbw5QxVdUmeyZLV0u31Y1UKA0Btn/3cMBAJBlyxBaKEny8ceOV4MkwtfX9OrK+9AZBzZRstKPJ/epQZZt859F"
+    "SpeL/vhoSorTX7tbSt955OJiiLadkJS9DVHz02pQaFsGrgZLDMZqW5amKOezmDbXjgHuuDkfaev46gAhVNfGwAogEIbwA44hWTxLL+LQ"
+    "p3zoFYHroHxeZFVIlogCO3DleA==")
+
+
+def compressed(media, codings, body):
+    media_type = "application/json" if media == "json" else "text/event-stream"
+    return Script(headers=[("content-type", media_type)] + [("content-encoding", c) for c in codings],
+                  chunks=[body])
+
+
+def deflate(text):
+    return zlib.compress(text.encode())
+
 
 COMPRESSED = {
-    "gzip-sse": Script(headers=[("content-type", "text/event-stream"), ("content-encoding", "gzip")],
-                       chunks=[gzip.compress(sse(list_answer()).encode())]),
-    "deflate-json": Script(headers=[("content-type", "application/json"), ("content-encoding", "deflate")],
-                           chunks=[zlib.compress(list_answer().encode())]),
+    "gzip-sse": compressed("sse", ["gzip"], gzip.compress(sse(list_answer()).encode())),
+    "deflate-sse": compressed("sse", ["deflate"], deflate(sse(list_answer()))),
+    "br-sse": compressed("sse", ["br"], BROTLI_SSE),
+    "zstd-sse": compressed("sse", ["zstd"], ZSTD_SSE),
+    "identity-then-gzip-sse": compressed("sse", ["identity, gzip"], gzip.compress(sse(list_answer()).encode())),
+    "upper-case-gzip-sse": compressed("sse", ["GZIP"], gzip.compress(sse(list_answer()).encode())),
+    "two-headers-sse": compressed("sse", ["identity", "deflate"], deflate(sse(list_answer()))),
+    "gzip-json": compressed("json", ["gzip"], gzip.compress(list_answer().encode())),
+    "deflate-json": compressed("json", ["deflate"], deflate(list_answer())),
+    "br-json": compressed("json", ["br"], BROTLI_JSON),
+    "zstd-json": compressed("json", ["zstd"], ZSTD_JSON),
+    "x-gzip-json": compressed("json", ["x-gzip"], gzip.compress(list_answer().encode())),
+    "gzip-then-identity-json": compressed("json", ["gzip, identity"], gzip.compress(list_answer().encode())),
     "gzip-json-404": Script(status=404, headers=[("content-type", "application/json"),
                                                  ("content-encoding", "gzip")],
                             chunks=[gzip.compress(list_answer().encode())]),
 }
 
 
+COMPRESSED_LOG = "answer not passed: list answer is compressed"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", list(COMPRESSED))
-def test_compressed_list_answers_never_pass(stack, case):
+def test_compressed_list_answers_never_pass(stack, transport, case):
+    """Refused for its `Content-Encoding`, before any byte is read (the
+    log says so: compressed JSON would also fail to parse, but a stream's
+    bytes are read as they pass)."""
     envoy, upstream = stack
     upstream.script = COMPRESSED[case]
-    reply = post_list(envoy)
+    logged = envoy.logs().count(COMPRESSED_LOG)
+    reply = post_list(envoy, transport)
     assert_unfilterable(reply, status=404 if case.endswith("404") else 502)
+    assert poll(lambda: envoy.logs().count(COMPRESSED_LOG) == logged + 1, 5)
     # The upstream was asked for plain bytes.
-    assert not any(k == "accept-encoding" for k, _ in upstream.requests[-1]["headers"])
+    assert not any(k.lower() == "accept-encoding" for k, _ in upstream.requests[-1]["headers"])
 
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("shape", ["json", "sse"])
+def test_identity_encoding_is_read_and_filtered(stack, transport, shape):
+    """`identity` is no compression: the answer is read and filtered."""
+    envoy, upstream = stack
+    upstream.script = compressed(shape, ["identity"], list_answer() if shape == "json" else sse(list_answer()))
+    reply = post_list(envoy, transport)
+    assert reply.status == 200, reply.body
+    message = json.loads(reply.body) if shape == "json" else sse_messages(reply.body)[0]
+    assert tool_names(message) == READER_TOOLS
+
+
+# --- case 5: what the filter cannot read: other media types ------------------------
 
 OTHER_MEDIA = {
     "no-content-type": [],
@@ -215,77 +370,123 @@ OTHER_MEDIA = {
 }
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", list(OTHER_MEDIA))
-def test_list_answers_under_other_media_types_never_pass(stack, case):
+def test_list_answers_under_other_media_types_never_pass(stack, transport, case):
     envoy, upstream = stack
     upstream.script = Script(headers=OTHER_MEDIA[case], chunks=[list_answer()])
-    assert_unfilterable(post_list(envoy))
+    assert_unfilterable(post_list(envoy, transport))
     upstream.script = Script(headers=OTHER_MEDIA[case], chunks=[sse(list_answer())])
-    assert_unfilterable(get_stream(envoy))
+    assert_unfilterable(get_stream(envoy, transport))
 
 
-def test_an_upstream_error_status_is_kept_when_its_answer_is_replaced(stack):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_upstream_error_status_is_kept_when_its_answer_is_replaced(stack, transport):
     envoy, upstream = stack
     upstream.script = Script(status=503, headers=[("content-type", "text/plain")], chunks=["unavailable"])
-    assert_unfilterable(post_list(envoy), status=503)
+    assert_unfilterable(post_list(envoy, transport), status=503)
 
 
 def test_unfilterable_answers_are_counted(stack):
     envoy, upstream = stack
     before = envoy.stats().get("wasmcustom.mcp_authz.list_unfilterable", 0)
     upstream.script = Script(headers=[("content-type", "text/plain")], chunks=[list_answer()])
-    post_list(envoy)
+    post_list(envoy, "h1")
     assert envoy.stats()["wasmcustom.mcp_authz.list_unfilterable"] == before + 1
     assert "answer not passed" in envoy.logs()
 
 
-# --- ids and cache scope -------------------------------------------------------
+# --- cases 6 and 7: ids and cache scope ----------------------------------------------
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("shape", ["json", "sse"])
 @pytest.mark.parametrize("echoed", ['"1"', "1.0", "99"])
-def test_list_answers_are_filtered_whatever_id_comes_back(stack, shape, echoed):
+def test_list_answers_are_filtered_whatever_id_comes_back(stack, transport, shape, echoed):
     envoy, upstream = stack
     answer = list_answer(id=json.loads(echoed))
     upstream.script = json_script(answer) if shape == "json" else sse_script(sse(answer))
-    reply = post_list(envoy, id=1)
+    reply = post_list(envoy, transport, id=1)
     assert reply.status == 200, reply.body
     message = json.loads(reply.body) if shape == "json" else sse_messages(reply.body)[0]
     assert tool_names(message) == READER_TOOLS
 
 
-def test_a_list_nothing_was_cut_from_is_still_private(stack):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("shape", ["json", "sse"])
+@pytest.mark.parametrize("echoed", ['"1"', "1.0"])
+def test_an_echoed_id_still_names_the_list_request(stack, transport, shape, echoed):
+    """Shape alone finds a `tools` array under any id; the request's id,
+    compared as a value, also finds the list answer whose `tools` is no
+    array (refused: a client may read it as items all the same) and gives
+    `cacheScope: "private"` to one that carries no items at all."""
     envoy, upstream = stack
-    upstream.script = json_script(list_answer(tools=["get_weather", "set_config"]))
-    reply = post_list(envoy, token=ADMIN)
+    id = json.loads(echoed)
+    odd = json.dumps({"jsonrpc": "2.0", "id": id, "result": {"tools": {"0": {"name": "delete_everything"}}}})
+    upstream.script = json_script(odd) if shape == "json" else sse_script(sse(odd))
+    reply = post_list(envoy, transport)
+    if shape == "json":
+        assert_unfilterable(reply)
+    else:
+        assert reply.status == 200, reply.body
+        assert [m["error"]["code"] for m in sse_messages(reply.body)] == [-32005]
+        assert b"delete_everything" not in reply.body
+    empty = json.dumps({"jsonrpc": "2.0", "id": id, "result": {"cacheScope": "public", "nextCursor": "c2"}})
+    upstream.script = json_script(empty) if shape == "json" else sse_script(sse(empty))
+    reply = post_list(envoy, transport)
     assert reply.status == 200, reply.body
-    message = json.loads(reply.body)
+    message = json.loads(reply.body) if shape == "json" else sse_messages(reply.body)[0]
+    assert message["result"] == {"cacheScope": "private", "nextCursor": "c2"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("shape", ["json", "sse"])
+def test_a_list_nothing_was_cut_from_is_still_private(stack, transport, shape):
+    envoy, upstream = stack
+    answer = list_answer(tools=["get_weather", "set_config"])
+    upstream.script = json_script(answer) if shape == "json" else sse_script(sse(answer))
+    reply = post_list(envoy, transport, token=ADMIN)
+    assert reply.status == 200, reply.body
+    message = json.loads(reply.body) if shape == "json" else sse_messages(reply.body)[0]
     assert tool_names(message) == ["get_weather", "set_config"]
     assert message["result"]["cacheScope"] == "private"
 
 
-def test_a_batch_of_9000_list_answers_is_filtered(envoy_version):
-    upstream = ScriptedUpstream(http2=False)
+# --- case 11: a batch of 9,000 -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def batch_stack(envoy_version):
+    envoy, upstream = scripted_stack(envoy_version, "h1-upstream")
     try:
-        with Envoy(envoy_version, config(), upstream.port) as envoy:
-            n = 9000
-            batch = [{"jsonrpc": "2.0", "id": i, "method": "tools/list"} for i in range(n)]
-            answers = [{"jsonrpc": "2.0", "id": i, "result": {"tools": [{"name": "get_weather"},
-                                                                       {"name": "delete_everything"}]}}
-                       for i in range(n)]
-            upstream.script = json_script(json.dumps(answers))
-            status, _, body = envoy.request("POST", "/mcp", batch, {
-                "Content-Type": "application/json", "Authorization": f"Bearer {READER}"}, timeout=60)
-            assert status == 200, body[:300]
-            out = json.loads(body)
-            assert len(out) == n
-            assert all(tool_names(m) == ["get_weather"] for m in out)
+        with envoy:
+            yield envoy, upstream
     finally:
         upstream.close()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_batch_of_9000_list_answers_is_filtered(batch_stack, transport):
+    """The result only; that finding the answers' ids stays linear is
+    counted natively (`lists::tests`), not timed here."""
+    envoy, upstream = batch_stack
+    n = 9000
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "tools/list"} for i in range(n)]
+    answers = [{"jsonrpc": "2.0", "id": i, "result": {"tools": [{"name": "get_weather"},
+                                                               {"name": "delete_everything"}]}}
+               for i in range(n)]
+    upstream.script = json_script(json.dumps(answers))
+    reply = send(transport, envoy, "POST", "/mcp", {
+        "content-type": "application/json", "authorization": f"Bearer {READER}"}, batch, timeout=60)
+    assert reply.status == 200, reply.body[:300]
+    out = json.loads(reply.body)
+    assert len(out) == n
+    assert all(tool_names(m) == ["get_weather"] for m in out)
+    assert json.loads(upstream.requests[-1]["body"]) == batch
+
+
 # --- answers that need no filtering -------------------------------------------------
 
-def test_the_answer_to_a_call_passes_byte_for_byte(stack):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_answer_to_a_call_passes_byte_for_byte(stack, transport):
     """A POST that asked for no list: its answer is not read, whatever it is."""
     envoy, upstream = stack
     raw = gzip.compress(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"delete_everything"}]}}')
@@ -293,7 +494,7 @@ def test_the_answer_to_a_call_passes_byte_for_byte(stack):
                              chunks=[raw])
     call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": "get_weather", "arguments": {}}})
-    reply = h2_request(envoy.port, "POST", "/mcp", [("content-type", "application/json"),
+    reply = send(transport, envoy, "POST", "/mcp", [("content-type", "application/json"),
                                                     ("authorization", f"Bearer {READER}")], call)
     assert reply.status == 200
     assert reply.headers["content-encoding"] == ["gzip"]
@@ -306,20 +507,11 @@ def test_an_upstream_header_that_is_not_utf8_crashes_nothing(stack):
     envoy, upstream = stack
     upstream.script = Script(headers=[("content-type", "application/json"), ("x-up", b"\xff\xfe")],
                              chunks=[list_answer()])
-    for _ in range(2):
-        reply = post_list(envoy)
+    for transport in TRANSPORTS:
+        reply = post_list(envoy, transport)
         assert reply.status == 200, reply.body
         assert tool_names(json.loads(reply.body)) == READER_TOOLS
     assert "panicked" not in envoy.logs()
-
-
-def test_the_upstreams_trailers_do_not_go_with_an_error(h2_stack):
-    envoy, upstream = h2_stack
-    upstream.script = Script(headers=[("content-type", "text/plain")], chunks=[list_answer()],
-                             trailers=[("x-upstream-trailer", "secret")])
-    reply = post_list(envoy)
-    assert_unfilterable(reply)
-    assert "x-upstream-trailer" not in reply.trailers
 
 
 def test_a_limit_above_envoys_buffer_works_once_the_buffers_are_raised(envoy_version):

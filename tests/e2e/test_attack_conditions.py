@@ -12,12 +12,11 @@ import pytest
 
 from configs import ISSUER, base_config, inline_provider
 from harness import Envoy
-from mcp_client import ACCEPT, assert_forbidden, assert_refused
+from mcp_client import ACCEPT, LIST, assert_forbidden, assert_refused, call, raw_post, routing_headers
 from tokens import RsaKey, claims
 from wire import Script, ScriptedUpstream, h2_request
 
 KEY = RsaKey("attack-conditions")
-MODERN = "2026-07-28"
 
 RULES = [
     {"name": "everyone lists", "effect": "allow",
@@ -77,21 +76,6 @@ def stack(envoy_version):
         upstream.close()
 
 
-def call_body(tool, arguments, id=7):
-    return {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
-
-
-def post(envoy, body, tok, headers=(), modern=False):
-    """POSTs `body`; `headers` are (name, value) pairs, names may repeat;
-    `modern` adds the 2026-07-28 version and routing headers."""
-    sent = [("Content-Type", "application/json"), ("Accept", ACCEPT), ("Authorization", f"Bearer {tok}")]
-    if modern:
-        sent += [("MCP-Protocol-Version", MODERN), ("Mcp-Method", body["method"])]
-        if "name" in body.get("params", {}):
-            sent.append(("Mcp-Name", body["params"]["name"]))
-    return envoy.request("POST", "/mcp", body, sent + list(headers))
-
-
 def calls_seen(upstream):
     out = []
     for request in upstream.requests:
@@ -102,7 +86,7 @@ def calls_seen(upstream):
 
 
 def learn_tools(envoy, upstream, port):
-    status, _, body = post(envoy, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token(port))
+    status, _, body = raw_post(envoy, LIST, token(port))
     assert status == 200, body
     upstream.clear()
 
@@ -124,13 +108,15 @@ def test_a_condition_on_a_header_sent_twice_or_respelled_counts_against_the_call
     envoy, upstream = stack
     tok = token(envoy.port, tenant="acme")
     upstream.clear()
-    status, _, body = post(envoy, call_body("query", {"sql": "select 1"}), tok, [("x-tenant", "acme")])
+    query = call("query", id=7, arguments={"sql": "select 1"})
+    status, _, body = raw_post(envoy, query, tok, [("x-tenant", "acme")])
     assert status == 200, body
     assert len(calls_seen(upstream)) == 1
 
     upstream.clear()
     before = envoy.counters().get("condition_error", 0)
-    status, answer_headers, body = post(envoy, call_body("query", {"sql": "select 2"}), tok, headers)
+    query = call("query", id=7, arguments={"sql": "select 2"})
+    status, answer_headers, body = raw_post(envoy, query, tok, headers)
     assert_forbidden(status, answer_headers, body, id=7)
     assert calls_seen(upstream) == [], "the call never reached the server"
     assert envoy.counters().get("condition_error", 0) == before + 1
@@ -151,10 +137,10 @@ def test_a_deny_condition_holds_for_an_argument_of_another_type(stack, to):
     envoy, upstream = stack
     tok = token(envoy.port)
     upstream.clear()
-    status, headers, body = post(envoy, call_body("pay", {"to": to, "amount": 5}), tok)
+    status, headers, body = raw_post(envoy, call("pay", id=7, arguments={"to": to, "amount": 5}), tok)
     assert_forbidden(status, headers, body, id=7)
     assert calls_seen(upstream) == []
-    status, _, body = post(envoy, call_body("pay", {"to": "bob", "amount": 5}), tok)
+    status, _, body = raw_post(envoy, call("pay", id=7, arguments={"to": "bob", "amount": 5}), tok)
     assert status == 200, body
     assert calls_seen(upstream) == [{"name": "pay", "arguments": {"to": "bob", "amount": 5}}]
 
@@ -173,8 +159,9 @@ def test_an_integer_header_must_equal_the_argument_exactly(stack, account, heade
     send the call for one account while the server acts on another."""
     envoy, upstream = stack
     learn_tools(envoy, upstream, envoy.port)
-    status, headers, body = post(envoy, call_body("account", {"account": account}), token(envoy.port),
-                                 [("Mcp-Param-Account", header)], modern=True)
+    body = call("account", id=7, arguments={"account": account})
+    status, headers, body = raw_post(envoy, body, token(envoy.port),
+                                     [*routing_headers(body), ("Mcp-Param-Account", header)])
     assert_refused(status, headers, body, 400, code=-32020, id=7)
     assert calls_seen(upstream) == []
 
@@ -183,8 +170,9 @@ def test_an_integer_header_must_equal_the_argument_exactly(stack, account, heade
 def test_an_integer_header_that_equals_the_argument_passes(stack, header):
     envoy, upstream = stack
     learn_tools(envoy, upstream, envoy.port)
-    status, _, body = post(envoy, call_body("account", {"account": 42}), token(envoy.port),
-                           [("Mcp-Param-Account", header)], modern=True)
+    body = call("account", id=7, arguments={"account": 42})
+    status, _, body = raw_post(envoy, body, token(envoy.port),
+                               [*routing_headers(body), ("Mcp-Param-Account", header)])
     assert status == 200, body
     assert calls_seen(upstream) == [{"name": "account", "arguments": {"account": 42}}]
 
@@ -196,10 +184,11 @@ def test_a_header_name_with_an_underscore_is_checked(stack):
     envoy, upstream = stack
     learn_tools(envoy, upstream, envoy.port)
     tok = token(envoy.port)
+    under = call("under", id=7, arguments={"tenant": "acme"})
     for name in ["Mcp-Param-Tenant_Id", "Mcp-Param-Tenant-Id"]:
-        status, headers, body = post(envoy, call_body("under", {"tenant": "acme"}), tok, [(name, "globex")])
+        status, headers, body = raw_post(envoy, under, tok, [(name, "globex")])
         assert_refused(status, headers, body, 400, code=-32020, id=7)
-        status, _, body = post(envoy, call_body("under", {"tenant": "acme"}), tok, [(name, "acme")], modern=True)
+        status, _, body = raw_post(envoy, under, tok, [*routing_headers(under), (name, "acme")])
         assert status == 200, (name, body)
     assert calls_seen(upstream) == [{"name": "under", "arguments": {"tenant": "acme"}}] * 2
 
@@ -215,27 +204,26 @@ def test_every_worker_checks_against_the_newest_list(envoy_version):
     try:
         with Envoy(envoy_version, config, upstream.port, concurrency=2) as envoy:
             tok = token(envoy.port)
-            listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
-            call = call_body("q", {"region": "eu", "tenant": "acme"})
+            q = call("q", id=7, arguments={"region": "eu", "tenant": "acme"})
             # Each request is a new connection, so both workers learn the
             # first list and check calls with it.
             for _ in range(12):
-                assert post(envoy, listing, tok)[0] == 200
-                assert post(envoy, call, tok, [("Mcp-Param-Region", "us")])[0] == 400
+                assert raw_post(envoy, LIST, tok)[0] == 200
+                assert raw_post(envoy, q, tok, [("Mcp-Param-Region", "us")])[0] == 400
             script.tools = [{"name": "q", "inputSchema": {"type": "object", "properties": {
                 "region": {"type": "string", "x-mcp-header": "Region"},
                 "tenant": {"type": "string", "x-mcp-header": "Tenant"}}}}]
-            assert post(envoy, listing, tok)[0] == 200
+            assert raw_post(envoy, LIST, tok)[0] == 200
             upstream.clear()
-            statuses = [post(envoy, call, tok, [("Mcp-Param-Region", "eu"), ("Mcp-Param-Tenant", "globex")])[0]
+            statuses = [raw_post(envoy, q, tok, [("Mcp-Param-Region", "eu"), ("Mcp-Param-Tenant", "globex")])[0]
                         for _ in range(24)]
             assert statuses == [400] * 24, statuses
             assert calls_seen(upstream) == []
             # And back: a list without the parameter is the newest word too.
             script.tools = [{"name": "q", "inputSchema": {"type": "object", "properties": {
                 "region": {"type": "string", "x-mcp-header": "Region"}}}}]
-            assert post(envoy, listing, tok)[0] == 200
-            statuses = [post(envoy, call, tok, [("Mcp-Param-Region", "eu")], modern=True)[0]
+            assert raw_post(envoy, LIST, tok)[0] == 200
+            statuses = [raw_post(envoy, q, tok, [*routing_headers(q), ("Mcp-Param-Region", "eu")])[0]
                         for _ in range(24)]
             assert statuses == [200] * 24, statuses
     finally:
@@ -253,7 +241,7 @@ def test_a_2026_version_header_with_whitespace_around_it_is_a_2026_request(stack
     learn_tools(envoy, upstream, envoy.port)
     headers = [(b"content-type", b"application/json"), (b"accept", ACCEPT.encode()),
                (b"authorization", f"Bearer {token(envoy.port)}".encode()), (b"mcp-protocol-version", version)]
-    body = json.dumps(call_body("account", {"account": 42})).encode()
+    body = json.dumps(call("account", id=7, arguments={"account": 42})).encode()
     reply = h2_request(envoy.port, "POST", "/mcp", headers, body)
     assert_refused(reply.status, reply.headers, reply.body, 400, code=-32020, id=7)
     routed = headers + [(b"mcp-method", b"tools/call"), (b"mcp-name", b"account")]
@@ -279,7 +267,7 @@ def test_a_held_scope_that_is_no_scope_token_stays_out_of_the_challenge(stack, o
     envoy, upstream = stack
     upstream.clear()
     tok = token(envoy.port, scope=f"mcp:read {odd}")
-    status, headers, body = post(envoy, call_body("write", {}), tok)
+    status, headers, body = raw_post(envoy, call("write", id=7, arguments={}), tok)
     assert_refused(status, headers, body, 403, code=-32004, id=7)
     (challenge,) = headers["www-authenticate"]
     assert challenge == ('Bearer error="insufficient_scope", scope="mcp:write mcp:read", '

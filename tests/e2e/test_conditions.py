@@ -39,6 +39,8 @@ RULES = [
      "roles": ["clerk"]},
     {"name": "writers configure", "effect": "allow", "methods": ["tools/call"], "names": ["set_config"],
      "roles": ["admin"], "scopes": ["mcp:write"]},
+    {"name": "senior auditors forecast", "effect": "allow", "methods": ["tools/call"], "names": ["get_forecast"],
+     "roles": ["auditor"], "when": "token.claims.level >= 2"},
 ]
 SCOPE_IMPLIES = {"mcp:admin": ["mcp:write", "mcp:read"], "mcp:write": ["mcp:read"]}
 
@@ -189,6 +191,23 @@ def test_lists_show_argument_limited_tools_to_whoever_could_call_them(stack):
     assert run(url, token_for(url, ["clerk"], "mcp:read"), "2026-07-28", names) == {"transfer", "get_forecast"}
     assert run(url, token_for(url, ["clerk"]), "2026-07-28", names) == {"get_forecast"}, \
         "without mcp:read no transfer rule holds for the caller"
+
+
+def test_a_condition_that_cannot_be_evaluated_for_a_list_hides_the_item_and_is_counted_and_logged(stack):
+    envoy, _, url = stack
+
+    async def names(client):
+        return {t.name for t in (await client.list_tools()).tools}
+
+    before = envoy.counters().get("condition_error", 0)
+    # No `level` claim: the condition decides no list item for this caller.
+    assert run(url, token_for(url, ["auditor"]), "2026-07-28", names) == set()
+    assert envoy.counters().get("condition_error", 0) > before
+    assert 'the condition of rule "senior auditors forecast" could not be evaluated for 1 listed item' \
+        in envoy.logs()
+    before = envoy.counters().get("condition_error", 0)
+    assert run(url, token_for(url, ["auditor"], level=3), "2026-07-28", names) == {"get_forecast"}
+    assert envoy.counters().get("condition_error", 0) == before
 
 
 # ---------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """The hold invariant on the request side (README "Request handling"):
 from the moment the filter holds a request until its verdict, no callback of
-the stream lets anything reach the upstream — request trailers included,
-over HTTP/2 and over HTTP/1.1 with and without `enable_trailers` — and a
-request is inspected whatever its method's spelling (steps 1 and 3: the
-metadata paths, the methods the MCP endpoint takes, a body where none
+the stream lets anything reach the upstream — request trailers included —
+and a request is inspected whatever its method's spelling (steps 1 and 3:
+the metadata paths, the methods the MCP endpoint takes, a body where none
 belongs); `Accept-Encoding` is not passed on (step 6). Real Envoy, both
-versions; the official Python SDK's MCP server records everything that
-reaches it, so "refused" means the client got the filter's answer and the
-server saw nothing."""
+versions, every case over each client transport (`wire.TRANSPORTS`:
+HTTP/1.1 with Envoy's default codec, which drops request trailers before
+any filter sees them, HTTP/1.1 with `enable_trailers`, HTTP/2); the official
+Python SDK's MCP server records everything that reaches it, so "refused"
+means the client got the filter's answer and the server saw nothing."""
 
 import json
 
@@ -17,9 +18,10 @@ import harness
 from configs import ISSUER, RESOURCE, SCOPES, TOOL_RULES, base_config, inline_provider
 from harness import Envoy
 from jwks_server import JwksServer
+from mcp_client import call, client_headers, raw_post, rpc
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims, jwks
-from wire import Script, ScriptedUpstream, h1_chunked_request, h2_request
+from wire import TRANSPORTS, Script, ScriptedUpstream, h2_request, send
 
 KEY = RsaKey("hold-k1")
 REMOTE_ISSUER = "https://login.example.org"
@@ -46,8 +48,11 @@ def mint(roles, scope="mcp:read", key=KEY, issuer=ISSUER, headers=None, **extra)
 
 READER = mint(["reader"])
 ADMIN = mint(["admin"], "mcp:read mcp:write")
+HEADERS = client_headers(READER)
 
-TRAILERS_ON = {"http_protocol_options": {"enable_trailers": True}}
+# A call every rule refuses, and one a reader may make.
+DELETE = call("delete_everything", arguments={})
+WEATHER = call("get_weather", arguments={})
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +63,9 @@ def mcp_server():
 
 @pytest.fixture(scope="module")
 def envoy(envoy_version, mcp_server):
-    """Trailers enabled for HTTP/1.1 too (HTTP/2 always has them)."""
-    with Envoy(envoy_version, config(), mcp_server.port, hcm=TRAILERS_ON) as e:
-        yield e
-
-
-@pytest.fixture(scope="module")
-def plain_envoy(envoy_version, mcp_server):
-    """The default HTTP/1.1 codec, which drops request trailers."""
-    with Envoy(envoy_version, config(), mcp_server.port) as e:
+    """A listener with the default HTTP/1.1 codec, which drops request
+    trailers, and one with `enable_trailers` (HTTP/2 always has them)."""
+    with Envoy(envoy_version, config(), mcp_server.port, trailers_listener=True) as e:
         yield e
 
 
@@ -75,70 +74,43 @@ def fresh_record(mcp_server):
     mcp_server.clear()
 
 
-def rpc(method, name=None, id=1):
-    params = {"name": name, "arguments": {}} if name else {}
-    return json.dumps({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-
-
-def headers(token=READER, **extra):
-    h = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
-    if token:
-        h.append(("authorization", f"Bearer {token}"))
-    return h + [(k.replace("_", "-") if not k.startswith("raw_") else k[4:], v) for k, v in extra.items()]
-
-
-def send(transport, port, method, body, hdrs, trailers=(("x-foo", "bar"),)):
-    """(status, body) of one request with trailers over `transport`."""
-    if transport == "h2":
-        reply = h2_request(port, method, "/mcp", hdrs, body, trailers)
-        return reply.status, reply.body
-    status, _, out = h1_chunked_request(port, method, "/mcp", hdrs, body, trailers)
-    return status, out
+TRAILERS = [("x-foo", "bar")]
 
 
 def error_code(body):
-    text = body.decode(errors="replace")
-    # An HTTP/1.1 answer read off the socket may be chunked: find the object.
-    start = text.find("{")
-    return json.loads(text[start:text.rfind("}") + 1])["error"]["code"]
+    return json.loads(body)["error"]["code"]
 
 
-TRANSPORTS = ["h2", "h1-trailers"]
-
+# --- case 1: request trailers ------------------------------------------------
+# Over HTTP/1.1 without `enable_trailers` Envoy's codec drops the trailers
+# before any filter sees them: the request is decided on its body alone,
+# as it must be.
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_denied_call(envoy, mcp_server, transport):
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
-    assert status == 403, body
-    assert error_code(body) == -32003
+    reply = send(transport, envoy, "POST", "/mcp", HEADERS, DELETE, TRAILERS)
+    assert reply.status == 403, reply.body
+    assert error_code(reply.body) == -32003
     assert mcp_server.seen() == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_trailers_do_not_release_a_request_without_a_token(envoy, mcp_server, transport):
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), headers(token=None))
-    assert status == 401, body
+    reply = send(transport, envoy, "POST", "/mcp", client_headers(None), WEATHER, TRAILERS)
+    assert reply.status == 401, reply.body
     assert mcp_server.seen() == []
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_an_allowed_call_with_trailers_goes_on_with_the_filters_headers(envoy, mcp_server, transport):
-    hdrs = headers(x_mcp_subject="root", x_mcp_roles="admin")
-    status, body = send(transport, envoy.port, "POST", rpc("tools/call", "get_weather"), hdrs)
-    assert status == 200, body
+    hdrs = HEADERS + [("x-mcp-subject", "root"), ("x-mcp-roles", "admin")]
+    reply = send(transport, envoy, "POST", "/mcp", hdrs, WEATHER, TRAILERS)
+    assert reply.status == 200, reply.body
     [seen] = mcp_server.seen()
     assert seen["rpc"][0]["name"] == "get_weather"
     assert seen["authorization"] is False
     assert seen["headers"]["x-mcp-subject"] == ["alice"]
     assert seen["headers"]["x-mcp-roles"] == ["reader"]
-
-
-def test_http1_trailers_without_enable_trailers_change_nothing(plain_envoy, mcp_server):
-    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "delete_everything"), headers())
-    assert status == 403, body
-    status, body = send("h1", plain_envoy.port, "POST", rpc("tools/call", "get_weather"), headers())
-    assert status == 200, body
-    assert [m["name"] for r in mcp_server.seen() for m in r["rpc"]] == ["get_weather"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -148,71 +120,94 @@ def test_trailers_do_not_release_a_request_waiting_for_keys(envoy_version, mcp_s
     wait. Nothing reaches the server, and the answer is 401."""
     with JwksServer(jwks(REMOTE_KEY)) as server:
         with Envoy(envoy_version, config(server.port), mcp_server.port,
-                   clusters=[harness.cluster("idp", server.port)], hcm=TRAILERS_ON) as e:
+                   clusters=[harness.cluster("idp", server.port)], trailers_listener=True) as e:
             good = mint(["reader"], key=REMOTE_KEY, issuer=REMOTE_ISSUER)
-            status, body = send(transport, e.port, "POST", rpc("tools/list"), headers(token=good))
-            assert status == 200, body
+            reply = send(transport, e, "POST", "/mcp", client_headers(good), rpc("tools/list"), TRAILERS)
+            assert reply.status == 200, reply.body
             fetches = server.count("/certs")
             mcp_server.clear()
             server.set(delay=1.0)
             forged = mint(["admin"], "mcp:read mcp:write", key=STRANGER, issuer=REMOTE_ISSUER)
-            status, body = send(transport, e.port, "POST", rpc("tools/call", "delete_everything"),
-                                headers(token=forged))
-            assert status == 401, body
+            reply = send(transport, e, "POST", "/mcp", client_headers(forged), DELETE, TRAILERS)
+            assert reply.status == 401, reply.body
             assert server.count("/certs") == fetches + 1, "the filter refetched the keys"
             assert mcp_server.seen() == []
 
 
-# --- methods ------------------------------------------------------------------
+# --- case 8: methods ------------------------------------------------------------
 
+def refused_by_envoys_codec(transport, method):
+    """Envoy's HTTP/1.1 codec takes only the methods it knows, in upper case
+    (methods are case-sensitive there): any other spelling is answered 400
+    by Envoy itself, before any filter. Over HTTP/2 every spelling reaches
+    the filter."""
+    return transport != "h2" and method != method.upper()
+
+
+def assert_refused_by_envoys_codec(reply, mcp_server):
+    assert (reply.status, reply.body) == (400, b"Bad Request")
+    assert mcp_server.seen() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["post", "Post", "pOST"])
-def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+def test_a_post_in_any_spelling_is_inspected(envoy, mcp_server, transport, method):
+    """The body is read and the call refused, whatever the method's case;
+    over HTTP/1.1 such a method never gets past Envoy's codec."""
+    reply = send(transport, envoy, method, "/mcp", HEADERS, DELETE)
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 403, reply.body
     assert error_code(reply.body) == -32003
     assert mcp_server.seen() == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "TRACE", "put"])
-def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "get_weather"))
+def test_methods_the_mcp_transport_does_not_use_are_refused(envoy, mcp_server, transport, method):
+    reply = send(transport, envoy, method, "/mcp", HEADERS, WEATHER)
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 405
     assert reply.headers["allow"] == ["POST, GET, DELETE, OPTIONS"]
     assert mcp_server.seen() == []
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("method", ["GET", "DELETE", "get", "OPTIONS"])
-def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, method):
-    reply = h2_request(envoy.port, method, "/mcp", headers(), rpc("tools/call", "delete_everything"))
+def test_a_body_where_none_belongs_is_refused(envoy, mcp_server, transport, method):
+    reply = send(transport, envoy, method, "/mcp", HEADERS, DELETE)
+    if refused_by_envoys_codec(transport, method):
+        assert_refused_by_envoys_codec(reply, mcp_server)
+        return
     assert reply.status == 400, reply.body
     assert error_code(reply.body) == -32600
-    assert mcp_server.seen() == []
-    status, _, body = envoy.request(method.upper(), "/mcp", rpc("tools/call", "delete_everything"),
-                                    dict(headers()))
-    assert status == 400, body
     assert mcp_server.seen() == []
 
 
 def test_get_with_trailers_and_no_body_is_a_stream_request(recording_envoy, upstream):
     """Trailers alone make no body: the GET goes on once they came."""
     upstream.clear()
-    reply = h2_request(recording_envoy.port, "GET", "/mcp", headers(), None, trailers=[("x-foo", "bar")])
+    reply = h2_request(recording_envoy.port, "GET", "/mcp", HEADERS, None, trailers=[("x-foo", "bar")])
     assert reply.status == 200, reply.body
     assert [r["method"] for r in upstream.requests] == ["GET"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource/mcp",
                                   "/.well-known/oauth-protected-resource"])
-def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, path):
+def test_metadata_paths_are_answered_for_every_method_and_never_forwarded(envoy, mcp_server, transport, path):
     h = [("origin", "https://app.example"), ("access-control-request-method", "GET"),
          ("content-type", "application/json")]
-    reply = h2_request(envoy.port, "OPTIONS", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "OPTIONS", path, h, DELETE)
     assert reply.status == 204
     assert reply.headers["access-control-allow-origin"] == ["*"]
     assert "GET" in reply.headers["access-control-allow-methods"][0]
-    reply = h2_request(envoy.port, "PUT", path, h, rpc("tools/call", "delete_everything"))
+    reply = send(transport, envoy, "PUT", path, h, DELETE)
     assert reply.status == 405
-    reply = h2_request(envoy.port, "get", path, [])
+    reply = send(transport, envoy, "get" if transport == "h2" else "GET", path, [])
     assert reply.status == 200
     assert json.loads(reply.body)["resource"] == RESOURCE
     assert reply.headers["access-control-allow-origin"] == ["*"]
@@ -230,8 +225,7 @@ def recording_envoy(envoy_version, upstream):
 def test_accept_encoding_is_not_passed_on(recording_envoy, upstream):
     """The upstream answers in plain bytes the filter can read."""
     upstream.clear()
-    status, _, _ = recording_envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                           {**dict(headers()), "Accept-Encoding": "gzip, deflate, br"})
+    status, _, _ = raw_post(recording_envoy, WEATHER, READER, {"Accept-Encoding": "gzip, deflate, br"})
     assert status == 200
     assert "accept-encoding" not in upstream.requests[0]["headers"]
 
@@ -258,7 +252,7 @@ def test_a_header_value_that_is_not_utf8_crashes_nothing(envoy, mcp_server):
     status = raw_exchange(envoy.port, b"GET /mcp HTTP/1.1\r\nHost: a\r\nX-Foo: \xff\xfe\r\n"
                                       b"Connection: close\r\n\r\n")
     assert status == 401
-    body = rpc("tools/call", "get_weather").encode()
+    body = json.dumps(WEATHER).encode()
     status = raw_exchange(envoy.port, b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
                                       b"Accept: application/json, text/event-stream\r\n"
                                       b"Authorization: Bearer " + READER.encode() + b"\r\nX-Foo: \xc3\x28\r\n"
@@ -266,7 +260,7 @@ def test_a_header_value_that_is_not_utf8_crashes_nothing(envoy, mcp_server):
                                       b"Connection: close\r\n\r\n" + body)
     assert status == 200
     for _ in range(3):
-        status, _, out = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"), dict(headers()))
+        status, _, out = raw_post(envoy, WEATHER, READER)
         assert status == 200, out
     assert "panicked" not in envoy.logs()
 
@@ -281,7 +275,7 @@ def test_request_trailers_carry_nothing_to_the_mcp_endpoint(envoy_version):
                                      chunks=['{"jsonrpc":"2.0","id":1,"result":{}}'])
             trailers = [("authorization", f"Bearer {ADMIN}"), ("x-mcp-roles", "admin"),
                         ("x_mcp_subject", "root"), ("mcp-name", "delete_everything"), ("x-foo", "bar")]
-            reply = h2_request(e.port, "POST", "/mcp", headers(), rpc("tools/call", "get_weather"), trailers)
+            reply = h2_request(e.port, "POST", "/mcp", HEADERS, json.dumps(WEATHER), trailers)
             assert reply.status == 200, reply.body
             [seen] = upstream.requests
             assert seen["trailers"] == []
@@ -300,12 +294,10 @@ def test_request_trailers_carry_nothing_to_the_mcp_endpoint(envoy_version):
 @pytest.mark.parametrize("spelling", ["Mcp_Name", "mcp_name", "MCP_NAME"])
 def test_routing_headers_in_other_spellings_are_checked_too(envoy, mcp_server, spelling):
     """`Mcp_Name` is `Mcp-Name` to a CGI-style server."""
-    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                    {**dict(headers()), spelling: "delete_everything"})
+    status, _, body = raw_post(envoy, WEATHER, READER, {spelling: "delete_everything"})
     assert status == 400, body
     assert json.loads(body)["error"]["code"] == -32020
-    status, _, body = envoy.request("POST", "/mcp", rpc("tools/call", "get_weather"),
-                                    {**dict(headers()), "Mcp-Name": "get_weather", spelling: "get_weather"})
+    status, _, body = raw_post(envoy, WEATHER, READER, {"Mcp-Name": "get_weather", spelling: "get_weather"})
     assert status == 400, "two spellings are two copies"
     assert mcp_server.seen() == []
 
@@ -315,8 +307,7 @@ def test_routing_headers_in_other_spellings_are_checked_too(envoy, mcp_server, s
 def test_resource_uris_in_another_spelling_are_refused(envoy, mcp_server, uri):
     """A server may normalise a URI before reading it; a rule matches the
     text. Only the normal form is taken."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}})
-    status, _, out = envoy.request("POST", "/mcp", body, dict(headers()))
+    status, _, out = raw_post(envoy, rpc("resources/read", uri=uri), READER)
     assert status == 400, out
     assert json.loads(out)["error"]["code"] == -32600
     assert "normal form" in json.loads(out)["error"]["message"]

@@ -5,7 +5,9 @@ claims; a client's own copies, in every spelling (any case, `_` for `-`),
 never reach the upstream, on public paths neither; a list element that
 could be read as two is left out; the token itself is stripped unless
 forwarding is configured. Real Envoy with the built filter, both versions,
-in front of an upstream that records every request."""
+in front of an upstream that records every request; issue 12's case 9 over
+each client transport (`wire.TRANSPORTS`; HTTP/2 carries header names in
+lower case only, so there the spellings differ by `_` and `-` alone)."""
 
 import pytest
 
@@ -13,6 +15,7 @@ from configs import ISSUER, RESOURCE, base_config
 from harness import Envoy
 from mcp_client import LIST, assert_allowed, post
 from tokens import RsaKey, claims, jwks
+from wire import TRANSPORTS, send
 
 KEY = RsaKey("identity")
 
@@ -35,7 +38,7 @@ def config(**overrides):
 
 @pytest.fixture(scope="module")
 def envoy(envoy_version, upstream):
-    with Envoy(envoy_version, config(), upstream.port) as e:
+    with Envoy(envoy_version, config(), upstream.port, trailers_listener=True) as e:
         yield e
 
 
@@ -52,10 +55,12 @@ def folded(seen):
     return [(name.replace("_", "-"), value) for name, value in seen["header_list"]]
 
 
-def test_identity_headers_carry_the_claims_and_client_sent_ones_never_reach_the_upstream(envoy, upstream):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_identity_headers_carry_the_claims_and_client_sent_ones_never_reach_the_upstream(envoy, upstream,
+                                                                                          transport):
     upstream.clear()
     token = keycloak_token()
-    assert_allowed(post(envoy, LIST, token, SPOOFS), upstream)
+    assert_allowed(post(envoy, LIST, token, SPOOFS, transport=transport), upstream)
     [seen] = upstream.requests
     headers = folded(seen)
     assert [v for k, v in headers if k == "x-mcp-subject"] == ["alice"], headers
@@ -67,16 +72,16 @@ def test_identity_headers_carry_the_claims_and_client_sent_ones_never_reach_the_
         assert all(part not in v for _, v in headers) and part not in seen["body"], "no part of the token"
     # Public paths carry no identity either.
     upstream.clear()
-    status, _, _ = envoy.request("GET", "/healthz", None, SPOOFS)
-    assert status == 200
+    assert send(transport, envoy, "GET", "/healthz", SPOOFS).status == 200
     [seen] = upstream.requests
     assert not any(k in IDENTITY_HEADERS for k, _ in folded(seen)), seen["header_list"]
 
 
-def test_a_role_that_could_be_read_as_two_is_left_out_of_the_header(envoy, upstream):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_role_that_could_be_read_as_two_is_left_out_of_the_header(envoy, upstream, transport):
     upstream.clear()
     token = KEY.sign(claims(ISSUER, RESOURCE, sub="alice", roles=["user", "admin x", "reader"], scope="mcp:read"))
-    assert_allowed(post(envoy, LIST, token), upstream)
+    assert_allowed(post(envoy, LIST, token, transport=transport), upstream)
     [seen] = upstream.requests
     assert seen["headers"]["x-mcp-roles"] == "user reader"
     assert "left out" in envoy.logs()

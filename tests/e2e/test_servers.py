@@ -34,7 +34,7 @@ from harness import ROOT, WASM, Envoy, free_port, poll, request
 from mcp_client import ACCEPT, MODERN, assert_refused, call, modern_headers, post, reply, rpc
 from mcp_upstream import McpUpstream
 from tokens import RsaKey, claims
-from wire import h1_exchange
+from wire import h1_request
 
 EXAMPLE = ROOT / "envoy" / "servers" / "envoy.yaml"
 GITHUB = "http://localhost:8080/github/mcp"
@@ -353,27 +353,6 @@ def test_a_fragment_never_hides_a_path(example, upstreams):
 def raw_request(port, method, target, bearer, body, host="localhost:8080"):
     """One HTTP/1.1 request written byte for byte (the target as given, no
     client-side normalisation); returns (status, headers, body)."""
-    data = body.encode()
-    head = (f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Accept: {ACCEPT}\r\nAuthorization: Bearer {bearer}\r\nContent-Length: {len(data)}\r\n"
-            "Connection: close\r\n\r\n").encode()
-    status, head, rest = h1_exchange(port, head + data)
-    headers = {}
-    for line in head.split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        headers.setdefault(name.strip().lower(), []).append(value.strip())
-    if "chunked" in headers.get("transfer-encoding", [""])[0]:
-        rest = dechunk(rest)
-    return status, headers, rest
+    headers = [("Content-Type", "application/json"), ("Accept", ACCEPT), ("Authorization", f"Bearer {bearer}")]
+    return tuple(h1_request(port, method, target, headers, body, host=host))
 
-
-def dechunk(data):
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2:]
-    return out

@@ -4,8 +4,10 @@ the built filter, against an authorization server the test scripts
 verified token is exchanged (RFC 8693) for one issued for the upstream's
 audience, and the upstream gets that one — never the caller's. The result is
 checked (its type, `token_type`, lifetime, and the `aud` of a JWT), reused
-until shortly before it expires, and when the exchange is refused or the
-server is down the request is answered 502 or 503 with nothing forwarded."""
+until 30 s before it expires (or never, with `cache: false`), and when the
+exchange is refused or the server is down the request is answered 502 or 503
+with nothing forwarded — in `audit` mode too, where only a request with no
+verified identity (nothing to exchange) goes on without a token."""
 
 import base64
 import json
@@ -42,16 +44,16 @@ def upstream_jwt(aud=AUDIENCE, sub="alice"):
     return fake_jwt({"iss": ISSUER, "aud": aud, "sub": sub, "exp": now + 300, "iat": now})
 
 
-def plugin(as_port, introspect=False, **upstream_token):
+def plugin(as_port, introspect=False, mode="enforce", **upstream_token):
     provider = inline_provider(KEY)
     if introspect:
         provider["introspection"] = {"cluster": "as", "url": f"http://127.0.0.1:{as_port}{INTROSPECT_PATH}",
-                                     "client_id": "mcp-gateway", "client_secret": SECRET}
+                                     "client_id": "mcp-gateway", "client_secret": SECRET, "timeout_ms": 500}
     exchange = {"cluster": "as", "token_endpoint": f"http://127.0.0.1:{as_port}{TOKEN_PATH}",
                 "client_id": "mcp-gateway", "client_secret": SECRET, "client_auth": "client_secret_post",
                 "audience": AUDIENCE, "scope": "api:read", "timeout_ms": 500, **upstream_token}
     return base_config([provider], RULES, scopes_supported=SCOPES, upstream_token=exchange,
-                       identity_headers={"x-mcp-subject": "sub"})
+                       identity_headers={"x-mcp-subject": "sub"}, mode=mode)
 
 
 def envoy(version, upstream, as_port, cluster_port=None, **config):
@@ -208,3 +210,100 @@ def test_an_opaque_caller_token_is_introspected_then_exchanged(envoy_version, up
         assert seen["headers"]["authorization"] == f"Bearer {issued}"
         [asked] = server.calls_to(TOKEN_PATH)
         assert asked["form"]["subject_token"] == opaque
+
+
+def issuing(expires_in):
+    """A token endpoint that issues a new opaque token on every call, good
+    for `expires_in` seconds."""
+    issued = []
+
+    def reply(call):
+        issued.append(f"upstream-opaque-{len(issued) + 1}")
+        return Reply(200, exchanged(issued[-1], expires_in=expires_in))
+    return reply, issued
+
+
+def upstream_tokens(upstream):
+    return [seen["headers"]["authorization"] for seen in upstream.requests]
+
+
+def test_with_cache_false_every_call_is_exchanged(envoy_version, upstream, server):
+    with envoy(envoy_version, upstream, server.port, cache=False) as uncached:
+        upstream.clear()
+        server.exchange, issued = issuing(300)
+        token = caller()
+        for _ in range(3):
+            assert post(uncached, LIST, token)[0] == 200
+        assert len(server.calls_to(TOKEN_PATH)) == 3, "one exchange per call"
+        assert upstream_tokens(upstream) == [f"Bearer {t}" for t in issued], "each call goes with its own token"
+
+
+def test_a_token_near_its_expiry_is_exchanged_again(e, server, upstream):
+    # Good for 35 s: reused for the first 5 s only (until 30 s before it
+    # expires).
+    server.exchange, issued = issuing(35)
+    token = caller()
+    started = time.monotonic()
+    assert post(e, LIST, token)[0] == 200
+    assert post(e, LIST, token)[0] == 200
+    assert time.monotonic() - started < 4.5, "the machine was too slow to see the reuse"
+    assert len(server.calls_to(TOKEN_PATH)) == 1, "reused while more than 30 s are left"
+    time.sleep(max(0.0, started + 5.5 - time.monotonic()))
+    assert post(e, LIST, token)[0] == 200
+    assert len(server.calls_to(TOKEN_PATH)) == 2, "exchanged again 30 s before it expires"
+    assert upstream_tokens(upstream) == [f"Bearer {issued[0]}", f"Bearer {issued[0]}", f"Bearer {issued[1]}"]
+    # A token with 30 s or less to live is never reused.
+    server.clear()
+    server.exchange, issued = issuing(30)
+    other = caller()
+    assert post(e, LIST, other)[0] == 200
+    assert post(e, LIST, other)[0] == 200
+    assert len(server.calls_to(TOKEN_PATH)) == 2
+
+
+# Audit mode: the rules' refusals go on, but never without the token the
+# operator asked for when there is a verified caller to exchange it for.
+
+@pytest.fixture(scope="module")
+def audit(envoy_version, upstream, server):
+    with envoy(envoy_version, upstream, server.port, introspect=True, mode="audit") as running:
+        yield running
+
+
+def test_audit_mode_refuses_a_failed_exchange_and_forwards_nothing(audit, server, upstream):
+    server.exchange = lambda c: Reply(400, {"error": "invalid_grant"})
+    assert_no_token_forwarded(post(audit, LIST, caller()), upstream, 502)
+    # A call the rules would refuse, which audit mode lets on: the same.
+    assert_no_token_forwarded(post(audit, call("delete_everything"), caller()), upstream, 502)
+    server.exchange = lambda c: Reply(503, {"error": "temporarily_unavailable"})
+    headers = assert_no_token_forwarded(post(audit, LIST, caller()), upstream, 503)
+    assert headers["retry-after"] == ["5"]
+
+
+def test_audit_mode_exchanges_for_a_call_the_rules_would_refuse(audit, server, upstream):
+    issued = upstream_jwt()
+    server.exchange = lambda c: Reply(200, exchanged(issued))
+    before = audit.counters()
+    assert post(audit, call("delete_everything"), caller())[0] == 200
+    [seen] = upstream.requests
+    assert seen["headers"]["authorization"] == f"Bearer {issued}"
+    assert audit.counters()["audit_would_deny"] - before["audit_would_deny"] == 1
+
+
+@pytest.mark.parametrize("introspected", [
+    Reply(200, {"active": False}),
+    Reply(503, {"error": "temporarily_unavailable"}),
+    Reply(reset=True),
+], ids=["inactive", "503", "reset"])
+def test_audit_mode_lets_a_token_introspection_cannot_vouch_for_on_without_any_token(
+        audit, server, upstream, introspected):
+    opaque = f"opaque-audit-{introspected.status}-{introspected.reset}"
+    server.introspect[opaque] = introspected
+    server.exchange = lambda c: Reply(200, exchanged(upstream_jwt()))
+    status, _, body = post(audit, LIST, opaque)
+    assert status == 200, body
+    [seen] = upstream.requests
+    assert "authorization" not in seen["headers"], "no identity: nothing exchanged, and never the caller's token"
+    assert "x-mcp-subject" not in seen["headers"]
+    assert opaque not in json.dumps(seen)
+    assert server.calls_to(TOKEN_PATH) == []

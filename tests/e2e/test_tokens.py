@@ -1,10 +1,11 @@
 """README "Request handling" step 4 (the token) and "Configuration
 reference" `providers[]` (`issuer`, `audiences`, `algorithms`,
-`clock_skew_seconds`, `token_types`), in a real Envoy with the built filter
-and inline keys: which tokens are accepted, and the 401 `invalid_token`
-answer (with its `error_description`) for every other. Remote keys are in
-`test_remote_keys.py`, what the upstream gets of the token in
-`test_identity.py`."""
+`clock_skew_seconds`, `token_types`, `require_token_type`), in a real Envoy
+with the built filter and inline keys: which tokens are accepted, and the
+401 `invalid_token` answer (with its `error_description`) for every other.
+The token types (issue 12's case 10) over each client transport
+(`wire.TRANSPORTS`). Remote keys are in `test_remote_keys.py`, what the
+upstream gets of the token in `test_identity.py`."""
 
 import base64
 import hashlib
@@ -12,6 +13,7 @@ import hmac
 import json
 import time
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -19,6 +21,7 @@ from configs import ISSUER, RESOURCE, SCOPES, base_config
 from harness import Envoy
 from mcp_client import LIST, assert_allowed, assert_invalid_token, post
 from tokens import EcKey, RsaKey, claims, jwks
+from wire import TRANSPORTS
 
 OTHER_ISSUER = "https://other.example.com/realms/other"
 KEY = RsaKey("k1")
@@ -62,7 +65,7 @@ def good_claims(**extra):
 
 @pytest.fixture(scope="module")
 def envoy(envoy_version, upstream):
-    with Envoy(envoy_version, config(), upstream.port) as e:
+    with Envoy(envoy_version, config(), upstream.port, trailers_listener=True) as e:
         yield e
 
 
@@ -146,17 +149,61 @@ def test_basic_scheme_is_refused(envoy, upstream):
 
 # --- token types -----------------------------------------------------------------
 
+# PyJWT writes `typ: JWT` unless told to leave it out.
+NO_TYP = {"typ": None}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("typ", ["logout+jwt", "dpop+jwt", "secevent+jwt", "application/secevent+jwt"])
-def test_other_kinds_of_jwt_are_no_access_tokens(envoy, upstream, typ):
+def test_other_kinds_of_jwt_are_no_access_tokens(envoy, upstream, typ, transport):
     upstream.clear()
     token = KEY.sign(good_claims(), headers={"typ": typ})
     before = envoy.counters()
-    assert_invalid_token(post(envoy, LIST, token), upstream, "token type not accepted", secret=token)
+    assert_invalid_token(post(envoy, LIST, token, transport=transport), upstream, "token type not accepted",
+                         secret=token)
     after = envoy.counters()
     assert after["invalid_token.token_type"] - before.get("invalid_token.token_type", 0) == 1
 
 
-@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "JWT"])
-def test_access_token_types_are_accepted(envoy, upstream, typ):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "JWT", None], ids=str)
+def test_access_token_types_are_accepted(envoy, upstream, typ, transport):
+    """`at+jwt` (RFC 9068), and for issuers that do not set it `JWT` or no
+    `typ` at all, by default."""
     upstream.clear()
-    assert_allowed(post(envoy, LIST, KEY.sign(good_claims(), headers={"typ": typ})), upstream)
+    token = KEY.sign(good_claims(), headers={"typ": typ})
+    if typ is None:
+        assert "typ" not in jwt.get_unverified_header(token)
+    assert_allowed(post(envoy, LIST, token, transport=transport), upstream)
+
+
+@pytest.fixture(scope="module")
+def strict_envoy(envoy_version, upstream):
+    """The first issuer follows RFC 9068: `token_types: ["at+jwt"]` and
+    `require_token_type`; the other keeps the defaults."""
+    strict = config()
+    strict["providers"][0] |= {"token_types": ["at+jwt"], "require_token_type": True}
+    with Envoy(envoy_version, strict, upstream.port, trailers_listener=True) as e:
+        yield e
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt"], ids=str)
+def test_a_provider_that_requires_at_jwt_refuses_untyped_and_plain_jwts(strict_envoy, upstream, typ, transport):
+    upstream.clear()
+    token = KEY.sign(good_claims(), headers={"typ": typ})
+    if typ is None:
+        assert "typ" not in jwt.get_unverified_header(token)
+    assert_invalid_token(post(strict_envoy, LIST, token, transport=transport), upstream,
+                         "token type not accepted", secret=token)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_required_token_types_are_per_provider(strict_envoy, upstream, transport):
+    """The strict issuer takes `at+jwt` in either spelling; the other issuer
+    still takes a token without `typ`."""
+    for token in [KEY.sign(good_claims(), headers={"typ": "at+jwt"}),
+                  KEY.sign(good_claims(), headers={"typ": "application/at+jwt"}),
+                  OTHER_KEY.sign(claims(OTHER_ISSUER, RESOURCE), headers=NO_TYP)]:
+        upstream.clear()
+        assert_allowed(post(strict_envoy, LIST, token, transport=transport), upstream)

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 // The filter's key loading and verification, as the filter compiles them.
-#[path = "../../../src/jwks.rs"]
+#[path = "../../../src/keys/jwks.rs"]
 #[allow(dead_code)]
 mod jwks;
 #[path = "../../../src/signature.rs"]

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::dpop::nonce::NonceKeys;
 use crate::dpop::{DpopPolicy, Mode};
-use crate::jwks::Algorithm;
+use crate::keys::jwks::Algorithm;
 
 pub(crate) const NOW: u64 = 1_750_000_000;
 pub(crate) const ORIGIN: &str = "https://mcp.example.com";

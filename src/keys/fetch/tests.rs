@@ -1,93 +1,125 @@
 //! The key fetcher across simulated workers: one shared-data store, each
-//! worker with its own slots, calls answered by the test.
+//! worker with its own slots, running the fetcher's effects as the host
+//! does; calls answered by the test.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use serde_json::json;
 
 use super::*;
+use crate::shared_data::{SharedData, SharedMap};
 
 const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
 const ISSUER: &str = "https://idp.example";
 
-/// Shared data as Envoy keeps it: versioned entries; a write with a stale
-/// version fails, a write to a missing entry always succeeds.
-#[derive(Default)]
-struct Store {
-    entries: HashMap<String, (Vec<u8>, u32)>,
-    version: u32,
-}
-
-/// One worker's view of the proxy.
+/// One worker of the proxy: the shared data of all workers (versioned
+/// entries as Envoy keeps them), its calls, counters and log.
 struct Worker {
-    store: Rc<RefCell<Store>>,
+    shared: Rc<RefCell<SharedMap>>,
     /// Calls dispatched: (token, authority, path).
     calls: Vec<(u32, String, String)>,
     next_token: u32,
+    /// Calls cannot start (as through a cluster Envoy does not know).
+    calls_refused: bool,
     counts: Vec<Counter>,
     logs: Vec<String>,
+    keys_changed: usize,
 }
 
 impl Worker {
-    fn new(store: &Rc<RefCell<Store>>, first_token: u32) -> Worker {
+    fn new(shared: &Rc<RefCell<SharedMap>>, first_token: u32) -> Worker {
         Worker {
-            store: store.clone(),
+            shared: shared.clone(),
             calls: Vec::new(),
             next_token: first_token,
+            calls_refused: false,
             counts: Vec::new(),
             logs: Vec::new(),
+            keys_changed: 0,
         }
     }
 
     fn counted(&self, counter: Counter) -> usize {
         self.counts.iter().filter(|c| **c == counter).count()
     }
-}
 
-impl Proxy for Worker {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.store.borrow().entries.get(key) {
-            Some((value, version)) => (Some(value.clone()), Some(*version)),
-            None => (None, None),
-        }
+    fn snapshot(&self, slot: &KeySlot) -> Snapshot {
+        Snapshot::read(slot, &*self.shared.borrow())
     }
 
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut store = self.store.borrow_mut();
-        if let (Some(cas), Some((_, version))) = (cas, store.entries.get(key)) {
-            if *version != cas {
-                return false;
+    fn tick(&mut self, slot: &mut KeySlot, now: u64) {
+        let effects = slot.tick(now, &self.snapshot(slot));
+        self.run(slot, now, effects);
+    }
+
+    /// Answers the last call dispatched.
+    fn answer(&mut self, slot: &mut KeySlot, now: u64, status: u32, body: &str) {
+        let (token, _, _) = self.calls.last().cloned().expect("a call to answer");
+        assert!(slot.owns_call(token));
+        let effects = slot.on_response(now, Some(status), None, body.as_bytes());
+        self.run(slot, now, effects);
+    }
+
+    /// Runs the effects as the host does (`host::keys::run`).
+    fn run(&mut self, slot: &mut KeySlot, now: u64, effects: Vec<Effect>) {
+        let mut queue = VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
+            let shared = self.shared.clone();
+            let mut shared = shared.borrow_mut();
+            let outcome = match effect {
+                Effect::Dispatch(fetch) => Some(Outcome::Dispatched(self.dispatch(fetch))),
+                Effect::ClaimLease { write, cas } => Some(Outcome::LeaseClaimed(
+                    shared.shared_set(&write.key, &write.value, Some(cas)),
+                )),
+                Effect::ReleaseLease(write) => {
+                    shared.shared_set(&write.key, &write.value, None);
+                    None
+                }
+                Effect::Publish(write) => {
+                    shared.shared_set(&write.key, &write.value, None);
+                    Some(Outcome::Published)
+                }
+                Effect::RecordFailure(write) => {
+                    shared.shared_set(&write.key, &write.value, None);
+                    Some(Outcome::FailureRecorded)
+                }
+                Effect::Log(_, line) => {
+                    self.logs.push(line);
+                    None
+                }
+                Effect::Count(counter) => {
+                    self.counts.push(counter);
+                    None
+                }
+                Effect::KeysChanged => {
+                    self.keys_changed += 1;
+                    None
+                }
+            };
+            drop(shared);
+            if let Some(outcome) = outcome {
+                let answer = slot.on_outcome(now, outcome, &self.snapshot(slot));
+                for effect in answer.into_iter().rev() {
+                    queue.push_front(effect);
+                }
             }
         }
-        store.version += 1;
-        let version = store.version;
-        store
-            .entries
-            .insert(key.to_string(), (value.to_vec(), version));
-        true
     }
 
-    fn dispatch(
-        &mut self,
-        _cluster: &str,
-        authority: &str,
-        path: &str,
-        _timeout_ms: u64,
-    ) -> Result<u32, String> {
+    fn dispatch(&mut self, fetch: Fetch) -> Result<u32, String> {
+        if self.calls_refused {
+            return Err("status 1".into());
+        }
         self.next_token += 1;
         self.calls
-            .push((self.next_token, authority.into(), path.into()));
+            .push((self.next_token, fetch.authority, fetch.path));
         Ok(self.next_token)
     }
 
-    fn log(&mut self, _level: Level, line: &str) {
-        self.logs.push(line.to_string());
-    }
-
-    fn count(&mut self, counter: Counter) {
-        self.counts.push(counter);
+    fn lease(&self, slot: &KeySlot) -> Option<Vec<u8>> {
+        self.snapshot(slot).lease.0
     }
 }
 
@@ -107,14 +139,14 @@ fn policy(url: Option<&str>) -> Policy {
 /// A worker with its slot, configured and past its first (configuring) tick.
 fn started(
     policy: &Policy,
-    store: &Rc<RefCell<Store>>,
+    shared: &Rc<RefCell<SharedMap>>,
     first_token: u32,
     now: u64,
 ) -> (Worker, KeySlot) {
-    let mut worker = Worker::new(store, first_token);
-    let mut slots = KeySlot::for_policy(policy, now, &mut worker);
+    let mut worker = Worker::new(shared, first_token);
+    let mut slots = KeySlot::for_policy(policy, now);
     let mut slot = slots.remove(0);
-    slot.tick(now, &mut worker);
+    worker.tick(&mut slot, now);
     assert!(
         worker.calls.is_empty(),
         "no fetch from the configuring tick"
@@ -122,20 +154,14 @@ fn started(
     (worker, slot)
 }
 
-fn answer(worker: &mut Worker, slot: &mut KeySlot, now: u64, status: u32, body: &str) {
-    let (token, _, _) = worker.calls.last().cloned().expect("a call to answer");
-    assert!(slot.owns_call(token));
-    slot.on_response(now, Some(status), None, body.as_bytes(), worker);
-}
-
 #[test]
 fn two_workers_fetch_once_and_share_the_keys() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
-    slot_a.tick(1_100, &mut a);
-    slot_b.tick(1_100, &mut b);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
+    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    a.tick(&mut slot_a, 1_100);
+    b.tick(&mut slot_b, 1_100);
     assert_eq!(
         a.calls.len() + b.calls.len(),
         1,
@@ -145,31 +171,35 @@ fn two_workers_fetch_once_and_share_the_keys() {
     assert_eq!(a.calls[0].2, "/certs");
     assert!(slot_b.keys.is_none());
 
-    answer(&mut a, &mut slot_a, 1_200, 200, JWKS);
+    a.answer(&mut slot_a, 1_200, 200, JWKS);
     assert_eq!(slot_a.keys.as_ref().map(|k| k.len()), Some(1));
     assert_eq!(a.counted(Counter::JwksFetchOk), 1);
-    slot_b.tick(1_300, &mut b);
+    assert_eq!(a.keys_changed, 1);
+    assert_eq!(a.lease(&slot_a).as_deref(), Some(&b"0"[..]), "released");
+    b.tick(&mut slot_b, 1_300);
     assert_eq!(
         slot_b.keys.as_ref().map(|k| k.len()),
         Some(1),
         "adopted from shared data"
     );
-    assert_eq!(slot_b.generation, 1);
+    assert_eq!((slot_b.generation, b.keys_changed), (1, 1));
     assert!(b.calls.is_empty(), "the other worker never fetched");
     // Loading the same body again is no change.
-    slot_b.tick(1_400, &mut b);
-    assert_eq!(slot_b.generation, 1);
+    b.tick(&mut slot_b, 1_400);
+    assert_eq!((slot_b.generation, b.keys_changed), (1, 1));
 }
 
 #[test]
 fn a_configuration_canary_never_holds_the_lease() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    // The canary configures (one tick) and is thrown away.
-    let canary = started(&policy, &store, 1, 1_000);
-    drop(canary);
-    let (mut worker, mut slot) = started(&policy, &store, 100, 1_000);
-    slot.tick(1_050, &mut worker);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    // The canary configures (one tick, which creates the lease free) and is
+    // thrown away.
+    let (canary, slot) = started(&policy, &shared, 1, 1_000);
+    assert_eq!(canary.lease(&slot).as_deref(), Some(&b"0"[..]));
+    drop((canary, slot));
+    let (mut worker, mut slot) = started(&policy, &shared, 100, 1_000);
+    worker.tick(&mut slot, 1_050);
     assert_eq!(
         worker.calls.len(),
         1,
@@ -180,66 +210,92 @@ fn a_configuration_canary_never_holds_the_lease() {
 #[test]
 fn a_failing_issuer_is_backed_off_by_every_worker() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
-    slot_a.tick(1_100, &mut a);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
+    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    a.tick(&mut slot_a, 1_100);
     slot_b.keys_needed(1_100);
     assert!(slot_b.fetch_pending(), "b waits for a fetch");
-    answer(&mut a, &mut slot_a, 1_200, 500, "oops");
+    a.answer(&mut slot_a, 1_200, 500, "oops");
     assert_eq!(a.counted(Counter::JwksFetchFailed), 1);
     assert!(slot_a.keys.is_none());
     // b learns of the failure: its waiting requests get their answer, and
     // it backs off instead of trying the failing issuer itself.
-    slot_b.tick(1_300, &mut b);
+    b.tick(&mut slot_b, 1_300);
     assert!(!slot_b.fetch_pending());
     assert!(b.calls.is_empty());
     // After the backoff (1 s after the first failure) one worker tries again.
-    slot_a.tick(2_300, &mut a);
-    slot_b.tick(2_300, &mut b);
+    a.tick(&mut slot_a, 2_300);
+    b.tick(&mut slot_b, 2_300);
     assert_eq!(a.calls.len() + b.calls.len(), 2);
+}
+
+#[test]
+fn a_fetch_that_cannot_start_is_a_failure_every_worker_backs_off_from() {
+    let policy = policy(Some("https://idp.example/certs"));
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
+    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    a.calls_refused = true;
+    a.tick(&mut slot_a, 1_100);
+    assert_eq!(a.counted(Counter::JwksFetchFailed), 1);
+    assert!(a.logs.iter().any(|l| l.contains("could not start")));
+    assert!(!slot_a.fetch_pending());
+    assert_eq!(a.lease(&slot_a).as_deref(), Some(&b"0"[..]), "released");
+    // b adopts the failure and backs off; a, once its backoff ran out,
+    // tries again.
+    b.tick(&mut slot_b, 1_300);
+    assert!(b.calls.is_empty());
+    a.calls_refused = false;
+    a.tick(&mut slot_a, 2_100);
+    assert_eq!(a.calls.len(), 1);
 }
 
 #[test]
 fn a_lease_whose_holder_went_silent_expires() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut a, mut slot_a) = started(&policy, &store, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &store, 200, 1_000);
-    slot_a.tick(1_100, &mut a);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
+    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    a.tick(&mut slot_a, 1_100);
     assert_eq!(a.calls.len(), 1);
     // a never answers (its worker is stuck); b may not fetch while the lease
     // holds (three timeouts and a second) ...
-    slot_b.tick(4_000, &mut b);
+    b.tick(&mut slot_b, 4_000);
     assert!(b.calls.is_empty());
     // ... and may once it ran out.
-    slot_b.tick(5_200, &mut b);
+    b.tick(&mut slot_b, 5_200);
     assert_eq!(b.calls.len(), 1);
 }
 
 #[test]
 fn discovery_tries_rfc_8414_then_openid_then_fetches_the_key_set() {
     let policy = policy(None);
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut w, mut slot) = started(&policy, &store, 100, 1_000);
-    slot.tick(1_100, &mut w);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut w, mut slot) = started(&policy, &shared, 100, 1_000);
+    w.tick(&mut slot, 1_100);
     assert_eq!(w.calls[0].2, "/.well-known/oauth-authorization-server");
-    answer(&mut w, &mut slot, 1_200, 404, "");
+    w.answer(&mut slot, 1_200, 404, "");
     assert_eq!(w.calls[1].2, "/.well-known/openid-configuration");
     let doc = json!({"issuer": ISSUER, "jwks_uri": "https://keys.example/jwks"}).to_string();
-    answer(&mut w, &mut slot, 1_300, 200, &doc);
+    w.answer(&mut slot, 1_300, 200, &doc);
     assert_eq!(
         (w.calls[2].1.as_str(), w.calls[2].2.as_str()),
         ("keys.example", "/jwks")
     );
-    answer(&mut w, &mut slot, 1_400, 200, JWKS);
+    w.answer(&mut slot, 1_400, 200, JWKS);
     assert!(slot.keys.is_some());
     // A metadata document naming another issuer is not trusted.
-    let (mut v, mut other) = started(&policy, &Rc::new(RefCell::new(Store::default())), 1, 1_000);
-    other.tick(1_100, &mut v);
+    let (mut v, mut other) = started(
+        &policy,
+        &Rc::new(RefCell::new(SharedMap::default())),
+        1,
+        1_000,
+    );
+    v.tick(&mut other, 1_100);
     let foreign =
         json!({"issuer": "https://evil.example", "jwks_uri": "https://evil.example/jwks"});
-    answer(&mut v, &mut other, 1_200, 200, &foreign.to_string());
+    v.answer(&mut other, 1_200, 200, &foreign.to_string());
     assert_eq!(
         v.calls[1].2, "/.well-known/openid-configuration",
         "moved on to the next document"
@@ -249,14 +305,14 @@ fn discovery_tries_rfc_8414_then_openid_then_fetches_the_key_set() {
 #[test]
 fn an_unusable_key_set_keeps_the_last_good_keys() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut w, mut slot) = started(&policy, &store, 100, 1_000);
-    slot.tick(1_100, &mut w);
-    answer(&mut w, &mut slot, 1_200, 200, JWKS);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut w, mut slot) = started(&policy, &shared, 100, 1_000);
+    w.tick(&mut slot, 1_100);
+    w.answer(&mut slot, 1_200, 200, JWKS);
     assert_eq!(slot.generation, 1);
     // The refresh comes back empty: a failure, not an empty key set.
-    slot.tick(400_000, &mut w);
-    answer(&mut w, &mut slot, 400_100, 200, r#"{"keys":[]}"#);
+    w.tick(&mut slot, 400_000);
+    w.answer(&mut slot, 400_100, 200, r#"{"keys":[]}"#);
     assert_eq!(slot.generation, 1);
     assert!(slot.keys.is_some());
     assert_eq!(w.counted(Counter::JwksFetchFailed), 1);
@@ -269,13 +325,13 @@ fn an_unusable_key_set_keeps_the_last_good_keys() {
 #[test]
 fn unknown_kid_refetches_are_rate_limited_and_inline_keys_never_refetch() {
     let policy = policy(Some("https://idp.example/certs"));
-    let store = Rc::new(RefCell::new(Store::default()));
-    let (mut w, mut slot) = started(&policy, &store, 100, 1_000);
-    slot.tick(1_100, &mut w);
-    answer(&mut w, &mut slot, 1_200, 200, JWKS);
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut w, mut slot) = started(&policy, &shared, 100, 1_000);
+    w.tick(&mut slot, 1_100);
+    w.answer(&mut slot, 1_200, 200, JWKS);
     assert!(slot.unknown_key(2_000));
-    slot.tick(2_000, &mut w);
-    answer(&mut w, &mut slot, 2_100, 200, JWKS);
+    w.tick(&mut slot, 2_000);
+    w.answer(&mut slot, 2_100, 200, JWKS);
     assert!(!slot.unknown_key(3_000), "at most one refetch per 30 s");
     assert!(slot.unknown_key(32_100));
     let inline = Policy::from_value(&json!({
@@ -284,7 +340,7 @@ fn unknown_kid_refetches_are_rate_limited_and_inline_keys_never_refetch() {
         "rules": [{"effect": "allow", "methods": ["*"]}]
     }))
     .unwrap();
-    let mut slots = KeySlot::for_policy(&inline, 0, &mut w);
+    let mut slots = KeySlot::for_policy(&inline, 0);
     assert!(!slots[0].unknown_key(100_000));
     assert!(!slots[0].fetch_pending());
 }
@@ -304,4 +360,57 @@ fn records_read_back_what_they_wrote() {
     assert_eq!(Failure::decode(&failure.encode()), Some(failure));
     assert_eq!(Failure::decode(b"garbage"), None);
     assert_eq!(Published::decode(b"x\n\n{}"), None);
+}
+
+/// Waits (`keys::wait`) against real slots: a request held in one worker
+/// goes on when another worker's fetch brings keys or fails, and not before.
+#[test]
+fn a_held_request_goes_on_when_another_workers_fetch_ends() {
+    use crate::keys::wait::{KeyProgress, KeyWaits};
+
+    let policy = policy(Some("https://idp.example/certs"));
+    let shared = Rc::new(RefCell::new(SharedMap::default()));
+    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
+    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    a.tick(&mut slot_a, 1_100);
+    // A request in b needs keys: b asks for a fetch (a holds the lease).
+    slot_b.keys_needed(1_100);
+    let mut waits = KeyWaits::new();
+    let progress = |slot: &KeySlot| KeyProgress::of(std::slice::from_ref(slot));
+    waits.add("first", 0, &progress(&slot_b), 1_100);
+    b.tick(&mut slot_b, 1_150);
+    assert!(b.calls.is_empty(), "a holds the lease");
+    assert!(waits
+        .take_settled(&progress(&slot_b), 1_150, |_| false)
+        .is_empty());
+    // a's fetch fails; b hears of it on its next tick: the request goes on
+    // (to be refused), long before its deadline.
+    a.answer(&mut slot_a, 1_200, 500, "oops");
+    assert!(waits
+        .take_settled(&progress(&slot_b), 1_250, |_| false)
+        .is_empty());
+    b.tick(&mut slot_b, 1_300);
+    assert_eq!(
+        waits.take_settled(&progress(&slot_b), 1_300, |_| false),
+        ["first"]
+    );
+
+    // After the backoff a fetch succeeds: a second request goes on when b
+    // adopts the keys.
+    slot_b.keys_needed(2_300);
+    waits.add("second", 0, &progress(&slot_b), 2_300);
+    a.tick(&mut slot_a, 2_300);
+    b.tick(&mut slot_b, 2_300);
+    let (fetcher, fetcher_slot) = if a.calls.len() > 1 {
+        (&mut a, &mut slot_a)
+    } else {
+        (&mut b, &mut slot_b)
+    };
+    fetcher.answer(fetcher_slot, 2_400, 200, JWKS);
+    b.tick(&mut slot_b, 2_500);
+    assert!(slot_b.keys.is_some());
+    assert_eq!(
+        waits.take_settled(&progress(&slot_b), 2_500, |_| false),
+        ["second"]
+    );
 }
