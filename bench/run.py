@@ -32,6 +32,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import code_share  # noqa: E402  (bench/, this script's directory)
 import harness  # noqa: E402
 import jwt  # noqa: E402
 import tokens  # noqa: E402
@@ -732,27 +733,11 @@ def wasm_memories(pid):
 
 def wasm_initial_pages(path):
     """The initial size (64 KiB pages) in a wasm module's memory section."""
-    data = Path(path).read_bytes()
-
-    def leb(i):
-        value = shift = 0
-        while True:
-            byte = data[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, i
-
-    i = 8
-    while i < len(data):
-        section = data[i]
-        size, body = leb(i + 1)
-        if section == 5:
-            _count, j = leb(body)
-            _flags, j = leb(j)
-            return leb(j)[0]
-        i = body + size
+    for kind, payload in code_share.sections(Path(path).read_bytes()):
+        if kind == 5:
+            _count, j = code_share.leb128(payload, 0)
+            _flags, j = code_share.leb128(payload, j)
+            return code_share.leb128(payload, j)[0]
     return 0
 
 

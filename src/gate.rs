@@ -260,7 +260,17 @@ pub fn upstream_headers(
     let Some(identity) = identity else {
         return edits;
     };
-    edits.remove.push("accept-encoding".into());
+    // Answers are read uncompressed (a compressed one that must be read is
+    // refused, never passed): the upstream is not asked to compress. Only
+    // when the client asked, like DPoP above: no host call for a header
+    // that is not there.
+    if head
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
+    {
+        edits.remove.push("accept-encoding".into());
+    }
     for header in &policy.identity_headers {
         match identity.header_value(&header.source) {
             Ok(value) => {

@@ -1302,7 +1302,7 @@ fn drive_answer(run: &mut Run, a: &Answer) -> Client {
     };
     let head = ResponseHead::from_headers(&held.headers);
     let ends_at_headers = a.body == Body::None && !a.trailers;
-    let out = run.event(|ex, env| ex.on_response_headers(env, &head, ends_at_headers));
+    let out = run.event(|ex, env| ex.on_response_headers(env, || head, ends_at_headers));
     step(out, &mut held, &mut client);
     if ends_at_headers {
         assert!(

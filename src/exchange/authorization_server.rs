@@ -177,6 +177,12 @@ impl Exchange {
         }
     }
 
+    /// Whether [`Exchange::on_stream_done`] has anything to give back: the
+    /// host skips the call (and its clock and key look-ups) when not.
+    pub fn has_work_at_stream_end(&self) -> bool {
+        matches!(self.stage, Stage::AuthorizationServer(_)) || self.orphan.is_some()
+    }
+
     /// A waiting request looks again at the shared answer (the host calls
     /// this while the request waits for another's call).
     pub fn on_authorization_server_wait(&mut self, env: &mut Env) -> Output {
@@ -638,6 +644,71 @@ mod tests {
         let head = RequestHead::new("POST", "/mcp", headers);
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
         run(&policy, host, head, body, claims)
+    }
+
+    /// A request that goes away while its introspection call is out has
+    /// work at stream end: giving the claimed call back lets the next request
+    /// for the same token call at once instead of waiting out the lease. A
+    /// request whose answer came has none (the host then skips the call).
+    #[test]
+    fn a_request_gone_with_its_call_out_gives_the_call_back() {
+        let gateway = crate::config::Gateway::single(policy("https://mcp.example.com/mcp"));
+        let ring = KeyRing {
+            sets: vec![None],
+            generations: vec![0],
+        };
+        let head = || {
+            RequestHead::new(
+                "GET",
+                "/mcp",
+                vec![("authorization".into(), "Bearer opaque-1".into())],
+            )
+        };
+        let calls = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::CallAuthorizationServer(_)))
+                .count()
+        };
+        let claims = json!({"active": true, "iss": ISS, "aud": "https://mcp.example.com/mcp", "exp": NOW_MS / 1000 + 300});
+        // (the first request goes away before its answer, it is answered)
+        for (gone, answered) in [(false, false), (true, false), (false, true)] {
+            let mut host = TestHost {
+                shared: SharedMap::default(),
+                body: Vec::new(),
+            };
+            shared::prepare(&mut host.shared, Purpose::Introspection);
+            let mut cache = VerifiedTokenCache::new(0);
+            let mut env = Env {
+                gateway: &gateway,
+                keys: &ring,
+                cache: &mut cache,
+                now_ms: NOW_MS,
+                host: &mut host,
+            };
+            let mut first = Exchange::new();
+            assert!(!first.has_work_at_stream_end());
+            let out = first.on_request_headers(&mut env, head(), true);
+            assert_eq!(calls(&out.effects), 1);
+            assert!(first.has_work_at_stream_end());
+            if answered {
+                let answer = CallAnswer {
+                    status: 200,
+                    content_types: vec!["application/json".into()],
+                    content_encodings: Vec::new(),
+                    body: claims.to_string().into_bytes(),
+                };
+                first.on_authorization_server_answer(&mut env, Some(answer));
+                assert!(!first.has_work_at_stream_end(), "nothing left to give back");
+                continue;
+            }
+            if gone {
+                first.on_stream_done(&mut env);
+                assert!(!first.has_work_at_stream_end());
+            }
+            let second = Exchange::new().on_request_headers(&mut env, head(), true);
+            assert_eq!(calls(&second.effects), usize::from(gone), "gone: {gone}");
+        }
     }
 
     #[test]

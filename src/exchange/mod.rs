@@ -282,15 +282,28 @@ impl Exchange {
         }
     }
 
+    /// Whether the answer's callbacks can change anything: it is watched
+    /// (lists, streams) or a DPoP nonce goes with it. When not, each of
+    /// them lets the answer on untouched, and the host skips them (no clock,
+    /// no key look-up, no copy of headers); debug builds check that every
+    /// such callback indeed changes nothing.
+    pub fn watches_answer(&self) -> bool {
+        self.answer.is_some() || self.dpop_nonce.is_some()
+    }
+
+    /// `head` reads the answer's headers; it is called only when the answer
+    /// is watched (lists, streams), so an answer that passes as it is costs
+    /// no copy of its headers.
     pub fn on_response_headers(
         &mut self,
         env: &mut Env,
-        head: &ResponseHead,
+        head: impl FnOnce() -> ResponseHead,
         end_of_stream: bool,
     ) -> Output {
+        let idle = !self.watches_answer();
         let policy = self.policy(env);
         let mut output = match self.answer.as_mut() {
-            Some(watch) => watch.on_headers(policy, head, end_of_stream),
+            Some(watch) => watch.on_headers(policy, &head(), end_of_stream),
             None => Output::go_on(),
         };
         if let Some(nonce) = self.dpop_nonce.take() {
@@ -302,10 +315,12 @@ impl Exchange {
                 },
             );
         }
+        debug_assert!(!idle || output == Output::go_on());
         output
     }
 
     pub fn on_response_body(&mut self, env: &mut Env, len: usize, end_of_stream: bool) -> Output {
+        let idle = !self.watches_answer();
         let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
@@ -315,11 +330,14 @@ impl Exchange {
             }),
             None => Output::go_on(),
         };
-        learned_for(policy, output)
+        let output = learned_for(policy, output);
+        debug_assert!(!idle || output == Output::go_on());
+        output
     }
 
     /// `names`: the trailers' names.
     pub fn on_response_trailers(&mut self, env: &mut Env, names: &[String]) -> Output {
+        let idle = !self.watches_answer();
         let policy = self.policy(env);
         let host = &*env.host;
         let now_s = env.now_ms / 1000;
@@ -327,7 +345,9 @@ impl Exchange {
             Some(watch) => watch.on_trailers(policy, now_s, names, &|n| host.response_body(n)),
             None => Output::go_on(),
         };
-        learned_for(policy, output)
+        let output = learned_for(policy, output);
+        debug_assert!(!idle || output == Output::go_on());
+        output
     }
 
     /// What a request callback answers once the request is decided (or

@@ -306,13 +306,7 @@ fn the_root_metadata_uri_is_the_only_servers_on_its_host() {
     let ring = KeyRing::default();
     let mut cache = VerifiedTokenCache::new(1);
     let mut host = Host::with_body(Vec::new());
-    let mut env = Env {
-        gateway: &g,
-        keys: &ring,
-        cache: &mut cache,
-        now_ms: NOW * 1000,
-        host: &mut host,
-    };
+    let mut env = env(&g, &ring, &mut cache, &mut host);
     let mut exchange = Exchange::new();
     let output = exchange.on_request_headers(&mut env, head, true);
     let document = output
@@ -325,6 +319,22 @@ fn the_root_metadata_uri_is_the_only_servers_on_its_host() {
         .expect("answered");
     let doc: serde_json::Value = serde_json::from_slice(&document.body).expect("JSON");
     assert_eq!(doc["resource"], "https://b.example.com/mcp");
+}
+
+/// The machine's view of `g` at the tests' time.
+fn env<'a>(
+    g: &'a Gateway,
+    ring: &'a KeyRing,
+    cache: &'a mut VerifiedTokenCache,
+    host: &'a mut Host,
+) -> Env<'a> {
+    Env {
+        gateway: g,
+        keys: ring,
+        cache,
+        now_ms: NOW * 1000,
+        host,
+    }
 }
 
 /// A 2026-07-28 POST at `path` with a reader's token for `aud`, through
@@ -379,7 +389,7 @@ fn through(
             (":status".into(), "200".into()),
             ("content-type".into(), "application/json".into()),
         ]);
-        exchange.on_response_headers(&mut env, &head, false);
+        exchange.on_response_headers(&mut env, || head, false);
         let len = env.host.response_body(usize::MAX).len();
         let out = exchange.on_response_body(&mut env, len, true);
         for effect in out.effects {
@@ -412,4 +422,52 @@ fn what_one_servers_tool_declares_is_not_held_against_anothers_tool_of_that_name
     assert_eq!(at_github.action, Action::Hold);
     let at_jira = through(&g, &mut host, "/jira/mcp", JIRA, &call, None);
     assert_eq!(at_jira.action, Action::Continue);
+}
+
+/// The answer's headers are read only when the machine watches the answer:
+/// a list's answer is read, a tool call's answer passes without a copy of
+/// its headers (one host call fewer on every call).
+#[test]
+fn only_a_watched_answer_has_its_headers_read() {
+    let g = Gateway::from_value(&json!({
+        "resource": "https://mcp.example.com/mcp",
+        "providers": [{"issuer": ISS, "jwks": {"remote": {"cluster": "idp"}}}],
+        "rules": [{"effect": "allow", "methods": ["*"]}]
+    }))
+    .expect("gateway");
+    for (method, watched) in [("tools/call", false), ("tools/list", true)] {
+        let mut payload = claims();
+        payload["aud"] = json!("https://mcp.example.com/mcp");
+        let token = sign(Signer::RS256, Some("rsa1"), payload);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"name": "t"}});
+        let mut host = Host::with_body(body.to_string().into_bytes());
+        let ring = KeyRing {
+            sets: vec![Some(Rc::new(key_sets().remove(0)))],
+            generations: vec![1],
+        };
+        let mut cache = VerifiedTokenCache::new(4);
+        let len = host.body.len();
+        let mut env = env(&g, &ring, &mut cache, &mut host);
+        let mut exchange = Exchange::new();
+        let headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("authorization".into(), format!("Bearer {token}")),
+        ];
+        exchange.on_request_headers(&mut env, RequestHead::new("POST", "/mcp", headers), false);
+        let verdict = exchange.on_request_body(&mut env, len, true);
+        assert_eq!(verdict.action, Action::Continue, "{method}: {verdict:?}");
+        let read = std::cell::Cell::new(false);
+        exchange.on_response_headers(
+            &mut env,
+            || {
+                read.set(true);
+                ResponseHead::from_headers(&[
+                    (":status".into(), "200".into()),
+                    ("content-type".into(), "application/json".into()),
+                ])
+            },
+            false,
+        );
+        assert_eq!(read.get(), watched, "{method}");
+    }
 }

@@ -34,6 +34,13 @@ impl RequestFilter {
         }
     }
 
+    /// The machine says the answer's callbacks would let it on untouched
+    /// (`Exchange::watches_answer`): they are skipped. Not before the
+    /// filter is configured, where every callback holds.
+    fn answer_passes(&self) -> bool {
+        self.worker.is_some() && !self.exchange.borrow().watches_answer()
+    }
+
     /// Runs one event through the machine and carries out its output.
     fn run(&self, event: impl FnOnce(&mut Exchange, &mut Env) -> Output) -> types::Action {
         let Some(worker) = &self.worker else {
@@ -96,15 +103,25 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         end_of_stream: bool,
     ) -> types::Action {
-        let head = ResponseHead::from_headers(&abi::pairs(Map::ResponseHeaders));
-        self.run(|ex, env| ex.on_response_headers(env, &head, end_of_stream))
+        if self.answer_passes() {
+            return types::Action::Continue;
+        }
+        // The machine reads the headers only when it watches the answer.
+        let head = || ResponseHead::from_headers(&abi::pairs(Map::ResponseHeaders));
+        self.run(|ex, env| ex.on_response_headers(env, head, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
+        if self.answer_passes() {
+            return types::Action::Continue;
+        }
         self.run(|ex, env| ex.on_response_body(env, body_size, end_of_stream))
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> types::Action {
+        if self.answer_passes() {
+            return types::Action::Continue;
+        }
         let names = names_of(Map::ResponseTrailers);
         self.run(|ex, env| ex.on_response_trailers(env, &names))
     }
@@ -112,6 +129,9 @@ impl HttpContext for RequestFilter {
     /// The stream is over, whichever way it ended.
     fn on_log(&mut self) {
         if let Some(worker) = &self.worker {
+            if !self.exchange.borrow().has_work_at_stream_end() {
+                return;
+            }
             drive(worker, &self.exchange, |ex, env| {
                 ex.on_stream_done(env);
                 Output::hold()

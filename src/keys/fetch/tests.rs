@@ -154,12 +154,31 @@ fn started(
     (worker, slot)
 }
 
-#[test]
-fn two_workers_fetch_once_and_share_the_keys() {
+/// Two workers of one Envoy (shared data in common) fetching from a remote
+/// key set URL, both past their first tick.
+fn two_workers() -> ((Worker, KeySlot), (Worker, KeySlot)) {
     let policy = policy(Some("https://idp.example/certs"));
     let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    (
+        started(&policy, &shared, 100, 1_000),
+        started(&policy, &shared, 200, 1_000),
+    )
+}
+
+/// One such worker alone.
+fn one_worker() -> (Worker, KeySlot) {
+    let policy = policy(Some("https://idp.example/certs"));
+    started(
+        &policy,
+        &Rc::new(RefCell::new(SharedMap::default())),
+        100,
+        1_000,
+    )
+}
+
+#[test]
+fn two_workers_fetch_once_and_share_the_keys() {
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     a.tick(&mut slot_a, 1_100);
     b.tick(&mut slot_b, 1_100);
     assert_eq!(
@@ -209,10 +228,7 @@ fn a_configuration_canary_never_holds_the_lease() {
 
 #[test]
 fn a_failing_issuer_is_backed_off_by_every_worker() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     a.tick(&mut slot_a, 1_100);
     slot_b.keys_needed(1_100);
     assert!(slot_b.fetch_pending(), "b waits for a fetch");
@@ -232,10 +248,7 @@ fn a_failing_issuer_is_backed_off_by_every_worker() {
 
 #[test]
 fn a_fetch_that_cannot_start_is_a_failure_every_worker_backs_off_from() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     a.calls_refused = true;
     a.tick(&mut slot_a, 1_100);
     assert_eq!(a.counted(Counter::JwksFetchFailed), 1);
@@ -253,10 +266,7 @@ fn a_fetch_that_cannot_start_is_a_failure_every_worker_backs_off_from() {
 
 #[test]
 fn a_lease_whose_holder_went_silent_expires() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     a.tick(&mut slot_a, 1_100);
     assert_eq!(a.calls.len(), 1);
     // a never answers (its worker is stuck); b may not fetch while the lease
@@ -304,9 +314,7 @@ fn discovery_tries_rfc_8414_then_openid_then_fetches_the_key_set() {
 
 #[test]
 fn an_unusable_key_set_keeps_the_last_good_keys() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut w, mut slot) = started(&policy, &shared, 100, 1_000);
+    let (mut w, mut slot) = one_worker();
     w.tick(&mut slot, 1_100);
     w.answer(&mut slot, 1_200, 200, JWKS);
     assert_eq!(slot.generation, 1);
@@ -324,9 +332,7 @@ fn an_unusable_key_set_keeps_the_last_good_keys() {
 
 #[test]
 fn unknown_kid_refetches_are_rate_limited_and_inline_keys_never_refetch() {
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut w, mut slot) = started(&policy, &shared, 100, 1_000);
+    let (mut w, mut slot) = one_worker();
     w.tick(&mut slot, 1_100);
     w.answer(&mut slot, 1_200, 200, JWKS);
     assert!(slot.unknown_key(2_000));
@@ -368,10 +374,7 @@ fn records_read_back_what_they_wrote() {
 fn a_held_request_goes_on_when_another_workers_fetch_ends() {
     use crate::keys::wait::{KeyProgress, KeyWaits};
 
-    let policy = policy(Some("https://idp.example/certs"));
-    let shared = Rc::new(RefCell::new(SharedMap::default()));
-    let (mut a, mut slot_a) = started(&policy, &shared, 100, 1_000);
-    let (mut b, mut slot_b) = started(&policy, &shared, 200, 1_000);
+    let ((mut a, mut slot_a), (mut b, mut slot_b)) = two_workers();
     a.tick(&mut slot_a, 1_100);
     // A request in b needs keys: b asks for a fetch (a holds the lease).
     slot_b.keys_needed(1_100);
