@@ -97,9 +97,9 @@ def list_request(token=READER, id=1):
             ("authorization", f"Bearer {token}")], json.dumps({"jsonrpc": "2.0", "id": id, "method": "tools/list"})
 
 
-def post_list(envoy, transport, token=READER, id=1):
+def post_list(envoy, transport, token=READER, id=1, extra=()):
     headers, body = list_request(token, id)
-    return send(transport, envoy, "POST", "/mcp", headers, body)
+    return send(transport, envoy, "POST", "/mcp", [*headers, *extra], body)
 
 
 def get_stream(envoy, transport, token=READER, extra=()):
@@ -341,7 +341,8 @@ def test_compressed_list_answers_never_pass(stack, transport, case):
     envoy, upstream = stack
     upstream.script = COMPRESSED[case]
     logged = envoy.logs().count(COMPRESSED_LOG)
-    reply = post_list(envoy, transport)
+    # The client asks for compression; the upstream compresses anyway.
+    reply = post_list(envoy, transport, extra=[("accept-encoding", "gzip, br")])
     assert_unfilterable(reply, status=404 if case.endswith("404") else 502)
     assert poll(lambda: envoy.logs().count(COMPRESSED_LOG) == logged + 1, 5)
     # The upstream was asked for plain bytes.
