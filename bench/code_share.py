@@ -108,7 +108,7 @@ def owner(name):
     if own:
         return f"mcp_authz::{own[1]}"
     crate = re.match(r"([a-z_0-9]+)(?:\[[0-9a-f]+\])?::", bare)
-    return crate[1] if crate else "(exports and runtime)"
+    return crate[1] if crate else "(trait impls on generic types, exports, runtime)"
 
 
 def build():
