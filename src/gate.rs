@@ -357,6 +357,15 @@ pub fn may_use(
         ListKind::Prompts => "prompts/get",
         ListKind::Resources | ListKind::ResourceTemplates => "resources/read",
     };
+    // A `resources/read` of a URI not in normal form is refused whatever the
+    // rules say (`mcp::resource_uri`): such an item is one the caller may not
+    // read, and the rules cannot judge it (`SECRET://keys` is not matched by
+    // a deny on `secret://*`, yet a server may read it as that).
+    if matches!(kind, ListKind::Resources | ListKind::ResourceTemplates)
+        && crate::mcp::resource_uri::not_normal(name).is_some()
+    {
+        return false;
+    }
     policy::may_call(
         &policy.rules,
         method,
@@ -371,6 +380,37 @@ pub fn may_use(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listed resource whose URI is not in normal form is one the caller
+    /// could not read (the read is refused): removed whatever the rules say.
+    #[test]
+    fn resources_not_in_normal_form_are_never_listed() {
+        let policy = crate::config::Policy::from_value(&serde_json::json!({
+            "resource": "https://mcp.example.com/mcp",
+            "providers": [{"issuer": "https://idp.example", "jwks": {"remote": {"cluster": "idp"}}}],
+            "rules": [{"effect": "allow", "methods": ["*"], "names": ["*"]},
+                      {"effect": "deny", "methods": ["resources/read"], "names": ["secret://*"]}]
+        }))
+        .expect("policy");
+        let who = Identity::anonymous("https://idp.example");
+        let listed = |kind, name| may_use(&policy, &who, &[], 0, kind, name, &mut Vec::new());
+        for kind in [ListKind::Resources, ListKind::ResourceTemplates] {
+            assert!(listed(kind, "docs://a"), "{kind:?}");
+            assert!(!listed(kind, "secret://keys"), "{kind:?}: the deny rule");
+            for uri in [
+                "SECRET://keys",
+                "docs://a/../secret",
+                " secret://keys",
+                "docs://%73ecret",
+                "secret:\\keys",
+            ] {
+                assert!(!listed(kind, uri), "{kind:?}: {uri}");
+            }
+        }
+        // Tool and prompt names are names, not URIs.
+        assert!(listed(ListKind::Tools, "Get_X"));
+        assert!(listed(ListKind::Prompts, "a b"));
+    }
 
     #[test]
     fn header_names_match_across_case_and_underscores() {

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::answer::codes;
 use crate::json::keys::{KeyCheck, KeySeed, ObjectKeys};
 use crate::json::walk::{scalars_are, Skip, ValueSeed};
+use crate::lists::ListKind;
 use crate::media;
 
 /// A JSON-RPC request or notification.
@@ -261,6 +262,13 @@ impl RawMessage<'_> {
         if self.has_result || self.has_error {
             // Neither request nor response: parsers would disagree on which.
             return Err(invalid("a request cannot carry result or error"));
+        }
+        if id.is_none() && ListKind::from_method(&method).is_some() {
+            // Without an id JSON-RPC makes it a notification, which gets no
+            // answer; but a lenient server may answer it anyway, and an
+            // answer is matched to the list it must be filtered as by id.
+            // MCP has no such notification.
+            return Err(invalid("a list request needs an id"));
         }
         let mut call_arguments = None;
         let (name, uri) = match self.params {
@@ -582,7 +590,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
 
 mod headers;
 pub mod param_headers;
-mod resource_uri;
+pub(crate) mod resource_uri;
 pub use headers::{check_mcp_headers, HeaderMismatch};
 
 #[cfg(test)]

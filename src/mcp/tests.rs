@@ -270,6 +270,19 @@ fn bad_bodies_are_refused_with_the_right_code() {
         ("response with null id", br#"{"jsonrpc":"2.0","id":null,"error":{}}"#, codes::INVALID_REQUEST),
         ("response with result and error", br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, codes::INVALID_REQUEST),
         ("response with params", br#"{"jsonrpc":"2.0","id":1,"result":{},"params":{}}"#, codes::INVALID_REQUEST),
+        // A list asked for without an id: its answer could not be matched
+        // to the list it must be filtered as.
+        ("list without an id", br#"{"jsonrpc":"2.0","method":"tools/list"}"#, codes::INVALID_REQUEST),
+        (
+            "resource templates without an id",
+            br#"{"jsonrpc":"2.0","method":"resources/templates/list","params":{}}"#,
+            codes::INVALID_REQUEST,
+        ),
+        (
+            "list without an id in a batch",
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"prompts/list"}]"#,
+            codes::INVALID_REQUEST,
+        ),
         // Batches.
         ("empty batch", b"[]", codes::INVALID_REQUEST),
         ("nested batch", br#"[[{"jsonrpc":"2.0","id":1,"method":"ping"}]]"#, codes::INVALID_REQUEST),
