@@ -538,6 +538,7 @@ pub(crate) mod tests {
             token_types: vec!["at+jwt".into(), "jwt".into()],
             require_token_type: false,
             dpop: crate::dpop::DpopPolicy::default(),
+            skipped_keys: Vec::new(),
         }
     }
 

@@ -114,6 +114,10 @@ pub struct Provider {
     pub require_token_type: bool,
     /// DPoP (RFC 9449): whether its tokens may or must be bound to a key.
     pub dpop: crate::dpop::DpopPolicy,
+    /// Why each unusable key of an inline `jwks` was left out (never key
+    /// material): logged when the configuration loads, as a fetched key
+    /// set's are when it arrives.
+    pub skipped_keys: Vec<String>,
 }
 
 /// Where a provider's keys come from.

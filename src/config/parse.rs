@@ -285,10 +285,11 @@ fn parse_provider(
         }
     };
     let introspection = parse_introspection(&obj)?;
-    let jwks = if introspection.is_some() && obj.get("jwks").is_none() {
-        None
+    let (jwks, skipped_keys) = if introspection.is_some() && obj.get("jwks").is_none() {
+        (None, Vec::new())
     } else {
-        Some(parse_jwks(&obj)?)
+        let (jwks, skipped) = parse_jwks(&obj)?;
+        (Some(jwks), skipped)
     };
     let algorithms = parse_algorithms(&obj, "algorithms")?;
     let clock_skew_seconds = obj
@@ -329,6 +330,7 @@ fn parse_provider(
         token_types,
         require_token_type,
         dpop,
+        skipped_keys,
     })
 }
 
@@ -438,7 +440,8 @@ fn parse_token_types(obj: &Obj) -> Result<Vec<String>, ConfigError> {
     })
 }
 
-fn parse_jwks(provider: &Obj) -> Result<JwksSource, ConfigError> {
+/// The key source, and why each unusable inline key was skipped.
+fn parse_jwks(provider: &Obj) -> Result<(JwksSource, Vec<String>), ConfigError> {
     let obj = provider.required_obj("jwks")?;
     obj.only(&["inline", "remote"])?;
     match (obj.map.get("inline"), obj.map.get("remote")) {
@@ -450,14 +453,14 @@ fn parse_jwks(provider: &Obj) -> Result<JwksSource, ConfigError> {
                 serde_json::Value::String(text) => KeySet::parse(text),
                 other => KeySet::from_value(other),
             };
-            let (keys, _skipped) = parsed.map_err(|e| obj.error("inline", e.to_string()))?;
+            let (keys, skipped) = parsed.map_err(|e| obj.error("inline", e.to_string()))?;
             if keys.is_empty() {
                 return Err(obj.error(
                     "inline",
                     "holds no key usable for signature verification".into(),
                 ));
             }
-            Ok(JwksSource::Inline(keys))
+            Ok((JwksSource::Inline(keys), skipped))
         }
         (None, Some(_)) => {
             let remote = obj.required_obj("remote")?;
@@ -497,12 +500,13 @@ fn parse_jwks(provider: &Obj) -> Result<JwksSource, ConfigError> {
                     format!("must be between 1 and {}", defaults::MAX_TIMEOUT_MS),
                 ));
             }
-            Ok(JwksSource::Remote(RemoteJwks {
+            let remote = RemoteJwks {
                 cluster,
                 url,
                 refresh_seconds,
                 timeout_ms,
-            }))
+            };
+            Ok((JwksSource::Remote(remote), Vec::new()))
         }
     }
 }

@@ -292,6 +292,28 @@ fn inline_jwks_may_be_a_json_string() {
     assert!(Policy::from_value(&config).is_ok());
 }
 
+/// An unusable inline key is left out, and why is kept for the log (the
+/// index and the reason, never key material); usable keys still load.
+#[test]
+fn unusable_inline_keys_are_skipped_with_a_reason() {
+    let mut config = base();
+    let keys = &mut config["providers"][0]["jwks"]["inline"]["keys"];
+    keys.as_array_mut()
+        .expect("keys")
+        .push(json!({"kty": "RSA", "kid": "weak", "n": "AQAB", "e": "AQAB"}));
+    let policy = Policy::from_value(&config).expect("accepted");
+    let skipped = &policy.providers[0].skipped_keys;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].contains("#1") && skipped[0].contains("weak"),
+        "{skipped:?}"
+    );
+    assert!(!skipped[0].contains("AQAB"), "no key material: {skipped:?}");
+    assert!(Policy::from_value(&base()).expect("accepted").providers[0]
+        .skipped_keys
+        .is_empty());
+}
+
 #[test]
 fn scope_hierarchies_close_transitively() {
     let mut config = base();

@@ -207,3 +207,21 @@ def test_required_token_types_are_per_provider(strict_envoy, upstream, transport
                   OTHER_KEY.sign(claims(OTHER_ISSUER, RESOURCE), headers=NO_TYP)]:
         upstream.clear()
         assert_allowed(post(strict_envoy, LIST, token, transport=transport), upstream)
+
+
+def test_an_unusable_inline_key_is_logged_and_the_others_verify(envoy_version, upstream):
+    """README "Configuration reference" (`jwks.inline`): a key the filter
+    cannot use is skipped with a warning naming it, never its material."""
+    weak = {"kty": "RSA", "kid": "weak-1", "n": "AQAB", "e": "AQAB"}
+    keys = jwks(KEY)
+    keys["keys"].append(weak)
+    with Envoy(envoy_version, config() | {"providers": [{"issuer": ISSUER, "jwks": {"inline": keys}}]},
+               upstream.port) as e:
+        upstream.clear()
+        assert_allowed(post(e, LIST, KEY.sign(good_claims())), upstream)
+        warnings = [line for line in e.logs().splitlines() if "skipped an inline key" in line]
+        # Once per VM configured (the configuration canary, the main thread,
+        # each worker), like the "configured" line.
+        assert warnings, e.logs()[-2000:]
+        for line in warnings:
+            assert ISSUER in line and "#1" in line and "weak-1" in line and "AQAB" not in line
