@@ -250,11 +250,7 @@ pub fn upstream_headers(
         }
     }
     // A DPoP proof is for this hop alone: never forwarded.
-    if head
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("dpop"))
-    {
+    if head.header("dpop").is_some() {
         edits.remove.push("dpop".into());
     }
     let Some(identity) = identity else {
@@ -264,11 +260,7 @@ pub fn upstream_headers(
     // refused, never passed): the upstream is not asked to compress. Only
     // when the client asked, like DPoP above: no host call for a header
     // that is not there.
-    if head
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("accept-encoding"))
-    {
+    if head.header("accept-encoding").is_some() {
         edits.remove.push("accept-encoding".into());
     }
     for header in &policy.identity_headers {

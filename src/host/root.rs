@@ -105,16 +105,17 @@ impl RootContext for PluginRoot {
                             policy.rules.len()
                         ),
                     );
-                    for provider in &policy.providers {
-                        for why in &provider.skipped_keys {
-                            log(
-                                LogLevel::Warn,
-                                &format!(
-                                    "mcp_authz: provider {}: skipped an inline key: {why}",
-                                    provider.issuer
-                                ),
-                            );
-                        }
+                }
+                // Providers are shared by every server: once each.
+                for provider in gateway.providers() {
+                    for why in &provider.skipped_keys {
+                        log(
+                            LogLevel::Warn,
+                            &format!(
+                                "mcp_authz: provider {}: skipped an inline key: {why}",
+                                provider.issuer
+                            ),
+                        );
                     }
                 }
                 let stats = Stats::define(&gateway);
